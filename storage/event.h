@@ -1,0 +1,114 @@
+// File: storage/event.h
+//
+// The plain data types that flow from ingest through storage to the server:
+// a normalised upstream event, a company's current state, a dead letter.
+// No behaviour lives here; storage/ depends on nothing else in the project
+// but base/.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+
+namespace chstream::storage {
+
+// Same numbers as chstream.v1.EventType.
+enum class EventType : int { kChanged = 1, kDeleted = 2 };
+
+// The nine upstream streams, by URL path (without the leading slash).
+inline constexpr const char* kStreamNames[] = {
+    "companies",
+    "filings",
+    "officers",
+    "persons-with-significant-control",
+    "charges",
+    "insolvency-cases",
+    "disqualified-officers",
+    "company-exemptions",
+    "persons-with-significant-control-statements",
+};
+
+struct Address {
+  std::string premises;
+  std::string address_line_1;
+  std::string address_line_2;
+  std::string locality;
+  std::string region;
+  std::string postal_code;
+  std::string country;
+  std::string care_of;
+  std::string po_box;
+
+  bool operator==(const Address&) const = default;
+};
+
+// The typed fields of a company-profile resource (chstream.v1.Company).
+struct CompanyFields {
+  std::string company_name;
+  std::string company_status;
+  std::string company_type;  // data.type
+  std::string jurisdiction;
+  std::string date_of_creation;
+  std::string date_of_cessation;
+  Address registered_office_address;
+  std::vector<std::string> sic_codes;
+
+  bool operator==(const CompanyFields&) const = default;
+};
+
+// One upstream event, validated and normalised.
+struct Event {
+  // chstream's cursor: 0 until committed, then dense and strictly increasing
+  // across all streams.
+  uint64_t position = 0;
+  std::string stream;  // one of kStreamNames
+  int64_t timepoint = 0;
+  EventType type = EventType::kChanged;
+  std::string resource_kind;
+  std::string resource_id;
+  std::string resource_uri;
+  std::string company_number;  // empty where none applies
+  absl::Time published_at = absl::UnixEpoch();
+  absl::Time received_at = absl::UnixEpoch();
+  std::vector<std::string> fields_changed;
+  // The "data" object exactly as the upstream sent it (compact JSON text);
+  // empty when the event had no data.
+  std::string data_json;
+  // The same object encoded as a google.protobuf.Struct message (wire
+  // bytes), made once at ingest so that serving never re-parses JSON.
+  std::string data_pb;
+  // Set for company-profile events that carry data.
+  std::optional<CompanyFields> company;
+
+  bool operator==(const Event&) const = default;
+};
+
+// The current state of a company, from the companies stream.
+struct CompanyRecord {
+  std::string company_number;
+  CompanyFields fields;
+  bool deleted = false;
+  int64_t last_timepoint = 0;
+  uint64_t last_position = 0;
+  absl::Time updated_at = absl::UnixEpoch();  // received_at of the last event
+  std::string data_json;
+  std::string data_pb;
+
+  bool operator==(const CompanyRecord&) const = default;
+};
+
+// An upstream line that could not be accepted, kept with its raw bytes.
+struct DeadLetter {
+  std::string stream;
+  absl::Time received_at = absl::UnixEpoch();
+  std::string reason;
+  std::string raw;                   // the line as received (maybe truncated)
+  std::optional<int64_t> timepoint;  // when it could be read
+
+  bool operator==(const DeadLetter&) const = default;
+};
+
+}  // namespace chstream::storage
