@@ -1,0 +1,566 @@
+#include "server/config.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "storage/event.h"
+
+extern char** environ;
+
+namespace chstream::server {
+namespace {
+
+using Setter = std::function<absl::Status(absl::string_view, Config&)>;
+
+struct Setting {
+  std::string name;  // flag name without "--"
+  std::string default_text;
+  std::string help;
+  Setter set;
+};
+
+std::string EnvName(absl::string_view flag) {
+  return absl::StrCat("CHSTREAM_", absl::AsciiStrToUpper(flag));
+}
+
+absl::Status Invalid(absl::string_view allowed) {
+  return absl::InvalidArgumentError(allowed);
+}
+
+Setter String(std::string Config::*field) {
+  return [field](absl::string_view v, Config& c) {
+    c.*field = std::string(v);
+    return absl::OkStatus();
+  };
+}
+
+Setter Bool(bool Config::*field) {
+  return [field](absl::string_view v, Config& c) {
+    std::string s = absl::AsciiStrToLower(v);
+    if (s == "" || s == "true" || s == "1" || s == "yes") {
+      c.*field = true;
+    } else if (s == "false" || s == "0" || s == "no") {
+      c.*field = false;
+    } else {
+      return Invalid("true or false");
+    }
+    return absl::OkStatus();
+  };
+}
+
+Setter Int(int Config::*field, int lo, int hi) {
+  return [field, lo, hi](absl::string_view v, Config& c) {
+    int n;
+    if (!absl::SimpleAtoi(v, &n) || n < lo || n > hi) {
+      return Invalid(absl::StrCat("an integer from ", lo, " to ", hi));
+    }
+    c.*field = n;
+    return absl::OkStatus();
+  };
+}
+
+Setter Int64(int64_t Config::*field, int64_t lo, int64_t hi) {
+  return [field, lo, hi](absl::string_view v, Config& c) {
+    int64_t n;
+    if (!absl::SimpleAtoi(v, &n) || n < lo || n > hi) {
+      return Invalid(absl::StrCat("an integer from ", lo, " to ", hi));
+    }
+    c.*field = n;
+    return absl::OkStatus();
+  };
+}
+
+Setter Double(double Config::*field, double lo, double hi) {
+  return [field, lo, hi](absl::string_view v, Config& c) {
+    double d;
+    if (!absl::SimpleAtod(v, &d) || !(d >= lo && d <= hi)) {
+      return Invalid(absl::StrCat("a number from ", lo, " to ", hi));
+    }
+    c.*field = d;
+    return absl::OkStatus();
+  };
+}
+
+Setter Duration(absl::Duration Config::*field, absl::Duration lo,
+                absl::Duration hi) {
+  return [field, lo, hi](absl::string_view v, Config& c) {
+    absl::Duration d;
+    if (!absl::ParseDuration(v, &d) || d < lo || d > hi) {
+      return Invalid(absl::StrCat("a duration such as 90s, 15m or 500ms, from ",
+                                  absl::FormatDuration(lo), " to ",
+                                  absl::FormatDuration(hi)));
+    }
+    c.*field = d;
+    return absl::OkStatus();
+  };
+}
+
+bool IsStreamName(absl::string_view s) {
+  for (const char* name : storage::kStreamNames) {
+    if (s == name) return true;
+  }
+  return false;
+}
+
+std::string AllStreamNames() {
+  return absl::StrJoin(storage::kStreamNames, ", ");
+}
+
+absl::Status SetStreams(absl::string_view v, Config& c) {
+  std::vector<std::string> out;
+  if (absl::StripAsciiWhitespace(v) == "all") {
+    for (const char* name : storage::kStreamNames) out.emplace_back(name);
+  } else {
+    for (absl::string_view part : absl::StrSplit(v, ',', absl::SkipEmpty())) {
+      std::string name(absl::StripAsciiWhitespace(part));
+      if (!IsStreamName(name)) {
+        return Invalid(absl::StrCat("'all' or a comma list of: ",
+                                    AllStreamNames(), " (got '", name, "')"));
+      }
+      if (std::find(out.begin(), out.end(), name) == out.end()) {
+        out.push_back(name);
+      }
+    }
+  }
+  if (out.empty()) {
+    return Invalid(absl::StrCat("'all' or a comma list of: ", AllStreamNames()));
+  }
+  c.streams = std::move(out);
+  return absl::OkStatus();
+}
+
+absl::Status SetStartTimepoints(absl::string_view v, Config& c) {
+  c.start_timepoints.clear();
+  for (absl::string_view part : absl::StrSplit(v, ',', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> kv =
+        absl::StrSplit(absl::StripAsciiWhitespace(part), absl::MaxSplits(':', 1));
+    int64_t tp;
+    if (!IsStreamName(kv.first) || !absl::SimpleAtoi(kv.second, &tp) ||
+        tp < 0) {
+      return Invalid(
+          "a comma list of <stream>:<timepoint>, e.g. companies:82025317");
+    }
+    c.start_timepoints[kv.first] = tp;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SetUpstreamUrl(absl::string_view v, Config& c) {
+  if (!absl::StartsWith(v, "https://") && !absl::StartsWith(v, "http://")) {
+    return Invalid("an http:// or https:// URL");
+  }
+  c.upstream_url = std::string(absl::StripSuffix(v, "/"));
+  return absl::OkStatus();
+}
+
+absl::Status SetGrpcAddress(absl::string_view v, Config& c) {
+  size_t colon = v.rfind(':');
+  int port;
+  if (colon == absl::string_view::npos || colon == 0 ||
+      !absl::SimpleAtoi(v.substr(colon + 1), &port) || port < 0 ||
+      port > 65535) {
+    return Invalid("HOST:PORT, e.g. 127.0.0.1:50051 or [::]:50051");
+  }
+  c.grpc_address = std::string(v);
+  return absl::OkStatus();
+}
+
+absl::Status SetLogLevel(absl::string_view v, Config& c) {
+  if (v != "debug" && v != "info" && v != "warning" && v != "error") {
+    return Invalid("debug, info, warning or error");
+  }
+  c.log_level = std::string(v);
+  return absl::OkStatus();
+}
+
+absl::Status SetOnExpired(absl::string_view v, Config& c) {
+  if (v == "resume_from_head") {
+    c.on_timepoint_expired = OnTimepointExpired::kResumeFromHead;
+  } else if (v == "stop") {
+    c.on_timepoint_expired = OnTimepointExpired::kStop;
+  } else {
+    return Invalid("resume_from_head or stop");
+  }
+  return absl::OkStatus();
+}
+
+const std::vector<Setting>& Settings() {
+  static const auto* const settings = new std::vector<Setting>{
+      {"grpc_address", "127.0.0.1:50051",
+       "Address the gRPC server listens on (HOST:PORT; port 0 picks one).",
+       SetGrpcAddress},
+      {"db_path", "./chstream.db",
+       "SQLite database file (created if missing; relative to where you ran "
+       "the command).",
+       String(&Config::db_path)},
+      {"streams", "companies",
+       "Upstream streams to follow: 'all' or a comma list of " +
+           AllStreamNames() + ".",
+       SetStreams},
+      {"upstream_url", "https://stream.companieshouse.gov.uk",
+       "Base URL of the Companies House Streaming API (or any server "
+       "speaking its protocol).",
+       SetUpstreamUrl},
+      {"ca_file", "",
+       "Extra PEM CA bundle trusted for the upstream, in addition to the "
+       "system store.",
+       String(&Config::ca_file)},
+      {"env_file", ".env (when present)",
+       "A file of KEY=VALUE lines read before the environment.",
+       String(&Config::env_file)},
+      {"simulate", "false",
+       "Follow the built-in simulator even when a key is set (it is always "
+       "used when no key is set).",
+       Bool(&Config::simulate)},
+      {"simulator_rate", "10",
+       "Events per second the built-in simulator publishes on the companies "
+       "stream (others proportionally less).",
+       Double(&Config::simulator_rate, 0.01, 1e6)},
+      {"idle_timeout", "90s",
+       "Reconnect when no byte at all (heartbeats included) has arrived for "
+       "this long.",
+       Duration(&Config::idle_timeout, absl::Milliseconds(100),
+                absl::Hours(1))},
+      {"max_line_bytes", "8388608",
+       "Upstream lines longer than this are dead-lettered.",
+       Int64(&Config::max_line_bytes, 1024, int64_t{1} << 30)},
+      {"start_timepoint", "",
+       "With an empty database, start these streams at a timepoint instead "
+       "of the head: <stream>:<N>[,<stream>:<N>...].",
+       SetStartTimepoints},
+      {"auth_retry_interval", "15m",
+       "After a 401 (bad key), retry no more often than this.",
+       Duration(&Config::auth_retry_interval, absl::Seconds(1),
+                absl::Hours(24))},
+      {"on_timepoint_expired", "resume_from_head",
+       "After a 416 (timepoint too old): resume_from_head (record the gap "
+       "and carry on) or stop.",
+       SetOnExpired},
+      {"breaker_failures", "5",
+       "Consecutive failures after which a stream's circuit breaker opens.",
+       Int(&Config::breaker_failures, 1, 1000)},
+      {"max_connections_per_key", "10",
+       "Upstream connections allowed per key; more streams than keys x cap "
+       "is a start-up error.",
+       Int(&Config::max_connections_per_key, 1, 100)},
+      {"sync_full", "false",
+       "SQLite synchronous=FULL (fsync every commit) instead of NORMAL (WAL: "
+       "a power loss may lose the last commits, a crash loses nothing).",
+       Bool(&Config::sync_full)},
+      {"batch_max_events", "4096", "Group commit: most events per transaction.",
+       Int(&Config::batch_max_events, 1, 1 << 20)},
+      {"batch_max_delay", "5ms",
+       "Group commit: longest wait for more events before committing.",
+       Duration(&Config::batch_max_delay, absl::ZeroDuration(),
+                absl::Seconds(10))},
+      {"writer_queue", "16384",
+       "Events the writer queue holds; when full, upstream readers wait.",
+       Int(&Config::writer_queue, 1, 1 << 22)},
+      {"max_subscribers", "1000",
+       "Concurrent Subscribe calls allowed; beyond it RESOURCE_EXHAUSTED.",
+       Int(&Config::max_subscribers, 1, 1000000)},
+      {"subscriber_queue", "1024",
+       "Live events buffered per subscriber before it falls behind and is "
+       "served from storage.",
+       Int(&Config::subscriber_queue, 1, 1 << 20)},
+      {"max_subscriber_lag", "0",
+       "End a subscriber that stays behind the head longer than this with "
+       "RESOURCE_EXHAUSTED (0 = never).",
+       Duration(&Config::max_subscriber_lag, absl::ZeroDuration(),
+                absl::Hours(24 * 7))},
+      {"log_level", "info", "debug, info, warning or error.", SetLogLevel},
+  };
+  return *settings;
+}
+
+const Setting* FindSetting(absl::string_view name) {
+  for (const Setting& s : Settings()) {
+    if (s.name == name) return &s;
+  }
+  return nullptr;
+}
+
+std::string CurrentDirectory() {
+  const char* bazel_dir = std::getenv("BUILD_WORKING_DIRECTORY");
+  if (bazel_dir != nullptr && *bazel_dir != '\0') return bazel_dir;
+  char buf[4096];
+  if (::getcwd(buf, sizeof(buf)) != nullptr) return buf;
+  return ".";
+}
+
+std::string Resolve(const std::string& base, const std::string& path) {
+  if (path.empty() || path[0] == '/') return path;
+  return absl::StrCat(base, "/", path);
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot read ", path, ": ", std::strerror(errno)));
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+absl::Status SettingError(const Setting& s, absl::string_view source,
+                          absl::string_view value, const absl::Status& why) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("invalid ", source, " '", value, "' for --", s.name, " (",
+                   EnvName(s.name), "): expected ", why.message()));
+}
+
+}  // namespace
+
+std::string ConfigHelp() {
+  std::string out =
+      "chstreamd: follows the Companies House Streaming API, stores every "
+      "event in SQLite and serves it over gRPC (chstream.v1).\n\n"
+      "Usage: chstreamd [--name=value ...]\n\n"
+      "Each setting is a flag, an environment variable or a line in the .env "
+      "file;\nprecedence: flag > environment > .env > default.\n\n";
+  for (const Setting& s : Settings()) {
+    absl::StrAppend(&out, "  --", s.name, "  (", EnvName(s.name), ")\n      ",
+                    s.help, "\n      default: ",
+                    s.default_text.empty() ? "(none)" : s.default_text, "\n");
+  }
+  absl::StrAppend(
+      &out,
+      "\nThe upstream key is never a flag:\n"
+      "  CH_STREAMING_API_KEY       the stream key (a comma list spreads "
+      "streams over several keys)\n"
+      "  CH_STREAMING_API_KEY_FILE  a file holding the key\n"
+      "With no key, chstreamd follows its built-in simulator.\n");
+  return out;
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseEnvFile(
+    absl::string_view text) {
+  std::vector<std::pair<std::string, std::string>> out;
+  int line_no = 0;
+  for (absl::string_view raw : absl::StrSplit(text, '\n')) {
+    ++line_no;
+    absl::string_view line = absl::StripAsciiWhitespace(raw);
+    if (line.empty() || line[0] == '#') continue;
+    if (absl::ConsumePrefix(&line, "export ")) {
+      line = absl::StripLeadingAsciiWhitespace(line);
+    }
+    size_t eq = line.find('=');
+    if (eq == absl::string_view::npos || eq == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("line ", line_no, ": expected KEY=VALUE"));
+    }
+    std::string key(absl::StripAsciiWhitespace(line.substr(0, eq)));
+    absl::string_view rest = absl::StripLeadingAsciiWhitespace(line.substr(eq + 1));
+    std::string value;
+    if (!rest.empty() && (rest[0] == '"' || rest[0] == '\'')) {
+      const char quote = rest[0];
+      size_t i = 1;
+      bool closed = false;
+      for (; i < rest.size(); ++i) {
+        char ch = rest[i];
+        if (ch == quote) {
+          closed = true;
+          break;
+        }
+        if (quote == '"' && ch == '\\' && i + 1 < rest.size()) {
+          char next = rest[++i];
+          value.push_back(next == 'n' ? '\n' : next == 't' ? '\t' : next);
+        } else {
+          value.push_back(ch);
+        }
+      }
+      if (!closed) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("line ", line_no, ": unterminated quote"));
+      }
+    } else {
+      size_t hash = rest.find(" #");
+      if (hash != absl::string_view::npos) rest = rest.substr(0, hash);
+      value = std::string(absl::StripTrailingAsciiWhitespace(rest));
+    }
+    out.emplace_back(std::move(key), std::move(value));
+  }
+  return out;
+}
+
+absl::flat_hash_map<std::string, std::string> ProcessEnvironment() {
+  absl::flat_hash_map<std::string, std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    absl::string_view kv(*e);
+    size_t eq = kv.find('=');
+    if (eq == absl::string_view::npos) continue;
+    env.emplace(std::string(kv.substr(0, eq)), std::string(kv.substr(eq + 1)));
+  }
+  return env;
+}
+
+absl::StatusOr<Config> LoadConfig(
+    const std::vector<std::string>& args,
+    const absl::flat_hash_map<std::string, std::string>& env,
+    ConfigExit* exit_request) {
+  // 1. Flags, collected first (they decide the .env file and win over all).
+  std::vector<std::pair<const Setting*, std::string>> flags;
+  for (const std::string& arg : args) {
+    if (arg == "--help" || arg == "-h" || arg == "--helpfull") {
+      *exit_request = {0, ConfigHelp()};
+      return absl::CancelledError("help");
+    }
+    absl::string_view a(arg);
+    if (!absl::ConsumePrefix(&a, "--")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unexpected argument '", arg, "': settings are --name=value (see --help)"));
+    }
+    std::pair<absl::string_view, absl::string_view> kv =
+        absl::StrSplit(a, absl::MaxSplits('=', 1));
+    std::string name(kv.first);
+    std::replace(name.begin(), name.end(), '-', '_');
+    if (name == "api_key" || name == "key" || name == "stream_key") {
+      return absl::InvalidArgumentError(
+          "the stream key is never a flag (it would show in `ps`): set "
+          "CH_STREAMING_API_KEY or CH_STREAMING_API_KEY_FILE");
+    }
+    const Setting* s = FindSetting(name);
+    bool is_bool_flag = s != nullptr && s->name == "simulate";
+    if (s == nullptr && absl::StartsWith(name, "no")) {
+      const Setting* negated = FindSetting(name.substr(2));
+      if (negated != nullptr && negated->default_text == "false" &&
+          a.find('=') == absl::string_view::npos) {
+        flags.emplace_back(negated, "false");
+        continue;
+      }
+    }
+    if (s == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag --", kv.first, " (see --help)"));
+    }
+    if (a.find('=') == absl::string_view::npos &&
+        !(is_bool_flag || s->default_text == "false")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", s->name, " needs a value: --", s->name, "=..."));
+    }
+    flags.emplace_back(s, std::string(kv.second));
+  }
+
+  const std::string cwd = CurrentDirectory();
+
+  // 2. The .env file: --env_file, else CHSTREAM_ENV_FILE, else ./.env if it
+  // exists.
+  std::string env_file;
+  bool env_file_explicit = false;
+  for (const auto& [s, v] : flags) {
+    if (s->name == "env_file") {
+      env_file = v;
+      env_file_explicit = true;
+    }
+  }
+  if (!env_file_explicit) {
+    auto it = env.find("CHSTREAM_ENV_FILE");
+    if (it != env.end()) {
+      env_file = it->second;
+      env_file_explicit = true;
+    }
+  }
+  if (!env_file_explicit) {
+    std::string candidate = Resolve(cwd, ".env");
+    if (::access(candidate.c_str(), R_OK) == 0) env_file = ".env";
+  }
+  absl::flat_hash_map<std::string, std::string> dotenv;
+  if (!env_file.empty()) {
+    env_file = Resolve(cwd, env_file);
+    absl::StatusOr<std::string> text = ReadFile(env_file);
+    if (!text.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "invalid --env_file (CHSTREAM_ENV_FILE): ", text.status().message()));
+    }
+    absl::StatusOr<std::vector<std::pair<std::string, std::string>>> parsed =
+        ParseEnvFile(*text);
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "invalid .env file ", env_file, ": ", parsed.status().message()));
+    }
+    for (auto& [k, v] : *parsed) dotenv[k] = v;
+  }
+
+  // 3. Apply in increasing precedence: defaults (already in Config), .env,
+  // environment, flags.
+  Config config;
+  config.env_file = env_file;
+  for (const Setting& s : Settings()) {
+    if (s.name == "env_file") continue;
+    const std::string name = EnvName(s.name);
+    if (auto it = dotenv.find(name); it != dotenv.end()) {
+      if (absl::Status st = s.set(it->second, config); !st.ok()) {
+        return SettingError(s, absl::StrCat("value in ", env_file), it->second,
+                            st);
+      }
+    }
+    if (auto it = env.find(name); it != env.end()) {
+      if (absl::Status st = s.set(it->second, config); !st.ok()) {
+        return SettingError(s, "environment value", it->second, st);
+      }
+    }
+  }
+  for (const auto& [s, v] : flags) {
+    if (s->name == "env_file") continue;
+    if (absl::Status st = s->set(v, config); !st.ok()) {
+      return SettingError(*s, "value", v, st);
+    }
+  }
+  config.db_path = Resolve(cwd, config.db_path);
+  config.ca_file = Resolve(cwd, config.ca_file);
+
+  // 4. The key: environment over .env; a key file when no key is given.
+  auto lookup = [&](const std::string& name) -> const std::string* {
+    if (auto it = env.find(name); it != env.end()) return &it->second;
+    if (auto it = dotenv.find(name); it != dotenv.end()) return &it->second;
+    return nullptr;
+  };
+  std::string key_text;
+  if (const std::string* key = lookup("CH_STREAMING_API_KEY");
+      key != nullptr && !key->empty()) {
+    key_text = *key;
+  } else if (const std::string* file = lookup("CH_STREAMING_API_KEY_FILE");
+             file != nullptr && !file->empty()) {
+    absl::StatusOr<std::string> text = ReadFile(Resolve(cwd, *file));
+    if (!text.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "invalid CH_STREAMING_API_KEY_FILE: ", text.status().message()));
+    }
+    key_text = *text;
+  }
+  for (absl::string_view k : absl::StrSplit(key_text, ',', absl::SkipEmpty())) {
+    k = absl::StripAsciiWhitespace(k);
+    if (!k.empty()) config.api_keys.emplace_back(k);
+  }
+
+  // 5. Cross-setting checks.
+  if (!config.UseSimulator()) {
+    const size_t capacity =
+        config.api_keys.size() *
+        static_cast<size_t>(config.max_connections_per_key);
+    if (config.streams.size() > capacity) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "invalid --streams: ", config.streams.size(),
+          " streams need more upstream connections than ",
+          config.api_keys.size(), " key(s) x --max_connections_per_key=",
+          config.max_connections_per_key, " allow"));
+    }
+  }
+  return config;
+}
+
+}  // namespace chstream::server

@@ -1,0 +1,94 @@
+// File: server/config.h
+//
+// chstreamd's configuration: every setting has a flag (--name=value), an
+// environment variable (CHSTREAM_<NAME>), an optional line in a .env file and
+// a default. Precedence: flag > environment > .env > default.
+//
+// The upstream stream key is never a flag: it comes from CH_STREAMING_API_KEY
+// (environment or .env) or from the file named by CH_STREAMING_API_KEY_FILE.
+// It may be a comma-separated list of keys.
+//
+// Relative paths are resolved against the directory the user ran the command
+// from (BUILD_WORKING_DIRECTORY under `bazel run`, else the current one).
+//
+//   absl::StatusOr<Config> config = LoadConfig(argc, argv, environ_map);
+//   if (!config.ok()) { std::cerr << config.status().message(); exit(2); }
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace chstream::server {
+
+enum class OnTimepointExpired { kResumeFromHead, kStop };
+
+struct Config {
+  // Serving.
+  std::string grpc_address = "127.0.0.1:50051";
+  int max_subscribers = 1000;
+  int subscriber_queue = 1024;
+  absl::Duration max_subscriber_lag = absl::ZeroDuration();  // 0 = never end
+  // Storage.
+  std::string db_path = "chstream.db";
+  bool sync_full = false;
+  int batch_max_events = 4096;
+  absl::Duration batch_max_delay = absl::Milliseconds(5);
+  int writer_queue = 16384;
+  // Upstream.
+  std::vector<std::string> streams = {"companies"};
+  std::string upstream_url = "https://stream.companieshouse.gov.uk";
+  std::string ca_file;
+  bool simulate = false;
+  double simulator_rate = 10;
+  absl::Duration idle_timeout = absl::Seconds(90);
+  int64_t max_line_bytes = 8 << 20;
+  std::map<std::string, int64_t> start_timepoints;  // stream -> timepoint
+  absl::Duration auth_retry_interval = absl::Minutes(15);
+  OnTimepointExpired on_timepoint_expired = OnTimepointExpired::kResumeFromHead;
+  int breaker_failures = 5;
+  int max_connections_per_key = 10;
+  // Operations.
+  std::string log_level = "info";
+  std::string env_file;  // the .env file that was read ("" if none)
+
+  // Secrets (never printed).
+  std::vector<std::string> api_keys;
+
+  // True when chstreamd follows its built-in simulator (no key, or
+  // --simulate).
+  bool UseSimulator() const { return simulate || api_keys.empty(); }
+};
+
+// What --help prints: every setting, its environment name and default.
+std::string ConfigHelp();
+
+// A result of parsing that is not an error but ends the program (--help).
+struct ConfigExit {
+  int code;
+  std::string output;
+};
+
+// Parses argv (argv[0] skipped) and `env` (name -> value, usually the
+// process environment). An error's message is one line naming the setting
+// and what is allowed; the caller prints it and exits with status 2.
+absl::StatusOr<Config> LoadConfig(
+    const std::vector<std::string>& args,
+    const absl::flat_hash_map<std::string, std::string>& env,
+    ConfigExit* exit_request);
+
+// Parses the text of a .env file: KEY=VALUE lines, `export ` prefix,
+// single quotes (literal), double quotes (\n \" \\ escapes), # comments.
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseEnvFile(
+    absl::string_view text);
+
+// The current process environment as a map.
+absl::flat_hash_map<std::string, std::string> ProcessEnvironment();
+
+}  // namespace chstream::server

@@ -1,0 +1,182 @@
+#include "server/config.h"
+
+#include <fstream>
+#include <string>
+
+#include "base/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace chstream::server {
+namespace {
+
+using ::chstream::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using Env = absl::flat_hash_map<std::string, std::string>;
+
+std::string TempPath(const std::string& name) {
+  return std::string(getenv("TEST_TMPDIR")) + "/" + name;
+}
+
+void WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
+
+absl::StatusOr<Config> Load(std::vector<std::string> args, Env env = {}) {
+  ConfigExit exit_request{-1, ""};
+  // Never pick up a stray .env from the test's working directory.
+  if (!env.contains("CHSTREAM_ENV_FILE")) {
+    bool has_flag = false;
+    for (const auto& a : args) has_flag |= a.rfind("--env_file", 0) == 0;
+    if (!has_flag) {
+      WriteFile(TempPath("empty.env"), "");
+      env["CHSTREAM_ENV_FILE"] = TempPath("empty.env");
+    }
+  }
+  return LoadConfig(args, env, &exit_request);
+}
+
+TEST(ConfigTest, Defaults) {
+  ASSERT_OK_AND_ASSIGN(Config c, Load({}));
+  EXPECT_EQ(c.grpc_address, "127.0.0.1:50051");
+  EXPECT_THAT(c.streams, ElementsAre("companies"));
+  EXPECT_EQ(c.upstream_url, "https://stream.companieshouse.gov.uk");
+  EXPECT_EQ(c.idle_timeout, absl::Seconds(90));
+  EXPECT_EQ(c.max_connections_per_key, 10);
+  EXPECT_TRUE(c.api_keys.empty());
+  EXPECT_TRUE(c.UseSimulator());
+  EXPECT_EQ(c.db_path.back(), 'b');
+  EXPECT_EQ(c.db_path[0], '/');  // resolved against the working directory
+}
+
+// Verifies flag > environment > .env > default, setting by setting.
+TEST(ConfigTest, Precedence) {
+  const std::string env_file = TempPath("precedence.env");
+  WriteFile(env_file,
+            "# comment\n"
+            "export CHSTREAM_GRPC_ADDRESS=127.0.0.1:1111\n"
+            "CHSTREAM_STREAMS='filings,charges'\n"
+            "CHSTREAM_IDLE_TIMEOUT=\"30s\"  \n"
+            "CHSTREAM_MAX_SUBSCRIBERS=7 # trailing comment\n");
+  ASSERT_OK_AND_ASSIGN(
+      Config c,
+      Load({"--env_file=" + env_file, "--grpc_address=127.0.0.1:3333"},
+           {{"CHSTREAM_GRPC_ADDRESS", "127.0.0.1:2222"},
+            {"CHSTREAM_STREAMS", "officers"}}));
+  EXPECT_EQ(c.grpc_address, "127.0.0.1:3333");    // flag
+  EXPECT_THAT(c.streams, ElementsAre("officers"));  // environment
+  EXPECT_EQ(c.idle_timeout, absl::Seconds(30));     // .env
+  EXPECT_EQ(c.max_subscribers, 7);                  // .env
+  EXPECT_EQ(c.breaker_failures, 5);                 // default
+  EXPECT_EQ(c.env_file, env_file);
+}
+
+TEST(ConfigTest, StreamsAll) {
+  ASSERT_OK_AND_ASSIGN(Config c, Load({"--streams=all"}));
+  EXPECT_EQ(c.streams.size(), 9u);
+}
+
+TEST(ConfigTest, InvalidValuesNameTheSettingAndWhatIsAllowed) {
+  EXPECT_THAT(Load({"--streams=companies,bogus"}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("--streams"), HasSubstr("bogus"),
+                             HasSubstr("filings"))));
+  EXPECT_THAT(Load({"--idle_timeout=soon"}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("--idle_timeout"),
+                             HasSubstr("CHSTREAM_IDLE_TIMEOUT"),
+                             HasSubstr("duration"))));
+  EXPECT_THAT(Load({}, {{"CHSTREAM_MAX_SUBSCRIBERS", "-1"}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("an integer from 1")));
+  EXPECT_THAT(Load({"--upstream_url=ftp://x"}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("http:// or https://")));
+  EXPECT_THAT(Load({"--grpc_address=nowhere"}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("HOST:PORT")));
+  EXPECT_THAT(Load({"--no_such_flag=1"}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("unknown flag")));
+  EXPECT_THAT(Load({"--on_timepoint_expired=panic"}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("resume_from_head or stop")));
+  EXPECT_THAT(Load({"--start_timepoint=companies"}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("<stream>:<timepoint>")));
+}
+
+TEST(ConfigTest, KeyIsNeverAFlag) {
+  EXPECT_THAT(Load({"--api_key=abc"}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("CH_STREAMING_API_KEY"),
+                             Not(HasSubstr("abc")))));
+}
+
+TEST(ConfigTest, KeyFromEnvironmentEnvFileOrKeyFile) {
+  ASSERT_OK_AND_ASSIGN(Config a, Load({}, {{"CH_STREAMING_API_KEY", " k1 "}}));
+  EXPECT_THAT(a.api_keys, ElementsAre("k1"));
+  EXPECT_FALSE(a.UseSimulator());
+
+  const std::string env_file = TempPath("key.env");
+  WriteFile(env_file, "CH_STREAMING_API_KEY=k2,k3\n");
+  ASSERT_OK_AND_ASSIGN(Config b, Load({"--env_file=" + env_file}));
+  EXPECT_THAT(b.api_keys, ElementsAre("k2", "k3"));
+
+  const std::string key_file = TempPath("key.txt");
+  WriteFile(key_file, "k4\n");
+  ASSERT_OK_AND_ASSIGN(Config c,
+                       Load({}, {{"CH_STREAMING_API_KEY_FILE", key_file}}));
+  EXPECT_THAT(c.api_keys, ElementsAre("k4"));
+
+  ASSERT_OK_AND_ASSIGN(Config d, Load({"--simulate"},
+                                      {{"CH_STREAMING_API_KEY", "k5"}}));
+  EXPECT_TRUE(d.UseSimulator());
+}
+
+TEST(ConfigTest, TooManyStreamsForTheKeysIsAStartupError) {
+  EXPECT_THAT(Load({"--streams=all", "--max_connections_per_key=2"},
+                   {{"CH_STREAMING_API_KEY", "k1,k2"}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--max_connections_per_key")));
+  EXPECT_OK(Load({"--streams=all", "--max_connections_per_key=5"},
+                 {{"CH_STREAMING_API_KEY", "k1,k2"}}));
+}
+
+TEST(ConfigTest, HelpListsEverySettingWithItsDefault) {
+  ConfigExit exit_request{-1, ""};
+  EXPECT_FALSE(LoadConfig({"--help"}, {}, &exit_request).ok());
+  EXPECT_EQ(exit_request.code, 0);
+  for (const char* name :
+       {"--grpc_address", "--db_path", "--streams", "--upstream_url",
+        "--ca_file", "--env_file", "CHSTREAM_GRPC_ADDRESS", "127.0.0.1:50051",
+        "CH_STREAMING_API_KEY"}) {
+    EXPECT_THAT(exit_request.output, HasSubstr(name));
+  }
+}
+
+TEST(ParseEnvFileTest, QuotesCommentsExport) {
+  ASSERT_OK_AND_ASSIGN(auto kv, ParseEnvFile("A=1\n"
+                                             "  export B = two words \n"
+                                             "C=\"x\\\"y\\nz\"\n"
+                                             "D='a # not a comment'\n"
+                                             "E=v # comment\n"
+                                             "# F=ignored\n"
+                                             "\n"));
+  ASSERT_EQ(kv.size(), 5u);
+  EXPECT_EQ(kv[0], std::make_pair(std::string("A"), std::string("1")));
+  EXPECT_EQ(kv[1].second, "two words");
+  EXPECT_EQ(kv[2].second, "x\"y\nz");
+  EXPECT_EQ(kv[3].second, "a # not a comment");
+  EXPECT_EQ(kv[4].second, "v");
+  EXPECT_THAT(ParseEnvFile("NOEQUALS\n"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("line 1")));
+  EXPECT_THAT(ParseEnvFile("A=\"open\n"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("unterminated")));
+}
+
+}  // namespace
+}  // namespace chstream::server
