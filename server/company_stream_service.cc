@@ -1,0 +1,144 @@
+#include "server/company_stream_service.h"
+
+#include <sys/stat.h>
+
+#include "absl/strings/str_cat.h"
+#include "base/log.h"
+#include "base/status_macros.h"
+#include "server/proto_convert.h"
+#include "server/status_conversion.h"
+
+namespace chstream::server {
+namespace {
+
+grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* ctx,
+                                      const grpc::Status& status) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
+
+google::protobuf::Timestamp MaybeTimestamp(absl::Time t) {
+  if (t == absl::InfinitePast()) return {};
+  return ToTimestamp(t);
+}
+
+uint64_t FileSize(const std::string& path) {
+  uint64_t total = 0;
+  for (const std::string& p : {path, path + "-wal"}) {
+    struct stat st;
+    if (::stat(p.c_str(), &st) == 0) total += static_cast<uint64_t>(st.st_size);
+  }
+  return total;
+}
+
+}  // namespace
+
+CompanyStreamService::CompanyStreamService(storage::Store* store,
+                                           SubscriptionHub* hub,
+                                           Executor* executor,
+                                           StreamStatusFn stream_status,
+                                           Clock* clock, ServiceOptions options)
+    : store_(store),
+      hub_(hub),
+      stream_status_(std::move(stream_status)),
+      clock_(clock),
+      options_(std::move(options)),
+      registry_(options_.max_subscribers),
+      stream_ctx_{store,
+                  hub,
+                  executor,
+                  clock,
+                  options_.page_size,
+                  /*max_scan=*/20000,
+                  options_.subscriber_queue,
+                  options_.max_subscriber_lag} {}
+
+absl::Status CompanyStreamService::FillStatus(v1::GetStatusResponse* out) {
+  out->Clear();
+  if (stream_status_) {
+    for (const ingest::StreamStatusSnapshot& s : stream_status_()) {
+      v1::StreamStatus* ps = out->add_streams();
+      ps->set_stream(s.stream);
+      ps->set_state(static_cast<v1::StreamState>(static_cast<int>(s.state)));
+      ps->set_last_timepoint(s.last_timepoint.value_or(0));
+      *ps->mutable_last_published_at() = MaybeTimestamp(s.last_published_at);
+      *ps->mutable_last_event_at() = MaybeTimestamp(s.last_event_at);
+      *ps->mutable_last_heartbeat_at() = MaybeTimestamp(s.last_heartbeat_at);
+      *ps->mutable_connected_since() = MaybeTimestamp(s.connected_since);
+      *ps->mutable_next_retry_at() = MaybeTimestamp(s.next_retry_at);
+      ps->set_events_total(s.events_total);
+      ps->set_heartbeats_total(s.heartbeats_total);
+      ps->set_malformed_total(s.malformed_total);
+      ps->set_duplicates_total(s.duplicates_total);
+      ps->set_reconnects_total(s.reconnects_total);
+      ps->set_bytes_total(s.bytes_total);
+      ps->set_last_error(log::Redact(s.last_error));
+      ps->set_last_http_status(s.last_http_status);
+      ps->set_lag_seconds(s.lag_seconds);
+      ps->set_reader_wait_seconds(absl::ToDoubleSeconds(s.reader_wait));
+      for (const ingest::TimepointGapInfo& g : s.gaps) {
+        v1::TimepointGap* pg = ps->add_gaps();
+        pg->set_last_timepoint(g.last_timepoint);
+        *pg->mutable_recorded_at() = MaybeTimestamp(g.recorded_at);
+      }
+    }
+  }
+  CHS_ASSIGN_OR_RETURN(storage::StoreStats stats, store_->Stats());
+  v1::StoreStatus* st = out->mutable_store();
+  st->set_head_position(stats.head_position);
+  st->set_oldest_position(stats.oldest_position);
+  st->set_events_stored(stats.events_stored);
+  st->set_companies_stored(stats.companies_stored);
+  st->set_dead_letters(stats.dead_letters);
+  st->set_db_path(store_->path());
+  st->set_db_size_bytes(stats.db_size_bytes != 0 ? stats.db_size_bytes
+                                                 : FileSize(store_->path()));
+  for (v1::SubscriberStatus& s : registry_.Snapshot()) {
+    *out->add_subscribers() = std::move(s);
+  }
+  *out->mutable_started_at() = ToTimestamp(options_.started_at);
+  out->set_version(options_.version);
+  out->set_upstream(options_.upstream);
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* CompanyStreamService::GetStatus(
+    grpc::CallbackServerContext* ctx, const v1::GetStatusRequest* /*request*/,
+    v1::GetStatusResponse* response) {
+  return FinishUnary(ctx, ToGrpcStatus(FillStatus(response)));
+}
+
+grpc::ServerUnaryReactor* CompanyStreamService::GetCompany(
+    grpc::CallbackServerContext* ctx, const v1::GetCompanyRequest* request,
+    v1::Company* response) {
+  absl::StatusOr<std::string> number =
+      NormalizeCompanyNumber(request->company_number());
+  if (!number.ok()) return FinishUnary(ctx, ToGrpcStatus(number.status()));
+  absl::StatusOr<std::optional<storage::CompanyRecord>> company =
+      store_->GetCompany(*number);
+  if (!company.ok()) return FinishUnary(ctx, ToGrpcStatus(company.status()));
+  if (!company->has_value()) {
+    return FinishUnary(
+        ctx, grpc::Status(grpc::StatusCode::NOT_FOUND,
+                          absl::StrCat("company ", *number,
+                                       " has not been seen on the companies "
+                                       "stream")));
+  }
+  ToProto(**company, response);
+  return FinishUnary(ctx, grpc::Status::OK);
+}
+
+grpc::ServerWriteReactor<v1::Event>* CompanyStreamService::ReplayEvents(
+    grpc::CallbackServerContext* /*ctx*/,
+    const v1::ReplayEventsRequest* request) {
+  return NewReplayReactor(stream_ctx_, *request);
+}
+
+grpc::ServerWriteReactor<v1::SubscribeResponse>*
+CompanyStreamService::Subscribe(grpc::CallbackServerContext* ctx,
+                                const v1::SubscribeRequest* request) {
+  return NewSubscribeReactor(stream_ctx_, &registry_, ctx, *request);
+}
+
+}  // namespace chstream::server

@@ -1,0 +1,198 @@
+#include "server/proto_convert.h"
+
+#include <google/protobuf/unknown_field_set.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace chstream::server {
+namespace {
+
+constexpr int kEventDataField = 12;
+constexpr int kCompanyDataField = 14;
+
+v1::EventType ToProto(storage::EventType t) {
+  return t == storage::EventType::kDeleted ? v1::EVENT_TYPE_DELETED
+                                           : v1::EVENT_TYPE_CHANGED;
+}
+
+void SetStructBytes(const std::string& bytes, int field,
+                    google::protobuf::Message* msg) {
+  if (bytes.empty()) return;
+  msg->GetReflection()->MutableUnknownFields(msg)->AddLengthDelimited(field,
+                                                                       bytes);
+}
+
+}  // namespace
+
+google::protobuf::Timestamp ToTimestamp(absl::Time t) {
+  google::protobuf::Timestamp ts;
+  const int64_t micros = absl::ToUnixMicros(t);
+  int64_t seconds = micros / 1'000'000;
+  int64_t rem = micros % 1'000'000;
+  if (rem < 0) {
+    rem += 1'000'000;
+    --seconds;
+  }
+  ts.set_seconds(seconds);
+  ts.set_nanos(static_cast<int32_t>(rem * 1000));
+  return ts;
+}
+
+absl::Time FromTimestamp(const google::protobuf::Timestamp& ts) {
+  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
+}
+
+void ToProto(const storage::Event& e, v1::Event* out) {
+  out->Clear();
+  out->set_position(e.position);
+  out->set_stream(e.stream);
+  out->set_timepoint(e.timepoint);
+  out->set_type(ToProto(e.type));
+  out->set_resource_kind(e.resource_kind);
+  out->set_resource_id(e.resource_id);
+  out->set_resource_uri(e.resource_uri);
+  out->set_company_number(e.company_number);
+  *out->mutable_published_at() = ToTimestamp(e.published_at);
+  *out->mutable_received_at() = ToTimestamp(e.received_at);
+  for (const std::string& f : e.fields_changed) out->add_fields_changed(f);
+  SetStructBytes(e.data_pb, kEventDataField, out);
+}
+
+void ToProto(const storage::CompanyRecord& c, v1::Company* out) {
+  out->Clear();
+  out->set_company_number(c.company_number);
+  out->set_company_name(c.fields.company_name);
+  out->set_company_status(c.fields.company_status);
+  out->set_company_type(c.fields.company_type);
+  out->set_jurisdiction(c.fields.jurisdiction);
+  out->set_date_of_creation(c.fields.date_of_creation);
+  out->set_date_of_cessation(c.fields.date_of_cessation);
+  const storage::Address& a = c.fields.registered_office_address;
+  v1::Address* pa = out->mutable_registered_office_address();
+  pa->set_premises(a.premises);
+  pa->set_address_line_1(a.address_line_1);
+  pa->set_address_line_2(a.address_line_2);
+  pa->set_locality(a.locality);
+  pa->set_region(a.region);
+  pa->set_postal_code(a.postal_code);
+  pa->set_country(a.country);
+  pa->set_care_of(a.care_of);
+  pa->set_po_box(a.po_box);
+  for (const std::string& s : c.fields.sic_codes) out->add_sic_codes(s);
+  out->set_deleted(c.deleted);
+  out->set_last_timepoint(c.last_timepoint);
+  out->set_last_position(c.last_position);
+  *out->mutable_updated_at() = ToTimestamp(c.updated_at);
+  SetStructBytes(c.data_pb, kCompanyDataField, out);
+}
+
+const std::vector<std::string>& KnownResourceKinds() {
+  static const auto* const kinds = new std::vector<std::string>{
+      "company-profile",
+      "filing-history",
+      "company-officers",
+      "company-psc-individual",
+      "company-psc-corporate",
+      "company-psc-legal",
+      "company-psc-supersecure",
+      "individual-beneficial-owner",
+      "corporate-entity-beneficial-owner",
+      "legal-person-beneficial-owner",
+      "super-secure-beneficial-owner",
+      "company-charges",
+      "company-insolvency",
+      "disqualified-officer-natural",
+      "disqualified-officer-corporate",
+      "company-exemptions",
+      "persons-with-significant-control-statement",
+  };
+  return *kinds;
+}
+
+absl::StatusOr<std::string> NormalizeCompanyNumber(absl::string_view text) {
+  std::string n = absl::AsciiStrToUpper(absl::StripAsciiWhitespace(text));
+  auto digit = [&](size_t i) {
+    return absl::ascii_isdigit(static_cast<unsigned char>(n[i]));
+  };
+  auto letter = [&](size_t i) {
+    return absl::ascii_isalpha(static_cast<unsigned char>(n[i]));
+  };
+  bool ok = n.size() == 8 && (digit(0) == digit(1)) &&
+            (digit(0) || (letter(0) && letter(1)));
+  for (size_t i = 2; ok && i < n.size(); ++i) ok = digit(i);
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "invalid company number '", text,
+        "': expected 8 characters, digits (\"00006400\") or a 2-letter "
+        "prefix and 6 digits (\"SC571653\")"));
+  }
+  return n;
+}
+
+absl::StatusOr<storage::Filter> FromProto(const v1::EventFilter& f) {
+  storage::Filter out;
+  for (const std::string& s : f.streams()) {
+    bool known = false;
+    for (const char* name : storage::kStreamNames) known |= (s == name);
+    if (!known) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown stream '", s, "' in filter.streams; allowed: ",
+                       absl::StrJoin(storage::kStreamNames, ", ")));
+    }
+    out.streams.push_back(s);
+  }
+  const std::vector<std::string>& kinds = KnownResourceKinds();
+  for (const std::string& k : f.resource_kinds()) {
+    if (std::find(kinds.begin(), kinds.end(), k) == kinds.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown resource kind '", k,
+          "' in filter.resource_kinds; allowed: ", absl::StrJoin(kinds, ", ")));
+    }
+    out.resource_kinds.push_back(k);
+  }
+  for (const std::string& n : f.company_numbers()) {
+    absl::StatusOr<std::string> norm = NormalizeCompanyNumber(n);
+    if (!norm.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "filter.company_numbers: ", norm.status().message()));
+    }
+    out.company_numbers.push_back(*std::move(norm));
+  }
+  for (int t : f.types()) {
+    if (t == v1::EVENT_TYPE_CHANGED) {
+      out.types.push_back(storage::EventType::kChanged);
+    } else if (t == v1::EVENT_TYPE_DELETED) {
+      out.types.push_back(storage::EventType::kDeleted);
+    } else {
+      return absl::InvalidArgumentError(
+          "filter.types: allowed values are EVENT_TYPE_CHANGED and "
+          "EVENT_TYPE_DELETED");
+    }
+  }
+  return out;
+}
+
+std::string FilterToString(const v1::EventFilter& f) {
+  std::vector<std::string> parts;
+  if (f.streams_size() > 0) {
+    parts.push_back(absl::StrCat("streams=", absl::StrJoin(f.streams(), "|")));
+  }
+  if (f.resource_kinds_size() > 0) {
+    parts.push_back(
+        absl::StrCat("kinds=", absl::StrJoin(f.resource_kinds(), "|")));
+  }
+  if (f.company_numbers_size() > 0) {
+    parts.push_back(
+        absl::StrCat("companies=", absl::StrJoin(f.company_numbers(), "|")));
+  }
+  if (f.types_size() > 0) {
+    std::vector<std::string> types;
+    for (int t : f.types()) types.push_back(v1::EventType_Name(t));
+    parts.push_back(absl::StrCat("types=", absl::StrJoin(types, "|")));
+  }
+  return parts.empty() ? "all" : absl::StrJoin(parts, " ");
+}
+
+}  // namespace chstream::server

@@ -1,0 +1,44 @@
+// File: server/proto_convert.h
+//
+// Conversions between storage types and chstream.v1 messages.
+//
+// Event.data and Company.data are stored as google.protobuf.Struct wire
+// bytes (made once at ingest). ToProto puts those bytes on the message as
+// an unknown length-delimited field with the same number, which serialises
+// to exactly the bytes of a set Struct field: serving an event copies bytes
+// and never parses JSON or builds a Struct.
+#pragma once
+
+#include <google/protobuf/timestamp.pb.h>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "chstream/v1/chstream.pb.h"
+#include "storage/event.h"
+#include "storage/store.h"
+
+namespace chstream::server {
+
+google::protobuf::Timestamp ToTimestamp(absl::Time t);
+absl::Time FromTimestamp(const google::protobuf::Timestamp& ts);
+
+// Fills `out` (cleared first) from `event`.
+void ToProto(const storage::Event& event, v1::Event* out);
+void ToProto(const storage::CompanyRecord& company, v1::Company* out);
+
+// Validates a filter from a request: unknown stream names or resource kinds
+// are INVALID_ARGUMENT naming the allowed values; company numbers are
+// normalised.
+absl::StatusOr<storage::Filter> FromProto(const v1::EventFilter& filter);
+
+// A short human-readable form of a filter (for status and logs).
+std::string FilterToString(const v1::EventFilter& filter);
+
+// Trims and upper-cases a company number, then checks it is 8 characters:
+// digits, or a 2-letter prefix and 6 digits. INVALID_ARGUMENT otherwise.
+absl::StatusOr<std::string> NormalizeCompanyNumber(absl::string_view text);
+
+// The resource kinds chstream knows, per upstream-api.md §1.
+const std::vector<std::string>& KnownResourceKinds();
+
+}  // namespace chstream::server

@@ -1,0 +1,674 @@
+#include "server/stream_reactors.h"
+
+#include <algorithm>
+#include <limits>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "base/log.h"
+#include "server/proto_convert.h"
+#include "server/status_conversion.h"
+
+namespace chstream::server {
+namespace {
+
+constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
+constexpr uint32_t kDefaultHeartbeatSeconds = 10;
+constexpr uint32_t kMaxHeartbeatSeconds = 3600;
+
+// A reactor that only reports an error.
+template <typename T>
+class ErrorReactor final : public grpc::ServerWriteReactor<T> {
+ public:
+  explicit ErrorReactor(const absl::Status& status) {
+    this->Finish(ToGrpcStatus(status));
+  }
+  void OnDone() override { delete this; }
+};
+
+// Reference count shared by gRPC (until OnDone) and pending executor tasks.
+class RefCounted {
+ public:
+  void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) DeleteSelf();
+  }
+
+ protected:
+  virtual ~RefCounted() = default;
+  virtual void DeleteSelf() = 0;
+
+ private:
+  std::atomic<int> refs_{1};
+};
+
+std::string RangeText(uint64_t oldest, uint64_t head) {
+  const uint64_t floor = oldest == 0 ? 0 : oldest - 1;
+  return absl::StrCat("valid after_position range is [", floor, ", ", head,
+                      "]");
+}
+
+// ---------------------------------------------------------------------------
+// ReplayEvents
+
+class ReplayReactor final : public grpc::ServerWriteReactor<v1::Event>,
+                            public RefCounted {
+ public:
+  ReplayReactor(const StreamContext& ctx, const v1::ReplayEventsRequest& req,
+                storage::Filter filter)
+      : ctx_(ctx),
+        request_(req),
+        filter_(std::move(filter)),
+        remaining_(req.limit() == 0 ? kNoLimit : req.limit()) {
+    Ref();
+    ctx_.executor->Post([this] {
+      Start();
+      Unref();
+    });
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) broken_ = true;
+    }
+    Pump();
+  }
+  void OnCancel() override {
+    {
+      absl::MutexLock lock(&mu_);
+      broken_ = true;
+    }
+    Pump();
+  }
+  void OnDone() override { Unref(); }
+
+ private:
+  void DeleteSelf() override { delete this; }
+
+  void Start() {
+    const uint64_t head = ctx_.store->HeadPosition();
+    absl::StatusOr<uint64_t> after =
+        ResolveStart(ctx_.store, request_.start(), request_.has_start(),
+                     /*allow_now=*/false, head);
+    {
+      absl::MutexLock lock(&mu_);
+      if (!after.ok()) {
+        error_ = after.status();
+      } else {
+        after_ = *after;
+        up_to_ = head;
+        exhausted_ = after_ >= up_to_ || remaining_ == 0;
+      }
+      started_ = true;
+    }
+    Pump();
+  }
+
+  void ReadPage() {
+    uint64_t after, up_to, remaining;
+    {
+      absl::MutexLock lock(&mu_);
+      after = after_;
+      up_to = up_to_;
+      remaining = remaining_;
+    }
+    absl::StatusOr<storage::Page> page = ctx_.store->ReadPage(
+        after, up_to, filter_,
+        static_cast<size_t>(std::min<uint64_t>(ctx_.page_size, remaining)),
+        ctx_.max_scan);
+    {
+      absl::MutexLock lock(&mu_);
+      reading_ = false;
+      if (!page.ok()) {
+        error_ = page.status();
+      } else {
+        for (storage::Event& e : page->events) pending_.push_back(std::move(e));
+        remaining_ -= page->events.size();
+        const bool progressed = page->scanned_through > after_;
+        after_ = std::max(after_, page->scanned_through);
+        if (!progressed || after_ >= up_to_ || remaining_ == 0) {
+          exhausted_ = true;
+        }
+      }
+    }
+    Pump();
+  }
+
+  void Pump() {
+    Ref();
+    enum { kNothing, kWrite, kFinish, kRead } action = kNothing;
+    grpc::Status finish_status;
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_ || writing_ || !started_) {
+        // Nothing to do until the write completes or the start resolves.
+      } else if (broken_) {
+        finished_ = true;
+        action = kFinish;
+        finish_status = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+      } else if (!error_.ok()) {
+        finished_ = true;
+        action = kFinish;
+        finish_status = ToGrpcStatus(error_);
+      } else if (!pending_.empty()) {
+        ToProto(pending_.front(), &msg_);
+        pending_.pop_front();
+        writing_ = true;
+        action = kWrite;
+      } else if (exhausted_) {
+        finished_ = true;
+        action = kFinish;
+        finish_status = grpc::Status::OK;
+      } else if (!reading_) {
+        reading_ = true;
+        action = kRead;
+      }
+    }
+    switch (action) {
+      case kWrite:
+        StartWrite(&msg_);
+        break;
+      case kFinish:
+        Finish(finish_status);
+        break;
+      case kRead:
+        Ref();
+        ctx_.executor->Post([this] {
+          ReadPage();
+          Unref();
+        });
+        break;
+      case kNothing:
+        break;
+    }
+    Unref();
+  }
+
+  const StreamContext ctx_;
+  const v1::ReplayEventsRequest request_;
+  const storage::Filter filter_;
+  v1::Event msg_;
+
+  absl::Mutex mu_;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool exhausted_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  uint64_t after_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t up_to_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t remaining_ ABSL_GUARDED_BY(mu_);
+  std::deque<storage::Event> pending_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Subscribe
+
+class SubscribeReactor final
+    : public grpc::ServerWriteReactor<v1::SubscribeResponse>,
+      public RefCounted {
+ public:
+  SubscribeReactor(const StreamContext& ctx, SubscriberRegistry* registry,
+                   grpc::CallbackServerContext* call,
+                   const v1::SubscribeRequest& req, storage::Filter filter)
+      : ctx_(ctx),
+        registry_(registry),
+        request_(req),
+        filter_(filter),
+        heartbeat_(absl::Seconds(req.heartbeat_seconds() == 0
+                                     ? kDefaultHeartbeatSeconds
+                                     : req.heartbeat_seconds())),
+        peer_(call->peer()),
+        filter_text_(FilterToString(req.filter())),
+        connected_since_(ctx.clock->Now()) {
+    last_write_at_ = connected_since_;
+    if (!registry_->Add(this)) {
+      absl::MutexLock lock(&mu_);
+      error_ = absl::ResourceExhaustedError(
+          "too many subscribers (--max_subscribers reached) or the server is "
+          "shutting down; retry later");
+      started_ = true;
+      registered_ = false;
+    } else {
+      // 1. Live first: everything committed from here on reaches the queue.
+      sub_ = ctx_.hub->Register(std::move(filter), ctx_.subscriber_queue,
+                                [this] { ScheduleWake(); });
+      Ref();
+      ctx_.executor->Post([this] {
+        Start();
+        Unref();
+      });
+    }
+    Pump();
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) broken_ = true;
+    }
+    Pump();
+  }
+  void OnCancel() override {
+    {
+      absl::MutexLock lock(&mu_);
+      broken_ = true;
+    }
+    Pump();
+  }
+  void OnDone() override {
+    if (sub_ != nullptr) ctx_.hub->Unregister(sub_->id());
+    if (registered_) registry_->Remove(this);
+    log::Info("subscriber ended",
+              {{"peer", peer_}, {"events_sent", events_sent_.load()}});
+    Unref();
+  }
+
+  // Called by the registry's ticker: sends a heartbeat if one is due, and
+  // enforces --max_subscriber_lag.
+  void Tick() { Pump(); }
+
+  void BeginShutdown() {
+    {
+      absl::MutexLock lock(&mu_);
+      shutting_down_ = true;
+    }
+    Pump();
+  }
+
+  v1::SubscriberStatus Status() const {
+    v1::SubscriberStatus s;
+    s.set_id(absl::StrCat(sub_ != nullptr ? sub_->id() : 0));
+    s.set_peer(peer_);
+    s.set_filter(filter_text_);
+    {
+      absl::MutexLock lock(&mu_);
+      s.set_live(mode_ == Mode::kLive);
+      s.set_last_position(last_);
+    }
+    s.set_queue_depth(sub_ != nullptr ? sub_->depth() : 0);
+    s.set_events_sent(events_sent_.load());
+    s.set_fell_behind_total(fell_behind_total_.load());
+    *s.mutable_connected_since() = ToTimestamp(connected_since_);
+    return s;
+  }
+
+  using RefCounted::Ref;
+  using RefCounted::Unref;
+
+ private:
+  enum class Mode { kCatchUp, kLive };
+
+  void DeleteSelf() override { delete this; }
+
+  void ScheduleWake() {
+    // Runs on the publishing thread under the subscription's lock: only
+    // post, never write from here.
+    if (wake_posted_.exchange(true)) return;
+    Ref();
+    ctx_.executor->Post([this] {
+      wake_posted_.store(false);
+      Pump();
+      Unref();
+    });
+  }
+
+  void Start() {
+    // 2. Then read storage from the start point.
+    const uint64_t head = ctx_.store->HeadPosition();
+    const bool has_start = request_.has_start() &&
+                           request_.start().from_case() !=
+                               v1::StartPoint::FROM_NOT_SET;
+    v1::StartPoint start = request_.start();
+    if (!has_start) start.set_now(true);
+    absl::StatusOr<uint64_t> after =
+        ResolveStart(ctx_.store, start, true, /*allow_now=*/true, head);
+    {
+      absl::MutexLock lock(&mu_);
+      if (!after.ok()) {
+        error_ = after.status();
+      } else {
+        last_ = *after;
+      }
+      started_ = true;
+    }
+    Pump();
+  }
+
+  void ReadPage() {
+    uint64_t after;
+    {
+      absl::MutexLock lock(&mu_);
+      after = last_;
+    }
+    absl::StatusOr<storage::Page> page = ctx_.store->ReadPage(
+        after, kNoLimit, filter_, ctx_.page_size, ctx_.max_scan);
+    {
+      absl::MutexLock lock(&mu_);
+      reading_ = false;
+      if (!page.ok()) {
+        error_ = page.status();
+      } else {
+        for (storage::Event& e : page->events) pending_.push_back(std::move(e));
+        if (page->scanned_through <= last_) {
+          caught_up_ = true;  // nothing more is stored
+        } else {
+          last_ = page->scanned_through;
+        }
+      }
+    }
+    Pump();
+  }
+
+  void Pump() {
+    Ref();
+    enum { kNothing, kWrite, kFinish, kRead } action = kNothing;
+    grpc::Status finish_status;
+    {
+      absl::MutexLock lock(&mu_);
+      const absl::Time now = ctx_.clock->Now();
+      if (finished_ || writing_) {
+        // Wait for the write in flight.
+      } else if (broken_) {
+        finished_ = true;
+        action = kFinish;
+        finish_status = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+      } else if (!error_.ok()) {
+        finished_ = true;
+        action = kFinish;
+        finish_status = ToGrpcStatus(error_);
+      } else if (shutting_down_) {
+        finished_ = true;
+        action = kFinish;
+        finish_status = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                     "server shutting down; resume with "
+                                     "after_position");
+      } else if (!started_) {
+        // Waiting for the start point.
+      } else if (!pending_.empty()) {
+        msg_.Clear();
+        ToProto(pending_.front(), msg_.mutable_event());
+        pending_.pop_front();
+        action = kWrite;
+        events_sent_.fetch_add(1, std::memory_order_relaxed);
+      } else if (mode_ == Mode::kCatchUp) {
+        if (ctx_.max_subscriber_lag > absl::ZeroDuration() &&
+            fell_behind_at_ != absl::InfinitePast() &&
+            now - fell_behind_at_ > ctx_.max_subscriber_lag) {
+          finished_ = true;
+          action = kFinish;
+          finish_status = grpc::Status(
+              grpc::StatusCode::RESOURCE_EXHAUSTED,
+              absl::StrCat("subscriber stayed behind the head for longer "
+                           "than --max_subscriber_lag; last position ",
+                           last_, "; resume with after_position"));
+        } else if (caught_up_ && sub_->overflowed()) {
+          // The queue overflowed while we were still reading storage: the
+          // client never went live, so no fell_behind; re-arm, read on.
+          sub_->Rearm();
+          caught_up_ = false;
+          reading_ = true;
+          action = kRead;
+        } else if (caught_up_) {
+          msg_.Clear();
+          msg_.mutable_caught_up()->set_position(last_);
+          mode_ = Mode::kLive;
+          fell_behind_at_ = absl::InfinitePast();
+          action = kWrite;
+        } else if (!reading_) {
+          reading_ = true;
+          action = kRead;
+        }
+      } else {  // live
+        Subscription::Item item;
+        bool have = false;
+        while (sub_->Pop(&item)) {
+          if (item.event->position > last_) {
+            have = true;
+            break;
+          }
+        }
+        if (have) {
+          msg_.Clear();
+          ToProto(*item.event, msg_.mutable_event());
+          last_ = item.event->position;
+          action = kWrite;
+          events_sent_.fetch_add(1, std::memory_order_relaxed);
+        } else if (sub_->overflowed()) {
+          // 5. The queue overflowed: tell the client, re-arm, then read
+          // storage from the last position (re-arming first keeps the
+          // hand-over gapless).
+          sub_->Rearm();
+          msg_.Clear();
+          msg_.mutable_fell_behind()->set_position(last_);
+          msg_.mutable_fell_behind()->set_head_position(
+              ctx_.store->HeadPosition());
+          mode_ = Mode::kCatchUp;
+          caught_up_ = false;
+          fell_behind_at_ = now;
+          fell_behind_total_.fetch_add(1, std::memory_order_relaxed);
+          action = kWrite;
+        } else if (now - last_write_at_ >= heartbeat_) {
+          msg_.Clear();
+          v1::Heartbeat* hb = msg_.mutable_heartbeat();
+          hb->set_last_position(last_);
+          hb->set_head_position(ctx_.store->HeadPosition());
+          *hb->mutable_server_time() = ToTimestamp(now);
+          action = kWrite;
+        }
+      }
+      if (action == kWrite) {
+        writing_ = true;
+        last_write_at_ = now;
+      }
+    }
+    switch (action) {
+      case kWrite:
+        StartWrite(&msg_);
+        break;
+      case kFinish:
+        Finish(finish_status);
+        break;
+      case kRead:
+        Ref();
+        ctx_.executor->Post([this] {
+          ReadPage();
+          Unref();
+        });
+        break;
+      case kNothing:
+        break;
+    }
+    Unref();
+  }
+
+  const StreamContext ctx_;
+  SubscriberRegistry* const registry_;
+  const v1::SubscribeRequest request_;
+  const storage::Filter filter_;
+  const absl::Duration heartbeat_;
+  const std::string peer_;
+  const std::string filter_text_;
+  const absl::Time connected_since_;
+  bool registered_ = true;
+  std::shared_ptr<Subscription> sub_;
+  v1::SubscribeResponse msg_;
+  std::atomic<bool> wake_posted_{false};
+  std::atomic<uint64_t> events_sent_{0};
+  std::atomic<uint64_t> fell_behind_total_{0};
+
+  mutable absl::Mutex mu_;
+  Mode mode_ ABSL_GUARDED_BY(mu_) = Mode::kCatchUp;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool caught_up_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  // Everything matching the filter at or below this position has been
+  // sent (or is in pending_, which goes out first).
+  uint64_t last_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time last_write_at_ ABSL_GUARDED_BY(mu_);
+  absl::Time fell_behind_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  std::deque<storage::Event> pending_ ABSL_GUARDED_BY(mu_);
+};
+
+// ---------------------------------------------------------------------------
+// SubscriberRegistry
+
+bool SubscriberRegistry::Add(SubscribeReactor* reactor) {
+  absl::MutexLock lock(&mu_);
+  if (shutdown_ ||
+      reactors_.size() >= static_cast<size_t>(max_subscribers_)) {
+    return false;
+  }
+  reactors_.push_back(reactor);
+  return true;
+}
+
+void SubscriberRegistry::Remove(SubscribeReactor* reactor) {
+  absl::MutexLock lock(&mu_);
+  reactors_.erase(std::remove(reactors_.begin(), reactors_.end(), reactor),
+                  reactors_.end());
+}
+
+std::vector<v1::SubscriberStatus> SubscriberRegistry::Snapshot() const {
+  std::vector<v1::SubscriberStatus> out;
+  absl::MutexLock lock(&mu_);
+  for (SubscribeReactor* r : reactors_) out.push_back(r->Status());
+  return out;
+}
+
+namespace {
+template <typename Fn>
+void ForEachRef(absl::Mutex* mu, const std::vector<SubscribeReactor*>& list,
+                Fn fn) {
+  std::vector<SubscribeReactor*> refs;
+  {
+    absl::MutexLock lock(mu);
+    for (SubscribeReactor* r : list) {
+      r->Ref();
+      refs.push_back(r);
+    }
+  }
+  for (SubscribeReactor* r : refs) {
+    fn(r);
+    r->Unref();
+  }
+}
+}  // namespace
+
+void SubscriberRegistry::Tick() {
+  ForEachRef(&mu_, reactors_, [](SubscribeReactor* r) { r->Tick(); });
+}
+
+void SubscriberRegistry::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    shutdown_ = true;
+  }
+  ForEachRef(&mu_, reactors_,
+             [](SubscribeReactor* r) { r->BeginShutdown(); });
+}
+
+size_t SubscriberRegistry::size() const {
+  absl::MutexLock lock(&mu_);
+  return reactors_.size();
+}
+
+// ---------------------------------------------------------------------------
+
+absl::StatusOr<uint64_t> ResolveStart(storage::Store* store,
+                                      const v1::StartPoint& start,
+                                      bool has_start, bool allow_now,
+                                      uint64_t head) {
+  if (!has_start) return 0;
+  switch (start.from_case()) {
+    case v1::StartPoint::FROM_NOT_SET:
+    case v1::StartPoint::kBeginning:
+      return 0;
+    case v1::StartPoint::kNow:
+      if (!allow_now) {
+        return absl::InvalidArgumentError(
+            "start.now is only valid for Subscribe; ReplayEvents takes "
+            "beginning, after_position, published_since or stream_timepoint");
+      }
+      return head;
+    case v1::StartPoint::kAfterPosition: {
+      const uint64_t p = start.after_position();
+      absl::StatusOr<storage::StoreStats> stats = store->Stats();
+      if (!stats.ok()) return stats.status();
+      const uint64_t oldest = stats->oldest_position;
+      const uint64_t floor = oldest == 0 ? 0 : oldest - 1;
+      if (p > head || p < floor) {
+        return absl::OutOfRangeError(
+            absl::StrCat("after_position ", p,
+                         p > head ? " is beyond the head" :
+                                    " is older than the oldest stored event",
+                         "; ", RangeText(oldest, head)));
+      }
+      return p;
+    }
+    case v1::StartPoint::kPublishedSince: {
+      const google::protobuf::Timestamp& ts = start.published_since();
+      if (ts.nanos() < 0 || ts.nanos() > 999'999'999) {
+        return absl::InvalidArgumentError(
+            "start.published_since: nanos must be in [0, 999999999]");
+      }
+      return store->PositionBeforePublishedSince(FromTimestamp(ts));
+    }
+    case v1::StartPoint::kStreamTimepoint: {
+      const v1::StreamTimepoint& st = start.stream_timepoint();
+      bool known = false;
+      for (const char* name : storage::kStreamNames) {
+        known |= st.stream() == name;
+      }
+      if (!known) {
+        std::string allowed;
+        for (const char* name : storage::kStreamNames) {
+          absl::StrAppend(&allowed, allowed.empty() ? "" : ", ", name);
+        }
+        return absl::InvalidArgumentError(
+            absl::StrCat("start.stream_timepoint.stream '", st.stream(),
+                         "' is not a stream; allowed: ", allowed));
+      }
+      return store->PositionBeforeStreamTimepoint(st.stream(), st.timepoint());
+    }
+  }
+  return absl::InvalidArgumentError("unknown start point");
+}
+
+grpc::ServerWriteReactor<v1::Event>* NewReplayReactor(
+    const StreamContext& ctx, const v1::ReplayEventsRequest& request) {
+  absl::StatusOr<storage::Filter> filter = FromProto(request.filter());
+  if (!filter.ok()) return new ErrorReactor<v1::Event>(filter.status());
+  return new ReplayReactor(ctx, request, *std::move(filter));
+}
+
+grpc::ServerWriteReactor<v1::SubscribeResponse>* NewSubscribeReactor(
+    const StreamContext& ctx, SubscriberRegistry* registry,
+    grpc::CallbackServerContext* call, const v1::SubscribeRequest& request) {
+  absl::StatusOr<storage::Filter> filter = FromProto(request.filter());
+  if (!filter.ok()) {
+    return new ErrorReactor<v1::SubscribeResponse>(filter.status());
+  }
+  if (request.heartbeat_seconds() > kMaxHeartbeatSeconds) {
+    return new ErrorReactor<v1::SubscribeResponse>(
+        absl::InvalidArgumentError(absl::StrCat(
+            "heartbeat_seconds must be from 1 to ", kMaxHeartbeatSeconds,
+            " (0 = default ", kDefaultHeartbeatSeconds, ")")));
+  }
+  return new SubscribeReactor(ctx, registry, call, request,
+                              *std::move(filter));
+}
+
+}  // namespace chstream::server
