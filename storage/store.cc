@@ -1,0 +1,999 @@
+#include "storage/store.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <limits>
+#include <map>
+#include <utility>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "base/json.h"
+#include "base/log.h"
+#include "base/status_macros.h"
+#include "storage/schema.h"
+#include "storage/sqlite.h"
+
+namespace chstream::storage {
+namespace {
+
+constexpr char kCompaniesStream[] = "companies";
+constexpr char kCompanyProfileKind[] = "company-profile";
+
+// Page cache per connection (negative = KiB). The writer's cache holds the
+// hot b-tree pages of a batch; readers mostly stream through events.
+constexpr int kWriterCacheKib = 16 * 1024;
+constexpr int kReaderCacheKib = 4 * 1024;
+// The WAL is truncated back to this size after a checkpoint.
+constexpr int64_t kJournalSizeLimitBytes = 64 << 20;
+// Filters with up to this many company numbers use the company_number index.
+constexpr size_t kMaxIndexedCompanies = 32;
+constexpr int64_t kMaxPosition = std::numeric_limits<int64_t>::max();
+
+// Debian's abseil has its own string_view type, which StrCat needs.
+absl::string_view Av(std::string_view s) { return {s.data(), s.size()}; }
+
+// Hash sets/maps keyed by views into strings that outlive them.
+using ViewSet = absl::flat_hash_set<std::string_view, std::hash<std::string_view>>;
+
+int64_t ToMicros(absl::Time t) { return absl::ToUnixMicros(t); }
+absl::Time FromMicros(int64_t us) { return absl::FromUnixMicros(us); }
+
+// ---- String lists are stored as JSON arrays of strings.
+
+std::string EncodeStringList(const std::vector<std::string>& list) {
+  std::string out = "[";
+  for (size_t i = 0; i < list.size(); ++i) {
+    if (i > 0) out.push_back(',');
+    AppendJsonString(&out, list[i]);
+  }
+  out.push_back(']');
+  return out;
+}
+
+void AppendUtf8(uint32_t cp, std::string* out) {
+  if (cp < 0x80) {
+    out->push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else if (cp < 0x10000) {
+    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else {
+    out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+}
+
+bool ParseHex4(std::string_view in, size_t i, uint32_t* value) {
+  if (i + 4 > in.size()) return false;
+  uint32_t v = 0;
+  for (size_t k = i; k < i + 4; ++k) {
+    char c = in[k];
+    v <<= 4;
+    if (c >= '0' && c <= '9') {
+      v |= c - '0';
+    } else if (c >= 'a' && c <= 'f') {
+      v |= c - 'a' + 10;
+    } else if (c >= 'A' && c <= 'F') {
+      v |= c - 'A' + 10;
+    } else {
+      return false;
+    }
+  }
+  *value = v;
+  return true;
+}
+
+// Decodes a JSON array of strings (any valid JSON escapes; other bytes are
+// copied as they are). Returns false on malformed input.
+bool DecodeStringList(std::string_view in, std::vector<std::string>* out) {
+  out->clear();
+  size_t i = 0;
+  auto skip_ws = [&] {
+    while (i < in.size() &&
+           (in[i] == ' ' || in[i] == '\n' || in[i] == '\r' || in[i] == '\t')) {
+      ++i;
+    }
+  };
+  skip_ws();
+  if (i >= in.size() || in[i] != '[') return false;
+  ++i;
+  skip_ws();
+  if (i < in.size() && in[i] == ']') {
+    ++i;
+    skip_ws();
+    return i == in.size();
+  }
+  while (true) {
+    skip_ws();
+    if (i >= in.size() || in[i] != '"') return false;
+    ++i;
+    std::string& s = out->emplace_back();
+    while (true) {
+      if (i >= in.size()) return false;
+      char c = in[i++];
+      if (c == '"') break;
+      if (c != '\\') {
+        s.push_back(c);
+        continue;
+      }
+      if (i >= in.size()) return false;
+      char e = in[i++];
+      switch (e) {
+        case '"':
+        case '\\':
+        case '/':
+          s.push_back(e);
+          break;
+        case 'b':
+          s.push_back('\b');
+          break;
+        case 'f':
+          s.push_back('\f');
+          break;
+        case 'n':
+          s.push_back('\n');
+          break;
+        case 'r':
+          s.push_back('\r');
+          break;
+        case 't':
+          s.push_back('\t');
+          break;
+        case 'u': {
+          uint32_t cp;
+          if (!ParseHex4(in, i, &cp)) return false;
+          i += 4;
+          if (cp >= 0xD800 && cp <= 0xDBFF && i + 6 <= in.size() &&
+              in[i] == '\\' && in[i + 1] == 'u') {
+            uint32_t low;
+            if (ParseHex4(in, i + 2, &low) && low >= 0xDC00 && low <= 0xDFFF) {
+              cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+              i += 6;
+            }
+          }
+          AppendUtf8(cp, &s);
+          break;
+        }
+        default:
+          return false;
+      }
+    }
+    skip_ws();
+    if (i >= in.size()) return false;
+    if (in[i] == ',') {
+      ++i;
+      continue;
+    }
+    if (in[i] != ']') return false;
+    ++i;
+    skip_ws();
+    return i == in.size();
+  }
+}
+
+absl::Status DecodeListColumn(std::string_view text, std::string_view what,
+                              std::vector<std::string>* out) {
+  if (!DecodeStringList(text, out)) {
+    return absl::DataLossError(
+        absl::StrCat("malformed JSON string list in ", Av(what), ": ",
+                     Av(text.substr(0, 80))));
+  }
+  return absl::OkStatus();
+}
+
+bool IsCompanyEvent(const Event& e) {
+  return e.stream == kCompaniesStream &&
+         e.resource_kind == kCompanyProfileKind && !e.company_number.empty();
+}
+
+// The filter prepared for per-row checks on column views (no allocation).
+class FilterMatcher {
+ public:
+  explicit FilterMatcher(const Filter& f) {
+    for (const std::string& s : f.streams) streams_.insert(s);
+    for (const std::string& s : f.resource_kinds) kinds_.insert(s);
+    for (const std::string& s : f.company_numbers) companies_.insert(s);
+    for (EventType t : f.types) types_.insert(static_cast<int>(t));
+  }
+  bool Matches(std::string_view stream, std::string_view kind,
+               std::string_view company, int type) const {
+    return (streams_.empty() || streams_.contains(stream)) &&
+           (kinds_.empty() || kinds_.contains(kind)) &&
+           (companies_.empty() || companies_.contains(company)) &&
+           (types_.empty() || types_.contains(type));
+  }
+
+ private:
+  ViewSet streams_, kinds_, companies_;
+  absl::flat_hash_set<int> types_;
+};
+
+template <typename T>
+bool Contains(const std::vector<T>& v, const T& x) {
+  return v.empty() || std::find(v.begin(), v.end(), x) != v.end();
+}
+
+// Column list shared by every events query, in this order.
+constexpr char kEventColumns[] =
+    "position, stream, timepoint, type, resource_kind, resource_id, "
+    "resource_uri, company_number, published_at, received_at, "
+    "fields_changed, data_json, data_pb";
+enum EventColumn {
+  kColPosition = 0,
+  kColStream,
+  kColTimepoint,
+  kColType,
+  kColResourceKind,
+  kColResourceId,
+  kColResourceUri,
+  kColCompanyNumber,
+  kColPublishedAt,
+  kColReceivedAt,
+  kColFieldsChanged,
+  kColDataJson,
+  kColDataPb,
+};
+
+absl::Status ReadEventRow(const Statement& st, Event* e) {
+  e->position = static_cast<uint64_t>(st.ColumnInt64(kColPosition));
+  e->stream.assign(st.ColumnText(kColStream));
+  e->timepoint = st.ColumnInt64(kColTimepoint);
+  e->type = static_cast<EventType>(st.ColumnInt64(kColType));
+  e->resource_kind.assign(st.ColumnText(kColResourceKind));
+  e->resource_id.assign(st.ColumnText(kColResourceId));
+  e->resource_uri.assign(st.ColumnText(kColResourceUri));
+  e->company_number.assign(st.ColumnText(kColCompanyNumber));
+  e->published_at = FromMicros(st.ColumnInt64(kColPublishedAt));
+  e->received_at = FromMicros(st.ColumnInt64(kColReceivedAt));
+  CHS_RETURN_IF_ERROR(DecodeListColumn(st.ColumnText(kColFieldsChanged),
+                                       "events.fields_changed",
+                                       &e->fields_changed));
+  e->data_json.assign(st.ColumnText(kColDataJson));
+  e->data_pb.assign(st.ColumnBlob(kColDataPb));
+  return absl::OkStatus();
+}
+
+// Company upsert parameters (shared numbering of the UPDATE and the INSERT).
+enum CompanyParam {
+  kCpNumber = 1,
+  kCpHasFields = 2,
+  kCpFieldsFirst = 3,  // 16 fields: ?3 .. ?18, in kCompanyFieldColumns order
+  kCpHasData = 19,
+  kCpDataJson = 20,
+  kCpDataPb = 21,
+  kCpDeleted = 22,
+  kCpLastTimepoint = 23,
+  kCpLastPosition = 24,
+  kCpUpdatedAt = 25,
+};
+constexpr const char* kCompanyFieldColumns[] = {
+    "company_name",       "company_status",     "company_type",
+    "jurisdiction",       "date_of_creation",   "date_of_cessation",
+    "roa_premises",       "roa_address_line_1", "roa_address_line_2",
+    "roa_locality",       "roa_region",         "roa_postal_code",
+    "roa_country",        "roa_care_of",        "roa_po_box",
+    "sic_codes",
+};
+constexpr int kNumCompanyFields = std::size(kCompanyFieldColumns);
+
+std::string CompanyUpdateSql() {
+  std::string sql = "UPDATE companies SET ";
+  for (int i = 0; i < kNumCompanyFields; ++i) {
+    const char* c = kCompanyFieldColumns[i];
+    absl::StrAppend(&sql, c, " = CASE WHEN ?", kCpHasFields, " THEN ?",
+                    kCpFieldsFirst + i, " ELSE ", c, " END, ");
+  }
+  absl::StrAppend(&sql, "data_json = CASE WHEN ?", kCpHasData, " THEN ?",
+                  kCpDataJson, " ELSE data_json END, ");
+  absl::StrAppend(&sql, "data_pb = CASE WHEN ?", kCpHasData, " THEN ?",
+                  kCpDataPb, " ELSE data_pb END, ");
+  absl::StrAppend(&sql, "deleted = ?", kCpDeleted, ", last_timepoint = ?",
+                  kCpLastTimepoint, ", last_position = ?", kCpLastPosition,
+                  ", updated_at = ?", kCpUpdatedAt,
+                  " WHERE company_number = ?", kCpNumber);
+  return sql;
+}
+
+std::string CompanyInsertSql() {
+  std::string cols = "company_number";
+  std::string vals = absl::StrCat("?", kCpNumber);
+  for (int i = 0; i < kNumCompanyFields; ++i) {
+    absl::StrAppend(&cols, ", ", kCompanyFieldColumns[i]);
+    absl::StrAppend(&vals, ", ?", kCpFieldsFirst + i);
+  }
+  absl::StrAppend(&cols,
+                  ", data_json, data_pb, deleted, last_timepoint, "
+                  "last_position, updated_at");
+  absl::StrAppend(&vals, ", ?", kCpDataJson, ", ?", kCpDataPb, ", ?",
+                  kCpDeleted, ", ?", kCpLastTimepoint, ", ?", kCpLastPosition,
+                  ", ?", kCpUpdatedAt);
+  return absl::StrCat("INSERT INTO companies (", cols, ") VALUES (", vals, ")");
+}
+
+std::string CompanySelectSql() {
+  std::string sql = "SELECT company_number";
+  for (const char* c : kCompanyFieldColumns) absl::StrAppend(&sql, ", ", c);
+  absl::StrAppend(&sql,
+                  ", deleted, last_timepoint, last_position, updated_at, "
+                  "data_json, data_pb FROM companies WHERE company_number = ?1");
+  return sql;
+}
+
+std::string EventsByCompanySql(size_t n) {
+  // ?1 after, ?2 up_to, ?3 limit, ?4.. company numbers. INDEXED BY keeps the
+  // cost proportional to the company's events whatever the range.
+  std::string in;
+  for (size_t i = 0; i < n; ++i) {
+    absl::StrAppend(&in, i == 0 ? "" : ", ", "?", 4 + i);
+  }
+  return absl::StrCat("SELECT ", kEventColumns,
+                      " FROM events INDEXED BY events_company_number"
+                      " WHERE company_number IN (",
+                      in,
+                      ") AND position > ?1 AND position <= ?2"
+                      " ORDER BY position LIMIT ?3");
+}
+
+absl::Status SetPragmas(Database& db, int cache_kib, absl::Duration busy) {
+  sqlite3_busy_timeout(db.get(),
+                       static_cast<int>(absl::ToInt64Milliseconds(busy)));
+  CHS_RETURN_IF_ERROR(db.Exec(absl::StrCat("PRAGMA cache_size = -", cache_kib,
+                                           "; PRAGMA temp_store = MEMORY")));
+  return absl::OkStatus();
+}
+
+uint64_t FileSize(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return 0;
+  return static_cast<uint64_t>(st.st_size);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------- Filter
+
+bool Filter::Matches(const Event& e) const {
+  return Contains(streams, e.stream) &&
+         Contains(resource_kinds, e.resource_kind) &&
+         Contains(company_numbers, e.company_number) && Contains(types, e.type);
+}
+
+bool Filter::empty() const {
+  return streams.empty() && resource_kinds.empty() &&
+         company_numbers.empty() && types.empty();
+}
+
+// ------------------------------------------------------- connection structs
+
+struct Store::Writer {
+  Database db;  // declared first: destroyed after its statements
+  Statement begin, commit, rollback;
+  Statement insert_event;
+  Statement update_company, insert_company;
+  Statement upsert_stream_state;
+  Statement insert_dead_letter;
+  Statement insert_gap;
+  // The committed timepoint per stream (mirrors stream_state).
+  absl::flat_hash_map<std::string, int64_t> stream_timepoints;
+};
+
+struct Store::Reader {
+  Database db;
+  Statement scan;
+  std::vector<Statement> by_company;  // [n - 1]: n company numbers; lazy
+  Statement published_since;
+  Statement stream_timepoint;
+  Statement get_company;
+  Statement stream_states;
+  Statement gaps;
+  Statement dead_letters;
+  Statement bounds;
+  Statement begin, commit;
+};
+
+class Store::ReaderLease {
+ public:
+  ReaderLease(Store* store, Reader* reader) : store_(store), reader_(reader) {}
+  ReaderLease(const ReaderLease&) = delete;
+  ReaderLease& operator=(const ReaderLease&) = delete;
+  ~ReaderLease() { store_->ReleaseReader(reader_); }
+  Reader* operator->() const { return reader_; }
+
+ private:
+  Store* store_;
+  Reader* reader_;
+};
+
+// -------------------------------------------------------------------- Open
+
+Store::Store(std::string path, Options options)
+    : path_(std::move(path)), options_(options) {}
+
+Store::~Store() {
+  // Readers first (they only read); the writer's connection closes last and
+  // checkpoints the WAL into the database file.
+  readers_.clear();
+  writer_.reset();
+}
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
+                                                   const Options& options) {
+  if (path.empty() || path == ":memory:" || path.rfind("file:", 0) == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "storage path must be a file path, got \"", path, "\""));
+  }
+  if (options.read_connections < 1) {
+    return absl::InvalidArgumentError("read_connections must be >= 1");
+  }
+  CHS_ASSIGN_OR_RETURN(DatabaseFile file,
+                       InspectDatabaseFile(path, options.check_integrity));
+  std::unique_ptr<Store> store(new Store(path, options));
+  absl::Status status = store->Init(file.is_new);
+  if (!status.ok()) {
+    return absl::Status(status.code(), absl::StrCat("opening ", path, ": ",
+                                                    status.message()));
+  }
+  return store;
+}
+
+absl::Status Store::Init(bool is_new) {
+  writer_ = std::make_unique<Writer>();
+  Writer& w = *writer_;
+  CHS_ASSIGN_OR_RETURN(
+      w.db, Database::Open(path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
+  CHS_RETURN_IF_ERROR(SetPragmas(w.db, kWriterCacheKib, options_.busy_timeout));
+  if (is_new) {
+    // Stamp the file before anything else, in rollback mode, so that even a
+    // crash during creation leaves a file recognisable as chstream's.
+    CHS_RETURN_IF_ERROR(w.db.Exec(
+        absl::StrCat("PRAGMA application_id = ", kApplicationId)));
+  }
+  CHS_ASSIGN_OR_RETURN(std::string mode,
+                       w.db.QueryText("PRAGMA journal_mode = WAL"));
+  if (mode != "wal") {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot enable WAL mode (journal_mode is ", mode, ")"));
+  }
+  CHS_RETURN_IF_ERROR(w.db.Exec(absl::StrCat(
+      "PRAGMA synchronous = ", options_.synchronous_full ? "FULL" : "NORMAL",
+      "; PRAGMA journal_size_limit = ", kJournalSizeLimitBytes)));
+
+  CHS_ASSIGN_OR_RETURN(int64_t from_version,
+                       w.db.QueryInt64("PRAGMA user_version"));
+  CHS_RETURN_IF_ERROR(Migrate(w.db, LatestSchemaVersion()));
+  CHS_ASSIGN_OR_RETURN(int64_t version, w.db.QueryInt64("PRAGMA user_version"));
+  if (version != LatestSchemaVersion()) {
+    return absl::InternalError(absl::StrCat("schema version is ", version,
+                                            " after migration, expected ",
+                                            LatestSchemaVersion()));
+  }
+  if (from_version == 0) {
+    log::Info("storage database created",
+              {{"path", path_}, {"schema_version", version}});
+  } else if (from_version != version) {
+    log::Info("storage schema migrated", {{"path", path_},
+                                          {"from_version", from_version},
+                                          {"to_version", version}});
+  }
+
+  // In-memory mirrors of the durable state.
+  CHS_ASSIGN_OR_RETURN(int64_t head,
+                       w.db.QueryInt64("SELECT MAX(position) FROM events"));
+  head_position_.store(static_cast<uint64_t>(head));
+  CHS_ASSIGN_OR_RETURN(int64_t companies,
+                       w.db.QueryInt64("SELECT count(*) FROM companies"));
+  companies_stored_.store(static_cast<uint64_t>(companies));
+  CHS_ASSIGN_OR_RETURN(int64_t dead,
+                       w.db.QueryInt64("SELECT count(*) FROM dead_letters"));
+  dead_letters_stored_.store(static_cast<uint64_t>(dead));
+  {
+    CHS_ASSIGN_OR_RETURN(
+        Statement st,
+        w.db.Prepare("SELECT stream, last_timepoint FROM stream_state", false));
+    while (true) {
+      CHS_ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      w.stream_timepoints[std::string(st.ColumnText(0))] = st.ColumnInt64(1);
+    }
+  }
+
+  CHS_ASSIGN_OR_RETURN(w.begin, w.db.Prepare("BEGIN IMMEDIATE"));
+  CHS_ASSIGN_OR_RETURN(w.commit, w.db.Prepare("COMMIT"));
+  CHS_ASSIGN_OR_RETURN(w.rollback, w.db.Prepare("ROLLBACK"));
+  CHS_ASSIGN_OR_RETURN(
+      w.insert_event,
+      w.db.Prepare(absl::StrCat("INSERT INTO events (", kEventColumns,
+                                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
+                                "?9, ?10, ?11, ?12, ?13)")));
+  CHS_ASSIGN_OR_RETURN(w.update_company, w.db.Prepare(CompanyUpdateSql()));
+  CHS_ASSIGN_OR_RETURN(w.insert_company, w.db.Prepare(CompanyInsertSql()));
+  CHS_ASSIGN_OR_RETURN(
+      w.upsert_stream_state,
+      w.db.Prepare("INSERT INTO stream_state (stream, last_timepoint, "
+                   "last_published_at, updated_at) VALUES (?1, ?2, ?3, ?4) "
+                   "ON CONFLICT (stream) DO UPDATE SET "
+                   "last_timepoint = excluded.last_timepoint, "
+                   "last_published_at = excluded.last_published_at, "
+                   "updated_at = excluded.updated_at"));
+  CHS_ASSIGN_OR_RETURN(
+      w.insert_dead_letter,
+      w.db.Prepare("INSERT INTO dead_letters (stream, received_at, reason, "
+                   "raw, timepoint) VALUES (?1, ?2, ?3, ?4, ?5)"));
+  CHS_ASSIGN_OR_RETURN(
+      w.insert_gap,
+      w.db.Prepare("INSERT INTO gaps (stream, last_timepoint, recorded_at) "
+                   "VALUES (?1, ?2, ?3)"));
+
+  for (int i = 0; i < options_.read_connections; ++i) {
+    auto r = std::make_unique<Reader>();
+    CHS_ASSIGN_OR_RETURN(r->db, Database::Open(path_, SQLITE_OPEN_READONLY));
+    CHS_RETURN_IF_ERROR(
+        SetPragmas(r->db, kReaderCacheKib, options_.busy_timeout));
+    CHS_ASSIGN_OR_RETURN(
+        r->scan, r->db.Prepare(absl::StrCat(
+                     "SELECT ", kEventColumns,
+                     " FROM events WHERE position > ?1 AND position <= ?2"
+                     " ORDER BY position LIMIT ?3")));
+    r->by_company.resize(kMaxIndexedCompanies);
+    CHS_ASSIGN_OR_RETURN(
+        r->published_since,
+        r->db.Prepare(
+            "SELECT MIN(position) FROM events WHERE published_at >= ?1"));
+    CHS_ASSIGN_OR_RETURN(
+        r->stream_timepoint,
+        r->db.Prepare("SELECT position FROM events WHERE stream = ?1 AND "
+                      "timepoint >= ?2 ORDER BY timepoint LIMIT 1"));
+    CHS_ASSIGN_OR_RETURN(r->get_company, r->db.Prepare(CompanySelectSql()));
+    CHS_ASSIGN_OR_RETURN(
+        r->stream_states,
+        r->db.Prepare("SELECT stream, last_timepoint, last_published_at, "
+                      "updated_at FROM stream_state"));
+    CHS_ASSIGN_OR_RETURN(
+        r->gaps, r->db.Prepare("SELECT stream, last_timepoint, recorded_at "
+                               "FROM gaps ORDER BY id"));
+    CHS_ASSIGN_OR_RETURN(
+        r->dead_letters,
+        r->db.Prepare("SELECT stream, received_at, reason, raw, timepoint "
+                      "FROM dead_letters ORDER BY id DESC LIMIT ?1"));
+    CHS_ASSIGN_OR_RETURN(
+        r->bounds, r->db.Prepare("SELECT (SELECT MIN(position) FROM events), "
+                                 "(SELECT MAX(position) FROM events)"));
+    CHS_ASSIGN_OR_RETURN(r->begin, r->db.Prepare("BEGIN"));
+    CHS_ASSIGN_OR_RETURN(r->commit, r->db.Prepare("COMMIT"));
+    readers_.push_back(std::move(r));
+  }
+  absl::MutexLock lock(&pool_mu_);
+  for (const auto& r : readers_) free_readers_.push_back(r.get());
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------------ Commit
+
+absl::StatusOr<CommitResult> Store::Commit(Batch batch, absl::Time now) {
+  return Commit(&batch, now);
+}
+
+absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
+  CommitResult result;
+  if (batch->empty()) {
+    result.events = std::make_shared<const std::vector<Event>>();
+    return result;
+  }
+  Writer& w = *writer_;
+  const uint64_t head = head_position_.load(std::memory_order_relaxed);
+
+  // Decide what to keep without touching the batch, so that a failed commit
+  // can be retried with the same batch.
+  std::vector<size_t> kept;
+  kept.reserve(batch->events.size());
+  // Per stream: the highest timepoint so far (committed or in this batch) and
+  // the index of the last kept event.
+  struct StreamProgress {
+    std::optional<int64_t> floor;
+    size_t last_kept = 0;
+    bool advanced = false;
+  };
+  absl::flat_hash_map<std::string_view, StreamProgress,
+                      std::hash<std::string_view>>
+      progress;
+  for (size_t i = 0; i < batch->events.size(); ++i) {
+    const Event& e = batch->events[i];
+    auto [it, inserted] = progress.try_emplace(e.stream);
+    StreamProgress& p = it->second;
+    if (inserted) {
+      auto committed = w.stream_timepoints.find(e.stream);
+      if (committed != w.stream_timepoints.end()) p.floor = committed->second;
+    }
+    if (p.floor.has_value() && e.timepoint <= *p.floor) {
+      ++result.duplicates[e.stream];
+      continue;
+    }
+    p.floor = e.timepoint;
+    p.last_kept = i;
+    p.advanced = true;
+    kept.push_back(i);
+  }
+
+  uint64_t new_companies = 0;
+  auto run = [&]() -> absl::Status {
+    CHS_RETURN_IF_ERROR(w.begin.Run());
+    w.begin.Reset();
+    std::string fields_changed;
+    std::string sic_codes;
+    for (size_t j = 0; j < kept.size(); ++j) {
+      const Event& e = batch->events[kept[j]];
+      const int64_t position = static_cast<int64_t>(head + 1 + j);
+      fields_changed = EncodeStringList(e.fields_changed);
+      Statement& ins = w.insert_event;
+      ins.BindInt64(1, position);
+      ins.BindText(2, e.stream);
+      ins.BindInt64(3, e.timepoint);
+      ins.BindInt64(4, static_cast<int64_t>(e.type));
+      ins.BindText(5, e.resource_kind);
+      ins.BindText(6, e.resource_id);
+      ins.BindText(7, e.resource_uri);
+      ins.BindText(8, e.company_number);
+      ins.BindInt64(9, ToMicros(e.published_at));
+      ins.BindInt64(10, ToMicros(e.received_at));
+      ins.BindText(11, fields_changed);
+      ins.BindText(12, e.data_json);
+      ins.BindBlob(13, e.data_pb);
+      absl::Status s = ins.Run();
+      ins.Reset();
+      CHS_RETURN_IF_ERROR(s);
+
+      if (!IsCompanyEvent(e)) continue;
+      const bool has_data = !e.data_json.empty() || !e.data_pb.empty();
+      static const CompanyFields kNoFields;
+      const CompanyFields& f = e.company.has_value() ? *e.company : kNoFields;
+      sic_codes = EncodeStringList(f.sic_codes);
+      const Address& a = f.registered_office_address;
+      const std::string_view values[kNumCompanyFields] = {
+          f.company_name,   f.company_status,   f.company_type,
+          f.jurisdiction,   f.date_of_creation, f.date_of_cessation,
+          a.premises,       a.address_line_1,   a.address_line_2,
+          a.locality,       a.region,           a.postal_code,
+          a.country,        a.care_of,          a.po_box,
+          sic_codes,
+      };
+      auto bind = [&](Statement& st) {
+        st.BindText(kCpNumber, e.company_number);
+        st.BindInt64(kCpHasFields, e.company.has_value() ? 1 : 0);
+        for (int k = 0; k < kNumCompanyFields; ++k) {
+          st.BindText(kCpFieldsFirst + k, values[k]);
+        }
+        st.BindInt64(kCpHasData, has_data ? 1 : 0);
+        st.BindText(kCpDataJson, e.data_json);
+        st.BindBlob(kCpDataPb, e.data_pb);
+        st.BindInt64(kCpDeleted, e.type == EventType::kDeleted ? 1 : 0);
+        st.BindInt64(kCpLastTimepoint, e.timepoint);
+        st.BindInt64(kCpLastPosition, position);
+        st.BindInt64(kCpUpdatedAt, ToMicros(e.received_at));
+      };
+      bind(w.update_company);
+      s = w.update_company.Run();
+      w.update_company.Reset();
+      CHS_RETURN_IF_ERROR(s);
+      if (sqlite3_changes(w.db.get()) == 0) {
+        bind(w.insert_company);
+        s = w.insert_company.Run();
+        w.insert_company.Reset();
+        CHS_RETURN_IF_ERROR(s);
+        ++new_companies;
+      }
+    }
+    for (const auto& [stream, p] : progress) {
+      if (!p.advanced) continue;
+      const Event& last = batch->events[p.last_kept];
+      Statement& st = w.upsert_stream_state;
+      st.BindText(1, stream);
+      st.BindInt64(2, last.timepoint);
+      st.BindInt64(3, ToMicros(last.published_at));
+      st.BindInt64(4, ToMicros(now));
+      absl::Status s = st.Run();
+      st.Reset();
+      CHS_RETURN_IF_ERROR(s);
+    }
+    for (const DeadLetter& d : batch->dead_letters) {
+      Statement& st = w.insert_dead_letter;
+      st.BindText(1, d.stream);
+      st.BindInt64(2, ToMicros(d.received_at));
+      st.BindText(3, d.reason);
+      st.BindBlob(4, d.raw);
+      if (d.timepoint.has_value()) {
+        st.BindInt64(5, *d.timepoint);
+      } else {
+        st.BindNull(5);
+      }
+      absl::Status s = st.Run();
+      st.Reset();
+      CHS_RETURN_IF_ERROR(s);
+    }
+    for (const Gap& g : batch->gaps) {
+      Statement& st = w.insert_gap;
+      st.BindText(1, g.stream);
+      st.BindInt64(2, g.last_timepoint);
+      st.BindInt64(3, ToMicros(g.recorded_at));
+      absl::Status s = st.Run();
+      st.Reset();
+      CHS_RETURN_IF_ERROR(s);
+    }
+    absl::Status s = w.commit.Run();
+    w.commit.Reset();
+    return s;
+  };
+
+  absl::Status status = run();
+  if (!status.ok()) {
+    if (!sqlite3_get_autocommit(w.db.get())) {
+      absl::Status rb = w.rollback.Run();
+      w.rollback.Reset();
+      if (!rb.ok()) {
+        log::Error("storage rollback failed", {{"path", path_}, {"error", rb}});
+      }
+    }
+    return status;
+  }
+
+  // Committed: update the in-memory mirrors, then publish the new head.
+  for (const auto& [stream, p] : progress) {
+    if (p.advanced) {
+      w.stream_timepoints[std::string(stream)] =
+          batch->events[p.last_kept].timepoint;
+    }
+  }
+  auto events = std::make_shared<std::vector<Event>>();
+  events->reserve(kept.size());
+  for (size_t j = 0; j < kept.size(); ++j) {
+    Event& e = batch->events[kept[j]];
+    e.position = head + 1 + j;
+    events->push_back(std::move(e));
+  }
+  result.events = std::move(events);
+  result.dead_letters = batch->dead_letters.size();
+  result.gaps = batch->gaps.size();
+  companies_stored_.fetch_add(new_companies, std::memory_order_relaxed);
+  dead_letters_stored_.fetch_add(batch->dead_letters.size(),
+                                 std::memory_order_relaxed);
+  head_position_.store(head + kept.size(), std::memory_order_release);
+  return result;
+}
+
+// ------------------------------------------------------------------- Reads
+
+Store::ReaderLease Store::AcquireReader() {
+  pool_mu_.LockWhen(absl::Condition(
+      +[](std::vector<Reader*>* free) { return !free->empty(); },
+      &free_readers_));
+  Reader* r = free_readers_.back();
+  free_readers_.pop_back();
+  pool_mu_.Unlock();
+  return ReaderLease(this, r);
+}
+
+void Store::ReleaseReader(Reader* reader) {
+  absl::MutexLock lock(&pool_mu_);
+  free_readers_.push_back(reader);
+}
+
+absl::StatusOr<Page> Store::ReadPage(uint64_t after, uint64_t up_to,
+                                     const Filter& filter, size_t max_events,
+                                     size_t max_scan) {
+  if (max_events == 0 || max_scan == 0) {
+    return absl::InvalidArgumentError(
+        "ReadPage: max_events and max_scan must be positive");
+  }
+  // Every position up to the head read here is visible to the statement
+  // below, whose snapshot starts later.
+  const uint64_t head = HeadPosition();
+  const uint64_t limit_hi = std::min(up_to, head);
+  Page page;
+  page.scanned_through = after;
+  if (after >= limit_hi) return page;
+
+  const bool by_company = !filter.company_numbers.empty() &&
+                          filter.company_numbers.size() <= kMaxIndexedCompanies;
+  ReaderLease r = AcquireReader();
+  Statement* st;
+  uint64_t window_end;
+  if (by_company) {
+    const size_t n = filter.company_numbers.size();
+    Statement& cached = r->by_company[n - 1];
+    if (!cached.valid()) {
+      CHS_ASSIGN_OR_RETURN(cached, r->db.Prepare(EventsByCompanySql(n)));
+    }
+    st = &cached;
+    for (size_t i = 0; i < n; ++i) {
+      st->BindText(static_cast<int>(4 + i), filter.company_numbers[i]);
+    }
+    // The index visits only these companies' events: the whole range counts
+    // as examined unless the scan limit stops it first.
+    window_end = limit_hi;
+  } else {
+    st = &r->scan;
+    // Positions are dense, so this window holds at most max_scan events.
+    window_end = max_scan >= limit_hi - after ? limit_hi : after + max_scan;
+  }
+  absl::Cleanup reset = [st] { st->Reset(); };
+  st->BindInt64(1, static_cast<int64_t>(std::min<uint64_t>(after, kMaxPosition)));
+  st->BindInt64(2, static_cast<int64_t>(window_end));
+  st->BindInt64(3, static_cast<int64_t>(std::min<uint64_t>(max_scan, kMaxPosition)));
+
+  const FilterMatcher matcher(filter);
+  const bool match_all = filter.empty();
+  size_t examined = 0;
+  uint64_t last_examined = after;
+  while (true) {
+    CHS_ASSIGN_OR_RETURN(bool row, st->Step());
+    if (!row) {
+      // Ran out of rows: everything up to the window end was examined,
+      // unless the scan limit cut the result short.
+      page.scanned_through = examined >= max_scan ? last_examined : window_end;
+      break;
+    }
+    ++examined;
+    last_examined = static_cast<uint64_t>(st->ColumnInt64(kColPosition));
+    if (!match_all &&
+        !matcher.Matches(st->ColumnText(kColStream),
+                         st->ColumnText(kColResourceKind),
+                         st->ColumnText(kColCompanyNumber),
+                         static_cast<int>(st->ColumnInt64(kColType)))) {
+      continue;
+    }
+    CHS_RETURN_IF_ERROR(ReadEventRow(*st, &page.events.emplace_back()));
+    if (page.events.size() >= max_events) {
+      page.scanned_through = last_examined;
+      break;
+    }
+  }
+  return page;
+}
+
+absl::StatusOr<uint64_t> Store::PositionBeforePublishedSince(absl::Time t) {
+  const uint64_t head = HeadPosition();
+  ReaderLease r = AcquireReader();
+  Statement& st = r->published_since;
+  absl::Cleanup reset = [&st] { st.Reset(); };
+  st.BindInt64(1, ToMicros(t));
+  CHS_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row || st.ColumnIsNull(0)) return head;
+  return static_cast<uint64_t>(st.ColumnInt64(0)) - 1;
+}
+
+absl::StatusOr<uint64_t> Store::PositionBeforeStreamTimepoint(
+    std::string_view stream, int64_t timepoint) {
+  const uint64_t head = HeadPosition();
+  ReaderLease r = AcquireReader();
+  Statement& st = r->stream_timepoint;
+  absl::Cleanup reset = [&st] { st.Reset(); };
+  st.BindText(1, stream);
+  st.BindInt64(2, timepoint);
+  CHS_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return head;
+  return static_cast<uint64_t>(st.ColumnInt64(0)) - 1;
+}
+
+absl::StatusOr<std::optional<CompanyRecord>> Store::GetCompany(
+    std::string_view company_number) {
+  ReaderLease r = AcquireReader();
+  Statement& st = r->get_company;
+  absl::Cleanup reset = [&st] { st.Reset(); };
+  st.BindText(1, company_number);
+  CHS_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return std::nullopt;
+  CompanyRecord c;
+  int col = 0;
+  c.company_number.assign(st.ColumnText(col++));
+  CompanyFields& f = c.fields;
+  Address& a = f.registered_office_address;
+  std::string* const text_fields[] = {
+      &f.company_name, &f.company_status,   &f.company_type,
+      &f.jurisdiction, &f.date_of_creation, &f.date_of_cessation,
+      &a.premises,     &a.address_line_1,   &a.address_line_2,
+      &a.locality,     &a.region,           &a.postal_code,
+      &a.country,      &a.care_of,          &a.po_box,
+  };
+  static_assert(std::size(text_fields) + 1 == kNumCompanyFields);
+  for (std::string* field : text_fields) field->assign(st.ColumnText(col++));
+  CHS_RETURN_IF_ERROR(DecodeListColumn(st.ColumnText(col++),
+                                       "companies.sic_codes", &f.sic_codes));
+  c.deleted = st.ColumnInt64(col++) != 0;
+  c.last_timepoint = st.ColumnInt64(col++);
+  c.last_position = static_cast<uint64_t>(st.ColumnInt64(col++));
+  c.updated_at = FromMicros(st.ColumnInt64(col++));
+  c.data_json.assign(st.ColumnText(col++));
+  c.data_pb.assign(st.ColumnBlob(col++));
+  return c;
+}
+
+absl::StatusOr<std::vector<StreamState>> Store::LoadStreamStates() {
+  ReaderLease r = AcquireReader();
+  // One read transaction: stream_state and gaps from the same snapshot.
+  CHS_RETURN_IF_ERROR(r->begin.Run());
+  r->begin.Reset();
+  absl::Cleanup end = [&r] {
+    r->stream_states.Reset();
+    r->gaps.Reset();
+    r->commit.Run().IgnoreError();
+    r->commit.Reset();
+  };
+  std::map<std::string, StreamState, std::less<>> states;
+  while (true) {
+    Statement& st = r->stream_states;
+    CHS_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    StreamState& s = states[std::string(st.ColumnText(0))];
+    s.last_timepoint = st.ColumnInt64(1);
+    s.last_published_at = FromMicros(st.ColumnInt64(2));
+    s.updated_at = FromMicros(st.ColumnInt64(3));
+  }
+  while (true) {
+    Statement& st = r->gaps;
+    CHS_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    Gap g;
+    g.stream.assign(st.ColumnText(0));
+    g.last_timepoint = st.ColumnInt64(1);
+    g.recorded_at = FromMicros(st.ColumnInt64(2));
+    states[g.stream].gaps.push_back(std::move(g));
+  }
+  std::vector<StreamState> out;
+  out.reserve(states.size());
+  for (auto& [name, s] : states) {
+    s.stream = name;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+absl::StatusOr<StoreStats> Store::Stats() {
+  StoreStats stats;
+  {
+    ReaderLease r = AcquireReader();
+    Statement& st = r->bounds;
+    absl::Cleanup reset = [&st] { st.Reset(); };
+    CHS_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (row && !st.ColumnIsNull(0)) {
+      stats.oldest_position = static_cast<uint64_t>(st.ColumnInt64(0));
+      stats.head_position = static_cast<uint64_t>(st.ColumnInt64(1));
+      // Positions are dense: nothing is ever deleted from the middle.
+      stats.events_stored = stats.head_position - stats.oldest_position + 1;
+    } else {
+      stats.head_position = HeadPosition();
+    }
+  }
+  stats.companies_stored = companies_stored_.load(std::memory_order_relaxed);
+  stats.dead_letters = dead_letters_stored_.load(std::memory_order_relaxed);
+  stats.db_size_bytes = FileSize(path_) + FileSize(path_ + "-wal");
+  return stats;
+}
+
+absl::StatusOr<std::vector<DeadLetter>> Store::ReadDeadLetters(size_t limit) {
+  std::vector<DeadLetter> out;
+  if (limit == 0) return out;
+  ReaderLease r = AcquireReader();
+  Statement& st = r->dead_letters;
+  absl::Cleanup reset = [&st] { st.Reset(); };
+  st.BindInt64(1, static_cast<int64_t>(std::min<uint64_t>(limit, kMaxPosition)));
+  while (true) {
+    CHS_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    DeadLetter& d = out.emplace_back();
+    d.stream.assign(st.ColumnText(0));
+    d.received_at = FromMicros(st.ColumnInt64(1));
+    d.reason.assign(st.ColumnText(2));
+    d.raw.assign(st.ColumnBlob(3));
+    if (!st.ColumnIsNull(4)) d.timepoint = st.ColumnInt64(4);
+  }
+  return out;
+}
+
+}  // namespace chstream::storage

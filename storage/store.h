@@ -1,0 +1,233 @@
+// File: storage/store.h
+//
+// The chstream event store: one SQLite database (WAL mode) holding every
+// committed event, the current state of every company, per-stream progress,
+// timepoint gaps and dead letters. See schema.h for the tables.
+//
+// Writes go through Commit(), called by exactly one thread (EventWriter's).
+// One Commit is one transaction: events get dense positions head+1, head+2,
+// ...; events at or below their stream's committed timepoint are dropped as
+// duplicates; companies are upserted; stream_state advances; dead letters and
+// gaps are inserted. Either all of it is committed or none of it.
+//
+// Reads are thread-safe and run concurrently with the writer on a small pool
+// of read-only connections, each with its own cached prepared statements.
+// A reader never sees a position above HeadPosition() as of the start of its
+// call, and every position up to that head is visible to it.
+//
+// Event::company is not stored in the events table: it only feeds the
+// companies table. Events read back have `company` unset. Times are stored
+// with microsecond precision.
+//
+// Thread-safety: Commit() from one thread at a time; everything else from any
+// thread. The Store must outlive its readers and writer.
+//
+//   CHS_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, Store::Open(path));
+//   Batch batch;
+//   batch.events.push_back(std::move(event));
+//   CHS_ASSIGN_OR_RETURN(CommitResult r, store->Commit(std::move(batch), now));
+//   CHS_ASSIGN_OR_RETURN(Page page, store->ReadPage(0, store->HeadPosition(),
+//                                                   Filter{}, 1000));
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "storage/event.h"
+
+namespace chstream::storage {
+
+// A timepoint gap: the upstream refused to resume (HTTP 416) after
+// `last_timepoint`, so events after it may be missing.
+struct Gap {
+  std::string stream;
+  int64_t last_timepoint = 0;
+  absl::Time recorded_at;
+
+  bool operator==(const Gap&) const = default;
+};
+
+struct StreamState {
+  std::string stream;
+  // The last committed timepoint; unset for a stream that only has gaps.
+  std::optional<int64_t> last_timepoint;
+  absl::Time last_published_at;  // of the event at last_timepoint
+  absl::Time updated_at;         // `now` of the commit that advanced it
+  std::vector<Gap> gaps;         // oldest first
+
+  bool operator==(const StreamState&) const = default;
+};
+
+// Which events a reader wants: AND across fields, OR within one field; an
+// empty field matches everything.
+struct Filter {
+  std::vector<std::string> streams;
+  std::vector<std::string> resource_kinds;
+  std::vector<std::string> company_numbers;
+  std::vector<EventType> types;
+
+  bool Matches(const Event& e) const;
+  bool empty() const;
+};
+
+struct StoreStats {
+  uint64_t head_position = 0;    // 0 when no event was ever committed
+  uint64_t oldest_position = 0;  // 0 when no event is stored
+  uint64_t events_stored = 0;
+  uint64_t companies_stored = 0;
+  uint64_t dead_letters = 0;
+  uint64_t db_size_bytes = 0;  // database file + WAL file on disk
+};
+
+struct Batch {
+  std::vector<Event> events;  // in upstream order; positions are ignored
+  std::vector<DeadLetter> dead_letters;
+  std::vector<Gap> gaps;
+
+  bool empty() const {
+    return events.empty() && dead_letters.empty() && gaps.empty();
+  }
+};
+
+struct CommitResult {
+  // The committed events with their positions, in position order. Never
+  // null.
+  std::shared_ptr<const std::vector<Event>> events;
+  // Per stream: events dropped because their timepoint was at or below the
+  // stream's committed timepoint, or at or below an earlier event of the same
+  // batch. Streams without duplicates are absent.
+  absl::flat_hash_map<std::string, uint64_t> duplicates;
+  uint64_t dead_letters = 0;
+  uint64_t gaps = 0;
+};
+
+struct Page {
+  std::vector<Event> events;
+  // The last position examined: the next page starts after it. Never above
+  // the `up_to` asked for, nor above the head at the time of the call.
+  uint64_t scanned_through = 0;
+};
+
+class Store {
+ public:
+  struct Options {
+    // PRAGMA synchronous=FULL (fsync at every commit) instead of NORMAL
+    // (fsync at checkpoints: a commit survives a process crash, and the
+    // database stays consistent after a power loss).
+    bool synchronous_full = false;
+    // Size of the read-only connection pool (>= 1).
+    int read_connections = 4;
+    // Run PRAGMA quick_check on an existing database before using it; reads
+    // the whole file (seconds for a multi-GB database).
+    bool check_integrity = true;
+    // How long a statement waits for a lock held by another process.
+    absl::Duration busy_timeout = absl::Seconds(5);
+  };
+
+  // Opens or creates the database at `path` (a filesystem path; ":memory:"
+  // is not supported because readers need their own connections).
+  // A missing or 0-byte file becomes a new database. An existing file that is
+  // not a chstream database (FailedPrecondition), is corrupt (DataLoss) or
+  // has a newer schema than this binary (FailedPrecondition) is refused
+  // without being modified. Older schemas are migrated forward.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(
+      const std::string& path, const Options& options);
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path) {
+    return Open(path, Options());
+  }
+
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+  ~Store();
+
+  const std::string& path() const { return path_; }
+
+  // ----- Writer API: one thread only.
+
+  // Commits `batch` as one transaction (see the file comment). `now` is
+  // stream_state.updated_at. On error nothing is committed and the Store is
+  // unchanged; the error is returned.
+  absl::StatusOr<CommitResult> Commit(Batch batch, absl::Time now);
+  // The same, but leaves `*batch` untouched on error so that the caller can
+  // retry it without a copy; on success its events have been moved into the
+  // result (the rest of `*batch` is unspecified).
+  absl::StatusOr<CommitResult> Commit(Batch* batch, absl::Time now);
+
+  // ----- Reads: thread-safe, concurrent with the writer.
+
+  // The position of the last committed event (0 if none). Updated after each
+  // commit, once the events are visible to readers.
+  uint64_t HeadPosition() const {
+    return head_position_.load(std::memory_order_acquire);
+  }
+
+  // Events with position in (after, up_to], ascending, that match `filter`,
+  // at most `max_events` of them. Examines at most `max_scan` positions, so a
+  // narrow filter over a huge range returns in bounded time;
+  // `scanned_through` says where to continue. `up_to` is clamped to the head.
+  // A filter with company numbers (up to 32) is served from the
+  // company_number index and examines only that company's events.
+  // REQUIRES: max_events > 0 and max_scan > 0 (else InvalidArgument).
+  absl::StatusOr<Page> ReadPage(uint64_t after, uint64_t up_to,
+                                const Filter& filter, size_t max_events,
+                                size_t max_scan = 10000);
+
+  // The position just before the first event (by position) with
+  // published_at >= t; HeadPosition() if there is none.
+  absl::StatusOr<uint64_t> PositionBeforePublishedSince(absl::Time t);
+
+  // The position just before the first event of `stream` with timepoint >=
+  // `timepoint`; HeadPosition() if there is none.
+  absl::StatusOr<uint64_t> PositionBeforeStreamTimepoint(
+      std::string_view stream, int64_t timepoint);
+
+  // The current state of a company; nullopt if the companies stream never
+  // mentioned it. Deleted companies are returned with deleted = true.
+  absl::StatusOr<std::optional<CompanyRecord>> GetCompany(
+      std::string_view company_number);
+
+  // Every stream that has committed an event or recorded a gap, by name.
+  absl::StatusOr<std::vector<StreamState>> LoadStreamStates();
+
+  absl::StatusOr<StoreStats> Stats();
+
+  // The most recent `limit` dead letters, newest first.
+  absl::StatusOr<std::vector<DeadLetter>> ReadDeadLetters(size_t limit);
+
+ private:
+  struct Writer;
+  struct Reader;
+  class ReaderLease;
+
+  Store(std::string path, Options options);
+
+  absl::Status Init(bool is_new);
+  ReaderLease AcquireReader();
+  void ReleaseReader(Reader* reader);
+
+  const std::string path_;
+  const Options options_;
+  std::unique_ptr<Writer> writer_;  // used by the Commit() thread only
+  std::vector<std::unique_ptr<Reader>> readers_;
+
+  absl::Mutex pool_mu_;
+  std::vector<Reader*> free_readers_ ABSL_GUARDED_BY(pool_mu_);
+
+  std::atomic<uint64_t> head_position_{0};
+  std::atomic<uint64_t> companies_stored_{0};
+  std::atomic<uint64_t> dead_letters_stored_{0};
+};
+
+}  // namespace chstream::storage

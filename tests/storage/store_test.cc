@@ -1,0 +1,739 @@
+#include "storage/store.h"
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "storage/sqlite.h"
+#include "tests/storage/test_util.h"
+
+namespace chstream::storage {
+namespace {
+
+using ::chstream::testing::IsOk;
+using ::chstream::testing::StatusIs;
+using ::chstream::storage::testing::CompanyEvent;
+using ::chstream::storage::testing::MakeDeadLetter;
+using ::chstream::storage::testing::MakeEvent;
+using ::chstream::storage::testing::MakeFilter;
+using ::chstream::storage::testing::TestDbPath;
+using ::chstream::storage::testing::TestTime;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Pair;
+using ::testing::UnorderedElementsAre;
+
+std::vector<uint64_t> Positions(const std::vector<Event>& events) {
+  std::vector<uint64_t> out;
+  for (const Event& e : events) out.push_back(e.position);
+  return out;
+}
+
+std::vector<int64_t> Timepoints(const std::vector<Event>& events) {
+  std::vector<int64_t> out;
+  for (const Event& e : events) out.push_back(e.timepoint);
+  return out;
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = TestDbPath();
+    auto store = Store::Open(path_);
+    ASSERT_THAT(store, IsOk());
+    store_ = std::move(*store);
+  }
+
+  void Reopen() {
+    store_.reset();
+    auto store = Store::Open(path_);
+    ASSERT_THAT(store, IsOk());
+    store_ = std::move(*store);
+  }
+
+  CommitResult CommitEvents(std::vector<Event> events,
+                            absl::Time now = TestTime(999)) {
+    Batch batch;
+    batch.events = std::move(events);
+    auto result = store_->Commit(std::move(batch), now);
+    EXPECT_THAT(result, IsOk());
+    return result.ok() ? *std::move(result) : CommitResult{};
+  }
+
+  std::vector<Event> ReadAll(const Filter& filter = {}) {
+    auto page = store_->ReadPage(0, store_->HeadPosition(), filter, 1'000'000,
+                                 1'000'000);
+    EXPECT_THAT(page, IsOk());
+    return page.ok() ? page->events : std::vector<Event>{};
+  }
+
+  std::string path_;
+  std::unique_ptr<Store> store_;
+};
+
+// ------------------------------------------------------------ round trips
+
+TEST_F(StoreTest, EventRoundTripsEveryField) {
+  Event e;
+  e.stream = "persons-with-significant-control";
+  e.timepoint = 9'007'199'254'740'993;  // beyond double precision
+  e.type = EventType::kDeleted;
+  e.resource_kind = "individual-beneficial-owner";
+  e.resource_id = "abc\"def";
+  e.resource_uri = "/company/OE000123/persons-with-significant-control/x";
+  e.company_number = "OE000123";
+  e.published_at = TestTime(123'456);
+  e.received_at = absl::FromUnixMicros(-1'234'567);  // before the epoch
+  e.fields_changed = {"quote\"d",    "back\\slash", "new\nline",
+                      "ctl\x01\x1f", "caf\xc3\xa9", "\xf0\x9f\x8f\xa2",
+                      "",            "<&>"};
+  e.data_json = R"({"name":"Ünïcode ✓","n":[1,2]})";
+  e.data_pb = std::string("\x00\xff\x01\x80 bytes\x00", 11);
+  e.company = std::nullopt;
+
+  CommitResult result = CommitEvents({e});
+  ASSERT_EQ(result.events->size(), 1u);
+  EXPECT_EQ((*result.events)[0].position, 1u);
+
+  std::vector<Event> read = ReadAll();
+  ASSERT_EQ(read.size(), 1u);
+  Event expected = e;
+  expected.position = 1;
+  EXPECT_EQ(read[0], expected);
+}
+
+TEST_F(StoreTest, EventCompanyFieldIsNotStoredWithTheEvent) {
+  Event e = CompanyEvent(5, "SC571653", "FC KIOSKS LTD");
+  CommitResult result = CommitEvents({e});
+  // The committed (live) copy keeps it; the stored copy does not.
+  ASSERT_TRUE((*result.events)[0].company.has_value());
+  std::vector<Event> read = ReadAll();
+  ASSERT_EQ(read.size(), 1u);
+  EXPECT_FALSE(read[0].company.has_value());
+  Event expected = e;
+  expected.position = 1;
+  expected.company.reset();
+  EXPECT_EQ(read[0], expected);
+}
+
+TEST_F(StoreTest, CompanyRecordRoundTripsEveryField) {
+  Event e = CompanyEvent(42, "SC571653", "FC KIOSKS LTD");
+  CompanyFields f;
+  f.company_name = "FC \"KIOSKS\" LTD";
+  f.company_status = "active";
+  f.company_type = "ltd";
+  f.jurisdiction = "scotland";
+  f.date_of_creation = "2017-07-20";
+  f.date_of_cessation = "2024-01-02";
+  f.registered_office_address = Address{
+      .premises = "Suite 4f",
+      .address_line_1 = "Ingram House",
+      .address_line_2 = "227 Ingram Street",
+      .locality = "Glasgow",
+      .region = "Lanarkshire",
+      .postal_code = "G1 1DA",
+      .country = "Scotland",
+      .care_of = "A. Person",
+      .po_box = "PO 12",
+  };
+  f.sic_codes = {"56290", "47110", "with \"quote\""};
+  e.company = f;
+  e.received_at = TestTime(77);
+  CommitEvents({e});
+
+  ASSERT_OK_AND_ASSIGN(std::optional<CompanyRecord> record,
+                       store_->GetCompany("SC571653"));
+  ASSERT_TRUE(record.has_value());
+  CompanyRecord expected;
+  expected.company_number = "SC571653";
+  expected.fields = f;
+  expected.deleted = false;
+  expected.last_timepoint = 42;
+  expected.last_position = 1;
+  expected.updated_at = TestTime(77);
+  expected.data_json = e.data_json;
+  expected.data_pb = e.data_pb;
+  EXPECT_EQ(*record, expected);
+
+  ASSERT_OK_AND_ASSIGN(auto missing, store_->GetCompany("00000000"));
+  EXPECT_FALSE(missing.has_value());
+}
+
+TEST_F(StoreTest, DeadLettersRoundTripNewestFirst) {
+  DeadLetter a{.stream = "filings",
+               .received_at = TestTime(1),
+               .reason = "invalid JSON: unexpected '}'",
+               .raw = std::string("{\"a\":\x00\xff}", 8),
+               .timepoint = std::nullopt};
+  DeadLetter b{.stream = "companies",
+               .received_at = TestTime(2),
+               .reason = "missing resource_kind",
+               .raw = R"({"event":{"timepoint":5}})",
+               .timepoint = 5};
+  Batch batch;
+  batch.dead_letters = {a, b};
+  ASSERT_OK_AND_ASSIGN(CommitResult result,
+                       store_->Commit(std::move(batch), TestTime()));
+  EXPECT_EQ(result.dead_letters, 2u);
+  EXPECT_TRUE(result.events->empty());
+  EXPECT_EQ(store_->HeadPosition(), 0u);
+
+  ASSERT_OK_AND_ASSIGN(auto dead, store_->ReadDeadLetters(10));
+  EXPECT_THAT(dead, ElementsAre(b, a));
+  ASSERT_OK_AND_ASSIGN(auto one, store_->ReadDeadLetters(1));
+  EXPECT_THAT(one, ElementsAre(b));
+  ASSERT_OK_AND_ASSIGN(auto none, store_->ReadDeadLetters(0));
+  EXPECT_THAT(none, IsEmpty());
+}
+
+TEST_F(StoreTest, StreamStatesAndGapsRoundTrip) {
+  Event c1 = MakeEvent("companies", 10);
+  Event c2 = MakeEvent("companies", 12);
+  c2.published_at = TestTime(5'000);
+  Event f1 = MakeEvent("filings", 3);
+  CommitEvents({c1, f1, c2}, TestTime(100));
+
+  Batch batch;
+  batch.gaps = {Gap{"companies", 12, TestTime(200)},
+                Gap{"charges", 77, TestTime(201)},
+                Gap{"companies", 40, TestTime(202)}};
+  ASSERT_OK_AND_ASSIGN(CommitResult r,
+                       store_->Commit(std::move(batch), TestTime(300)));
+  EXPECT_EQ(r.gaps, 3u);
+
+  ASSERT_OK_AND_ASSIGN(std::vector<StreamState> states,
+                       store_->LoadStreamStates());
+  StreamState charges{.stream = "charges",
+                      .last_timepoint = std::nullopt,
+                      .last_published_at = absl::Time(),
+                      .updated_at = absl::Time(),
+                      .gaps = {Gap{"charges", 77, TestTime(201)}}};
+  StreamState companies{.stream = "companies",
+                        .last_timepoint = 12,
+                        .last_published_at = TestTime(5'000),
+                        .updated_at = TestTime(100),
+                        .gaps = {Gap{"companies", 12, TestTime(200)},
+                                 Gap{"companies", 40, TestTime(202)}}};
+  StreamState filings{.stream = "filings",
+                      .last_timepoint = 3,
+                      .last_published_at = f1.published_at,
+                      .updated_at = TestTime(100),
+                      .gaps = {}};
+  EXPECT_THAT(states, ElementsAre(charges, companies, filings));
+}
+
+// ------------------------------------------------------------ duplicates
+
+// Verifies the three kinds of duplicate (same timepoint again, a lower
+// timepoint, a repeat inside the batch) are dropped and counted, and that
+// positions stay dense.
+TEST_F(StoreTest, CommitDropsDuplicatesAndKeepsPositionsDense) {
+  CommitEvents({MakeEvent("companies", 10), MakeEvent("companies", 11),
+                MakeEvent("filings", 11)});
+  EXPECT_EQ(store_->HeadPosition(), 3u);
+
+  CommitResult r = CommitEvents(
+      {MakeEvent("companies", 11),   // same as committed
+       MakeEvent("companies", 5),    // lower than committed
+       MakeEvent("companies", 12),   // new
+       MakeEvent("filings", 12),     // new (other stream)
+       MakeEvent("companies", 12),   // repeated in the batch
+       MakeEvent("companies", 9),    // lower than the batch's 12
+       MakeEvent("companies", 13),   // new
+       MakeEvent("filings", 11)});   // same as committed
+  EXPECT_THAT(Positions(*r.events), ElementsAre(4, 5, 6));
+  EXPECT_THAT(Timepoints(*r.events), ElementsAre(12, 12, 13));
+  EXPECT_THAT(r.duplicates,
+              UnorderedElementsAre(Pair("companies", 4u), Pair("filings", 1u)));
+  EXPECT_EQ(store_->HeadPosition(), 6u);
+
+  std::vector<Event> all = ReadAll();
+  EXPECT_THAT(Positions(all), ElementsAre(1, 2, 3, 4, 5, 6));
+  EXPECT_THAT(Timepoints(all), ElementsAre(10, 11, 11, 12, 12, 13));
+}
+
+TEST_F(StoreTest, BatchOfOnlyDuplicatesChangesNothing) {
+  CommitEvents({MakeEvent("companies", 10)}, TestTime(1));
+  CommitResult r = CommitEvents(
+      {MakeEvent("companies", 10), MakeEvent("companies", 3)}, TestTime(2));
+  EXPECT_THAT(*r.events, IsEmpty());
+  EXPECT_THAT(r.duplicates, UnorderedElementsAre(Pair("companies", 2u)));
+  EXPECT_EQ(store_->HeadPosition(), 1u);
+  ASSERT_OK_AND_ASSIGN(auto states, store_->LoadStreamStates());
+  ASSERT_EQ(states.size(), 1u);
+  EXPECT_EQ(states[0].last_timepoint, 10);
+  EXPECT_EQ(states[0].updated_at, TestTime(1));
+}
+
+TEST_F(StoreTest, EmptyBatchIsANoOp) {
+  ASSERT_OK_AND_ASSIGN(CommitResult r, store_->Commit(Batch{}, TestTime()));
+  ASSERT_NE(r.events, nullptr);
+  EXPECT_THAT(*r.events, IsEmpty());
+  EXPECT_EQ(store_->HeadPosition(), 0u);
+}
+
+// Verifies that a failed commit leaves nothing behind and that the same
+// batch can then be committed (the pointer overload keeps it intact).
+TEST_F(StoreTest, FailedCommitCommitsNothingAndCanBeRetried) {
+  store_.reset();
+  Store::Options options;
+  options.busy_timeout = absl::ZeroDuration();
+  ASSERT_OK_AND_ASSIGN(store_, Store::Open(path_, options));
+  CommitEvents({MakeEvent("companies", 1)});
+
+  // Another connection holds the write lock.
+  ASSERT_OK_AND_ASSIGN(Database other,
+                       Database::Open(path_, SQLITE_OPEN_READWRITE));
+  ASSERT_OK(other.Exec("BEGIN IMMEDIATE"));
+
+  Batch batch;
+  batch.events = {MakeEvent("companies", 2), CompanyEvent(3, "X1", "X")};
+  batch.dead_letters = {MakeDeadLetter("companies", "r")};
+  batch.gaps = {Gap{"companies", 1, TestTime()}};
+  EXPECT_THAT(store_->Commit(&batch, TestTime()),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("locked")));
+  EXPECT_EQ(store_->HeadPosition(), 1u);
+  ASSERT_EQ(batch.events.size(), 2u);
+  EXPECT_EQ(batch.events[0].timepoint, 2);
+  EXPECT_EQ(batch.events[1].position, 0u);
+
+  ASSERT_OK(other.Exec("ROLLBACK"));
+  ASSERT_OK_AND_ASSIGN(CommitResult r, store_->Commit(&batch, TestTime()));
+  EXPECT_THAT(Positions(*r.events), ElementsAre(2, 3));
+  EXPECT_EQ(r.dead_letters, 1u);
+  EXPECT_THAT(Timepoints(ReadAll()), ElementsAre(1, 2, 3));
+  ASSERT_OK_AND_ASSIGN(auto company, store_->GetCompany("X1"));
+  EXPECT_TRUE(company.has_value());
+  ASSERT_OK_AND_ASSIGN(StoreStats stats, store_->Stats());
+  EXPECT_EQ(stats.companies_stored, 2u);  // 01234567 (first commit) and X1
+  EXPECT_EQ(stats.dead_letters, 1u);
+}
+
+// -------------------------------------------------------- company upserts
+
+TEST_F(StoreTest, CompanyChangedThenDeletedKeepsLastData) {
+  Event v1 = CompanyEvent(1, "SC571653", "FIRST NAME LTD");
+  v1.received_at = TestTime(10);
+  CommitEvents({v1});
+  ASSERT_OK_AND_ASSIGN(auto c, store_->GetCompany("SC571653"));
+  ASSERT_TRUE(c.has_value());
+  EXPECT_FALSE(c->deleted);
+  EXPECT_EQ(c->fields.company_name, "FIRST NAME LTD");
+  EXPECT_EQ(c->data_json, v1.data_json);
+
+  // Deleted without data: flagged, previous data and fields kept,
+  // bookkeeping updated.
+  Event del = MakeEvent("companies", 2, "SC571653");
+  del.type = EventType::kDeleted;
+  del.data_json.clear();
+  del.data_pb.clear();
+  del.received_at = TestTime(20);
+  CommitEvents({del});
+  ASSERT_OK_AND_ASSIGN(c, store_->GetCompany("SC571653"));
+  ASSERT_TRUE(c.has_value());
+  EXPECT_TRUE(c->deleted);
+  EXPECT_EQ(c->fields, *v1.company);
+  EXPECT_EQ(c->data_json, v1.data_json);
+  EXPECT_EQ(c->data_pb, v1.data_pb);
+  EXPECT_EQ(c->last_timepoint, 2);
+  EXPECT_EQ(c->last_position, 2u);
+  EXPECT_EQ(c->updated_at, TestTime(20));
+
+  // Changed again: undeleted with the new data.
+  Event v2 = CompanyEvent(3, "SC571653", "SECOND NAME LTD");
+  CommitEvents({v2});
+  ASSERT_OK_AND_ASSIGN(c, store_->GetCompany("SC571653"));
+  EXPECT_FALSE(c->deleted);
+  EXPECT_EQ(c->fields.company_name, "SECOND NAME LTD");
+  EXPECT_EQ(c->data_pb, v2.data_pb);
+
+  // Deleted with data: the data it carries is stored.
+  Event del2 = CompanyEvent(4, "SC571653", "FINAL NAME LTD",
+                            EventType::kDeleted);
+  CommitEvents({del2});
+  ASSERT_OK_AND_ASSIGN(c, store_->GetCompany("SC571653"));
+  EXPECT_TRUE(c->deleted);
+  EXPECT_EQ(c->fields.company_name, "FINAL NAME LTD");
+  EXPECT_EQ(c->data_json, del2.data_json);
+  EXPECT_EQ(c->last_position, 4u);
+
+  ASSERT_OK_AND_ASSIGN(StoreStats stats, store_->Stats());
+  EXPECT_EQ(stats.companies_stored, 1u);
+}
+
+TEST_F(StoreTest, LatestEventInABatchWins) {
+  Event a1 = CompanyEvent(1, "A0000001", "A ONE");
+  Event b1 = CompanyEvent(2, "B0000002", "B ONE");
+  Event a2 = CompanyEvent(3, "A0000001", "A TWO");
+  Event a3 = MakeEvent("companies", 4, "A0000001");
+  a3.type = EventType::kDeleted;
+  a3.data_json.clear();
+  a3.data_pb.clear();
+  CommitEvents({a1, b1, a2, a3});
+
+  ASSERT_OK_AND_ASSIGN(auto a, store_->GetCompany("A0000001"));
+  ASSERT_TRUE(a.has_value());
+  EXPECT_TRUE(a->deleted);
+  EXPECT_EQ(a->fields.company_name, "A TWO");
+  EXPECT_EQ(a->data_json, a2.data_json);
+  EXPECT_EQ(a->last_timepoint, 4);
+  EXPECT_EQ(a->last_position, 4u);
+  ASSERT_OK_AND_ASSIGN(auto b, store_->GetCompany("B0000002"));
+  EXPECT_EQ(b->fields.company_name, "B ONE");
+  EXPECT_EQ(b->last_position, 2u);
+  ASSERT_OK_AND_ASSIGN(StoreStats stats, store_->Stats());
+  EXPECT_EQ(stats.companies_stored, 2u);
+}
+
+TEST_F(StoreTest, OnlyCompanyProfileEventsTouchCompanies) {
+  Event filing = MakeEvent("filings", 1, "C0000001");
+  Event other_kind = MakeEvent("companies", 2, "C0000002");
+  other_kind.resource_kind = "something-else";
+  Event no_number = CompanyEvent(3, "", "NO NUMBER");
+  CommitEvents({filing, other_kind, no_number});
+  EXPECT_FALSE(store_->GetCompany("C0000001")->has_value());
+  EXPECT_FALSE(store_->GetCompany("C0000002")->has_value());
+  EXPECT_FALSE(store_->GetCompany("")->has_value());
+  ASSERT_OK_AND_ASSIGN(StoreStats stats, store_->Stats());
+  EXPECT_EQ(stats.companies_stored, 0u);
+}
+
+TEST_F(StoreTest, ChangedWithoutDataForUnknownCompanyCreatesBareRecord) {
+  Event e = MakeEvent("companies", 7, "N0000007");
+  e.data_json.clear();
+  e.data_pb.clear();
+  CommitEvents({e});
+  ASSERT_OK_AND_ASSIGN(auto c, store_->GetCompany("N0000007"));
+  ASSERT_TRUE(c.has_value());
+  EXPECT_FALSE(c->deleted);
+  EXPECT_EQ(c->fields, CompanyFields{});
+  EXPECT_EQ(c->data_json, "");
+  EXPECT_EQ(c->last_timepoint, 7);
+}
+
+// ----------------------------------------------------------------- reads
+
+class ReadTest : public StoreTest {
+ protected:
+  void SetUp() override {
+    StoreTest::SetUp();
+    const char* streams[] = {"companies", "filings", "officers"};
+    const char* numbers[] = {"A0000001", "B0000002", "C0000003", ""};
+    std::vector<Event> events;
+    for (int i = 0; i < 60; ++i) {
+      Event e = MakeEvent(streams[i % 3], 100 + i, numbers[(i / 2) % 4]);
+      if (i % 5 == 0) e.type = EventType::kDeleted;
+      events.push_back(std::move(e));
+    }
+    CommitEvents(events);
+    all_ = ReadAll();
+    ASSERT_EQ(all_.size(), 60u);
+  }
+
+  std::vector<Event> Expected(const Filter& f, uint64_t after,
+                              uint64_t up_to) {
+    std::vector<Event> out;
+    for (const Event& e : all_) {
+      if (e.position > after && e.position <= up_to && f.Matches(e)) {
+        out.push_back(e);
+      }
+    }
+    return out;
+  }
+
+  // Pages through (after, up_to] and checks every page's invariants.
+  std::vector<Event> PageThrough(const Filter& f, uint64_t after,
+                                 uint64_t up_to, size_t max_events,
+                                 size_t max_scan) {
+    std::vector<Event> out;
+    uint64_t cursor = after;
+    for (int calls = 0; cursor < up_to; ++calls) {
+      EXPECT_LT(calls, 1000) << "no progress";
+      if (calls >= 1000) break;
+      auto page = store_->ReadPage(cursor, up_to, f, max_events, max_scan);
+      EXPECT_THAT(page, IsOk());
+      if (!page.ok()) break;
+      EXPECT_LE(page->events.size(), max_events);
+      EXPECT_GT(page->scanned_through, cursor);
+      EXPECT_LE(page->scanned_through, up_to);
+      for (const Event& e : page->events) {
+        EXPECT_GT(e.position, cursor);
+        EXPECT_LE(e.position, page->scanned_through);
+        out.push_back(e);
+      }
+      cursor = page->scanned_through;
+    }
+    return out;
+  }
+
+  std::vector<Event> all_;
+};
+
+TEST_F(ReadTest, FiltersMatchBruteForce) {
+  std::vector<Filter> filters = {
+      Filter{},
+      MakeFilter({"filings"}),
+      MakeFilter({"filings", "officers"}),
+      MakeFilter({}, {"company-profile"}),
+      MakeFilter({}, {}, {"B0000002"}),
+      MakeFilter({}, {}, {"A0000001", "C0000003"}),
+      MakeFilter({}, {}, {""}),
+      MakeFilter({}, {}, {}, {EventType::kDeleted}),
+      MakeFilter({"companies"}, {}, {"A0000001", "B0000002"},
+                 {EventType::kChanged}),
+      MakeFilter({"nope"}),
+  };
+  for (size_t i = 0; i < filters.size(); ++i) {
+    SCOPED_TRACE(absl::StrCat("filter #", i));
+    const Filter& f = filters[i];
+    std::vector<Event> expected = Expected(f, 0, 60);
+    if (i != filters.size() - 1) {
+      EXPECT_FALSE(expected.empty());
+    }
+    EXPECT_EQ(ReadAll(f), expected);
+    EXPECT_EQ(PageThrough(f, 0, 60, 3, 7), expected);
+    EXPECT_EQ(PageThrough(f, 0, 60, 1, 1), expected);
+    EXPECT_EQ(PageThrough(f, 17, 43, 4, 5), Expected(f, 17, 43));
+  }
+}
+
+TEST_F(ReadTest, BoundsAreExclusiveInclusive) {
+  ASSERT_OK_AND_ASSIGN(Page page, store_->ReadPage(10, 20, Filter{}, 100));
+  EXPECT_THAT(Positions(page.events),
+              ElementsAre(11, 12, 13, 14, 15, 16, 17, 18, 19, 20));
+  EXPECT_EQ(page.scanned_through, 20u);
+}
+
+TEST_F(ReadTest, UpToIsClampedToHead) {
+  ASSERT_OK_AND_ASSIGN(Page page, store_->ReadPage(55, 1'000, Filter{}, 100));
+  EXPECT_THAT(Positions(page.events), ElementsAre(56, 57, 58, 59, 60));
+  EXPECT_EQ(page.scanned_through, 60u);
+}
+
+TEST_F(ReadTest, EmptyRangeReturnsNothing) {
+  ASSERT_OK_AND_ASSIGN(Page page, store_->ReadPage(30, 30, Filter{}, 100));
+  EXPECT_THAT(page.events, IsEmpty());
+  EXPECT_EQ(page.scanned_through, 30u);
+  ASSERT_OK_AND_ASSIGN(page, store_->ReadPage(60, 100, Filter{}, 100));
+  EXPECT_THAT(page.events, IsEmpty());
+  EXPECT_EQ(page.scanned_through, 60u);
+}
+
+TEST_F(ReadTest, MaxEventsStopsAtTheLastReturnedEvent) {
+  ASSERT_OK_AND_ASSIGN(Page page, store_->ReadPage(0, 60, Filter{}, 4));
+  EXPECT_THAT(Positions(page.events), ElementsAre(1, 2, 3, 4));
+  EXPECT_EQ(page.scanned_through, 4u);
+}
+
+// Verifies a filter that matches nothing examines at most max_scan rows.
+TEST_F(ReadTest, MaxScanBoundsANarrowFilter) {
+  Filter nothing = MakeFilter({"charges"});
+  ASSERT_OK_AND_ASSIGN(Page page, store_->ReadPage(0, 60, nothing, 100, 25));
+  EXPECT_THAT(page.events, IsEmpty());
+  EXPECT_EQ(page.scanned_through, 25u);
+
+  Filter filings = MakeFilter({"filings"});
+  ASSERT_OK_AND_ASSIGN(page, store_->ReadPage(0, 60, filings, 100, 10));
+  EXPECT_THAT(Positions(page.events), ElementsAre(2, 5, 8));
+  EXPECT_EQ(page.scanned_through, 10u);
+}
+
+// Verifies the company index path: a company's events over the whole range
+// in one call, with max_scan counting only that company's rows.
+TEST_F(ReadTest, CompanyFilterUsesIndexOverWholeRange) {
+  Filter f = MakeFilter({}, {}, {"C0000003"});
+  std::vector<Event> expected = Expected(f, 0, 60);
+  ASSERT_GE(expected.size(), 10u);
+  ASSERT_OK_AND_ASSIGN(Page page, store_->ReadPage(0, 60, f, 1000, 100));
+  EXPECT_EQ(page.events, expected);
+  EXPECT_EQ(page.scanned_through, 60u);
+
+  ASSERT_OK_AND_ASSIGN(page, store_->ReadPage(0, 60, f, 1000, 3));
+  ASSERT_EQ(page.events.size(), 3u);
+  EXPECT_EQ(page.scanned_through, expected[2].position);
+}
+
+TEST_F(ReadTest, RejectsZeroLimits) {
+  EXPECT_THAT(store_->ReadPage(0, 60, Filter{}, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("max")));
+  EXPECT_THAT(store_->ReadPage(0, 60, Filter{}, 10, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("max")));
+}
+
+TEST(FilterTest, MatchesAndAcrossFieldsOrWithin) {
+  Event e = MakeEvent("filings", 1, "A0000001");
+  EXPECT_TRUE(Filter{}.empty());
+  EXPECT_TRUE(Filter{}.Matches(e));
+  Filter f = MakeFilter({"companies", "filings"});
+  EXPECT_FALSE(f.empty());
+  EXPECT_TRUE(f.Matches(e));
+  f.company_numbers = {"B0000002"};
+  EXPECT_FALSE(f.Matches(e));
+  f.company_numbers.push_back("A0000001");
+  EXPECT_TRUE(f.Matches(e));
+  f.types = {EventType::kDeleted};
+  EXPECT_FALSE(f.Matches(e));
+  f.types.push_back(EventType::kChanged);
+  f.resource_kinds = {"filing-history"};
+  EXPECT_TRUE(f.Matches(e));
+}
+
+// ---------------------------------------------------------- start points
+
+TEST_F(StoreTest, PositionBeforePublishedSince) {
+  ASSERT_OK_AND_ASSIGN(uint64_t p,
+                       store_->PositionBeforePublishedSince(TestTime()));
+  EXPECT_EQ(p, 0u);  // empty store: the head
+
+  // published_at is not monotonic across streams.
+  std::vector<Event> events;
+  const int64_t published[] = {100, 300, 200, 500, 400};
+  for (int i = 0; i < 5; ++i) {
+    Event e = MakeEvent(i % 2 ? "filings" : "companies", i + 1);
+    e.published_at = TestTime(published[i]);
+    events.push_back(e);
+  }
+  CommitEvents(events);
+  auto before = [&](int64_t t) {
+    auto p = store_->PositionBeforePublishedSince(TestTime(t));
+    EXPECT_THAT(p, IsOk());
+    return p.ok() ? *p : 999;
+  };
+  EXPECT_EQ(before(0), 0u);
+  EXPECT_EQ(before(100), 0u);
+  EXPECT_EQ(before(101), 1u);   // first >= 101 is position 2 (300)
+  EXPECT_EQ(before(250), 1u);
+  EXPECT_EQ(before(301), 3u);   // position 4 (500)
+  EXPECT_EQ(before(450), 3u);
+  EXPECT_EQ(before(500), 3u);
+  EXPECT_EQ(before(501), 5u);   // none: the head
+}
+
+TEST_F(StoreTest, PositionBeforeStreamTimepoint) {
+  ASSERT_OK_AND_ASSIGN(uint64_t p,
+                       store_->PositionBeforeStreamTimepoint("companies", 1));
+  EXPECT_EQ(p, 0u);
+  CommitEvents({MakeEvent("companies", 10), MakeEvent("filings", 5),
+                MakeEvent("companies", 20), MakeEvent("filings", 6),
+                MakeEvent("companies", 30)});
+  auto before = [&](std::string_view stream, int64_t tp) {
+    auto p = store_->PositionBeforeStreamTimepoint(stream, tp);
+    EXPECT_THAT(p, IsOk());
+    return p.ok() ? *p : 999;
+  };
+  EXPECT_EQ(before("companies", 0), 0u);
+  EXPECT_EQ(before("companies", 10), 0u);
+  EXPECT_EQ(before("companies", 11), 2u);
+  EXPECT_EQ(before("companies", 20), 2u);
+  EXPECT_EQ(before("companies", 30), 4u);
+  EXPECT_EQ(before("companies", 31), 5u);  // none: the head
+  EXPECT_EQ(before("filings", 6), 3u);
+  EXPECT_EQ(before("charges", 1), 5u);     // unknown stream: the head
+}
+
+// ----------------------------------------------------------- persistence
+
+TEST_F(StoreTest, ReopenKeepsHeadStreamStatesAndCounters) {
+  CommitEvents({MakeEvent("companies", 10), CompanyEvent(11, "A1", "A"),
+                MakeEvent("filings", 4)},
+               TestTime(50));
+  Batch batch;
+  batch.dead_letters = {MakeDeadLetter("filings", "bad")};
+  batch.gaps = {Gap{"officers", 9, TestTime(60)}};
+  ASSERT_OK(store_->Commit(std::move(batch), TestTime(70)));
+  ASSERT_OK_AND_ASSIGN(auto states_before, store_->LoadStreamStates());
+  ASSERT_OK_AND_ASSIGN(StoreStats stats_before, store_->Stats());
+
+  Reopen();
+  EXPECT_EQ(store_->HeadPosition(), 3u);
+  ASSERT_OK_AND_ASSIGN(auto states_after, store_->LoadStreamStates());
+  EXPECT_EQ(states_after, states_before);
+  ASSERT_OK_AND_ASSIGN(StoreStats stats_after, store_->Stats());
+  EXPECT_EQ(stats_after.head_position, stats_before.head_position);
+  EXPECT_EQ(stats_after.oldest_position, 1u);
+  EXPECT_EQ(stats_after.events_stored, 3u);
+  EXPECT_EQ(stats_after.companies_stored, 2u);  // 01234567 and A1
+  EXPECT_EQ(stats_after.dead_letters, 1u);
+
+  // Duplicates are still recognised after the restart; positions go on.
+  CommitResult r = CommitEvents({MakeEvent("companies", 11),
+                                 MakeEvent("companies", 12),
+                                 MakeEvent("filings", 4)});
+  EXPECT_THAT(Positions(*r.events), ElementsAre(4));
+  EXPECT_THAT(r.duplicates,
+              UnorderedElementsAre(Pair("companies", 1u), Pair("filings", 1u)));
+}
+
+TEST_F(StoreTest, StatsOfEmptyAndFilledStore) {
+  ASSERT_OK_AND_ASSIGN(StoreStats empty, store_->Stats());
+  EXPECT_EQ(empty.head_position, 0u);
+  EXPECT_EQ(empty.oldest_position, 0u);
+  EXPECT_EQ(empty.events_stored, 0u);
+  EXPECT_GT(empty.db_size_bytes, 0u);
+  std::vector<Event> events;
+  for (int i = 1; i <= 25; ++i) events.push_back(CompanyEvent(i, "N" + std::to_string(i % 5), "X"));
+  CommitEvents(events);
+  ASSERT_OK_AND_ASSIGN(StoreStats s, store_->Stats());
+  EXPECT_EQ(s.head_position, 25u);
+  EXPECT_EQ(s.oldest_position, 1u);
+  EXPECT_EQ(s.events_stored, 25u);
+  EXPECT_EQ(s.companies_stored, 5u);
+  EXPECT_EQ(s.dead_letters, 0u);
+  EXPECT_GT(s.db_size_bytes, empty.db_size_bytes);
+}
+
+// ------------------------------------------------------------ concurrency
+
+// Verifies readers running during commits see a dense, ordered prefix of
+// the log and never a position above the head they read.
+TEST_F(StoreTest, ConcurrentReadersSeeDenseCommittedPrefix) {
+  constexpr int kBatches = 200;
+  constexpr int kPerBatch = 10;
+  constexpr uint64_t kTotal = kBatches * kPerBatch;
+  std::atomic<bool> failed{false};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 3; ++r) {
+    readers.emplace_back([&, r] {
+      Filter filter;  // reader 2 goes through the company index
+      if (r == 2) filter.company_numbers = {"01234567"};
+      uint64_t cursor = 0;
+      uint64_t last_position = 0;
+      while (cursor < kTotal && !failed) {
+        const uint64_t head = store_->HeadPosition();
+        auto page = store_->ReadPage(cursor, head, filter, 64, 128);
+        if (!page.ok() || page->scanned_through > std::max(head, cursor)) {
+          failed = true;
+          break;
+        }
+        for (const Event& e : page->events) {
+          if (e.position != last_position + 1 ||
+              e.timepoint != static_cast<int64_t>(e.position)) {
+            failed = true;
+          }
+          last_position = e.position;
+        }
+        cursor = page->scanned_through;
+      }
+    });
+  }
+  for (int b = 0; b < kBatches; ++b) {
+    std::vector<Event> events;
+    for (int i = 1; i <= kPerBatch; ++i) {
+      // One stream so that timepoint == position.
+      events.push_back(MakeEvent("filings", b * kPerBatch + i));
+    }
+    CommitEvents(std::move(events));
+  }
+  for (std::thread& t : readers) t.join();
+  EXPECT_FALSE(failed);
+  EXPECT_EQ(store_->HeadPosition(), kTotal);
+}
+
+}  // namespace
+}  // namespace chstream::storage
