@@ -35,31 +35,33 @@ size_t VarintSize(uint64_t v) {
   return n;
 }
 
-void PutVarint(uint64_t v, std::string* out) {
-  char buf[10];
-  size_t n = 0;
+// The writers below fill a buffer sized exactly by the Measure pass, through
+// a cursor, so there are no per-piece capacity checks.
+void PutVarint(uint64_t v, char*& p) {
   while (v >= 0x80) {
-    buf[n++] = static_cast<char>((v & 0x7F) | 0x80);
+    *p++ = static_cast<char>((v & 0x7F) | 0x80);
     v >>= 7;
   }
-  buf[n++] = static_cast<char>(v);
-  out->append(buf, n);
+  *p++ = static_cast<char>(v);
 }
 
 // Size of a length-delimited field: tag + length + body.
 size_t LenFieldSize(size_t body) { return 1 + VarintSize(body) + body; }
 
-void PutLenHeader(char tag, size_t body, std::string* out) {
-  out->push_back(tag);
-  PutVarint(body, out);
+void PutLenHeader(char tag, size_t body, char*& p) {
+  *p++ = tag;
+  PutVarint(body, p);
 }
 
-void PutDouble(double d, std::string* out) {
+void PutBytes(std::string_view bytes, char*& p) {
+  std::memcpy(p, bytes.data(), bytes.size());
+  p += bytes.size();
+}
+
+void PutDouble(double d, char*& p) {
   uint64_t bits;
   std::memcpy(&bits, &d, sizeof(bits));
-  char buf[8];
-  for (int i = 0; i < 8; ++i) buf[i] = static_cast<char>(bits >> (8 * i));
-  out->append(buf, 8);
+  for (int i = 0; i < 8; ++i) *p++ = static_cast<char>(bits >> (8 * i));
 }
 
 double NumberOf(element value) {
@@ -90,18 +92,20 @@ bool IntegerOverflows(std::string_view literal) {
 
 void StructEncoder::AppendStruct(object obj, std::string* out) {
   sizes_.clear();
-  const size_t body = MeasureStruct(obj);
-  out->reserve(out->size() + body);
+  const size_t start = out->size();
+  out->resize(start + MeasureStruct(obj));
   cursor_ = 0;
-  WriteStruct(obj, out);
+  char* p = out->data() + start;
+  WriteStruct(obj, p);
 }
 
 void StructEncoder::AppendValue(element value, std::string* out) {
   sizes_.clear();
-  const size_t body = MeasureValue(value);
-  out->reserve(out->size() + body);
+  const size_t start = out->size();
+  out->resize(start + MeasureValue(value));
   cursor_ = 0;
-  WriteValue(value, out);
+  char* p = out->data() + start;
+  WriteValue(value, p);
 }
 
 size_t StructEncoder::MeasureValue(element value) {
@@ -170,56 +174,56 @@ size_t StructEncoder::PeekValueSize(element value) const {
   return 0;
 }
 
-void StructEncoder::WriteValue(element value, std::string* out) {
+void StructEncoder::WriteValue(element value, char*& p) {
   switch (value.type()) {
     case element_type::NULL_VALUE:
-      out->push_back(kTagNull);
-      out->push_back(0);
+      *p++ = kTagNull;
+      *p++ = 0;
       return;
     case element_type::BOOL:
-      out->push_back(kTagBool);
-      out->push_back(value.get_bool().value_unsafe() ? 1 : 0);
+      *p++ = kTagBool;
+      *p++ = value.get_bool().value_unsafe() ? 1 : 0;
       return;
     case element_type::INT64:
     case element_type::UINT64:
     case element_type::DOUBLE:
-      out->push_back(kTagNumber);
-      PutDouble(NumberOf(value), out);
+      *p++ = kTagNumber;
+      PutDouble(NumberOf(value), p);
       return;
     case element_type::STRING: {
       const std::string_view s = value.get_string().value_unsafe();
-      PutLenHeader(kTagString, s.size(), out);
-      out->append(s);
+      PutLenHeader(kTagString, s.size(), p);
+      PutBytes(s, p);
       return;
     }
     case element_type::OBJECT:
-      PutLenHeader(kTagStruct, sizes_[cursor_++], out);
-      WriteStruct(value.get_object().value_unsafe(), out);
+      PutLenHeader(kTagStruct, sizes_[cursor_++], p);
+      WriteStruct(value.get_object().value_unsafe(), p);
       return;
     case element_type::ARRAY:
-      PutLenHeader(kTagList, sizes_[cursor_++], out);
-      WriteList(value.get_array().value_unsafe(), out);
+      PutLenHeader(kTagList, sizes_[cursor_++], p);
+      WriteList(value.get_array().value_unsafe(), p);
       return;
   }
 }
 
-void StructEncoder::WriteStruct(object obj, std::string* out) {
+void StructEncoder::WriteStruct(object obj, char*& p) {
   for (const auto field : obj) {
     const size_t value_size = PeekValueSize(field.value);
     const size_t entry =
         LenFieldSize(field.key.size()) + LenFieldSize(value_size);
-    PutLenHeader(kTagStructFields, entry, out);
-    PutLenHeader(kTagEntryKey, field.key.size(), out);
-    out->append(field.key);
-    PutLenHeader(kTagEntryValue, value_size, out);
-    WriteValue(field.value, out);
+    PutLenHeader(kTagStructFields, entry, p);
+    PutLenHeader(kTagEntryKey, field.key.size(), p);
+    PutBytes(field.key, p);
+    PutLenHeader(kTagEntryValue, value_size, p);
+    WriteValue(field.value, p);
   }
 }
 
-void StructEncoder::WriteList(array arr, std::string* out) {
+void StructEncoder::WriteList(array arr, char*& p) {
   for (const element item : arr) {
-    PutLenHeader(kTagListValues, PeekValueSize(item), out);
-    WriteValue(item, out);
+    PutLenHeader(kTagListValues, PeekValueSize(item), p);
+    WriteValue(item, p);
   }
 }
 

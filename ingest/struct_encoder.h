@@ -68,9 +68,10 @@ class StructEncoder {
   size_t MeasureStruct(simdjson::dom::object object);
   size_t MeasureList(simdjson::dom::array array);
   size_t PeekValueSize(simdjson::dom::element value) const;
-  void WriteValue(simdjson::dom::element value, std::string* out);
-  void WriteStruct(simdjson::dom::object object, std::string* out);
-  void WriteList(simdjson::dom::array array, std::string* out);
+  // Write into a buffer already sized by the Measure pass; `p` advances.
+  void WriteValue(simdjson::dom::element value, char*& p);
+  void WriteStruct(simdjson::dom::object object, char*& p);
+  void WriteList(simdjson::dom::array array, char*& p);
 
   // Body sizes of every nested Struct/ListValue, in pre-order: filled by the
   // Measure pass, consumed by the Write pass (so encoding is linear).
