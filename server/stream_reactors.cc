@@ -374,7 +374,22 @@ class SubscribeReactor final
     {
       absl::MutexLock lock(&mu_);
       const absl::Time now = ctx_.clock->Now();
-      if (finished_ || writing_) {
+      if (finished_) {
+        // Done.
+      } else if (mode_ == Mode::kCatchUp &&
+                 ctx_.max_subscriber_lag > absl::ZeroDuration() &&
+                 fell_behind_at_ != absl::InfinitePast() &&
+                 now - fell_behind_at_ > ctx_.max_subscriber_lag) {
+        // Checked even with a write in flight: a consumer that stopped
+        // reading must not hold its stream open for ever.
+        finished_ = true;
+        action = kFinish;
+        finish_status = grpc::Status(
+            grpc::StatusCode::RESOURCE_EXHAUSTED,
+            absl::StrCat("subscriber stayed behind the head for longer "
+                         "than --max_subscriber_lag; last position ",
+                         last_, "; resume with after_position"));
+      } else if (writing_) {
         // Wait for the write in flight.
       } else if (broken_) {
         finished_ = true;
@@ -399,17 +414,7 @@ class SubscribeReactor final
         action = kWrite;
         events_sent_.fetch_add(1, std::memory_order_relaxed);
       } else if (mode_ == Mode::kCatchUp) {
-        if (ctx_.max_subscriber_lag > absl::ZeroDuration() &&
-            fell_behind_at_ != absl::InfinitePast() &&
-            now - fell_behind_at_ > ctx_.max_subscriber_lag) {
-          finished_ = true;
-          action = kFinish;
-          finish_status = grpc::Status(
-              grpc::StatusCode::RESOURCE_EXHAUSTED,
-              absl::StrCat("subscriber stayed behind the head for longer "
-                           "than --max_subscriber_lag; last position ",
-                           last_, "; resume with after_position"));
-        } else if (caught_up_ && sub_->overflowed()) {
+        if (caught_up_ && sub_->overflowed()) {
           // The queue overflowed while we were still reading storage: the
           // client never went live, so no fell_behind; re-arm, read on.
           sub_->Rearm();

@@ -1,5 +1,6 @@
 #include "tests/integration/test_server.h"
 
+#include <atomic>
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
@@ -40,6 +41,10 @@ std::string StructWithString(const std::string& key, const std::string& value) {
 }  // namespace
 
 TestServer::TestServer(TestServerOptions options) : options_(options) {
+  static std::atomic<int> counter{0};
+  if (options_.db_name.empty()) {
+    options_.db_name = absl::StrCat("server-", counter.fetch_add(1), ".db");
+  }
   const std::string path =
       absl::StrCat(std::getenv("TEST_TMPDIR"), "/", options_.db_name);
   auto store = storage::Store::Open(path);

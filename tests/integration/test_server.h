@@ -23,7 +23,7 @@
 namespace chstream::testing {
 
 struct TestServerOptions {
-  std::string db_name = "test.db";
+  std::string db_name;  // default: a new file per server
   int max_subscribers = 1000;
   size_t subscriber_queue = 1024;
   size_t page_size = 512;

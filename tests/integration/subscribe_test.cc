@@ -1,0 +1,586 @@
+// ReplayEvents and Subscribe over a real channel: start points, filters,
+// limits, errors, the replay-to-live hand-over under concurrent commits,
+// slow subscribers, heartbeats, limits, cancellation and shutdown.
+#include <atomic>
+#include <random>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/proto_convert.h"
+#include "tests/integration/test_server.h"
+
+namespace chstream {
+namespace {
+
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+using testing::MakeEvent;
+using testing::TestServer;
+using testing::TestServerOptions;
+
+// Waits for `done` with a deadline (no fixed sleeps).
+template <typename Fn>
+bool WaitFor(Fn done, absl::Duration deadline = absl::Seconds(20)) {
+  const absl::Time end = Clock::Real()->Now() + deadline;
+  while (!done()) {
+    if (Clock::Real()->Now() > end) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+std::vector<storage::Event> SomeEvents(int n, int64_t first_timepoint = 1000) {
+  std::vector<storage::Event> out;
+  for (int i = 0; i < n; ++i) {
+    const std::string company = absl::StrCat("0000000", i % 5);
+    out.push_back(MakeEvent(i % 3 == 0 ? "filings" : "companies",
+                            first_timepoint + i, company,
+                            i % 7 == 6 ? storage::EventType::kDeleted
+                                       : storage::EventType::kChanged));
+  }
+  return out;
+}
+
+std::vector<storage::Event> AllStored(TestServer& server) {
+  auto page = server.store()->ReadPage(0, UINT64_MAX, storage::Filter(),
+                                       1'000'000, 1'000'000);
+  EXPECT_TRUE(page.ok()) << page.status();
+  return page.ok() ? page->events : std::vector<storage::Event>{};
+}
+
+std::vector<uint64_t> Replay(TestServer& server,
+                             const v1::ReplayEventsRequest& req,
+                             grpc::Status* status = nullptr) {
+  auto stub = server.stub();
+  grpc::ClientContext ctx;
+  auto reader = stub->ReplayEvents(&ctx, req);
+  std::vector<uint64_t> positions;
+  v1::Event e;
+  while (reader->Read(&e)) positions.push_back(e.position());
+  grpc::Status s = reader->Finish();
+  if (status != nullptr) {
+    *status = s;
+  } else {
+    EXPECT_TRUE(s.ok()) << s.error_message();
+  }
+  return positions;
+}
+
+std::vector<uint64_t> Range(uint64_t from, uint64_t to) {
+  std::vector<uint64_t> out;
+  for (uint64_t p = from; p <= to; ++p) out.push_back(p);
+  return out;
+}
+
+TEST(ReplayTest, EveryStartPoint) {
+  TestServer server;
+  server.CommitAndWait(SomeEvents(30));
+  v1::ReplayEventsRequest req;
+  EXPECT_THAT(Replay(server, req), ElementsAreArray(Range(1, 30)));  // unset
+  req.mutable_start()->set_beginning(true);
+  EXPECT_THAT(Replay(server, req), ElementsAreArray(Range(1, 30)));
+  req.mutable_start()->set_after_position(25);
+  EXPECT_THAT(Replay(server, req), ElementsAreArray(Range(26, 30)));
+  req.mutable_start()->set_after_position(30);
+  EXPECT_TRUE(Replay(server, req).empty());
+  // published_at of timepoint t is 1'700'000'000 + t seconds.
+  *req.mutable_start()->mutable_published_since() =
+      server::ToTimestamp(absl::FromUnixSeconds(1'700'000'000 + 1020));
+  EXPECT_THAT(Replay(server, req), ElementsAreArray(Range(21, 30)));
+  // filings are timepoints 1000, 1003, ...: the first >= 1010 is 1012,
+  // the 13th event.
+  req.mutable_start()->mutable_stream_timepoint()->set_stream("filings");
+  req.mutable_start()->mutable_stream_timepoint()->set_timepoint(1010);
+  EXPECT_THAT(Replay(server, req), ElementsAreArray(Range(13, 30)));
+}
+
+TEST(ReplayTest, FiltersAndLimit) {
+  TestServer server;
+  std::vector<storage::Event> events = SomeEvents(40);
+  server.CommitAndWait(events);
+  const std::vector<storage::Event> stored = AllStored(server);
+  v1::ReplayEventsRequest req;
+  req.mutable_filter()->add_streams("companies");
+  req.mutable_filter()->add_company_numbers("00000001");
+  req.mutable_filter()->add_company_numbers("00000002");
+  req.mutable_filter()->add_types(v1::EVENT_TYPE_CHANGED);
+  std::vector<uint64_t> expected;
+  for (const storage::Event& e : stored) {
+    if (e.stream == "companies" &&
+        (e.company_number == "00000001" || e.company_number == "00000002") &&
+        e.type == storage::EventType::kChanged) {
+      expected.push_back(e.position);
+    }
+  }
+  ASSERT_FALSE(expected.empty());
+  EXPECT_THAT(Replay(server, req), ElementsAreArray(expected));
+  req.set_limit(2);
+  EXPECT_THAT(Replay(server, req),
+              ElementsAreArray(std::vector<uint64_t>(expected.begin(),
+                                                     expected.begin() + 2)));
+  v1::ReplayEventsRequest kinds;
+  kinds.mutable_filter()->add_resource_kinds("filing-history");
+  for (uint64_t p : Replay(server, kinds)) {
+    EXPECT_EQ(stored[p - 1].resource_kind, "filing-history");
+  }
+}
+
+// Verifies that a replay carries every field, data included.
+TEST(ReplayTest, EventsCarryEveryField) {
+  TestServer server;
+  server.CommitAndWait({MakeEvent("companies", 7, "SC571653")});
+  auto stub = server.stub();
+  grpc::ClientContext ctx;
+  auto reader = stub->ReplayEvents(&ctx, v1::ReplayEventsRequest());
+  v1::Event e;
+  ASSERT_TRUE(reader->Read(&e));
+  EXPECT_EQ(e.position(), 1u);
+  EXPECT_EQ(e.stream(), "companies");
+  EXPECT_EQ(e.timepoint(), 7);
+  EXPECT_EQ(e.type(), v1::EVENT_TYPE_CHANGED);
+  EXPECT_EQ(e.resource_kind(), "company-profile");
+  EXPECT_EQ(e.resource_uri(), "/company/SC571653");
+  EXPECT_EQ(e.company_number(), "SC571653");
+  EXPECT_EQ(e.published_at().seconds(), 1'700'000'007);
+  EXPECT_EQ(e.data().fields().at("company_name").string_value(),
+            "COMPANY SC571653 LTD");
+  EXPECT_FALSE(reader->Read(&e));
+  EXPECT_TRUE(reader->Finish().ok());
+}
+
+TEST(ReplayTest, OutOfRangeAndInvalidArguments) {
+  TestServer server;
+  server.CommitAndWait(SomeEvents(5));
+  grpc::Status s;
+  v1::ReplayEventsRequest req;
+  req.mutable_start()->set_after_position(6);
+  Replay(server, req, &s);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  EXPECT_THAT(s.error_message(), HasSubstr("[0, 5]"));
+
+  req.mutable_start()->set_now(true);
+  Replay(server, req, &s);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  v1::ReplayEventsRequest bad_stream;
+  bad_stream.mutable_filter()->add_streams("company");
+  Replay(server, bad_stream, &s);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("companies, filings"));
+
+  v1::ReplayEventsRequest bad_kind;
+  bad_kind.mutable_filter()->add_resource_kinds("company");
+  Replay(server, bad_kind, &s);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("company-profile"));
+
+  v1::ReplayEventsRequest bad_tp;
+  bad_tp.mutable_start()->mutable_stream_timepoint()->set_stream("nope");
+  Replay(server, bad_tp, &s);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+// A subscriber's view of one Subscribe call.
+struct Received {
+  std::vector<uint64_t> positions;
+  std::optional<uint64_t> first_caught_up;
+  int caught_up = 0;
+  int fell_behind = 0;
+  int heartbeats = 0;
+  grpc::Status status;
+};
+
+// Reads until `stop_at` position was received (or the call ends).
+Received Follow(v1::CompanyStream::Stub* stub, const v1::SubscribeRequest& req,
+                uint64_t stop_at, grpc::ClientContext* ctx) {
+  Received r;
+  auto reader = stub->Subscribe(ctx, req);
+  v1::SubscribeResponse msg;
+  while (reader->Read(&msg)) {
+    if (msg.has_event()) {
+      r.positions.push_back(msg.event().position());
+      if (msg.event().position() >= stop_at) ctx->TryCancel();
+    } else if (msg.has_caught_up()) {
+      if (!r.first_caught_up) r.first_caught_up = msg.caught_up().position();
+      ++r.caught_up;
+      if (msg.caught_up().position() >= stop_at) ctx->TryCancel();
+    } else if (msg.has_fell_behind()) {
+      ++r.fell_behind;
+    } else if (msg.has_heartbeat()) {
+      ++r.heartbeats;
+    }
+  }
+  r.status = reader->Finish();
+  return r;
+}
+
+TEST(SubscribeTest, CatchUpThenLive) {
+  TestServer server;
+  server.CommitAndWait(SomeEvents(10));
+  auto stub = server.stub();
+  grpc::ClientContext ctx;
+  v1::SubscribeRequest req;
+  req.mutable_start()->set_after_position(4);
+  auto reader = stub->Subscribe(&ctx, req);
+  v1::SubscribeResponse msg;
+  for (uint64_t p = 5; p <= 10; ++p) {
+    ASSERT_TRUE(reader->Read(&msg));
+    ASSERT_TRUE(msg.has_event());
+    EXPECT_EQ(msg.event().position(), p);
+  }
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_caught_up());
+  EXPECT_EQ(msg.caught_up().position(), 10u);
+  server.CommitAndWait(SomeEvents(3, 5000));
+  for (uint64_t p = 11; p <= 13; ++p) {
+    ASSERT_TRUE(reader->Read(&msg));
+    ASSERT_TRUE(msg.has_event()) << msg.DebugString();
+    EXPECT_EQ(msg.event().position(), p);
+  }
+  ctx.TryCancel();
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+TEST(SubscribeTest, UnsetStartIsNow) {
+  TestServer server;
+  server.CommitAndWait(SomeEvents(5));
+  auto stub = server.stub();
+  grpc::ClientContext ctx;
+  auto reader = stub->Subscribe(&ctx, v1::SubscribeRequest());
+  v1::SubscribeResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_caught_up());
+  EXPECT_EQ(msg.caught_up().position(), 5u);
+  server.CommitAndWait(SomeEvents(1, 9000));
+  ASSERT_TRUE(reader->Read(&msg));
+  EXPECT_EQ(msg.event().position(), 6u);
+  ctx.TryCancel();
+  reader->Finish();
+}
+
+// Verifies the hand-over under every interleaving the scheduler produces:
+// subscribers with random start points and filters start while events are
+// being committed, some with a live queue of one; each must see exactly the
+// committed events matching its filter after its start, in order, once.
+void RunRandomizedHandover(size_t queue, int seed) {
+  TestServerOptions options;
+  options.subscriber_queue = queue;
+  options.page_size = 7;  // many pages, many hand-overs
+  TestServer server(options);
+  std::mt19937 rng(seed);
+  server.CommitAndWait(SomeEvents(50, 1));
+
+  constexpr int kSubscribers = 6;
+  constexpr int kTotalEvents = 50 + 400;
+  std::vector<v1::SubscribeRequest> requests(kSubscribers);
+  for (int i = 0; i < kSubscribers; ++i) {
+    v1::SubscribeRequest& req = requests[i];
+    switch (rng() % 4) {
+      case 0:
+        req.mutable_start()->set_beginning(true);
+        break;
+      case 1:
+        req.mutable_start()->set_after_position(rng() % 50);
+        break;
+      case 2:
+        req.mutable_start()->set_now(true);
+        break;
+      case 3:
+        req.mutable_start()->mutable_stream_timepoint()->set_stream("filings");
+        req.mutable_start()->mutable_stream_timepoint()->set_timepoint(
+            rng() % 60);
+        break;
+    }
+    if (rng() % 2 == 0) req.mutable_filter()->add_streams("companies");
+    if (rng() % 3 == 0) req.mutable_filter()->add_company_numbers("00000003");
+  }
+
+  struct Shared {
+    absl::Mutex mu;
+    Received r;
+  };
+  std::vector<Shared> received(kSubscribers);
+  std::vector<grpc::ClientContext> contexts(kSubscribers);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kSubscribers; ++i) {
+    threads.emplace_back([&, i] {
+      auto stub = server.stub();
+      auto reader = stub->Subscribe(&contexts[i], requests[i]);
+      v1::SubscribeResponse msg;
+      while (reader->Read(&msg)) {
+        absl::MutexLock lock(&received[i].mu);
+        Received& r = received[i].r;
+        if (msg.has_event()) {
+          r.positions.push_back(msg.event().position());
+        } else if (msg.has_caught_up()) {
+          if (!r.first_caught_up) r.first_caught_up = msg.caught_up().position();
+          ++r.caught_up;
+        } else if (msg.has_fell_behind()) {
+          ++r.fell_behind;
+        }
+      }
+      grpc::Status status = reader->Finish();
+      absl::MutexLock lock(&received[i].mu);
+      received[i].r.status = status;
+    });
+  }
+  // Commit the rest in small random batches while the subscribers start.
+  int timepoint = 51;
+  for (int committed = 50; committed < kTotalEvents;) {
+    const int n = std::min(1 + static_cast<int>(rng() % 10),
+                           kTotalEvents - committed);
+    server.CommitAndWait(SomeEvents(n, timepoint));
+    timepoint += n;
+    committed += n;
+  }
+  const std::vector<storage::Event> stored = AllStored(server);
+  EXPECT_EQ(stored.size(), static_cast<size_t>(kTotalEvents));
+
+  // What each subscriber must see: matching events after its start ("now"
+  // is resolved at registration; its first caught_up says where).
+  auto expected_for = [&](int i, uint64_t now_position) {
+    absl::StatusOr<storage::Filter> filter =
+        server::FromProto(requests[i].filter());
+    EXPECT_TRUE(filter.ok());
+    const v1::StartPoint& start = requests[i].start();
+    uint64_t after = 0;
+    if (start.has_after_position()) after = start.after_position();
+    if (start.has_now()) after = now_position;
+    if (start.has_stream_timepoint()) {
+      after = stored.back().position;
+      for (const storage::Event& e : stored) {
+        if (e.stream == "filings" &&
+            e.timepoint >= start.stream_timepoint().timepoint()) {
+          after = e.position - 1;
+          break;
+        }
+      }
+    }
+    std::vector<uint64_t> expected;
+    for (const storage::Event& e : stored) {
+      if (e.position > after && filter->Matches(e)) {
+        expected.push_back(e.position);
+      }
+    }
+    return expected;
+  };
+  // Wait (with a deadline) until every subscriber has everything.
+  for (int i = 0; i < kSubscribers; ++i) {
+    EXPECT_TRUE(WaitFor([&] {
+      absl::MutexLock lock(&received[i].mu);
+      const Received& r = received[i].r;
+      if (!r.first_caught_up) return false;
+      return r.positions.size() >=
+             expected_for(i, *r.first_caught_up).size();
+    })) << "subscriber " << i;
+    contexts[i].TryCancel();
+  }
+  for (std::thread& t : threads) t.join();
+
+  for (int i = 0; i < kSubscribers; ++i) {
+    SCOPED_TRACE(absl::StrCat("subscriber ", i, ": ",
+                              requests[i].ShortDebugString()));
+    absl::MutexLock lock(&received[i].mu);
+    const Received& r = received[i].r;
+    EXPECT_EQ(r.status.error_code(), grpc::StatusCode::CANCELLED)
+        << r.status.error_message();
+    ASSERT_TRUE(r.first_caught_up.has_value());
+    EXPECT_THAT(r.positions,
+                ElementsAreArray(expected_for(i, *r.first_caught_up)));
+    if (queue == 1 && r.positions.size() > 1) {
+      EXPECT_GE(r.caught_up, 1);
+    }
+  }
+}
+
+TEST(SubscribeTest, RandomizedHandoverHasNoGapOrDuplicate) {
+  for (int seed = 1; seed <= 3; ++seed) RunRandomizedHandover(1024, seed);
+}
+
+TEST(SubscribeTest, RandomizedHandoverWithQueueOfOne) {
+  for (int seed = 1; seed <= 3; ++seed) RunRandomizedHandover(1, seed);
+}
+
+// Verifies fall-back to storage: with a queue of one and a burst of
+// commits, the subscriber is told fell_behind, catches up from storage,
+// gets caught_up again, and still sees every event exactly once.
+TEST(SubscribeTest, SlowSubscriberFallsBehindAndCatchesUp) {
+  TestServerOptions options;
+  options.subscriber_queue = 1;
+  TestServer server(options);
+  auto stub = server.stub();
+  grpc::ClientContext ctx;
+  auto reader = stub->Subscribe(&ctx, v1::SubscribeRequest());
+  v1::SubscribeResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_caught_up());
+  // Commit a burst in several transactions before reading anything.
+  for (int i = 0; i < 10; ++i) server.CommitAndWait(SomeEvents(20, 100 + 20 * i));
+  std::vector<uint64_t> positions;
+  int fell_behind = 0, caught_up = 0;
+  while (positions.size() < 200 && reader->Read(&msg)) {
+    if (msg.has_event()) positions.push_back(msg.event().position());
+    if (msg.has_fell_behind()) ++fell_behind;
+    if (msg.has_caught_up()) ++caught_up;
+  }
+  EXPECT_THAT(positions, ElementsAreArray(Range(1, 200)));
+  EXPECT_GE(fell_behind, 1);
+  // It gets back to live: a new commit arrives as the next event.
+  server.CommitAndWait(SomeEvents(1, 9000));
+  while (reader->Read(&msg) && !msg.has_event()) {
+    if (msg.has_caught_up()) ++caught_up;
+  }
+  EXPECT_EQ(msg.event().position(), 201u);
+  EXPECT_GE(caught_up, 2);  // the first, and one after falling behind
+  auto status = server.service()->subscribers().Snapshot();
+  ASSERT_EQ(status.size(), 1u);
+  EXPECT_GE(status[0].fell_behind_total(), 1u);
+  ctx.TryCancel();
+  reader->Finish();
+}
+
+TEST(SubscribeTest, HeartbeatsWhileIdle) {
+  FakeClock clock(absl::FromUnixSeconds(1'800'000'000));
+  TestServerOptions options;
+  options.clock = &clock;
+  TestServer server(options);
+  server.CommitAndWait(SomeEvents(3));
+  auto stub = server.stub();
+  grpc::ClientContext ctx;
+  v1::SubscribeRequest req;
+  req.set_heartbeat_seconds(5);
+  auto reader = stub->Subscribe(&ctx, req);
+  v1::SubscribeResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_caught_up());
+  clock.Advance(absl::Seconds(6));
+  ASSERT_TRUE(reader->Read(&msg));  // the ticker runs every 200 ms
+  ASSERT_TRUE(msg.has_heartbeat()) << msg.DebugString();
+  EXPECT_EQ(msg.heartbeat().last_position(), 3u);
+  EXPECT_EQ(msg.heartbeat().head_position(), 3u);
+  EXPECT_EQ(msg.heartbeat().server_time().seconds(), 1'800'000'006);
+  ctx.TryCancel();
+  reader->Finish();
+}
+
+TEST(SubscribeTest, InvalidArguments) {
+  TestServer server;
+  server.CommitAndWait(SomeEvents(3));
+  auto stub = server.stub();
+  {
+    grpc::ClientContext ctx;
+    v1::SubscribeRequest req;
+    req.set_heartbeat_seconds(100000);
+    Received r = Follow(stub.get(), req, 0, &ctx);
+    EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(r.status.error_message(), HasSubstr("heartbeat_seconds"));
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::SubscribeRequest req;
+    req.mutable_start()->set_after_position(99);
+    Received r = Follow(stub.get(), req, 0, &ctx);
+    EXPECT_EQ(r.status.error_code(), grpc::StatusCode::OUT_OF_RANGE);
+    EXPECT_THAT(r.status.error_message(), HasSubstr("[0, 3]"));
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::SubscribeRequest req;
+    req.mutable_filter()->add_types(static_cast<v1::EventType>(9));
+    Received r = Follow(stub.get(), req, 0, &ctx);
+    EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+}
+
+TEST(SubscribeTest, MaxSubscribersAndCancellationReleases) {
+  TestServerOptions options;
+  options.max_subscribers = 2;
+  TestServer server(options);
+  auto stub = server.stub();
+  grpc::ClientContext c1, c2, c3;
+  auto r1 = stub->Subscribe(&c1, v1::SubscribeRequest());
+  auto r2 = stub->Subscribe(&c2, v1::SubscribeRequest());
+  v1::SubscribeResponse msg;
+  ASSERT_TRUE(r1->Read(&msg));
+  ASSERT_TRUE(r2->Read(&msg));
+  auto r3 = stub->Subscribe(&c3, v1::SubscribeRequest());
+  EXPECT_FALSE(r3->Read(&msg));
+  grpc::Status s3 = r3->Finish();
+  EXPECT_EQ(s3.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s3.error_message(), HasSubstr("--max_subscribers"));
+  EXPECT_EQ(server.service()->subscribers().size(), 2u);
+  c1.TryCancel();
+  r1->Finish();
+  EXPECT_TRUE(WaitFor([&] {
+    return server.service()->subscribers().size() == 1 &&
+           server.hub()->size() == 1;
+  }));
+  c2.TryCancel();
+  r2->Finish();
+  EXPECT_TRUE(WaitFor([&] {
+    return server.service()->subscribers().size() == 0 &&
+           server.hub()->size() == 0;
+  }));
+}
+
+TEST(SubscribeTest, StatusListsSubscribers) {
+  TestServer server;
+  server.CommitAndWait(SomeEvents(4));
+  auto stub = server.stub();
+  grpc::ClientContext ctx;
+  v1::SubscribeRequest req;
+  req.mutable_start()->set_beginning(true);
+  req.mutable_filter()->add_streams("companies");
+  auto reader = stub->Subscribe(&ctx, req);
+  v1::SubscribeResponse msg;
+  do {
+    ASSERT_TRUE(reader->Read(&msg));
+  } while (!msg.has_caught_up());
+  v1::GetStatusResponse status;
+  grpc::ClientContext sctx;
+  ASSERT_TRUE(stub->GetStatus(&sctx, v1::GetStatusRequest(), &status).ok());
+  ASSERT_EQ(status.subscribers_size(), 1);
+  const v1::SubscriberStatus& s = status.subscribers(0);
+  EXPECT_TRUE(s.live());
+  EXPECT_EQ(s.filter(), "streams=companies");
+  EXPECT_EQ(s.events_sent(), 2u);  // timepoints 1001 and 1002
+  EXPECT_EQ(s.last_position(), 4u);
+  EXPECT_THAT(s.peer(), HasSubstr("127.0.0.1"));
+  ctx.TryCancel();
+  reader->Finish();
+}
+
+TEST(SubscribeTest, LaggingSubscriberIsEndedWithResourceExhausted) {
+  FakeClock clock(absl::FromUnixSeconds(1'800'000'000));
+  TestServerOptions options;
+  options.clock = &clock;
+  options.subscriber_queue = 1;
+  options.max_subscriber_lag = absl::Seconds(30);
+  TestServer server(options);
+  auto stub = server.stub();
+  grpc::ClientContext ctx;
+  auto reader = stub->Subscribe(&ctx, v1::SubscribeRequest());
+  v1::SubscribeResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_caught_up());
+  server.CommitAndWait(SomeEvents(5));
+  server.CommitAndWait(SomeEvents(5, 2000));
+  // The subscriber overflowed; read until fell_behind, then stop reading.
+  do {
+    ASSERT_TRUE(reader->Read(&msg));
+  } while (!msg.has_fell_behind());
+  clock.Advance(absl::Seconds(31));
+  while (reader->Read(&msg)) {
+  }
+  grpc::Status s = reader->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("--max_subscriber_lag"));
+}
+
+}  // namespace
+}  // namespace chstream
