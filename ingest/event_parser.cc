@@ -469,16 +469,21 @@ std::variant<int64_t, std::string> ReadTimepoint(element value) {
     }
     case element_type::STRING: {
       const std::string_view s = value.get_string().value_unsafe();
-      const bool digits =
-          !s.empty() && s.size() <= 19 &&
-          s.find_first_not_of("0123456789") == std::string_view::npos;
-      if (!digits) {
+      if (s.empty() ||
+          s.find_first_not_of("0123456789") != std::string_view::npos) {
         return absl::StrCat(
             "event.timepoint must be an integer or a string of digits, got ",
             Quote(s));
       }
+      std::string_view digits = s.substr(std::min(s.find_first_not_of('0'),
+                                                  s.size() - 1));
+      constexpr std::string_view kMax = "9223372036854775807";
+      if (digits.size() > kMax.size() ||
+          (digits.size() == kMax.size() && digits > kMax)) {
+        return absl::StrCat("event.timepoint out of range, got ", Quote(s));
+      }
       int64_t v = 0;
-      for (char c : s) v = v * 10 + (c - '0');  // 19 digits cannot overflow
+      for (char c : digits) v = v * 10 + (c - '0');  // <= INT64_MAX
       return v;
     }
     default:

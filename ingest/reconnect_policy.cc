@@ -192,6 +192,9 @@ Decision ReconnectPolicy::OnOutcome(const Outcome& outcome) {
     case Outcome::Kind::kHttpStatus:
       switch (outcome.http_status) {
         case 401: {
+          // The upstream answered: not a breaker failure. Resolve a half-open
+          // trial, or the breaker would wait for its verdict forever.
+          breaker_.RecordSuccess();
           Decision d;
           d.state = StreamState::kAuthFailed;
           d.next_attempt_at = now + options_.auth_retry_interval;
@@ -202,6 +205,7 @@ Decision ReconnectPolicy::OnOutcome(const Outcome& outcome) {
         }
         case 416: {
           ++timepoint_expired_in_a_row_;
+          if (timepoint_expired_in_a_row_ == 1) breaker_.RecordSuccess();
           if (options_.on_timepoint_expired == TimepointExpiredAction::kStop) {
             Decision d;
             d.state = StreamState::kTimepointExpired;

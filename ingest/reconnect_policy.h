@@ -20,13 +20,14 @@
 //     [short_delay_min, short_delay_max] = [0.5 s, 2 s]; a quicker end is a
 //     failure (below), so repeated quick ends back off like errors.
 //   - 401: kAuthFailed; next attempt after auth_retry_interval (15 min),
-//     no jitter. Not a breaker failure.
+//     no jitter. The upstream answered, so for the breaker it is a success
+//     (this also resolves a half-open trial).
 //   - 416: kTimepointExpired and record_gap. With kResumeFromHead: reconnect
 //     without a timepoint (drop_timepoint) after a short jittered delay;
 //     a second 416 before any successful connection is a failure (with
 //     drop_timepoint still set), so a server that keeps answering 416 is not
 //     hammered. With kStop: stop, no further attempts, the state stays
-//     kTimepointExpired.
+//     kTimepointExpired. A first 416 is a breaker success, like a 401.
 //   - 429: wait uniform in [60 s, min(15 min, 60 s * 2^n)] (full jitter
 //     above a 60 s floor), or Retry-After if that is longer (capped at
 //     max_retry_after); a breaker failure.

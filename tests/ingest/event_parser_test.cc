@@ -1,5 +1,6 @@
 #include "ingest/event_parser.h"
 
+#include <cstdint>
 #include <fstream>
 #include <string>
 #include <variant>
@@ -202,6 +203,23 @@ TEST(EventParserTest, TimepointAsStringOfDigits) {
       Line("", R"({"name":"A"})",
            R"({"timepoint":"47695461","published_at":"2022-08-02T15:21:06","type":"changed"})"));
   EXPECT_EQ(event.timepoint, 47695461);
+}
+
+TEST(EventParserTest, TimepointStringLimits) {
+  EventParser parser;
+  const auto timepoint_of = [&](const std::string& tp) {
+    return ParseOk(parser, "officers",
+                   Line("", R"({"name":"A"})",
+                        R"({"timepoint":)" + tp +
+                            R"(,"published_at":"2022-08-02T15:21:06","type":"changed"})"))
+        .timepoint;
+  };
+  EXPECT_EQ(timepoint_of(R"("0")"), 0);
+  EXPECT_EQ(timepoint_of(R"("000")"), 0);
+  EXPECT_EQ(timepoint_of(R"("0000000000000000000000042")"), 42);
+  EXPECT_EQ(timepoint_of(R"("9223372036854775807")"), INT64_MAX);
+  EXPECT_EQ(timepoint_of("9223372036854775807"), INT64_MAX);
+  EXPECT_EQ(timepoint_of("0"), 0);
 }
 
 TEST(EventParserTest, UnknownKeysAndFieldOrderDoNotMatter) {
@@ -415,8 +433,10 @@ TEST(EventParserTest, MalformedCorpus) {
        "event.timepoint must be an integer or a string of digits, got \"-5\"",
        std::nullopt},
       {with_event(R"({"timepoint":"99999999999999999999","published_at":"2022-08-02T15:21:06","type":"changed"})"),
-       "event.timepoint must be an integer or a string of digits, got "
-       "\"99999999999999999999\"",
+       "event.timepoint out of range, got \"99999999999999999999\"",
+       std::nullopt},
+      {with_event(R"({"timepoint":"9223372036854775808","published_at":"2022-08-02T15:21:06","type":"changed"})"),
+       "event.timepoint out of range, got \"9223372036854775808\"",
        std::nullopt},
       {with_event(R"({"timepoint":5,"timepoint":6,"published_at":"2022-08-02T15:21:06","type":"changed"})"),
        "duplicate key \"event.timepoint\"", 5},

@@ -275,6 +275,24 @@ TEST_F(ReconnectPolicyTest, CircuitOpensAfterFiveFailuresThenTrials) {
   EXPECT_EQ(policy->breaker().state(), CircuitBreaker::State::kClosed);
 }
 
+// Verifies that a half-open trial answered with 401 or 416 (neither a
+// failure nor a healthy connection) does not leave the breaker waiting for a
+// verdict forever.
+TEST_F(ReconnectPolicyTest, TrialAnsweredWith401Or416DoesNotWedgeTheBreaker) {
+  for (int status : {401, 416}) {
+    auto policy = Make();
+    u_ = 0.0;
+    Schedule(*policy, Outcome::NetworkError("refused"), 5);
+    ASSERT_EQ(policy->state(), StreamState::kCircuitOpen);
+    AttemptAt(*policy, policy->last_decision());  // the trial
+    Decision d = policy->OnOutcome(Outcome::HttpStatus(status));
+    EXPECT_EQ(policy->breaker().state(), CircuitBreaker::State::kClosed);
+    AttemptAt(*policy, d);  // allowed again
+    d = policy->OnOutcome(Outcome::Connected());
+    EXPECT_EQ(d.state, StreamState::kStreaming);
+  }
+}
+
 TEST_F(ReconnectPolicyTest, Rate429CountsTowardsTheBreaker) {
   auto policy = Make();
   u_ = 0.0;
