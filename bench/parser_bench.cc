@@ -105,10 +105,11 @@ int Main(int argc, char** argv) {
     body += line;
     body += '\n';
   }
-  std::printf("simdjson implementation: %s; %d lines of ~%zu bytes, best of "
-              "%d rounds, one thread\n",
-              simdjson::get_active_implementation()->name().c_str(), n,
-              bytes / lines.size(), rounds);
+  std::printf(
+      "simdjson implementation: %s; %d lines of ~%zu bytes, best of "
+      "%d rounds, one thread\n",
+      simdjson::get_active_implementation()->name().c_str(), n,
+      bytes / lines.size(), rounds);
 
   const absl::Time received = absl::FromUnixSeconds(1'700'000'000);
   EventParser parser;
@@ -116,17 +117,18 @@ int Main(int argc, char** argv) {
   size_t checksum = 0;
 
   // 1. Parse only.
-  const Result parse = Measure("EventParser::Parse (company-profile)", rounds,
-                               lines.size(), bytes, [&] {
-    for (const std::string& line : lines) {
-      auto result = parser.Parse("companies", line, received);
-      if (auto* event = std::get_if<storage::Event>(&result)) {
-        checksum += event->data_pb.size() + event->company->sic_codes.size();
-      } else {
-        ++failures;
-      }
-    }
-  });
+  const Result parse = Measure(
+      "EventParser::Parse (company-profile)", rounds, lines.size(), bytes, [&] {
+        for (const std::string& line : lines) {
+          auto result = parser.Parse("companies", line, received);
+          if (auto* event = std::get_if<storage::Event>(&result)) {
+            checksum +=
+                event->data_pb.size() + event->company->sic_codes.size();
+          } else {
+            ++failures;
+          }
+        }
+      });
 
   // 2. Framer + parser over 16 KiB chunks.
   struct Visitor : LineFramer::Visitor {
@@ -149,12 +151,12 @@ int Main(int argc, char** argv) {
   LineFramer framer;
   Measure("LineFramer + EventParser (16 KiB chunks)", rounds, lines.size(),
           body.size(), [&] {
-    constexpr size_t kChunk = 16 << 10;
-    for (size_t pos = 0; pos < body.size(); pos += kChunk) {
-      framer.Feed(std::string_view(body).substr(pos, kChunk), visitor);
-    }
-    if (framer.Finish() != 0) ++failures;
-  });
+            constexpr size_t kChunk = 16 << 10;
+            for (size_t pos = 0; pos < body.size(); pos += kChunk) {
+              framer.Feed(std::string_view(body).substr(pos, kChunk), visitor);
+            }
+            if (framer.Finish() != 0) ++failures;
+          });
   failures += visitor.failures;
   if (visitor.events != lines.size() * (rounds + 1)) ++failures;
 

@@ -18,8 +18,8 @@ Backoff::Backoff(absl::Duration initial, absl::Duration max,
 absl::Duration Backoff::NextCap() const {
   // Grow in floating point and compare before converting, so that a long
   // run of attempts saturates at max instead of overflowing.
-  const double cap_seconds = absl::ToDoubleSeconds(initial_) *
-                             std::pow(multiplier_, attempts_);
+  const double cap_seconds =
+      absl::ToDoubleSeconds(initial_) * std::pow(multiplier_, attempts_);
   const double max_seconds = absl::ToDoubleSeconds(max_);
   absl::Duration cap = cap_seconds < max_seconds
                            ? initial_ * std::pow(multiplier_, attempts_)

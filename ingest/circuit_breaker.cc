@@ -40,8 +40,9 @@ void CircuitBreaker::RecordFailure() {
       return;
     case State::kHalfOpen:
       ++consecutive_failures_;
-      cooldown_ = std::min(cooldown_ * std::max(options_.cooldown_multiplier, 1.0),
-                           std::max(options_.max_cooldown, options_.cooldown));
+      cooldown_ =
+          std::min(cooldown_ * std::max(options_.cooldown_multiplier, 1.0),
+                   std::max(options_.max_cooldown, options_.cooldown));
       Open();
       return;
     case State::kOpen:

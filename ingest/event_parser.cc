@@ -102,7 +102,9 @@ class SyntaxChecker {
   std::string Describe() const {
     if (AtEnd()) return "end of input";
     const unsigned char c = static_cast<unsigned char>(s_[i_]);
-    if (c >= 0x20 && c < 0x7F) return absl::StrCat("'", Absl(s_.substr(i_, 1)), "'");
+    if (c >= 0x20 && c < 0x7F) {
+      return absl::StrCat("'", Absl(s_.substr(i_, 1)), "'");
+    }
     return absl::StrCat("byte 0x", absl::Hex(c, absl::kZeroPad2));
   }
 
@@ -123,7 +125,8 @@ class SyntaxChecker {
         return Literal("null");
       default:
         if (s_[i_] == '-' || IsDigit(s_[i_])) return Number();
-        return Error(absl::StrCat("unexpected ", Describe(), ", expected a value"));
+        return Error(
+            absl::StrCat("unexpected ", Describe(), ", expected a value"));
     }
   }
 
@@ -143,8 +146,8 @@ class SyntaxChecker {
       if (!String()) return false;
       SkipSpace();
       if (AtEnd() || s_[i_] != ':') {
-        return Error(absl::StrCat("expected ':' after object key, got ",
-                                  Describe()));
+        return Error(
+            absl::StrCat("expected ':' after object key, got ", Describe()));
       }
       ++i_;
       SkipSpace();
@@ -159,8 +162,8 @@ class SyntaxChecker {
         ++i_;
         return true;
       }
-      return Error(absl::StrCat("expected ',' or '}' in object, got ",
-                                Describe()));
+      return Error(
+          absl::StrCat("expected ',' or '}' in object, got ", Describe()));
     }
   }
 
@@ -184,8 +187,8 @@ class SyntaxChecker {
         ++i_;
         return true;
       }
-      return Error(absl::StrCat("expected ',' or ']' in array, got ",
-                                Describe()));
+      return Error(
+          absl::StrCat("expected ',' or ']' in array, got ", Describe()));
     }
   }
 
@@ -254,8 +257,8 @@ class SyntaxChecker {
         }
         if (std::strchr("\"\\/bfnrt", e) == nullptr || e == '\0') {
           --i_;
-          return Error(absl::StrCat("invalid escape sequence \\",
-                                    std::string(1, e)));
+          return Error(
+              absl::StrCat("invalid escape sequence \\", std::string(1, e)));
         }
         ++i_;
         continue;
@@ -433,7 +436,7 @@ std::string_view TopLevelMemberValue(std::string_view json, size_t index) {
   size_t i = SkipSpaces(json, 0) + 1;  // past '{'
   for (size_t k = 0;; ++k) {
     i = SkipSpaces(json, i);
-    i = SkipString(json, i);  // the key
+    i = SkipString(json, i);      // the key
     i = SkipSpaces(json, i) + 1;  // past ':'
     i = SkipSpaces(json, i);
     const size_t start = i;
@@ -475,8 +478,8 @@ std::variant<int64_t, std::string> ReadTimepoint(element value) {
             "event.timepoint must be an integer or a string of digits, got ",
             Quote(s));
       }
-      std::string_view digits = s.substr(std::min(s.find_first_not_of('0'),
-                                                  s.size() - 1));
+      std::string_view digits =
+          s.substr(std::min(s.find_first_not_of('0'), s.size() - 1));
       constexpr std::string_view kMax = "9223372036854775807";
       if (digits.size() > kMax.size() ||
           (digits.size() == kMax.size() && digits > kMax)) {
@@ -545,7 +548,8 @@ void Collect(Member& member, std::string_view key, element value, size_t index,
              std::string_view path, std::string* duplicate) {
   if (member.value.has_value()) {
     if (duplicate->empty()) {
-      *duplicate = absl::StrCat("duplicate key ", Quote(absl::StrCat(Absl(path), Absl(key))));
+      *duplicate = absl::StrCat("duplicate key ",
+                                Quote(absl::StrCat(Absl(path), Absl(key))));
     }
     return;
   }
@@ -664,7 +668,8 @@ EventParser::EventParser() { CopyToPadded(std::string_view()); }
 void EventParser::CopyToPadded(std::string_view text) {
   if (padded_ == nullptr || text.size() > padded_capacity_) {
     padded_capacity_ = std::max<size_t>(text.size(), 4096);
-    padded_ = std::make_unique<char[]>(padded_capacity_ + simdjson::SIMDJSON_PADDING);
+    padded_ =
+        std::make_unique<char[]>(padded_capacity_ + simdjson::SIMDJSON_PADDING);
   }
   if (!text.empty()) std::memcpy(padded_.get(), text.data(), text.size());
   std::memset(padded_.get() + text.size(), 0, simdjson::SIMDJSON_PADDING);
@@ -691,7 +696,8 @@ std::variant<storage::Event, ParseError> EventParser::Parse(
   if (error) return fail(InvalidJsonReason(line, error));
   object envelope;
   if (root.get_object().get(envelope)) {
-    return fail(absl::StrCat("line is not a JSON object, got ", TypeName(root)));
+    return fail(
+        absl::StrCat("line is not a JSON object, got ", TypeName(root)));
   }
 
   // 2. Collect the known members (first occurrence; repeats are errors).
@@ -754,15 +760,16 @@ std::variant<storage::Event, ParseError> EventParser::Parse(
     dest->assign(s);
     return std::nullopt;
   };
-  if (auto e = read_string(kind, "resource_kind", &out.resource_kind)) return *e;
+  if (auto e = read_string(kind, "resource_kind", &out.resource_kind))
+    return *e;
   if (out.resource_kind.empty()) return fail("resource_kind is empty");
   if (auto e = read_string(uri, "resource_uri", &out.resource_uri)) return *e;
   if (auto e = read_string(id, "resource_id", &out.resource_id)) return *e;
 
   if (!event.value.has_value()) return fail("event missing");
   if (!event_is_object) {
-    return fail(absl::StrCat("event must be an object, got ",
-                             TypeName(*event.value)));
+    return fail(
+        absl::StrCat("event must be an object, got ", TypeName(*event.value)));
   }
   if (!tp.value.has_value()) return fail("event.timepoint missing");
   if (!timepoint_error.empty()) return fail(std::move(timepoint_error));
@@ -793,9 +800,9 @@ std::variant<storage::Event, ParseError> EventParser::Parse(
   if (fields_changed.value.has_value() && !fields_changed.value->is_null()) {
     array changed;
     if (fields_changed.value->get_array().get(changed)) {
-      return fail(absl::StrCat(
-          "event.fields_changed must be an array of strings, got ",
-          TypeName(*fields_changed.value)));
+      return fail(
+          absl::StrCat("event.fields_changed must be an array of strings, got ",
+                       TypeName(*fields_changed.value)));
     }
     size_t k = 0;
     for (element item : changed) {
@@ -814,8 +821,8 @@ std::variant<storage::Event, ParseError> EventParser::Parse(
   object data_object;
   if (has_data) {
     if (data.value->get_object().get(data_object)) {
-      return fail(absl::StrCat("data must be an object, got ",
-                               TypeName(*data.value)));
+      return fail(
+          absl::StrCat("data must be an object, got ", TypeName(*data.value)));
     }
   } else if (out.type == storage::EventType::kChanged) {
     return fail(data.value.has_value()

@@ -34,8 +34,8 @@ void LineFramer::Feed(std::string_view bytes, Visitor& visitor) {
     if (total > max_line_bytes_) {
       if (complete && buffer_.empty()) {
         // Entirely inside this chunk: report straight from it.
-        visitor.OnOversizedLine(
-            segment.substr(0, kOversizedPrefixBytes), total);
+        visitor.OnOversizedLine(segment.substr(0, kOversizedPrefixBytes),
+                                total);
         continue;
       }
       StartDiscarding(segment, total);
@@ -50,8 +50,8 @@ void LineFramer::Feed(std::string_view bytes, Visitor& visitor) {
     if (!complete) {
       if (buffer_.capacity() < total) {
         // Grow geometrically, but never past the cap.
-        buffer_.reserve(std::min(max_line_bytes_,
-                                 std::max(total, 2 * buffer_.capacity())));
+        buffer_.reserve(
+            std::min(max_line_bytes_, std::max(total, 2 * buffer_.capacity())));
       }
       buffer_.append(segment);
       return;

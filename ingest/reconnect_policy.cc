@@ -176,10 +176,10 @@ Decision ReconnectPolicy::OnOutcome(const Outcome& outcome) {
       break;  // handled above
     case Outcome::Kind::kStreamEndedClean: {
       if (!healthy) {
-        return Set(Failure(now, error_backoff_.Next(),
-                           absl::StrCat("stream ended after only ",
-                                        absl::FormatDuration(up)),
-                           false));
+        return Set(Failure(
+            now, error_backoff_.Next(),
+            absl::StrCat("stream ended after only ", absl::FormatDuration(up)),
+            false));
       }
       Decision d;
       d.state = StreamState::kBackingOff;
@@ -198,9 +198,9 @@ Decision ReconnectPolicy::OnOutcome(const Outcome& outcome) {
           Decision d;
           d.state = StreamState::kAuthFailed;
           d.next_attempt_at = now + options_.auth_retry_interval;
-          d.reason = absl::StrCat(
-              "HTTP 401: stream key rejected; retrying in ",
-              absl::FormatDuration(options_.auth_retry_interval));
+          d.reason =
+              absl::StrCat("HTTP 401: stream key rejected; retrying in ",
+                           absl::FormatDuration(options_.auth_retry_interval));
           return Set(std::move(d));
         }
         case 416: {
@@ -238,11 +238,11 @@ Decision ReconnectPolicy::OnOutcome(const Outcome& outcome) {
           return Set(Failure(now, delay, "HTTP 429: rate limited", false));
         }
         default:
-          return Set(Failure(now, error_backoff_.Next(),
-                             WithDetail(absl::StrCat("HTTP ",
-                                                     outcome.http_status),
-                                        outcome.detail),
-                             false));
+          return Set(
+              Failure(now, error_backoff_.Next(),
+                      WithDetail(absl::StrCat("HTTP ", outcome.http_status),
+                                 outcome.detail),
+                      false));
       }
     case Outcome::Kind::kNetworkError:
       return Set(Failure(now, error_backoff_.Next(),

@@ -92,13 +92,13 @@ struct Outcome {
     kHttpStatus,        // a non-200 response
     kNetworkError,      // connect refused/reset, DNS, ...
     kTlsError,
-    kIdleTimeout,       // no byte (not even a heartbeat) for too long
+    kIdleTimeout,  // no byte (not even a heartbeat) for too long
   };
 
   Kind kind = Kind::kNetworkError;
   absl::Duration connected_for = absl::ZeroDuration();  // kStreamEndedClean
-  int http_status = 0;                                   // kHttpStatus
-  std::optional<absl::Duration> retry_after;             // kHttpStatus
+  int http_status = 0;                                  // kHttpStatus
+  std::optional<absl::Duration> retry_after;            // kHttpStatus
   std::string detail;  // free text for the decision's reason
 
   static Outcome Connected();
@@ -114,13 +114,13 @@ struct Decision {
   StreamState state = StreamState::kConnecting;
   // When to attempt again; InfiniteFuture while streaming or once stopped.
   absl::Time next_attempt_at = absl::InfinitePast();
-  bool record_gap = false;      // 416: events between the old timepoint and
-                                // the head are lost
+  bool record_gap = false;  // 416: events between the old timepoint and
+                            // the head are lost
   // The stored timepoint is too old (416): connect without ?timepoint=,
   // from the head, until a new event has been received.
   bool drop_timepoint = false;
-  bool stop = false;            // no further attempts
-  std::string reason;           // for logs and GetStatus
+  bool stop = false;   // no further attempts
+  std::string reason;  // for logs and GetStatus
 };
 
 class ReconnectPolicy {

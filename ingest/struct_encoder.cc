@@ -247,8 +247,8 @@ std::optional<std::string> WidenOversizedIntegers(std::string_view json) {
     const size_t start = i;
     if (c == '-') ++i;
     while (i < json.size() && IsDigit(json[i])) ++i;
-    const bool is_float = i < json.size() &&
-                          (json[i] == '.' || json[i] == 'e' || json[i] == 'E');
+    const bool is_float =
+        i < json.size() && (json[i] == '.' || json[i] == 'e' || json[i] == 'E');
     if (is_float) {
       while (i < json.size() &&
              (IsDigit(json[i]) || json[i] == '.' || json[i] == 'e' ||

@@ -66,10 +66,11 @@ ParseError ParseFails(EventParser& parser, std::string_view line) {
 }
 
 // A valid officers event with the given pieces substituted.
-std::string Line(const std::string& envelope_extra = "",
-                 const std::string& data = R"({"name":"A"})",
-                 const std::string& event =
-                     R"({"timepoint":5,"published_at":"2022-08-02T15:21:06","type":"changed"})") {
+std::string Line(
+    const std::string& envelope_extra = "",
+    const std::string& data = R"({"name":"A"})",
+    const std::string& event =
+        R"({"timepoint":5,"published_at":"2022-08-02T15:21:06","type":"changed"})") {
   return R"({"resource_kind":"company-officers","resource_uri":"/company/00000001/appointments/x","resource_id":"x",)" +
          envelope_extra + R"("data":)" + data + R"(,"event":)" + event + "}";
 }
@@ -141,23 +142,55 @@ TEST(EventParserTest, EverySample) {
     std::vector<std::string> fields_changed;
   };
   const Expected expected[] = {
-      {"companies", "company-profile", "SC571653", 47695461,
-       Utc(2022, 8, 2, 15, 21, 6), storage::EventType::kChanged, {}},
-      {"filings", "filing-history", "02154654", 99061051,
-       Utc(2022, 8, 2, 16, 17, 2), storage::EventType::kChanged, {}},
-      {"charges", "company-charges", "05155434", 1487036,
-       Utc(2022, 8, 3, 12, 58, 1), storage::EventType::kChanged, {}},
-      {"insolvency-cases", "company-insolvency", "11519482", 1293709,
+      {"companies",
+       "company-profile",
+       "SC571653",
+       47695461,
+       Utc(2022, 8, 2, 15, 21, 6),
+       storage::EventType::kChanged,
+       {}},
+      {"filings",
+       "filing-history",
+       "02154654",
+       99061051,
+       Utc(2022, 8, 2, 16, 17, 2),
+       storage::EventType::kChanged,
+       {}},
+      {"charges",
+       "company-charges",
+       "05155434",
+       1487036,
+       Utc(2022, 8, 3, 12, 58, 1),
+       storage::EventType::kChanged,
+       {}},
+      {"insolvency-cases",
+       "company-insolvency",
+       "11519482",
+       1293709,
        Utc(2022, 8, 2, 13, 51, 1) + absl::Microseconds(704338),
-       storage::EventType::kChanged, {}},
-      {"persons-with-significant-control", "company-psc-individual",
-       "14271677", 4091408, Utc(2022, 8, 2, 16, 28, 1),
-       storage::EventType::kChanged, {}},
-      {"filings", "filing-history", "02154654", 99061230,
-       Utc(2022, 8, 2, 16, 31, 40), storage::EventType::kChanged,
+       storage::EventType::kChanged,
+       {}},
+      {"persons-with-significant-control",
+       "company-psc-individual",
+       "14271677",
+       4091408,
+       Utc(2022, 8, 2, 16, 28, 1),
+       storage::EventType::kChanged,
+       {}},
+      {"filings",
+       "filing-history",
+       "02154654",
+       99061230,
+       Utc(2022, 8, 2, 16, 31, 40),
+       storage::EventType::kChanged,
        {"links.document_metadata"}},
-      {"officers", "company-officers", "07217743", 6521990,
-       Utc(2022, 8, 2, 15, 40, 12), storage::EventType::kDeleted, {}},
+      {"officers",
+       "company-officers",
+       "07217743",
+       6521990,
+       Utc(2022, 8, 2, 15, 40, 12),
+       storage::EventType::kDeleted,
+       {}},
   };
   const std::vector<std::string> lines = ReadSampleLines();
   ASSERT_EQ(lines.size(), 7u);
@@ -200,18 +233,21 @@ TEST(EventParserTest, TimepointAsStringOfDigits) {
   EventParser parser;
   const storage::Event event = ParseOk(
       parser, "officers",
-      Line("", R"({"name":"A"})",
-           R"({"timepoint":"47695461","published_at":"2022-08-02T15:21:06","type":"changed"})"));
+      Line(
+          "", R"({"name":"A"})",
+          R"({"timepoint":"47695461","published_at":"2022-08-02T15:21:06","type":"changed"})"));
   EXPECT_EQ(event.timepoint, 47695461);
 }
 
 TEST(EventParserTest, TimepointStringLimits) {
   EventParser parser;
   const auto timepoint_of = [&](const std::string& tp) {
-    return ParseOk(parser, "officers",
-                   Line("", R"({"name":"A"})",
-                        R"({"timepoint":)" + tp +
-                            R"(,"published_at":"2022-08-02T15:21:06","type":"changed"})"))
+    return ParseOk(
+               parser, "officers",
+               Line(
+                   "", R"({"name":"A"})",
+                   R"({"timepoint":)" + tp +
+                       R"(,"published_at":"2022-08-02T15:21:06","type":"changed"})"))
         .timepoint;
   };
   EXPECT_EQ(timepoint_of(R"("0")"), 0);
@@ -323,7 +359,8 @@ TEST(EventParserTest, ParserIsReusableAcrossSizes) {
   const std::string big_data =
       absl::StrCat(R"({"blob":")", std::string(200000, 'q'), R"("})");
   for (int round = 0; round < 3; ++round) {
-    EXPECT_EQ(ParseOk(parser, "officers", Line("", big_data)).data_json, big_data);
+    EXPECT_EQ(ParseOk(parser, "officers", Line("", big_data)).data_json,
+              big_data);
     EXPECT_EQ(ParseOk(parser, "officers", Line()).data_json, R"({"name":"A"})");
     EXPECT_THAT(ParseFails(parser, "{").reason, StartsWith("invalid JSON"));
   }
@@ -351,7 +388,8 @@ TEST(EventParserTest, MalformedCorpus) {
       {R"({"resource_kind":)",
        "invalid JSON at byte 17: unexpected end of input, expected a value",
        std::nullopt},
-      {R"({"a" 1})", "invalid JSON at byte 5: expected ':' after object key, got '1'",
+      {R"({"a" 1})",
+       "invalid JSON at byte 5: expected ':' after object key, got '1'",
        std::nullopt},
       {R"({"a":1,})",
        "invalid JSON at byte 7: expected '\"' to start an object key, got '}'",
@@ -383,96 +421,126 @@ TEST(EventParserTest, MalformedCorpus) {
       // Valid JSON, wrong shape.
       {"[1,2]", "line is not a JSON object, got array", std::nullopt},
       {R"("text")", "line is not a JSON object, got string", std::nullopt},
-      {absl::StrCat(R"({"resource_uri":"/company/1","resource_id":"x","data":{},"event":)",
-                    ok_event, "}"),
+      {absl::StrCat(
+           R"({"resource_uri":"/company/1","resource_id":"x","data":{},"event":)",
+           ok_event, "}"),
        "resource_kind missing", 5},
-      {absl::StrCat(R"({"resource_kind":3,"resource_uri":"/company/1","resource_id":"x","data":{},"event":)",
-                    ok_event, "}"),
+      {absl::StrCat(
+           R"({"resource_kind":3,"resource_uri":"/company/1","resource_id":"x","data":{},"event":)",
+           ok_event, "}"),
        "resource_kind must be a string, got integer", 5},
-      {absl::StrCat(R"({"resource_kind":"","resource_uri":"/company/1","resource_id":"x","data":{},"event":)",
-                    ok_event, "}"),
+      {absl::StrCat(
+           R"({"resource_kind":"","resource_uri":"/company/1","resource_id":"x","data":{},"event":)",
+           ok_event, "}"),
        "resource_kind is empty", 5},
-      {absl::StrCat(R"({"resource_kind":"k","resource_id":"x","data":{},"event":)",
-                    ok_event, "}"),
+      {absl::StrCat(
+           R"({"resource_kind":"k","resource_id":"x","data":{},"event":)",
+           ok_event, "}"),
        "resource_uri missing", 5},
-      {absl::StrCat(R"({"resource_kind":"k","resource_uri":["/company/1"],"resource_id":"x","data":{},"event":)",
-                    ok_event, "}"),
+      {absl::StrCat(
+           R"({"resource_kind":"k","resource_uri":["/company/1"],"resource_id":"x","data":{},"event":)",
+           ok_event, "}"),
        "resource_uri must be a string, got array", 5},
-      {absl::StrCat(R"({"resource_kind":"k","resource_uri":"/company/1","resource_id":null,"data":{},"event":)",
-                    ok_event, "}"),
+      {absl::StrCat(
+           R"({"resource_kind":"k","resource_uri":"/company/1","resource_id":null,"data":{},"event":)",
+           ok_event, "}"),
        "resource_id must be a string, got null", 5},
       {R"({"resource_kind":"k","resource_uri":"/company/1","resource_id":"x","data":{}})",
        "event missing", std::nullopt},
       {R"({"resource_kind":"k","resource_uri":"/company/1","resource_id":"x","data":{},"event":"changed"})",
        "event must be an object, got string", std::nullopt},
-      {absl::StrCat(R"({"resource_kind":"k","resource_kind":"k","resource_uri":"/company/1","resource_id":"x","data":{},"event":)",
-                    ok_event, "}"),
+      {absl::StrCat(
+           R"({"resource_kind":"k","resource_kind":"k","resource_uri":"/company/1","resource_id":"x","data":{},"event":)",
+           ok_event, "}"),
        "duplicate key \"resource_kind\"", 5},
       // event.timepoint.
       {with_event(R"({"published_at":"2022-08-02T15:21:06","type":"changed"})"),
        "event.timepoint missing", std::nullopt},
-      {with_event(R"({"timepoint":null,"published_at":"2022-08-02T15:21:06","type":"changed"})"),
+      {with_event(
+           R"({"timepoint":null,"published_at":"2022-08-02T15:21:06","type":"changed"})"),
        "event.timepoint must be an integer, got null", std::nullopt},
-      {with_event(R"({"timepoint":-1,"published_at":"2022-08-02T15:21:06","type":"changed"})"),
+      {with_event(
+           R"({"timepoint":-1,"published_at":"2022-08-02T15:21:06","type":"changed"})"),
        "event.timepoint must not be negative, got -1", std::nullopt},
-      {with_event(R"({"timepoint":1.5,"published_at":"2022-08-02T15:21:06","type":"changed"})"),
+      {with_event(
+           R"({"timepoint":1.5,"published_at":"2022-08-02T15:21:06","type":"changed"})"),
        "event.timepoint must be an integer, got 1.5", std::nullopt},
-      {with_event(R"({"timepoint":1e3,"published_at":"2022-08-02T15:21:06","type":"changed"})"),
+      {with_event(
+           R"({"timepoint":1e3,"published_at":"2022-08-02T15:21:06","type":"changed"})"),
        "event.timepoint must be an integer, got 1000", std::nullopt},
-      {with_event(R"({"timepoint":9223372036854775808,"published_at":"2022-08-02T15:21:06","type":"changed"})"),
+      {with_event(
+           R"({"timepoint":9223372036854775808,"published_at":"2022-08-02T15:21:06","type":"changed"})"),
        "event.timepoint out of range, got 9223372036854775808", std::nullopt},
-      {with_event(R"({"timepoint":99999999999999999999,"published_at":"2022-08-02T15:21:06","type":"changed"})"),
+      {with_event(
+           R"({"timepoint":99999999999999999999,"published_at":"2022-08-02T15:21:06","type":"changed"})"),
        "event.timepoint out of range, got 1e+20", std::nullopt},
-      {with_event(R"({"timepoint":"12a","published_at":"2022-08-02T15:21:06","type":"changed"})"),
+      {with_event(
+           R"({"timepoint":"12a","published_at":"2022-08-02T15:21:06","type":"changed"})"),
        "event.timepoint must be an integer or a string of digits, got \"12a\"",
        std::nullopt},
-      {with_event(R"({"timepoint":"","published_at":"2022-08-02T15:21:06","type":"changed"})"),
+      {with_event(
+           R"({"timepoint":"","published_at":"2022-08-02T15:21:06","type":"changed"})"),
        "event.timepoint must be an integer or a string of digits, got \"\"",
        std::nullopt},
-      {with_event(R"({"timepoint":"-5","published_at":"2022-08-02T15:21:06","type":"changed"})"),
+      {with_event(
+           R"({"timepoint":"-5","published_at":"2022-08-02T15:21:06","type":"changed"})"),
        "event.timepoint must be an integer or a string of digits, got \"-5\"",
        std::nullopt},
-      {with_event(R"({"timepoint":"99999999999999999999","published_at":"2022-08-02T15:21:06","type":"changed"})"),
+      {with_event(
+           R"({"timepoint":"99999999999999999999","published_at":"2022-08-02T15:21:06","type":"changed"})"),
        "event.timepoint out of range, got \"99999999999999999999\"",
        std::nullopt},
-      {with_event(R"({"timepoint":"9223372036854775808","published_at":"2022-08-02T15:21:06","type":"changed"})"),
+      {with_event(
+           R"({"timepoint":"9223372036854775808","published_at":"2022-08-02T15:21:06","type":"changed"})"),
        "event.timepoint out of range, got \"9223372036854775808\"",
        std::nullopt},
-      {with_event(R"({"timepoint":5,"timepoint":6,"published_at":"2022-08-02T15:21:06","type":"changed"})"),
+      {with_event(
+           R"({"timepoint":5,"timepoint":6,"published_at":"2022-08-02T15:21:06","type":"changed"})"),
        "duplicate key \"event.timepoint\"", 5},
       // event.published_at.
       {with_event(R"({"timepoint":5,"type":"changed"})"),
        "event.published_at missing", 5},
-      {with_event(R"({"timepoint":5,"published_at":1659453666,"type":"changed"})"),
+      {with_event(
+           R"({"timepoint":5,"published_at":1659453666,"type":"changed"})"),
        "event.published_at must be a string, got integer", 5},
-      {with_event(R"({"timepoint":5,"published_at":"2022-08-02 15:21:06","type":"changed"})"),
+      {with_event(
+           R"({"timepoint":5,"published_at":"2022-08-02 15:21:06","type":"changed"})"),
        "published_at not a timestamp: \"2022-08-02 15:21:06\": expected "
        "YYYY-MM-DDTHH:MM:SS",
        5},
-      {with_event(R"({"timepoint":5,"published_at":"2022-02-30T15:21:06","type":"changed"})"),
-       "published_at not a timestamp: \"2022-02-30T15:21:06\": day out of range",
+      {with_event(
+           R"({"timepoint":5,"published_at":"2022-02-30T15:21:06","type":"changed"})"),
+       "published_at not a timestamp: \"2022-02-30T15:21:06\": day out of "
+       "range",
        5},
-      {with_event(R"({"timepoint":5,"published_at":"yesterday","type":"changed"})"),
+      {with_event(
+           R"({"timepoint":5,"published_at":"yesterday","type":"changed"})"),
        "published_at not a timestamp: \"yesterday\": expected "
        "YYYY-MM-DDTHH:MM:SS",
        5},
       // event.type.
       {with_event(R"({"timepoint":5,"published_at":"2022-08-02T15:21:06"})"),
        "event.type missing", 5},
-      {with_event(R"({"timepoint":5,"published_at":"2022-08-02T15:21:06","type":"updated"})"),
+      {with_event(
+           R"({"timepoint":5,"published_at":"2022-08-02T15:21:06","type":"updated"})"),
        "event.type must be changed or deleted, got \"updated\"", 5},
-      {with_event(R"({"timepoint":5,"published_at":"2022-08-02T15:21:06","type":1})"),
+      {with_event(
+           R"({"timepoint":5,"published_at":"2022-08-02T15:21:06","type":1})"),
        "event.type must be a string, got integer", 5},
-      {with_event(R"({"timepoint":5,"published_at":"2022-08-02T15:21:06","type":"Changed"})"),
+      {with_event(
+           R"({"timepoint":5,"published_at":"2022-08-02T15:21:06","type":"Changed"})"),
        "event.type must be changed or deleted, got \"Changed\"", 5},
       // event.fields_changed.
-      {with_event(R"({"fields_changed":"links","timepoint":5,"published_at":"2022-08-02T15:21:06","type":"changed"})"),
+      {with_event(
+           R"({"fields_changed":"links","timepoint":5,"published_at":"2022-08-02T15:21:06","type":"changed"})"),
        "event.fields_changed must be an array of strings, got string", 5},
-      {with_event(R"({"fields_changed":["a",1],"timepoint":5,"published_at":"2022-08-02T15:21:06","type":"changed"})"),
+      {with_event(
+           R"({"fields_changed":["a",1],"timepoint":5,"published_at":"2022-08-02T15:21:06","type":"changed"})"),
        "event.fields_changed[1] must be a string, got integer", 5},
       // data.
-      {absl::StrCat(R"({"resource_kind":"k","resource_uri":"/company/1","resource_id":"x","event":)",
-                    ok_event, "}"),
+      {absl::StrCat(
+           R"({"resource_kind":"k","resource_uri":"/company/1","resource_id":"x","event":)",
+           ok_event, "}"),
        "data missing (required for changed events)", 5},
       {Line("", "null"), "data must be an object, got null", 5},
       {Line("", "[1]"), "data must be an object, got array", 5},
@@ -495,13 +563,15 @@ TEST(EventParserTest, NullFieldsChangedIsAbsent) {
   EventParser parser;
   const storage::Event event = ParseOk(
       parser, "officers",
-      Line("", R"({"name":"A"})",
-           R"({"fields_changed":null,"timepoint":5,"published_at":"2022-08-02T15:21:06","type":"changed"})"));
+      Line(
+          "", R"({"name":"A"})",
+          R"({"fields_changed":null,"timepoint":5,"published_at":"2022-08-02T15:21:06","type":"changed"})"));
   EXPECT_THAT(event.fields_changed, IsEmpty());
   const storage::Event event2 = ParseOk(
       parser, "officers",
-      Line("", R"({"name":"A"})",
-           R"({"fields_changed":["a","b.c"],"timepoint":5,"published_at":"2022-08-02T15:21:06","type":"changed"})"));
+      Line(
+          "", R"({"name":"A"})",
+          R"({"fields_changed":["a","b.c"],"timepoint":5,"published_at":"2022-08-02T15:21:06","type":"changed"})"));
   EXPECT_THAT(event2.fields_changed, ElementsAre("a", "b.c"));
 }
 
@@ -521,7 +591,8 @@ TEST(ParsePublishedAtTest, EveryUpstreamFormat) {
       {"2022-08-04T00:02:01.812779+01:00",
        Utc(2022, 8, 3, 23, 2, 1) + absl::Microseconds(812779)},
       {"2022-08-02T15:21:06Z", Utc(2022, 8, 2, 15, 21, 6)},
-      {"2022-08-02T15:21:06.5", Utc(2022, 8, 2, 15, 21, 6) + absl::Milliseconds(500)},
+      {"2022-08-02T15:21:06.5",
+       Utc(2022, 8, 2, 15, 21, 6) + absl::Milliseconds(500)},
       {"2022-08-02T15:21:06.123456789Z",
        Utc(2022, 8, 2, 15, 21, 6) + absl::Nanoseconds(123456789)},
       {"2022-08-02T15:21:06-05:30", Utc(2022, 8, 2, 20, 51, 6)},
@@ -578,9 +649,12 @@ TEST(ParsePublishedAtTest, RejectsMalformed) {
 
 TEST(CompanyNumberFromUriTest, AllUriShapes) {
   EXPECT_EQ(CompanyNumberFromUri("/company/SC571653"), "SC571653");
-  EXPECT_EQ(CompanyNumberFromUri("/company/02154654/filing-history/Mz"), "02154654");
-  EXPECT_EQ(CompanyNumberFromUri("/company/14271677/persons-with-significant-control/individual/OL"),
-            "14271677");
+  EXPECT_EQ(CompanyNumberFromUri("/company/02154654/filing-history/Mz"),
+            "02154654");
+  EXPECT_EQ(
+      CompanyNumberFromUri(
+          "/company/14271677/persons-with-significant-control/individual/OL"),
+      "14271677");
   EXPECT_EQ(CompanyNumberFromUri("company/00000004/exemptions"), "00000004");
   EXPECT_EQ(CompanyNumberFromUri("/company/oe003609/x"), "oe003609");
   EXPECT_EQ(CompanyNumberFromUri("/disqualified-officers/natural/abc"), "");

@@ -33,9 +33,9 @@ class Recorder : public LineFramer::Visitor {
   std::vector<size_t> prefix_sizes;
 };
 
-std::vector<std::string> FrameChunks(const std::vector<std::string_view>& chunks,
-                                     size_t* dropped = nullptr,
-                                     size_t max_line_bytes = 8 << 20) {
+std::vector<std::string> FrameChunks(
+    const std::vector<std::string_view>& chunks, size_t* dropped = nullptr,
+    size_t max_line_bytes = 8 << 20) {
   LineFramer framer(max_line_bytes);
   Recorder recorder;
   for (std::string_view chunk : chunks) framer.Feed(chunk, recorder);
@@ -141,13 +141,15 @@ TEST(LineFramerTest, SamplesWithHeartbeatsInRandomChunks) {
 
 TEST(LineFramerTest, MultiByteUtf8SplitAnywhere) {
   // 2-, 3- and 4-byte characters: é, €, 😀.
-  const std::string line = "{\"name\":\"Caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80\"}";
+  const std::string line =
+      "{\"name\":\"Caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80\"}";
   const std::string stream = line + "\n";
   for (size_t a = 0; a <= stream.size(); ++a) {
     for (size_t b = a; b <= stream.size(); ++b) {
       const std::string_view s(stream);
-      ASSERT_THAT(FrameChunks({s.substr(0, a), s.substr(a, b - a), s.substr(b)}),
-                  ElementsAre("L:" + line))
+      ASSERT_THAT(
+          FrameChunks({s.substr(0, a), s.substr(a, b - a), s.substr(b)}),
+          ElementsAre("L:" + line))
           << a << "," << b;
     }
   }
@@ -179,7 +181,8 @@ TEST(LineFramerTest, DropsPartialLineAtEof) {
   EXPECT_THAT(FrameChunks({"{\"a\":1}\n{\"b\":"}, &dropped),
               ElementsAre("L:{\"a\":1}"));
   EXPECT_EQ(dropped, 5u);
-  EXPECT_THAT(FrameChunks({"{\"a\":1}\n"}, &dropped), ElementsAre("L:{\"a\":1}"));
+  EXPECT_THAT(FrameChunks({"{\"a\":1}\n"}, &dropped),
+              ElementsAre("L:{\"a\":1}"));
   EXPECT_EQ(dropped, 0u);
   EXPECT_THAT(FrameChunks({}, &dropped), IsEmpty());
   EXPECT_EQ(dropped, 0u);
@@ -215,9 +218,11 @@ TEST(LineFramerTest, LineInsideOneChunkIsAViewIntoTheChunk) {
 
 TEST(LineFramerTest, LineOfExactlyMaxBytesIsAccepted) {
   const std::string line(16, 'x');
-  EXPECT_THAT(FrameChunks({line + "\n"}, nullptr, 16), ElementsAre("L:" + line));
-  EXPECT_THAT(FrameChunks({line.substr(0, 9), line.substr(9) + "\n"}, nullptr, 16),
+  EXPECT_THAT(FrameChunks({line + "\n"}, nullptr, 16),
               ElementsAre("L:" + line));
+  EXPECT_THAT(
+      FrameChunks({line.substr(0, 9), line.substr(9) + "\n"}, nullptr, 16),
+      ElementsAre("L:" + line));
 }
 
 TEST(LineFramerTest, OversizedLineReportedOnceThenFramingResumes) {

@@ -229,11 +229,10 @@ TEST_F(ReconnectPolicyTest, CleanEndOfAHealthyStreamReconnectsQuickly) {
 
 TEST_F(ReconnectPolicyTest, RepeatedQuickCleanEndsBackOffLikeErrors) {
   auto policy = Make(NoBreaker());
-  EXPECT_THAT(
-      Schedule(*policy, Outcome::StreamEndedClean(absl::Seconds(5)), 5),
-      ::testing::ElementsAre(absl::Milliseconds(500), absl::Seconds(1),
-                             absl::Seconds(2), absl::Seconds(4),
-                             absl::Seconds(8)));
+  EXPECT_THAT(Schedule(*policy, Outcome::StreamEndedClean(absl::Seconds(5)), 5),
+              ::testing::ElementsAre(absl::Milliseconds(500), absl::Seconds(1),
+                                     absl::Seconds(2), absl::Seconds(4),
+                                     absl::Seconds(8)));
 }
 
 // Verifies the circuit breaker: 5 consecutive failures open it for 60 s

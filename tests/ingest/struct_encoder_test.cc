@@ -143,8 +143,9 @@ TEST(StructEncoderTest, EveryUpstreamSampleDataObject) {
 TEST(StructEncoderTest, AppendValueEncodesAValueMessage) {
   simdjson::dom::parser parser;
   simdjson::dom::element root;
-  ASSERT_FALSE(parser.parse(simdjson::padded_string(std::string_view(
-                                R"([1,"x",{"a":[true]}])")))
+  ASSERT_FALSE(parser
+                   .parse(simdjson::padded_string(
+                       std::string_view(R"([1,"x",{"a":[true]}])")))
                    .get(root));
   std::string bytes;
   StructEncoder encoder;
@@ -164,8 +165,8 @@ TEST(StructEncoderTest, EncoderIsReusableAndAppends) {
   std::string out = "prefix";
   for (const char* json : {R"({"a":[1,{"b":2}]})", R"({"c":{"d":[[]]}})"}) {
     simdjson::dom::element root;
-    ASSERT_FALSE(
-        parser.parse(simdjson::padded_string(std::string_view(json))).get(root));
+    ASSERT_FALSE(parser.parse(simdjson::padded_string(std::string_view(json)))
+                     .get(root));
     const size_t before = out.size();
     encoder.AppendStruct(root.get_object().value(), &out);
     Struct parsed;
@@ -188,13 +189,16 @@ TEST(StructEncoderTest, RejectsNonObjectsAndInvalidJson) {
 }
 
 TEST(WidenOversizedIntegersTest, OnlyRewritesOutOfRangeIntegerLiterals) {
-  EXPECT_EQ(WidenOversizedIntegers(R"({"a":18446744073709551615,"b":-9223372036854775808})"),
-            std::nullopt);
-  EXPECT_EQ(WidenOversizedIntegers(R"({"a":1.5e300,"b":"99999999999999999999999"})"),
-            std::nullopt);
   EXPECT_EQ(WidenOversizedIntegers(
-                R"({"a":18446744073709551616,"b":-9223372036854775809,"c\"":[123456789012345680000]})"),
-            R"({"a":18446744073709551616.0,"b":-9223372036854775809.0,"c\"":[123456789012345680000.0]})");
+                R"({"a":18446744073709551615,"b":-9223372036854775808})"),
+            std::nullopt);
+  EXPECT_EQ(
+      WidenOversizedIntegers(R"({"a":1.5e300,"b":"99999999999999999999999"})"),
+      std::nullopt);
+  EXPECT_EQ(
+      WidenOversizedIntegers(
+          R"({"a":18446744073709551616,"b":-9223372036854775809,"c\"":[123456789012345680000]})"),
+      R"({"a":18446744073709551616.0,"b":-9223372036854775809.0,"c\"":[123456789012345680000.0]})");
 }
 
 }  // namespace
