@@ -150,6 +150,7 @@ bool EventWriter::TakeBatch(Batch* batch, size_t* items) {
     if (work_cv_.WaitWithDeadline(&mu_, deadline)) break;  // timed out
   }
   const size_t n = std::min(queue_.size(), max_batch_);
+  batch->events.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     Item& item = queue_.front();
     if (auto* e = std::get_if<Event>(&item)) {

@@ -17,23 +17,26 @@ void Histogram::Observe(double value) {
   ++count_;
 }
 
-double Histogram::Quantile(double q) const {
-  if (count_ == 0) return 0;
-  const double rank = q * static_cast<double>(count_);
+double Histogram::Quantile(const std::vector<double>& bounds,
+                           const std::vector<uint64_t>& counts, double q) {
+  uint64_t total = 0;
+  for (uint64_t c : counts) total += c;
+  if (total == 0) return 0;
+  const double rank = q * static_cast<double>(total);
   double seen = 0;
-  for (size_t i = 0; i < counts_.size(); ++i) {
-    if (counts_[i] == 0) continue;
-    const double next = seen + static_cast<double>(counts_[i]);
+  for (size_t i = 0; i < counts.size(); ++i) {
+    if (counts[i] == 0) continue;
+    const double next = seen + static_cast<double>(counts[i]);
     if (next >= rank) {
-      if (i == bounds_.size()) return bounds_.empty() ? 0 : bounds_.back();
-      const double lo = i == 0 ? 0 : bounds_[i - 1];
-      const double hi = bounds_[i];
-      const double fraction = (rank - seen) / static_cast<double>(counts_[i]);
+      if (i >= bounds.size()) return bounds.empty() ? 0 : bounds.back();
+      const double lo = i == 0 ? 0 : bounds[i - 1];
+      const double hi = bounds[i];
+      const double fraction = (rank - seen) / static_cast<double>(counts[i]);
       return lo + (hi - lo) * std::clamp(fraction, 0.0, 1.0);
     }
     seen = next;
   }
-  return bounds_.empty() ? 0 : bounds_.back();
+  return bounds.empty() ? 0 : bounds.back();
 }
 
 }  // namespace chstream::storage

@@ -32,7 +32,11 @@ class Histogram {
   // An estimate of the q-quantile (0 < q <= 1) by linear interpolation
   // inside the bucket that holds it; 0 when empty. Values in the +Inf bucket
   // are reported as the largest bound.
-  double Quantile(double q) const;
+  double Quantile(double q) const { return Quantile(bounds_, counts_, q); }
+  // The same for bucket data copied out of a Histogram (e.g. from
+  // EventWriter::Stats).
+  static double Quantile(const std::vector<double>& bounds,
+                         const std::vector<uint64_t>& counts, double q);
 
  private:
   std::vector<double> bounds_;

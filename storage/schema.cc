@@ -57,8 +57,9 @@ CREATE TABLE companies (
   last_timepoint      INTEGER NOT NULL,
   last_position       INTEGER NOT NULL,
   updated_at          INTEGER NOT NULL,  -- received_at of the last event
-  data_json           TEXT    NOT NULL,
-  data_pb             BLOB    NOT NULL
+  -- The event whose data_json/data_pb is the company's current data (the
+  -- last one that carried data); 0 when none did. Stored once, there.
+  data_position       INTEGER NOT NULL
 );
 
 CREATE TABLE stream_state (

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <limits>
 #include <map>
+#include <thread>
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
@@ -26,8 +27,13 @@ constexpr char kCompanyProfileKind[] = "company-profile";
 // hot b-tree pages of a batch; readers mostly stream through events.
 constexpr int kWriterCacheKib = 16 * 1024;
 constexpr int kReaderCacheKib = 4 * 1024;
-// The WAL is truncated back to this size after a checkpoint.
-constexpr int64_t kJournalSizeLimitBytes = 64 << 20;
+// Page size of new databases. Event rows are ~3 KB with their data: 4 KB
+// pages would hold one row each (a third of every page wasted, and more
+// syscalls per byte); 16 KB pages hold five.
+constexpr int kPageSizeBytes = 16384;
+// How long a commit that found the WAL above Options::wal_limit_bytes waits
+// for the checkpointer (a reader holding an old snapshot can prevent it).
+constexpr absl::Duration kWalLimitMaxWait = absl::Seconds(1);
 // Filters with up to this many company numbers use the company_number index.
 constexpr size_t kMaxIndexedCompanies = 32;
 constexpr int64_t kMaxPosition = std::numeric_limits<int64_t>::max();
@@ -266,13 +272,11 @@ enum CompanyParam {
   kCpNumber = 1,
   kCpHasFields = 2,
   kCpFieldsFirst = 3,  // 16 fields: ?3 .. ?18, in kCompanyFieldColumns order
-  kCpHasData = 19,
-  kCpDataJson = 20,
-  kCpDataPb = 21,
-  kCpDeleted = 22,
-  kCpLastTimepoint = 23,
-  kCpLastPosition = 24,
-  kCpUpdatedAt = 25,
+  kCpDataPosition = 19,  // the event's position if it carries data, else 0
+  kCpDeleted = 20,
+  kCpLastTimepoint = 21,
+  kCpLastPosition = 22,
+  kCpUpdatedAt = 23,
 };
 constexpr const char* kCompanyFieldColumns[] = {
     "company_name",       "company_status",     "company_type",
@@ -284,25 +288,7 @@ constexpr const char* kCompanyFieldColumns[] = {
 };
 constexpr int kNumCompanyFields = std::size(kCompanyFieldColumns);
 
-std::string CompanyUpdateSql() {
-  std::string sql = "UPDATE companies SET ";
-  for (int i = 0; i < kNumCompanyFields; ++i) {
-    const char* c = kCompanyFieldColumns[i];
-    absl::StrAppend(&sql, c, " = CASE WHEN ?", kCpHasFields, " THEN ?",
-                    kCpFieldsFirst + i, " ELSE ", c, " END, ");
-  }
-  absl::StrAppend(&sql, "data_json = CASE WHEN ?", kCpHasData, " THEN ?",
-                  kCpDataJson, " ELSE data_json END, ");
-  absl::StrAppend(&sql, "data_pb = CASE WHEN ?", kCpHasData, " THEN ?",
-                  kCpDataPb, " ELSE data_pb END, ");
-  absl::StrAppend(&sql, "deleted = ?", kCpDeleted, ", last_timepoint = ?",
-                  kCpLastTimepoint, ", last_position = ?", kCpLastPosition,
-                  ", updated_at = ?", kCpUpdatedAt,
-                  " WHERE company_number = ?", kCpNumber);
-  return sql;
-}
-
-std::string CompanyInsertSql() {
+std::string CompanyUpsertSql() {
   std::string cols = "company_number";
   std::string vals = absl::StrCat("?", kCpNumber);
   for (int i = 0; i < kNumCompanyFields; ++i) {
@@ -310,20 +296,41 @@ std::string CompanyInsertSql() {
     absl::StrAppend(&vals, ", ?", kCpFieldsFirst + i);
   }
   absl::StrAppend(&cols,
-                  ", data_json, data_pb, deleted, last_timepoint, "
-                  "last_position, updated_at");
-  absl::StrAppend(&vals, ", ?", kCpDataJson, ", ?", kCpDataPb, ", ?",
-                  kCpDeleted, ", ?", kCpLastTimepoint, ", ?", kCpLastPosition,
-                  ", ?", kCpUpdatedAt);
-  return absl::StrCat("INSERT INTO companies (", cols, ") VALUES (", vals, ")");
+                  ", data_position, deleted, last_timepoint, last_position, "
+                  "updated_at");
+  absl::StrAppend(&vals, ", ?", kCpDataPosition, ", ?", kCpDeleted, ", ?",
+                  kCpLastTimepoint, ", ?", kCpLastPosition, ", ?",
+                  kCpUpdatedAt);
+  std::string sql = absl::StrCat("INSERT INTO companies (", cols, ") VALUES (",
+                                 vals, ") ON CONFLICT (company_number) DO "
+                                 "UPDATE SET ");
+  // Fields only from an event that carries them; an event without data
+  // keeps the previous data.
+  for (int i = 0; i < kNumCompanyFields; ++i) {
+    const char* c = kCompanyFieldColumns[i];
+    absl::StrAppend(&sql, c, " = CASE WHEN ?", kCpHasFields, " THEN excluded.",
+                    c, " ELSE ", c, " END, ");
+  }
+  absl::StrAppend(&sql, "data_position = CASE WHEN ?", kCpDataPosition,
+                  " THEN ?", kCpDataPosition, " ELSE data_position END, ");
+  absl::StrAppend(&sql,
+                  "deleted = excluded.deleted, "
+                  "last_timepoint = excluded.last_timepoint, "
+                  "last_position = excluded.last_position, "
+                  "updated_at = excluded.updated_at");
+  return sql;
 }
 
 std::string CompanySelectSql() {
-  std::string sql = "SELECT company_number";
-  for (const char* c : kCompanyFieldColumns) absl::StrAppend(&sql, ", ", c);
+  // The data lives once, in the event that carried it.
+  std::string sql = "SELECT c.company_number";
+  for (const char* c : kCompanyFieldColumns) absl::StrAppend(&sql, ", c.", c);
   absl::StrAppend(&sql,
-                  ", deleted, last_timepoint, last_position, updated_at, "
-                  "data_json, data_pb FROM companies WHERE company_number = ?1");
+                  ", c.deleted, c.last_timepoint, c.last_position, "
+                  "c.updated_at, c.data_position, e.data_json, e.data_pb "
+                  "FROM companies c LEFT JOIN events e "
+                  "ON e.position = c.data_position "
+                  "WHERE c.company_number = ?1");
   return sql;
 }
 
@@ -377,12 +384,91 @@ struct Store::Writer {
   Database db;  // declared first: destroyed after its statements
   Statement begin, commit, rollback;
   Statement insert_event;
-  Statement update_company, insert_company;
+  Statement upsert_company;
   Statement upsert_stream_state;
   Statement insert_dead_letter;
   Statement insert_gap;
   // The committed timepoint per stream (mirrors stream_state).
   absl::flat_hash_map<std::string, int64_t> stream_timepoints;
+  int64_t page_size = 4096;
+  int wal_frames = 0;  // WAL size in pages after the last commit (wal hook)
+};
+
+// Copies WAL frames back into the database file on its own thread and
+// connection (PASSIVE checkpoints: never blocks the writer or readers), so
+// that the writer does not do it inline after a commit as SQLite's
+// autocheckpoint would: that halved write throughput in
+// bench/storage_writer_bench.
+struct Store::Checkpointer {
+  Database db;
+  std::thread thread;
+  absl::Mutex mu;
+  uint64_t requested ABSL_GUARDED_BY(mu) = 0;
+  uint64_t served ABSL_GUARDED_BY(mu) = 0;
+  // The last request served by a checkpoint that backfilled the whole WAL.
+  uint64_t completed ABSL_GUARDED_BY(mu) = 0;
+  bool stop ABSL_GUARDED_BY(mu) = false;
+
+  void Run() {
+    while (true) {
+      uint64_t target;
+      {
+        absl::MutexLock lock(&mu);
+        mu.Await(absl::Condition(
+            +[](Checkpointer* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu) {
+              return c->stop || c->served < c->requested;
+            },
+            this));
+        if (stop) return;
+        target = requested;
+      }
+      int wal_frames = 0;
+      int backfilled = 0;
+      const int rc = sqlite3_wal_checkpoint_v2(db.get(), "main",
+                                               SQLITE_CHECKPOINT_PASSIVE,
+                                               &wal_frames, &backfilled);
+      if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
+        log::Warning("storage checkpoint failed",
+                     {{"path", db.path()},
+                      {"error", db.Error(rc, "wal_checkpoint")}});
+      }
+      absl::MutexLock lock(&mu);
+      served = target;
+      if (rc == SQLITE_OK && wal_frames == backfilled) completed = target;
+    }
+  }
+
+  void Request() {
+    absl::MutexLock lock(&mu);
+    ++requested;
+  }
+
+  // Requests a checkpoint and waits up to `timeout` for one that started
+  // after this call to backfill the whole WAL. Returns whether it did.
+  bool RequestAndWait(absl::Duration timeout) {
+    absl::MutexLock lock(&mu);
+    const uint64_t ticket = ++requested;
+    struct Args {
+      Checkpointer* c;
+      uint64_t ticket;
+    } args{this, ticket};
+    return mu.AwaitWithTimeout(
+        absl::Condition(
+            +[](Args* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+              return a->c->stop || a->c->completed >= a->ticket;
+            },
+            &args),
+        timeout) &&
+           completed >= ticket;
+  }
+
+  void Stop() {
+    {
+      absl::MutexLock lock(&mu);
+      stop = true;
+    }
+    if (thread.joinable()) thread.join();
+  }
 };
 
 struct Store::Reader {
@@ -418,8 +504,10 @@ Store::Store(std::string path, Options options)
     : path_(std::move(path)), options_(options) {}
 
 Store::~Store() {
-  // Readers first (they only read); the writer's connection closes last and
-  // checkpoints the WAL into the database file.
+  // The checkpointer and the readers first; the writer's connection closes
+  // last and, being the last, checkpoints the WAL and deletes it.
+  if (checkpointer_ != nullptr) checkpointer_->Stop();
+  checkpointer_.reset();
   readers_.clear();
   writer_.reset();
 }
@@ -449,12 +537,14 @@ absl::Status Store::Init(bool is_new) {
   Writer& w = *writer_;
   CHS_ASSIGN_OR_RETURN(
       w.db, Database::Open(path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
-  CHS_RETURN_IF_ERROR(SetPragmas(w.db, kWriterCacheKib, options_.busy_timeout));
+  sqlite3_busy_timeout(w.db.get(), static_cast<int>(absl::ToInt64Milliseconds(
+                                        options_.busy_timeout)));
   if (is_new) {
     // Stamp the file before anything else, in rollback mode, so that even a
     // crash during creation leaves a file recognisable as chstream's.
     CHS_RETURN_IF_ERROR(w.db.Exec(
-        absl::StrCat("PRAGMA application_id = ", kApplicationId)));
+        absl::StrCat("PRAGMA page_size = ", kPageSizeBytes,
+                     "; PRAGMA application_id = ", kApplicationId)));
   }
   CHS_ASSIGN_OR_RETURN(std::string mode,
                        w.db.QueryText("PRAGMA journal_mode = WAL"));
@@ -462,9 +552,25 @@ absl::Status Store::Init(bool is_new) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot enable WAL mode (journal_mode is ", mode, ")"));
   }
+  // Only now is the page size settled, which a cache size in KiB depends on.
+  CHS_RETURN_IF_ERROR(SetPragmas(w.db, kWriterCacheKib, options_.busy_timeout));
   CHS_RETURN_IF_ERROR(w.db.Exec(absl::StrCat(
       "PRAGMA synchronous = ", options_.synchronous_full ? "FULL" : "NORMAL",
-      "; PRAGMA journal_size_limit = ", kJournalSizeLimitBytes)));
+      // A restarted WAL larger than this is truncated: twice the limit, so
+      // that under load the file is reused rather than truncated and grown
+      // again.
+      "; PRAGMA journal_size_limit = ", 2 * options_.wal_limit_bytes)));
+
+  CHS_ASSIGN_OR_RETURN(w.page_size, w.db.QueryInt64("PRAGMA page_size"));
+  // Replaces SQLite's autocheckpoint hook: commits only record the WAL size
+  // and checkpoints run on the checkpointer's thread.
+  sqlite3_wal_hook(
+      w.db.get(),
+      +[](void* arg, sqlite3*, const char*, int frames) {
+        static_cast<Writer*>(arg)->wal_frames = frames;
+        return SQLITE_OK;
+      },
+      &w);
 
   CHS_ASSIGN_OR_RETURN(int64_t from_version,
                        w.db.QueryInt64("PRAGMA user_version"));
@@ -513,8 +619,7 @@ absl::Status Store::Init(bool is_new) {
       w.db.Prepare(absl::StrCat("INSERT INTO events (", kEventColumns,
                                 ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
                                 "?9, ?10, ?11, ?12, ?13)")));
-  CHS_ASSIGN_OR_RETURN(w.update_company, w.db.Prepare(CompanyUpdateSql()));
-  CHS_ASSIGN_OR_RETURN(w.insert_company, w.db.Prepare(CompanyInsertSql()));
+  CHS_ASSIGN_OR_RETURN(w.upsert_company, w.db.Prepare(CompanyUpsertSql()));
   CHS_ASSIGN_OR_RETURN(
       w.upsert_stream_state,
       w.db.Prepare("INSERT INTO stream_state (stream, last_timepoint, "
@@ -570,8 +675,20 @@ absl::Status Store::Init(bool is_new) {
     CHS_ASSIGN_OR_RETURN(r->commit, r->db.Prepare("COMMIT"));
     readers_.push_back(std::move(r));
   }
-  absl::MutexLock lock(&pool_mu_);
-  for (const auto& r : readers_) free_readers_.push_back(r.get());
+  {
+    absl::MutexLock lock(&pool_mu_);
+    for (const auto& r : readers_) free_readers_.push_back(r.get());
+  }
+
+  checkpointer_ = std::make_unique<Checkpointer>();
+  CHS_ASSIGN_OR_RETURN(checkpointer_->db,
+                       Database::Open(path_, SQLITE_OPEN_READWRITE));
+  CHS_RETURN_IF_ERROR(
+      SetPragmas(checkpointer_->db, kReaderCacheKib, options_.busy_timeout));
+  // Checkpoints fsync according to the connection that runs them.
+  CHS_RETURN_IF_ERROR(checkpointer_->db.Exec(absl::StrCat(
+      "PRAGMA synchronous = ", options_.synchronous_full ? "FULL" : "NORMAL")));
+  checkpointer_->thread = std::thread([c = checkpointer_.get()] { c->Run(); });
   return absl::OkStatus();
 }
 
@@ -664,31 +781,24 @@ absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
           a.country,        a.care_of,          a.po_box,
           sic_codes,
       };
-      auto bind = [&](Statement& st) {
-        st.BindText(kCpNumber, e.company_number);
-        st.BindInt64(kCpHasFields, e.company.has_value() ? 1 : 0);
-        for (int k = 0; k < kNumCompanyFields; ++k) {
-          st.BindText(kCpFieldsFirst + k, values[k]);
-        }
-        st.BindInt64(kCpHasData, has_data ? 1 : 0);
-        st.BindText(kCpDataJson, e.data_json);
-        st.BindBlob(kCpDataPb, e.data_pb);
-        st.BindInt64(kCpDeleted, e.type == EventType::kDeleted ? 1 : 0);
-        st.BindInt64(kCpLastTimepoint, e.timepoint);
-        st.BindInt64(kCpLastPosition, position);
-        st.BindInt64(kCpUpdatedAt, ToMicros(e.received_at));
-      };
-      bind(w.update_company);
-      s = w.update_company.Run();
-      w.update_company.Reset();
-      CHS_RETURN_IF_ERROR(s);
-      if (sqlite3_changes(w.db.get()) == 0) {
-        bind(w.insert_company);
-        s = w.insert_company.Run();
-        w.insert_company.Reset();
-        CHS_RETURN_IF_ERROR(s);
-        ++new_companies;
+      Statement& st = w.upsert_company;
+      st.BindText(kCpNumber, e.company_number);
+      st.BindInt64(kCpHasFields, e.company.has_value() ? 1 : 0);
+      for (int k = 0; k < kNumCompanyFields; ++k) {
+        st.BindText(kCpFieldsFirst + k, values[k]);
       }
+      st.BindInt64(kCpDataPosition, has_data ? position : 0);
+      st.BindInt64(kCpDeleted, e.type == EventType::kDeleted ? 1 : 0);
+      st.BindInt64(kCpLastTimepoint, e.timepoint);
+      st.BindInt64(kCpLastPosition, position);
+      st.BindInt64(kCpUpdatedAt, ToMicros(e.received_at));
+      // Company rowids start at 1, and the UPDATE arm of an upsert leaves
+      // last_insert_rowid alone: non-zero afterwards means a new company.
+      sqlite3_set_last_insert_rowid(w.db.get(), 0);
+      s = st.Run();
+      st.Reset();
+      CHS_RETURN_IF_ERROR(s);
+      if (sqlite3_last_insert_rowid(w.db.get()) != 0) ++new_companies;
     }
     for (const auto& [stream, p] : progress) {
       if (!p.advanced) continue;
@@ -750,20 +860,32 @@ absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
           batch->events[p.last_kept].timepoint;
     }
   }
-  auto events = std::make_shared<std::vector<Event>>();
-  events->reserve(kept.size());
-  for (size_t j = 0; j < kept.size(); ++j) {
-    Event& e = batch->events[kept[j]];
-    e.position = head + 1 + j;
-    events->push_back(std::move(e));
+  std::vector<Event>& in = batch->events;
+  if (kept.size() != in.size()) {
+    // Compact in place (kept is ascending, so j <= kept[j]).
+    for (size_t j = 0; j < kept.size(); ++j) {
+      if (j != kept[j]) in[j] = std::move(in[kept[j]]);
+    }
+    in.resize(kept.size());
   }
-  result.events = std::move(events);
+  for (size_t j = 0; j < in.size(); ++j) in[j].position = head + 1 + j;
+  result.events = std::make_shared<const std::vector<Event>>(std::move(in));
+  in.clear();
   result.dead_letters = batch->dead_letters.size();
   result.gaps = batch->gaps.size();
   companies_stored_.fetch_add(new_companies, std::memory_order_relaxed);
   dead_letters_stored_.fetch_add(batch->dead_letters.size(),
                                  std::memory_order_relaxed);
   head_position_.store(head + kept.size(), std::memory_order_release);
+
+  const int64_t wal_bytes = int64_t{w.wal_frames} * w.page_size;
+  if (wal_bytes >= options_.wal_limit_bytes) {
+    // Let the checkpointer catch up so that the next transaction restarts
+    // the WAL from its beginning instead of growing it without bound.
+    checkpointer_->RequestAndWait(kWalLimitMaxWait);
+  } else if (wal_bytes >= options_.checkpoint_bytes) {
+    checkpointer_->Request();
+  }
   return result;
 }
 
@@ -909,6 +1031,12 @@ absl::StatusOr<std::optional<CompanyRecord>> Store::GetCompany(
   c.last_timepoint = st.ColumnInt64(col++);
   c.last_position = static_cast<uint64_t>(st.ColumnInt64(col++));
   c.updated_at = FromMicros(st.ColumnInt64(col++));
+  const int64_t data_position = st.ColumnInt64(col++);
+  if (data_position != 0 && st.ColumnIsNull(col)) {
+    return absl::DataLossError(absl::StrCat(
+        "company ", Av(company_number), " refers to event ", data_position,
+        " for its data, which is not stored"));
+  }
   c.data_json.assign(st.ColumnText(col++));
   c.data_pb.assign(st.ColumnBlob(col++));
   return c;

@@ -15,12 +15,18 @@
 // A reader never sees a position above HeadPosition() as of the start of its
 // call, and every position up to that head is visible to it.
 //
+// WAL checkpoints run on a background thread with its own connection (see
+// Options), not inside Commit.
+//
 // Event::company is not stored in the events table: it only feeds the
-// companies table. Events read back have `company` unset. Times are stored
-// with microsecond precision.
+// companies table. Events read back have `company` unset. A company's
+// data_json/data_pb is stored once, in the event that carried it (the
+// companies row refers to it by position); GetCompany returns it as part of
+// the record. Times are stored with microsecond precision.
 //
 // Thread-safety: Commit() from one thread at a time; everything else from any
-// thread. The Store must outlive its readers and writer.
+// thread. The Store owns one background thread (the checkpointer). The Store
+// must outlive its readers and writer.
 //
 //   CHS_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, Store::Open(path));
 //   Batch batch;
@@ -115,8 +121,8 @@ struct CommitResult {
 
 struct Page {
   std::vector<Event> events;
-  // The last position examined: the next page starts after it. Never above
-  // the `up_to` asked for, nor above the head at the time of the call.
+  // The last position examined: the next page starts after it. At least the
+  // `after` asked for; above it only up to min(`up_to`, head at the call).
   uint64_t scanned_through = 0;
 };
 
@@ -134,6 +140,13 @@ class Store {
     bool check_integrity = true;
     // How long a statement waits for a lock held by another process.
     absl::Duration busy_timeout = absl::Seconds(5);
+    // WAL management. Checkpoints (copying the WAL back into the database
+    // file) run on a background thread instead of inside commits: one starts
+    // once the WAL holds `checkpoint_bytes`. A commit that leaves more than
+    // `wal_limit_bytes` in the WAL waits (at most 1 s) for the checkpointer
+    // to finish, so that the WAL restarts from its beginning.
+    int64_t checkpoint_bytes = 4 << 20;
+    int64_t wal_limit_bytes = 64 << 20;
   };
 
   // Opens or creates the database at `path` (a filesystem path; ":memory:"
@@ -209,6 +222,7 @@ class Store {
  private:
   struct Writer;
   struct Reader;
+  struct Checkpointer;
   class ReaderLease;
 
   Store(std::string path, Options options);
@@ -221,6 +235,7 @@ class Store {
   const Options options_;
   std::unique_ptr<Writer> writer_;  // used by the Commit() thread only
   std::vector<std::unique_ptr<Reader>> readers_;
+  std::unique_ptr<Checkpointer> checkpointer_;
 
   absl::Mutex pool_mu_;
   std::vector<Reader*> free_readers_ ABSL_GUARDED_BY(pool_mu_);

@@ -54,7 +54,7 @@ void BuildOldDatabase(const std::string& path, int version) {
       "INSERT INTO companies VALUES ('SC571653', 'FC KIOSKS LTD', 'active', "
       "'ltd', 'scotland', '2017-07-20', '', '', 'Suite 4f', '', 'Glasgow', "
       "'', 'G1 1DA', 'Scotland', '', '', '[\"56290\"]', 0, 100, 1, ",
-      t0 + 1, R"(, '{"company_name":"FC KIOSKS LTD"}', X'0A0B');)",
+      t0 + 1, ", 1);",  // data_position: event 1 carries the data
       "INSERT INTO stream_state VALUES ('companies', 100, ", t0, ", ", t0 + 5,
       ");", "INSERT INTO stream_state VALUES ('filings', 7, ", t0 + 2, ", ",
       t0 + 5, ");",
@@ -138,6 +138,8 @@ TEST(SchemaTest, MigratesFromEveryEarlierVersion) {
               "G1 1DA");
     EXPECT_THAT(company->fields.sic_codes, ElementsAre("56290"));
     EXPECT_EQ(company->last_position, 1u);
+    EXPECT_EQ(company->data_json, R"({"company_name":"FC KIOSKS LTD"})");
+    EXPECT_EQ(company->data_pb, "\x0a\x0b");
 
     ASSERT_OK_AND_ASSIGN(std::vector<StreamState> states,
                          store->LoadStreamStates());

@@ -18,6 +18,7 @@ namespace {
 using ::chstream::testing::IsOk;
 using ::chstream::testing::StatusIs;
 using ::chstream::storage::testing::CompanyEvent;
+using ::chstream::storage::testing::FileSize;
 using ::chstream::storage::testing::MakeDeadLetter;
 using ::chstream::storage::testing::MakeEvent;
 using ::chstream::storage::testing::MakeFilter;
@@ -686,6 +687,49 @@ TEST_F(StoreTest, StatsOfEmptyAndFilledStore) {
   EXPECT_EQ(s.companies_stored, 5u);
   EXPECT_EQ(s.dead_letters, 0u);
   EXPECT_GT(s.db_size_bytes, empty.db_size_bytes);
+}
+
+// Verifies the background checkpointer keeps the WAL bounded under a
+// sustained stream of commits (without it the WAL would hold everything).
+TEST_F(StoreTest, WalStaysBoundedUnderSustainedCommits) {
+  store_.reset();
+  Store::Options options;
+  options.checkpoint_bytes = 64 << 10;
+  options.wal_limit_bytes = 512 << 10;
+  ASSERT_OK_AND_ASSIGN(store_, Store::Open(path_, options));
+  int64_t timepoint = 0;
+  uint64_t max_wal = 0;
+  for (int b = 0; b < 100; ++b) {
+    std::vector<Event> events;
+    for (int i = 0; i < 10; ++i) {
+      Event e = MakeEvent("filings", ++timepoint);
+      e.data_json.assign(1200, 'j');
+      e.data_pb.assign(1300, 'p');
+      events.push_back(std::move(e));
+    }
+    CommitEvents(std::move(events));
+    max_wal = std::max<uint64_t>(max_wal, FileSize(path_ + "-wal"));
+  }
+  // 100 commits wrote well over 3 MB of pages; the WAL file never grew past
+  // the limit plus one commit (and is truncated at twice the limit).
+  EXPECT_GT(max_wal, 0u);
+  EXPECT_LE(max_wal, uint64_t{1} << 20);
+  Reopen();
+  EXPECT_EQ(store_->HeadPosition(), 1000u);
+  std::vector<Event> all = ReadAll();
+  ASSERT_EQ(all.size(), 1000u);
+  EXPECT_EQ(all.back().data_pb, std::string(1300, 'p'));
+}
+
+TEST_F(StoreTest, CompanyWhoseDataEventIsMissingIsDataLoss) {
+  CommitEvents({CompanyEvent(1, "A0000001", "A")});
+  {
+    ASSERT_OK_AND_ASSIGN(Database raw,
+                         Database::Open(path_, SQLITE_OPEN_READWRITE));
+    ASSERT_OK(raw.Exec("DELETE FROM events WHERE position = 1"));
+  }
+  EXPECT_THAT(store_->GetCompany("A0000001"),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("event 1")));
 }
 
 // ------------------------------------------------------------ concurrency

@@ -29,6 +29,7 @@ void RemoveDbFiles(const std::string& path);
 std::string ReadFileBytes(const std::string& path);
 void WriteFileBytes(const std::string& path, const std::string& bytes);
 bool FileExists(const std::string& path);
+uint64_t FileSize(const std::string& path);  // 0 if missing
 
 // A fixed, microsecond-precise time: 2026-11-28T12:00:00Z + `offset_us`.
 absl::Time TestTime(int64_t offset_us = 0);
