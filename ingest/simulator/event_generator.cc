@@ -58,8 +58,8 @@ class Rng {
   }
   // Uniform in [0, n); n > 0.
   uint64_t Uniform(uint64_t n) {
-    return static_cast<uint64_t>(
-        (static_cast<unsigned __int128>(Next()) * n) >> 64);
+    return static_cast<uint64_t>((static_cast<unsigned __int128>(Next()) * n) >>
+                                 64);
   }
   // Uniform in [lo, hi].
   int Range(int lo, int hi) {
@@ -137,10 +137,23 @@ class JsonOut {
   }
   void Date(absl::CivilDay day) {
     BeforeValue();
-    char buf[16];
-    std::snprintf(buf, sizeof(buf), "\"%04d-%02d-%02d\"",
-                  static_cast<int>(day.year()), day.month(), day.day());
-    out_->append(buf);
+    // "YYYY-MM-DD" by hand: fast, and years stay within 0..9999 here.
+    const int year = static_cast<int>(std::clamp<int64_t>(day.year(), 0, 9999));
+    const int month = day.month();
+    const int d = day.day();
+    const char buf[12] = {'"',
+                          static_cast<char>('0' + year / 1000),
+                          static_cast<char>('0' + year / 100 % 10),
+                          static_cast<char>('0' + year / 10 % 10),
+                          static_cast<char>('0' + year % 10),
+                          '-',
+                          static_cast<char>('0' + month / 10),
+                          static_cast<char>('0' + month % 10),
+                          '-',
+                          static_cast<char>('0' + d / 10),
+                          static_cast<char>('0' + d % 10),
+                          '"'};
+    out_->append(buf, sizeof(buf));
   }
 
   void KV(std::string_view key, std::string_view value) {
@@ -213,45 +226,48 @@ constexpr int64_t kFirstTimepoints[kNumStreamKinds] = {
 };
 
 constexpr const char* kNameWords[] = {
-    "ACORN",   "APEX",    "ASHFORD", "BLUE",    "BRIGHT",  "CASTLE", "CEDAR",
-    "CROWN",   "DELTA",   "EAGLE",   "FALCON",  "FC",      "GREEN",  "HARBOUR",
-    "IRON",    "KESTREL", "LION",    "MAPLE",   "NORTH",   "OAK",    "PHOENIX",
-    "QUAY",    "RIVER",   "SILVER",  "SUMMIT",  "THAMES",  "VALLEY", "WILLOW",
-    "PENNINE", "SEVERN",  "CLYDE",   "MERSEY",  "ORCHARD", "BEACON", "KINGFISHER",
+    "ACORN",  "APEX",    "ASHFORD", "BLUE",    "BRIGHT",     "CASTLE",
+    "CEDAR",  "CROWN",   "DELTA",   "EAGLE",   "FALCON",     "FC",
+    "GREEN",  "HARBOUR", "IRON",    "KESTREL", "LION",       "MAPLE",
+    "NORTH",  "OAK",     "PHOENIX", "QUAY",    "RIVER",      "SILVER",
+    "SUMMIT", "THAMES",  "VALLEY",  "WILLOW",  "PENNINE",    "SEVERN",
+    "CLYDE",  "MERSEY",  "ORCHARD", "BEACON",  "KINGFISHER",
 };
 constexpr const char* kNameTrades[] = {
-    "CONSULTING",   "HOLDINGS",     "PROPERTIES", "TRADING",     "SERVICES",
-    "LOGISTICS",    "DIGITAL",      "CONSTRUCTION", "CAPITAL",   "VENTURES",
-    "SOLUTIONS",    "KITCHENS",     "MEDIA",      "ENGINEERING", "CARE",
-    "RETAIL",       "TECHNOLOGIES", "INVESTMENTS", "KIOSKS",     "ELECTRICAL",
-    "PLUMBING",     "LETTINGS",     "DENTAL",     "FOODS",       "TRANSPORT",
+    "CONSULTING", "HOLDINGS",     "PROPERTIES",   "TRADING",     "SERVICES",
+    "LOGISTICS",  "DIGITAL",      "CONSTRUCTION", "CAPITAL",     "VENTURES",
+    "SOLUTIONS",  "KITCHENS",     "MEDIA",        "ENGINEERING", "CARE",
+    "RETAIL",     "TECHNOLOGIES", "INVESTMENTS",  "KIOSKS",      "ELECTRICAL",
+    "PLUMBING",   "LETTINGS",     "DENTAL",       "FOODS",       "TRANSPORT",
 };
 constexpr const char* kAccentedNames[] = {
-    "CAFÉ ZÜRICH LTD",          "BRASSERIE DE L'ÉTOILE LIMITED",
-    "SMÖRGÅSBORD TRADING LTD",  "ŁÓDŹ IMPORTS LIMITED",
-    "CRÈME BRÛLÉE BAKERY LTD",  "NAÏVE DESIGN STUDIO LTD",
-    "MÜNCHEN MOTORS UK LTD",    "SÃO PAULO COFFEE COMPANY LIMITED",
-    "FJÖRÐUR SEAFOOD LTD",      "ÇA VA BISTRO LIMITED",
+    "CAFÉ ZÜRICH LTD",         "BRASSERIE DE L'ÉTOILE LIMITED",
+    "SMÖRGÅSBORD TRADING LTD", "ŁÓDŹ IMPORTS LIMITED",
+    "CRÈME BRÛLÉE BAKERY LTD", "NAÏVE DESIGN STUDIO LTD",
+    "MÜNCHEN MOTORS UK LTD",   "SÃO PAULO COFFEE COMPANY LIMITED",
+    "FJÖRÐUR SEAFOOD LTD",     "ÇA VA BISTRO LIMITED",
 };
 constexpr const char* kWelshNames[] = {
-    "BRAGDY'R GŴYR",  "CWMNI TÂN",       "SIOP LLŶN",  "GWASANAETHAU ERYRI",
-    "CAFFI'R MÔR",    "ADEILADWYR CYMRU", "TŶ COFFI",  "MENTER IAITH DYFFRYN",
+    "BRAGDY'R GŴYR", "CWMNI TÂN",        "SIOP LLŶN", "GWASANAETHAU ERYRI",
+    "CAFFI'R MÔR",   "ADEILADWYR CYMRU", "TŶ COFFI",  "MENTER IAITH DYFFRYN",
 };
 constexpr const char* kForenames[] = {
-    "James",  "Mary",   "Oliver",  "Amelia", "Mohammed", "Olivia", "George",
-    "Isla",   "Noah",   "Ava",     "Harry",  "Emily",    "Jack",   "Sophia",
-    "Charlie", "Grace", "Priya",   "Wei",    "Fatima",   "Aleksander", "Rhys",
-    "Anna",   "David",  "Sarah",   "Michael", "Claire",  "Thomas", "Rebecca",
+    "James",   "Mary",       "Oliver",  "Amelia",  "Mohammed", "Olivia",
+    "George",  "Isla",       "Noah",    "Ava",     "Harry",    "Emily",
+    "Jack",    "Sophia",     "Charlie", "Grace",   "Priya",    "Wei",
+    "Fatima",  "Aleksander", "Rhys",    "Anna",    "David",    "Sarah",
+    "Michael", "Claire",     "Thomas",  "Rebecca",
 };
 constexpr const char* kAccentedForenames[] = {
-    "José", "Zoë", "Łukasz", "Siân", "Bożena", "Søren", "Renée", "Ángel",
-    "Gwenllïan", "Chloë", "Björn", "François",
+    "José",  "Zoë",   "Łukasz",    "Siân",  "Bożena", "Søren",
+    "Renée", "Ángel", "Gwenllïan", "Chloë", "Björn",  "François",
 };
 constexpr const char* kSurnames[] = {
-    "SMITH",  "JONES",   "WILLIAMS", "TAYLOR",   "BROWN",  "DAVIES", "EVANS",
-    "WILSON", "THOMAS",  "JOHNSON",  "ROBERTS",  "PATEL",  "KHAN",   "MORGAN",
-    "HUGHES", "WRIGHT",  "WALKER",   "NGUYEN",   "KOWALSKI", "O'BRIEN",
-    "MACDONALD", "CAMPBELL", "LEWIS", "GRIFFITHS", "FOSTER",
+    "SMITH",     "JONES",    "WILLIAMS", "TAYLOR",    "BROWN",
+    "DAVIES",    "EVANS",    "WILSON",   "THOMAS",    "JOHNSON",
+    "ROBERTS",   "PATEL",    "KHAN",     "MORGAN",    "HUGHES",
+    "WRIGHT",    "WALKER",   "NGUYEN",   "KOWALSKI",  "O'BRIEN",
+    "MACDONALD", "CAMPBELL", "LEWIS",    "GRIFFITHS", "FOSTER",
 };
 constexpr const char* kAccentedSurnames[] = {
     "MÜLLER", "GONZÁLEZ", "ŻYWIEC", "BJØRNSEN", "LEFÈVRE", "ÓLAFSSON", "NÚÑEZ",
@@ -282,12 +298,12 @@ constexpr Town kTowns[] = {
     {"Norwich", "NR1", "England", "Norfolk"},
 };
 constexpr const char* kStreets[] = {
-    "High Street",   "Station Road", "Church Lane",  "Victoria Road",
-    "Mill Lane",     "Park Avenue",  "Ingram Street", "Whitchurch Road",
-    "Queen Street",  "London Road",  "Castle Street", "Heol y Frenhines",
+    "High Street",  "Station Road", "Church Lane",   "Victoria Road",
+    "Mill Lane",    "Park Avenue",  "Ingram Street", "Whitchurch Road",
+    "Queen Street", "London Road",  "Castle Street", "Heol y Frenhines",
 };
 constexpr const char* kBuildings[] = {
-    "Suite 4f, Ingram House", "Unit 7 Enterprise Park", "Churchgate House",
+    "Suite 4f, Ingram House", "Unit 7 Enterprise Park",      "Churchgate House",
     "The Old Bakery",         "Floor 2, Tower Bridge House", "Regus House",
 };
 constexpr const char* kSicCodes[] = {
@@ -295,12 +311,12 @@ constexpr const char* kSicCodes[] = {
     "82990", "96090", "86230", "49410", "64209", "74909", "55100",
 };
 constexpr const char* kNationalities[] = {
-    "British", "Irish", "Polish", "Indian", "Romanian", "Italian", "Welsh",
-    "Scottish", "Chinese", "German",
+    "British", "Irish", "Polish",   "Indian",  "Romanian",
+    "Italian", "Welsh", "Scottish", "Chinese", "German",
 };
 constexpr const char* kOccupations[] = {
-    "Director", "Company Director", "Accountant", "Engineer", "Consultant",
-    "Retired",  "Software Developer", "Chef",     "Solicitor",
+    "Director", "Company Director",   "Accountant", "Engineer",  "Consultant",
+    "Retired",  "Software Developer", "Chef",       "Solicitor",
 };
 constexpr const char* kAccountsTypes[] = {
     "total-exemption-full", "micro-entity", "dormant", "full",
@@ -321,9 +337,10 @@ constexpr const char* kBoNatures[] = {
     "right-to-appoint-and-remove-directors-registered-overseas-entity",
 };
 constexpr const char* kLenders[] = {
-    "Lloyds Bank PLC", "Barclays Bank UK PLC", "HSBC UK Bank PLC",
-    "National Westminster Bank PLC", "Santander UK PLC",
-    "Together Commercial Finance Limited", "Shawbrook Bank Limited",
+    "Lloyds Bank PLC",        "Barclays Bank UK PLC",
+    "HSBC UK Bank PLC",       "National Westminster Bank PLC",
+    "Santander UK PLC",       "Together Commercial Finance Limited",
+    "Shawbrook Bank Limited",
 };
 constexpr const char* kStatements[] = {
     "no-individual-or-entity-with-signficant-control",
@@ -334,8 +351,10 @@ constexpr const char* kStatements[] = {
     "psc-has-failed-to-confirm-changed-details",
 };
 constexpr const char* kLegalPersons[] = {
-    "The Crown Estate Commissioners", "The Secretary of State for Health",
-    "The Welsh Ministers", "The Scottish Ministers",
+    "The Crown Estate Commissioners",
+    "The Secretary of State for Health",
+    "The Welsh Ministers",
+    "The Scottish Ministers",
     "The Lord Mayor and Citizens of the City of Westminster",
 };
 constexpr const char* kCourts[] = {
@@ -361,8 +380,8 @@ std::string Etag(Rng& rng) {
 
 // A filing transaction id looks like base64("3347524314adiqzkcx").
 std::string TransactionId(Rng& rng) {
-  std::string raw = absl::StrFormat("%010d", rng.Uniform(4'000'000'000ULL)) +
-                    "adiqzkcx";
+  std::string raw =
+      absl::StrFormat("%010d", rng.Uniform(4'000'000'000ULL)) + "adiqzkcx";
   return absl::Base64Escape(raw);
 }
 
@@ -484,8 +503,8 @@ struct CompanyBase {
   std::string type;
   std::string jurisdiction;
   std::string name;
-  bool newco = false;               // incorporated at its first event
-  absl::CivilDay created;           // when !newco
+  bool newco = false;      // incorporated at its first event
+  absl::CivilDay created;  // when !newco
   std::vector<std::string> sic;
 };
 
@@ -516,8 +535,9 @@ std::string CompanyNameFor(Rng& rng, const std::string& type, bool welsh) {
 
 CompanyBase MakeCompanyBase(uint64_t seed, int slot, int generation,
                             double non_ascii) {
-  Rng rng(Hash(seed, 0xc0ffee, static_cast<uint64_t>(slot) * 1000003 +
-                                     static_cast<uint64_t>(generation)));
+  Rng rng(Hash(seed, 0xc0ffee,
+               static_cast<uint64_t>(slot) * 1000003 +
+                   static_cast<uint64_t>(generation)));
   CompanyBase c;
   c.newco = rng.Chance(0.3);
   const uint64_t u = rng.Uniform(100);
@@ -550,7 +570,7 @@ CompanyBase MakeCompanyBase(uint64_t seed, int slot, int generation,
   const bool accented = rng.Chance(non_ascii);
   if (prefix.empty() || prefix == "SC" || prefix == "NI") {
     const uint64_t t = rng.Uniform(100);
-    c.type = t < 85 ? "ltd"
+    c.type = t < 85   ? "ltd"
              : t < 88 ? "plc"
              : t < 90 ? "private-unlimited"
                       : "private-limited-guarant-nsc";
@@ -582,10 +602,9 @@ CompanyBase MakeCompanyBase(uint64_t seed, int slot, int generation,
   if (serial > 0 && !c.newco) {
     // England & Wales numbers are issued in order; roughly the year each
     // millionth number was reached.
-    static constexpr int kYearOfMillion[] = {1900, 1970, 1985, 1995, 2000,
-                                             2004, 2006, 2009, 2012, 2014,
-                                             2016, 2017, 2019, 2021, 2022,
-                                             2024, 2025};
+    static constexpr int kYearOfMillion[] = {1900, 1970, 1985, 1995, 2000, 2004,
+                                             2006, 2009, 2012, 2014, 2016, 2017,
+                                             2019, 2021, 2022, 2024, 2025};
     const int64_t million = serial / 1'000'000;
     const int64_t from = kYearOfMillion[million];
     const int64_t to = kYearOfMillion[million + 1];
@@ -728,7 +747,8 @@ struct EventGenerator::State {
         seed(seed),
         options(std::move(options)),
         rng(Hash(seed, 0x5747, static_cast<uint64_t>(kind) + 1)) {
-    if (this->options.company_pool_size < 1) this->options.company_pool_size = 1;
+    if (this->options.company_pool_size < 1)
+      this->options.company_pool_size = 1;
     if (this->options.published_at_formats.empty()) {
       switch (kind) {
         case StreamKind::kCharges:
@@ -922,27 +942,28 @@ void EventGenerator::State::Companies(absl::CivilDay today) {
     c = CompanyState();
     c.initialised = true;
     c.generation = generation;
-    c.base = MakeCompanyBase(seed, slot, generation,
-                             options.non_ascii_probability);
+    c.base =
+        MakeCompanyBase(seed, slot, generation, options.non_ascii_probability);
     c.name = c.base.name;
-    Rng setup(Hash(seed, 0xadd, static_cast<uint64_t>(slot) * 7919 +
-                                    static_cast<uint64_t>(generation)));
+    Rng setup(Hash(seed, 0xadd,
+                   static_cast<uint64_t>(slot) * 7919 +
+                       static_cast<uint64_t>(generation)));
     c.address_seed = setup.Next();
     c.created = c.base.newco ? today : c.base.created;
     c.name_since = c.created;
-    c.ard_month = c.base.newco ? static_cast<int>(c.created.month())
-                               : setup.Range(1, 12);
+    c.ard_month =
+        c.base.newco ? static_cast<int>(c.created.month()) : setup.Range(1, 12);
     if (!c.base.newco) {
       // An established company: accounts and confirmation statements filed.
-      absl::CivilDay ard = EndOfMonth(absl::CivilYear(today.year() - 1),
-                                      c.ard_month);
+      absl::CivilDay ard =
+          EndOfMonth(absl::CivilYear(today.year() - 1), c.ard_month);
       if (ard + 270 > today) ard = AddYears(ard, -1);
       if (ard > c.created) {
         c.last_accounts = ard;
         c.last_accounts_type = setup.Pick(kAccountsTypes);
       }
-      absl::CivilDay cs = absl::CivilDay(today.year(), c.created.month(),
-                                         c.created.day());
+      absl::CivilDay cs =
+          absl::CivilDay(today.year(), c.created.month(), c.created.day());
       if (cs > today - 14) cs = AddYears(cs, -1);
       if (cs > c.created) c.last_cs = cs;
       c.has_charges = setup.Chance(0.15);
@@ -967,9 +988,9 @@ void EventGenerator::State::Companies(absl::CivilDay today) {
     } else if (op < 50) {
       // Accounts filed for the next period (if it has ended).
       absl::CivilDay next =
-          c.last_accounts ? AddYears(*c.last_accounts, 1)
-                          : EndOfMonth(absl::CivilYear(c.created.year() + 1),
-                                       c.ard_month);
+          c.last_accounts
+              ? AddYears(*c.last_accounts, 1)
+              : EndOfMonth(absl::CivilYear(c.created.year() + 1), c.ard_month);
       if (next < today) {
         c.last_accounts = next;
         c.last_accounts_type = rng.Pick(kAccountsTypes);
@@ -1057,9 +1078,9 @@ void EventGenerator::State::WriteProfile(JsonOut& j, const CompanyState& c,
   const absl::CivilDay period_start =
       c.last_accounts ? *c.last_accounts + 1 : c.created;
   const absl::CivilDay period_end =
-      c.last_accounts ? AddYears(*c.last_accounts, 1)
-                      : EndOfMonth(absl::CivilYear(c.created.year() + 1),
-                                   c.ard_month);
+      c.last_accounts
+          ? AddYears(*c.last_accounts, 1)
+          : EndOfMonth(absl::CivilYear(c.created.year() + 1), c.ard_month);
   const absl::CivilDay due =
       c.last_accounts ? AddMonths(period_end, 9) : AddMonths(c.created, 21);
   const bool accounts_overdue = !dissolved && due < today;
@@ -1330,7 +1351,8 @@ void EventGenerator::State::WriteResource(JsonOut& j, const Resource& r) {
         const char* description;
       };
       static constexpr Form kForms[] = {
-          {"AA", "accounts", "", "accounts-with-accounts-type-total-exemption-full"},
+          {"AA", "accounts", "",
+           "accounts-with-accounts-type-total-exemption-full"},
           {"AA", "accounts", "", "accounts-with-accounts-type-micro-entity"},
           {"CS01", "confirmation-statement", "",
            "confirmation-statement-with-no-updates"},
@@ -1341,7 +1363,8 @@ void EventGenerator::State::WriteResource(JsonOut& j, const Resource& r) {
           {"CH01", "officers", "change",
            "change-person-director-company-with-change-date"},
           {"AD01", "address", "",
-           "change-registered-office-address-company-with-date-old-address-new-address"},
+           "change-registered-office-address-company-with-date-old-address-new-"
+           "address"},
           {"NEWINC", "incorporation", "", "incorporation-company"},
           {"PSC01", "persons-with-significant-control", "",
            "notification-of-a-person-with-significant-control"},
@@ -1385,12 +1408,10 @@ void EventGenerator::State::WriteResource(JsonOut& j, const Resource& r) {
       } else if (ft == "AD01") {
         j.KObject("description_values");
         j.KDate("change_date", r.born);
-        j.KV("new_address",
-             absl::StrCat(s.Range(1, 99), " ", s.Pick(kStreets), ", ",
-                          s.Pick(kTowns).locality));
-        j.KV("old_address",
-             absl::StrCat(s.Range(1, 99), " ", s.Pick(kStreets), ", ",
-                          s.Pick(kTowns).locality));
+        j.KV("new_address", absl::StrCat(s.Range(1, 99), " ", s.Pick(kStreets),
+                                         ", ", s.Pick(kTowns).locality));
+        j.KV("old_address", absl::StrCat(s.Range(1, 99), " ", s.Pick(kStreets),
+                                         ", ", s.Pick(kTowns).locality));
         j.EndObject();
       } else if (ft == "PSC01") {
         j.KObject("description_values");
@@ -1400,7 +1421,8 @@ void EventGenerator::State::WriteResource(JsonOut& j, const Resource& r) {
       } else if (ft == "MR01") {
         j.KObject("description_values");
         j.KDate("charge_creation_date", r.born - 6);
-        j.KV("charge_number", absl::StrCat(n, absl::StrFormat("%04d", s.Range(1, 12))));
+        j.KV("charge_number",
+             absl::StrCat(n, absl::StrFormat("%04d", s.Range(1, 12))));
         j.EndObject();
       } else if (ft == "SH01") {
         j.KObject("description_values");
@@ -1433,9 +1455,8 @@ void EventGenerator::State::WriteResource(JsonOut& j, const Resource& r) {
     case StreamKind::kOfficers: {
       const Person p = MakePerson(s, non_ascii);
       const bool corporate = r.subtype == 1;
-      static constexpr const char* kRoles[] = {"director", "director",
-                                               "director", "secretary",
-                                               "llp-member"};
+      static constexpr const char* kRoles[] = {
+          "director", "director", "director", "secretary", "llp-member"};
       const char* role = corporate ? "corporate-secretary" : s.Pick(kRoles);
       const std::string etag = ResourceEtag(r);
       const absl::CivilDay appointed = r.born - static_cast<int>(s.Uniform(30));
@@ -1444,7 +1465,8 @@ void EventGenerator::State::WriteResource(JsonOut& j, const Resource& r) {
       const std::string corporate_name = CompanyNameFor(s, "ltd", false);
       Rng address_rng(r.seed + static_cast<uint64_t>(r.version));
       j.Key("address");
-      WriteAddress(j, address_rng, /*with_country=*/true, /*with_region=*/false);
+      WriteAddress(j, address_rng, /*with_country=*/true,
+                   /*with_region=*/false);
       j.KDate("appointed_on", appointed);
       if (!corporate) {
         j.KV("country_of_residence", "England");
@@ -1537,9 +1559,9 @@ void EventGenerator::State::WriteResource(JsonOut& j, const Resource& r) {
       if (beneficial_owner && !secure) j.KBool("is_sanctioned", false);
       j.KV("kind", PscDataKind(sub));
       j.KObject("links");
-      j.KV("self", absl::StrCat("/company/", n,
-                                "/persons-with-significant-control/",
-                                PscSegment(sub), "/", r.id));
+      j.KV("self",
+           absl::StrCat("/company/", n, "/persons-with-significant-control/",
+                        PscSegment(sub), "/", r.id));
       j.EndObject();
       if (!secure) {
         j.KV("name", individual ? PscName(p)
@@ -1581,8 +1603,8 @@ void EventGenerator::State::WriteResource(JsonOut& j, const Resource& r) {
       j.KObject("classification");
       j.KV("description",
            registered_charge ? "A registered charge" : "Legal charge");
-      j.KV("type", registered_charge ? "charge-description"
-                                     : "nature-of-charge");
+      j.KV("type",
+           registered_charge ? "charge-description" : "nature-of-charge");
       j.EndObject();
       j.KDate("created_on", r.born);
       j.KDate("delivered_on", r.born + 2);
@@ -1625,7 +1647,8 @@ void EventGenerator::State::WriteResource(JsonOut& j, const Resource& r) {
       j.KDate("delivered_on", r.born + 2);
       j.KV("filing_type", "create-charge-with-deed");
       j.KObject("links");
-      j.KV("filing", absl::StrCat("/company/", n, "/filing-history/", create_tx));
+      j.KV("filing",
+           absl::StrCat("/company/", n, "/filing-history/", create_tx));
       j.EndObject();
       j.EndObject();
       if (satisfied) {
@@ -1663,8 +1686,8 @@ void EventGenerator::State::WriteResource(JsonOut& j, const Resource& r) {
       j.KArray("cases");
       for (int i = 0; i < cases; ++i) {
         const CaseType& ct = i == 0 ? first : second;
-        const absl::CivilDay start = r.born - static_cast<int>(s.Uniform(10)) +
-                                     60 * i;
+        const absl::CivilDay start =
+            r.born - static_cast<int>(s.Uniform(10)) + 60 * i;
         j.BeginObject();
         j.KArray("dates");
         j.BeginObject();
@@ -1727,10 +1750,12 @@ void EventGenerator::State::WriteResource(JsonOut& j, const Resource& r) {
         j.KV("case_identifier", absl::StrCat("INV", s.Range(1000000, 9999999)));
         j.KArray("company_names");
         j.String(BaseFor(static_cast<int>(s.Uniform(
-            static_cast<uint64_t>(options.company_pool_size)))).name);
+                             static_cast<uint64_t>(options.company_pool_size))))
+                     .name);
         j.EndArray();
         if (!undertaking) j.KV("court_name", s.Pick(kCourts));
-        j.KV("disqualification_type", undertaking ? "undertaking" : "court-order");
+        j.KV("disqualification_type",
+             undertaking ? "undertaking" : "court-order");
         j.KDate("disqualified_from", decided + 21);
         j.KDate("disqualified_until", AddYears(decided + 21, years) - 1);
         if (!undertaking) j.KDate("heard_on", decided);
@@ -1745,8 +1770,8 @@ void EventGenerator::State::WriteResource(JsonOut& j, const Resource& r) {
       j.EndArray();
       j.KV("etag", etag);
       if (natural) j.KV("forename", p.forename);
-      j.KV("kind", natural ? "natural-disqualification"
-                           : "corporate-disqualification");
+      j.KV("kind",
+           natural ? "natural-disqualification" : "corporate-disqualification");
       j.KObject("links");
       j.KV("self", absl::StrCat("/disqualified-officers/",
                                 natural ? "natural" : "corporate", "/", r.id));
@@ -1813,9 +1838,9 @@ void EventGenerator::State::WriteResource(JsonOut& j, const Resource& r) {
                           "/persons-with-significant-control/individual/",
                           psc_id));
       }
-      j.KV("self", absl::StrCat("/company/", n,
-                                "/persons-with-significant-control-statements/",
-                                r.id));
+      j.KV("self",
+           absl::StrCat("/company/", n,
+                        "/persons-with-significant-control-statements/", r.id));
       j.EndObject();
       j.KDate("notified_on", r.born);
       j.KV("statement", kStatements[which]);

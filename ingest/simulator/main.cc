@@ -58,17 +58,18 @@ int Run(int argc, char** argv) {
   }
   log::SetMinLevel(level);
   if (flags->tls_cert_path.empty() != flags->tls_key_path.empty()) {
-    std::fprintf(stderr, "ch_simulator: --tls_cert and --tls_key go together\n");
+    std::fprintf(stderr,
+                 "ch_simulator: --tls_cert and --tls_key go together\n");
     return 2;
   }
   if (!flags->tls_cert_path.empty()) {
     absl::StatusOr<std::string> cert = ReadFile(flags->tls_cert_path);
     absl::StatusOr<std::string> key = ReadFile(flags->tls_key_path);
     if (!cert.ok() || !key.ok()) {
-      std::fprintf(stderr, "ch_simulator: %s\n",
-                   std::string((cert.ok() ? key.status() : cert.status())
-                                   .message())
-                       .c_str());
+      std::fprintf(
+          stderr, "ch_simulator: %s\n",
+          std::string((cert.ok() ? key.status() : cert.status()).message())
+              .c_str());
       return 2;
     }
     flags->options.tls_cert_pem = *std::move(cert);

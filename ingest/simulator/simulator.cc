@@ -2,6 +2,10 @@
 
 #include <algorithm>
 #include <array>
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <chrono>
 #include <cmath>
 #include <deque>
@@ -10,11 +14,6 @@
 #include <set>
 #include <thread>
 #include <utility>
-
-#include <boost/asio.hpp>
-#include <boost/asio/ssl.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -81,8 +80,8 @@ class SplitRng {
   uint64_t Next() { return Mix(state_++); }
   // Uniform-ish in [0, n), n > 0.
   uint64_t Uniform(uint64_t n) {
-    return static_cast<uint64_t>(
-        (static_cast<unsigned __int128>(Next()) * n) >> 64);
+    return static_cast<uint64_t>((static_cast<unsigned __int128>(Next()) * n) >>
+                                 64);
   }
 
  private:
@@ -91,16 +90,26 @@ class SplitRng {
 
 absl::string_view ReasonPhrase(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 404: return "Not Found";
-    case 416: return "Requested Range Not Satisfiable";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Time-out";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 404:
+      return "Not Found";
+    case 416:
+      return "Requested Range Not Satisfiable";
+    case 429:
+      return "Too Many Requests";
+    case 500:
+      return "Internal Server Error";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Time-out";
   }
   return "Error";
 }
@@ -115,7 +124,8 @@ ErrorBody ErrorBodyFor(int status) {
   switch (status) {
     case 401:
       return {"application/json",
-              R"({"error":"Invalid Authorization","type":"ch:service"})", false};
+              R"({"error":"Invalid Authorization","type":"ch:service"})",
+              false};
     case 404:
       return {"text/plain; charset=utf-8", "404 page not found\n", false};
     case 429:
@@ -178,8 +188,8 @@ std::string MalformedLine(int variant, const Simulator::LogEntry& real) {
       return absl::StrCat(
           R"({"resource_kind":"company-profile","resource_uri":"/company/00000000",)"
           R"("resource_id":"00000000","data":{"company_name":"BAD )",
-          std::string("\xC3\x28\xFF", 3),
-          R"( LTD"},"event":{"timepoint":)", real.timepoint,
+          std::string("\xC3\x28\xFF", 3), R"( LTD"},"event":{"timepoint":)",
+          real.timepoint,
           R"(,"published_at":"2022-08-02T15:21:06","type":"changed"}})");
     default:  // valid JSON, not an event
       return R"(["not","an","event"])";
@@ -270,6 +280,7 @@ struct Simulator::Impl {
   }
   Admission Admit(uint64_t id, bool is_get, const std::string& target,
                   const std::string& authorization);
+  std::vector<std::shared_ptr<Session>> AllSessions();
   void NotifyFaultsChanged();
   static void Wake(const std::vector<std::shared_ptr<Session>>& sessions);
 
@@ -349,6 +360,26 @@ class Session : public std::enable_shared_from_this<Session> {
   }
   void Shutdown() {
     Post([](Session& s) { s.CloseNow(); });
+  }
+  void Disconnect(CloseStyle style) {
+    Post([style](Session& s) {
+      if (!s.streaming_) {
+        s.CloseNow();
+        return;
+      }
+      switch (style) {
+        case CloseStyle::kClean:
+          s.ending_ = true;
+          s.Pump();
+          break;
+        case CloseStyle::kTruncate:
+          s.TruncateClose();
+          break;
+        case CloseStyle::kReset:
+          s.ResetClose();
+          break;
+      }
+    });
   }
   // REQUIRES: Impl::mu held (by Impl::AppendLocked).
   void ClearWaitingLocked() { waiting_ = false; }
@@ -572,10 +603,9 @@ class Session : public std::enable_shared_from_this<Session> {
           // Fell out of the retention window while reading slowly.
           end_clean = true;
         } else {
-          const int64_t allowed =
-              faults.close_after_events > 0
-                  ? faults.close_after_events - events_sent_
-                  : std::numeric_limits<int64_t>::max();
+          const int64_t allowed = faults.close_after_events > 0
+                                      ? faults.close_after_events - events_sent_
+                                      : std::numeric_limits<int64_t>::max();
           auto available = [&] {
             return s.first_index + static_cast<int64_t>(s.log.size()) -
                    next_index_;
@@ -583,9 +613,13 @@ class Session : public std::enable_shared_from_this<Session> {
           if (available() == 0 && allowed > 0 && s.rate == 0 &&
               impl_->UnderCapLocked(s)) {
             int64_t count = kOnDemandBatch;
+            if (impl_->options.retention_events > 0) {
+              // Never generate more than the window keeps.
+              count = std::min(count, impl_->options.retention_events);
+            }
             if (impl_->options.max_events_per_stream >= 0) {
-              count = std::min(count, impl_->options.max_events_per_stream -
-                                          s.generated);
+              count = std::min(
+                  count, impl_->options.max_events_per_stream - s.generated);
             }
             impl_->AppendLocked(s, count, &wake);
           }
@@ -678,8 +712,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (faults.slow_reader_timeout > absl::ZeroDuration()) {
       write_timer_.expires_after(ToChrono(faults.slow_reader_timeout));
       write_timer_.async_wait([self = shared_from_this(), seq](error_code ec) {
-        if (ec || self->closed_ || !self->writing_ ||
-            self->write_seq_ != seq) {
+        if (ec || self->closed_ || !self->writing_ || self->write_seq_ != seq) {
           return;
         }
         {
@@ -814,9 +847,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void StartTlsShutdown() {
     if (closed_) return;
-    tls_->async_shutdown([self = shared_from_this()](error_code) {
-      self->CloseNow();
-    });
+    tls_->async_shutdown(
+        [self = shared_from_this()](error_code) { self->CloseNow(); });
   }
 
   void ResetClose() {
@@ -971,6 +1003,10 @@ absl::Status Simulator::Impl::Init() {
     return absl::InvalidArgumentError(
         "invalid_timepoint_status must be 400 or 416");
   }
+  if (options.retention_events == 0 || options.retention_events < -1) {
+    return absl::InvalidArgumentError(
+        "retention_events must be -1 (all) or positive");
+  }
   if (options.max_connections_per_key < 1) {
     return absl::InvalidArgumentError(
         "max_connections_per_key must be at least 1");
@@ -996,8 +1032,7 @@ absl::Status Simulator::Impl::Init() {
   for (const std::string& name : options.streams) {
     auto kind = StreamKindFromName(name);
     if (!kind) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unknown stream: ", name));
+      return absl::InvalidArgumentError(absl::StrCat("unknown stream: ", name));
     }
     producing.insert(static_cast<int>(*kind));
   }
@@ -1023,8 +1058,8 @@ absl::Status Simulator::Impl::Init() {
       return absl::InvalidArgumentError(
           absl::StrCat("bad TLS certificate: ", ec.message()));
     }
-    tls->use_private_key(asio::buffer(options.tls_key_pem),
-                         ssl::context::pem, ec);
+    tls->use_private_key(asio::buffer(options.tls_key_pem), ssl::context::pem,
+                         ec);
     if (ec) {
       return absl::InvalidArgumentError(
           absl::StrCat("bad TLS private key: ", ec.message()));
@@ -1037,8 +1072,8 @@ absl::Status Simulator::Impl::Init() {
     for (int i = 0; i < kNumStreamKinds; ++i) {
       const StreamKind kind = static_cast<StreamKind>(i);
       auto s = std::make_unique<StreamState>(ioc, kind);
-      s->generator =
-          std::make_unique<EventGenerator>(kind, options.seed, options.generator);
+      s->generator = std::make_unique<EventGenerator>(kind, options.seed,
+                                                      options.generator);
       s->floor_timepoint = s->generator->last_timepoint() + 1;
       s->producing = producing.empty() || producing.count(i) > 0;
       auto rate = options.stream_rates.find(s->name);
@@ -1071,9 +1106,9 @@ absl::Status Simulator::Impl::Init() {
   if (!ec) acceptor.bind(endpoint, ec);
   if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot listen on ", options.address, ":", options.port, ": ",
-        ec.message()));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.address, ":", options.port,
+                     ": ", ec.message()));
   }
   port = acceptor.local_endpoint(ec).port();
   return absl::OkStatus();
@@ -1082,9 +1117,8 @@ absl::Status Simulator::Impl::Init() {
 void Simulator::Impl::Run() {
   for (auto& s : streams) {
     if (!s->producing || s->rate <= 0) continue;
-    s->tick_interval =
-        std::clamp(absl::Seconds(1.0 / s->rate), absl::Milliseconds(10),
-                   absl::Seconds(1));
+    s->tick_interval = std::clamp(absl::Seconds(1.0 / s->rate),
+                                  absl::Milliseconds(10), absl::Seconds(1));
     StreamState* state = s.get();
     asio::post(s->strand, [this, state] { ScheduleTick(*state, true); });
   }
@@ -1166,9 +1200,8 @@ Simulator::Impl::Admission Simulator::Impl::Admit(
   auto finish = [&](int status) {
     a.status = status;
     ++stats.requests[{a.path, status}];
-    log::Debug("simulator: request", {{"connection", id},
-                                      {"path", a.path},
-                                      {"status", status}});
+    log::Debug("simulator: request",
+               {{"connection", id}, {"path", a.path}, {"status", status}});
     return a;
   };
 
@@ -1193,7 +1226,8 @@ Simulator::Impl::Admission Simulator::Impl::Admit(
   {
     absl::string_view value = absl::StripAsciiWhitespace(authorization);
     std::string decoded;
-    if (value.size() > 6 && absl::EqualsIgnoreCase(value.substr(0, 6), "basic ") &&
+    if (value.size() > 6 &&
+        absl::EqualsIgnoreCase(value.substr(0, 6), "basic ") &&
         absl::Base64Unescape(absl::StripAsciiWhitespace(value.substr(6)),
                              &decoded)) {
       const size_t colon = decoded.find(':');
@@ -1281,15 +1315,17 @@ Simulator::Impl::Admission Simulator::Impl::Admit(
   return finish(200);
 }
 
-void Simulator::Impl::NotifyFaultsChanged() {
+std::vector<std::shared_ptr<Session>> Simulator::Impl::AllSessions() {
   std::vector<std::shared_ptr<Session>> all;
-  {
-    absl::MutexLock lock(&mu);
-    for (const auto& [id, weak] : sessions) {
-      if (auto session = weak.lock()) all.push_back(std::move(session));
-    }
+  absl::MutexLock lock(&mu);
+  for (const auto& [id, weak] : sessions) {
+    if (auto session = weak.lock()) all.push_back(std::move(session));
   }
-  for (const auto& session : all) session->FaultsChanged();
+  return all;
+}
+
+void Simulator::Impl::NotifyFaultsChanged() {
+  for (const auto& session : AllSessions()) session->FaultsChanged();
 }
 
 void Simulator::Impl::Stop() {
@@ -1460,6 +1496,10 @@ bool Simulator::WaitFor(const std::function<bool(const Stats&)>& predicate,
     return predicate(impl->stats);
   };
   return impl_->mu.AwaitWithTimeout(absl::Condition(&holds), timeout);
+}
+
+void Simulator::DisconnectAll(CloseStyle style) {
+  for (const auto& session : impl_->AllSessions()) session->Disconnect(style);
 }
 
 void Simulator::Stop() { impl_->Stop(); }

@@ -15,6 +15,9 @@
 //   * ?timepoint=N replays inclusively from the first event with timepoint
 //     >= N, then follows live; no timepoint tails from the head. Too old,
 //     negative, non-numeric or future timepoints get 416 (configurable).
+//     N = head + 1 (the usual "last + 1" resume) is valid and waits for the
+//     next event. A connection that falls behind the retention window ends
+//     cleanly; resuming it then gets 416.
 //   * 200 responses are chunked; headers go out with the first body byte
 //     (configurable); "\n" heartbeats every heartbeat_interval, not reset by
 //     data, always between complete lines.
@@ -61,7 +64,7 @@ namespace chstream::ingest::sim {
 // What happens when a key already has max_connections_per_key streams open.
 enum class CapMode {
   kRejectWith429,  // the new request gets 429
-  kEvictOldest,    // the key's oldest stream ends cleanly; the new one is served
+  kEvictOldest,  // the key's oldest stream ends cleanly; the new one is served
 };
 
 // How a connection ends after Faults::close_after_events events.
@@ -154,7 +157,7 @@ struct Options {
   GeneratorOptions generator;
 
   absl::Duration heartbeat_interval = absl::Seconds(30);
-  // Events kept per stream for replay (-1 = all).
+  // Events kept per stream for replay (-1 = all, otherwise > 0).
   int64_t retention_events = -1;
   // Status for a negative or non-numeric timepoint: 416 (default) or 400
   // (what CH's Go cache does).
@@ -236,6 +239,11 @@ class Simulator {
   absl::Status SkipTimepoints(std::string_view stream, int64_t count);
   // Malformed lines sent so far on a stream, in order (at most 10,000).
   std::vector<std::string> MalformedSent(std::string_view stream) const;
+
+  // Ends every open connection now (the nightly cut, an incident): kClean
+  // sends the terminating chunk, kTruncate a bare FIN, kReset an RST.
+  // Connections still reading their request are simply closed.
+  void DisconnectAll(CloseStyle style);
 
   Stats GetStats() const;
   // Blocks until `predicate(stats)` holds or `timeout` passes; returns

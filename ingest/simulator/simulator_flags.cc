@@ -23,9 +23,9 @@ namespace {
 
 absl::Status Bad(absl::string_view name, absl::string_view value,
                  absl::string_view expected) {
-  return absl::InvalidArgumentError(absl::StrCat(
-      "--", std::string(name), "=", std::string(value), ": expected ",
-      std::string(expected)));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--", std::string(name), "=", std::string(value),
+                   ": expected ", std::string(expected)));
 }
 
 template <typename Int>
@@ -105,8 +105,9 @@ struct Flag {
 };
 
 // A flag that takes a value.
-Flag Value(const char* name, const char* default_text, const char* help,
-           std::function<absl::Status(SimulatorFlags&, absl::string_view)> set) {
+Flag Value(
+    const char* name, const char* default_text, const char* help,
+    std::function<absl::Status(SimulatorFlags&, absl::string_view)> set) {
   return Flag{name, default_text, help, false, std::move(set)};
 }
 
@@ -127,8 +128,9 @@ const std::vector<Flag>& Flags() {
               f.options.address = std::string(v);
               return absl::OkStatus();
             }),
-      Value("port", "0", "Port to listen on (0 picks a free one; the URL is "
-                         "printed on stdout).",
+      Value("port", "0",
+            "Port to listen on (0 picks a free one; the URL is "
+            "printed on stdout).",
             [](SimulatorFlags& f, absl::string_view v) {
               return ParseInt("port", v, &f.options.port);
             }),
@@ -139,8 +141,9 @@ const std::vector<Flag>& Flags() {
               if (f.options.keys.empty()) return Bad("keys", v, "a key");
               return absl::OkStatus();
             }),
-      Value("tls_cert", "", "PEM certificate chain file; with --tls_key, "
-                            "serves HTTPS.",
+      Value("tls_cert", "",
+            "PEM certificate chain file; with --tls_key, "
+            "serves HTTPS.",
             [](SimulatorFlags& f, absl::string_view v) {
               f.tls_cert_path = std::string(v);
               return absl::OkStatus();
@@ -321,8 +324,9 @@ const std::vector<Flag>& Flags() {
       Value("invalid_timepoint_status", "416",
             "Status for a negative or non-numeric timepoint: 416 or 400.",
             [](SimulatorFlags& f, absl::string_view v) {
-              CHS_RETURN_IF_ERROR(ParseInt("invalid_timepoint_status", v,
-                                           &f.options.invalid_timepoint_status));
+              CHS_RETURN_IF_ERROR(
+                  ParseInt("invalid_timepoint_status", v,
+                           &f.options.invalid_timepoint_status));
               if (f.options.invalid_timepoint_status != 400 &&
                   f.options.invalid_timepoint_status != 416) {
                 return Bad("invalid_timepoint_status", v, "400 or 416");
@@ -373,12 +377,12 @@ const std::vector<Flag>& Flags() {
               return ParseUint64("split_random", v,
                                  &f.options.faults.split_random);
             }),
-      Boolean("coalesce", "Many lines per chunk.",
-              [](SimulatorFlags& f) -> bool& {
-                return f.options.faults.coalesce;
-              }),
-      Boolean("lone_newline_chunks", "Send each line's \"\\n\" as its own "
-                                     "chunk.",
+      Boolean(
+          "coalesce", "Many lines per chunk.",
+          [](SimulatorFlags& f) -> bool& { return f.options.faults.coalesce; }),
+      Boolean("lone_newline_chunks",
+              "Send each line's \"\\n\" as its own "
+              "chunk.",
               [](SimulatorFlags& f) -> bool& {
                 return f.options.faults.lone_newline_chunks;
               }),
@@ -414,8 +418,9 @@ const std::vector<Flag>& Flags() {
               [](SimulatorFlags& f) -> bool& {
                 return f.options.faults.close_mid_line;
               }),
-      Boolean("stall", "Send heartbeats but no events.",
-              [](SimulatorFlags& f) -> bool& { return f.options.faults.stall; }),
+      Boolean(
+          "stall", "Send heartbeats but no events.",
+          [](SimulatorFlags& f) -> bool& { return f.options.faults.stall; }),
       Boolean("heartbeats_die", "Send no heartbeats.",
               [](SimulatorFlags& f) -> bool& {
                 return f.options.faults.heartbeats_die;
@@ -498,8 +503,8 @@ absl::StatusOr<SimulatorFlags> ParseSimulatorFlags(
       }
     }
     if (flag == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown flag --", std::string(name), "; see --help"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag --", std::string(name), "; see --help"));
     }
     if (!value) {
       if (flag->is_bool) {

@@ -59,8 +59,8 @@ absl::Status AddExtension(X509* cert, X509* issuer, int nid,
   X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
   X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
   if (ext == nullptr) {
-    return OpenSslError(absl::StrCat("bad extension ", OBJ_nid2sn(nid), "=",
-                                     value));
+    return OpenSslError(
+        absl::StrCat("bad extension ", OBJ_nid2sn(nid), "=", value));
   }
   const int ok = X509_add_ext(cert, ext, -1);
   X509_EXTENSION_free(ext);
@@ -69,7 +69,7 @@ absl::Status AddExtension(X509* cert, X509* issuer, int nid,
 }
 
 struct Issuer {
-  X509* cert;      // nullptr for a self-signed certificate
+  X509* cert;  // nullptr for a self-signed certificate
   EVP_PKEY* key;
 };
 
@@ -101,10 +101,9 @@ absl::StatusOr<CertPtr> MakeCert(EVP_PKEY* key, const std::string& common_name,
   if (!X509_set_pubkey(cert.get(), key)) return OpenSslError("set_pubkey");
 
   X509_NAME* name = X509_get_subject_name(cert.get());
-  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
-                             reinterpret_cast<const unsigned char*>(
-                                 "chstream test PKI"),
-                             -1, -1, 0);
+  X509_NAME_add_entry_by_txt(
+      name, "O", MBSTRING_ASC,
+      reinterpret_cast<const unsigned char*>("chstream test PKI"), -1, -1, 0);
   X509_NAME_add_entry_by_txt(
       name, "CN", MBSTRING_ASC,
       reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0);
@@ -116,20 +115,19 @@ absl::StatusOr<CertPtr> MakeCert(EVP_PKEY* key, const std::string& common_name,
   CHS_RETURN_IF_ERROR(AddExtension(cert.get(), issuer_cert,
                                    NID_subject_key_identifier, "hash"));
   if (is_ca) {
-    CHS_RETURN_IF_ERROR(AddExtension(cert.get(), issuer_cert,
-                                     NID_basic_constraints, "critical,CA:TRUE"));
+    CHS_RETURN_IF_ERROR(AddExtension(
+        cert.get(), issuer_cert, NID_basic_constraints, "critical,CA:TRUE"));
     CHS_RETURN_IF_ERROR(AddExtension(cert.get(), issuer_cert, NID_key_usage,
                                      "critical,keyCertSign,cRLSign"));
   } else {
-    CHS_RETURN_IF_ERROR(AddExtension(cert.get(), issuer_cert,
-                                     NID_authority_key_identifier,
-                                     "keyid:always"));
-    CHS_RETURN_IF_ERROR(AddExtension(cert.get(), issuer_cert,
-                                     NID_basic_constraints, "critical,CA:FALSE"));
+    CHS_RETURN_IF_ERROR(AddExtension(
+        cert.get(), issuer_cert, NID_authority_key_identifier, "keyid:always"));
+    CHS_RETURN_IF_ERROR(AddExtension(
+        cert.get(), issuer_cert, NID_basic_constraints, "critical,CA:FALSE"));
     CHS_RETURN_IF_ERROR(AddExtension(cert.get(), issuer_cert, NID_key_usage,
                                      "critical,digitalSignature"));
-    CHS_RETURN_IF_ERROR(AddExtension(cert.get(), issuer_cert,
-                                     NID_ext_key_usage, "serverAuth"));
+    CHS_RETURN_IF_ERROR(
+        AddExtension(cert.get(), issuer_cert, NID_ext_key_usage, "serverAuth"));
     CHS_RETURN_IF_ERROR(AddExtension(cert.get(), issuer_cert,
                                      NID_subject_alt_name, sans.c_str()));
   }
@@ -169,25 +167,24 @@ absl::StatusOr<TestPki> MakeTestPki() {
   TestPki pki;
 
   CHS_ASSIGN_OR_RETURN(KeyPtr ca_key, NewKey());
-  CHS_ASSIGN_OR_RETURN(CertPtr ca, MakeCert(ca_key.get(), "chstream test CA",
-                                            /*is_ca=*/true, "",
-                                            Issuer{nullptr, ca_key.get()}));
+  CHS_ASSIGN_OR_RETURN(
+      CertPtr ca, MakeCert(ca_key.get(), "chstream test CA",
+                           /*is_ca=*/true, "", Issuer{nullptr, ca_key.get()}));
   CHS_ASSIGN_OR_RETURN(pki.ca_pem, CertPem(ca.get()));
 
   CHS_ASSIGN_OR_RETURN(KeyPtr server_key, NewKey());
-  CHS_ASSIGN_OR_RETURN(
-      CertPtr server,
-      MakeCert(server_key.get(), "localhost", /*is_ca=*/false,
-               "DNS:localhost,IP:127.0.0.1,IP:::1",
-               Issuer{ca.get(), ca_key.get()}));
+  CHS_ASSIGN_OR_RETURN(CertPtr server,
+                       MakeCert(server_key.get(), "localhost", /*is_ca=*/false,
+                                "DNS:localhost,IP:127.0.0.1,IP:::1",
+                                Issuer{ca.get(), ca_key.get()}));
   CHS_ASSIGN_OR_RETURN(pki.server_cert_pem, CertPem(server.get()));
   CHS_ASSIGN_OR_RETURN(pki.server_key_pem, KeyPem(server_key.get()));
 
   CHS_ASSIGN_OR_RETURN(KeyPtr other_key, NewKey());
   CHS_ASSIGN_OR_RETURN(
-      CertPtr other, MakeCert(other_key.get(), "chstream unrelated test CA",
-                              /*is_ca=*/true, "",
-                              Issuer{nullptr, other_key.get()}));
+      CertPtr other,
+      MakeCert(other_key.get(), "chstream unrelated test CA",
+               /*is_ca=*/true, "", Issuer{nullptr, other_key.get()}));
   CHS_ASSIGN_OR_RETURN(pki.other_ca_pem, CertPem(other.get()));
 
   CHS_ASSIGN_OR_RETURN(KeyPtr wrong_key, NewKey());

@@ -75,12 +75,13 @@ class Process {
   bool started() const { return pid_ > 0 && pidfd_ >= 0; }
 
   // Reads stdout until it contains `needle` or EOF or the deadline.
-  std::string ReadStdoutUntil(const std::string& needle, absl::Duration timeout) {
+  std::string ReadStdoutUntil(const std::string& needle,
+                              absl::Duration timeout) {
     const absl::Time deadline = absl::Now() + timeout;
     while (!absl::StrContains(output_, needle)) {
       pollfd p{stdout_, POLLIN, 0};
-      const int ms = static_cast<int>(
-          absl::ToInt64Milliseconds(deadline - absl::Now()));
+      const int ms =
+          static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
       if (ms <= 0 || poll(&p, 1, ms) <= 0) break;
       char buf[4096];
       const ssize_t n = read(stdout_, buf, sizeof(buf));
@@ -116,7 +117,8 @@ class Process {
 TEST(ChSimulatorTest, HelpListsTheFlags) {
   Process process({"--help"});
   ASSERT_TRUE(process.started());
-  const std::string out = process.ReadStdoutUntil("--retry_after_seconds", kTimeout);
+  const std::string out =
+      process.ReadStdoutUntil("--retry_after_seconds", kTimeout);
   EXPECT_TRUE(absl::StrContains(out, "--heartbeat_seconds")) << out;
   EXPECT_TRUE(absl::StrContains(out, "--tls_cert")) << out;
   EXPECT_EQ(process.Wait(kTimeout), 0);

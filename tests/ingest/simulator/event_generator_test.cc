@@ -95,15 +95,15 @@ std::string FirstUnsortedObject(simdjson::dom::element e, std::string path) {
       }
       first = false;
       previous = field.key;
-      std::string inner =
-          FirstUnsortedObject(
+      std::string inner = FirstUnsortedObject(
           field.value, absl::StrCat(path, "/", std::string(field.key)));
       if (!inner.empty()) return inner;
     }
   } else if (e.get_array().get(array) == simdjson::SUCCESS) {
     int i = 0;
     for (auto item : array) {
-      std::string inner = FirstUnsortedObject(item, absl::StrCat(path, "/", i++));
+      std::string inner =
+          FirstUnsortedObject(item, absl::StrCat(path, "/", i++));
       if (!inner.empty()) return inner;
     }
   }
@@ -194,9 +194,9 @@ TEST(EventGeneratorTest, EveryKindIsValidCompactJsonInGoKeyOrder) {
                                 "data", "event"));
       } else {
         ASSERT_EQ(type, "deleted") << g.line;
-        ASSERT_THAT(p.Keys(p.root()), ElementsAre("resource_kind",
-                                                  "resource_uri",
-                                                  "resource_id", "event"));
+        ASSERT_THAT(p.Keys(p.root()),
+                    ElementsAre("resource_kind", "resource_uri", "resource_id",
+                                "event"));
       }
       simdjson::dom::element event = p.root()["event"];
       if (p.Has("/event/fields_changed")) {
@@ -245,8 +245,7 @@ TEST(EventGeneratorTest, EveryKindIsValidCompactJsonInGoKeyOrder) {
       }
       if (has_data && kind != StreamKind::kExemptions &&
           kind != StreamKind::kInsolvency) {
-        ASSERT_EQ(p.String(p.root(), "/data/links/self"),
-                  uri);
+        ASSERT_EQ(p.String(p.root(), "/data/links/self"), uri);
       }
     }
     EXPECT_GT(deleted, 0);
@@ -315,8 +314,9 @@ TEST(EventGeneratorTest, PublishedAtStylesPerStream) {
               ElementsAre("2022-08-02T15:21:01"));
   EXPECT_THAT(published_at(StreamKind::kInsolvency),
               ElementsAre("2022-08-02T16:21:01.704338+01:00"));
-  EXPECT_THAT(published_at(StreamKind::kCharges),
-              ElementsAre("2022-08-02T15:21:01", "2022-08-02T15:21:01.704338Z"));
+  EXPECT_THAT(
+      published_at(StreamKind::kCharges),
+      ElementsAre("2022-08-02T15:21:01", "2022-08-02T15:21:01.704338Z"));
   GeneratorOptions all;
   all.published_at_formats = {PublishedAtFormat::kPlainUtc,
                               PublishedAtFormat::kMicrosZ,
@@ -350,8 +350,9 @@ TEST(EventGeneratorTest, StringTypedNumbersWhereTheStreamHasThem) {
     Parsed p(g.line);
     if (!p.Has("/data")) continue;
     std::string_view number;
-    ASSERT_EQ(p.root().at_pointer("/data/cases/0/number").get_string().get(number),
-              simdjson::SUCCESS)
+    ASSERT_EQ(
+        p.root().at_pointer("/data/cases/0/number").get_string().get(number),
+        simdjson::SUCCESS)
         << g.line;
     simdjson::dom::array status;
     ASSERT_EQ(p.root().at_pointer("/data/status").get_array().get(status),
@@ -364,8 +365,8 @@ TEST(EventGeneratorTest, StringTypedNumbersWhereTheStreamHasThem) {
 TEST(EventGeneratorTest, DeletedEventsComeWithAndWithoutData) {
   GeneratorOptions options;
   options.delete_probability = 0.2;
-  for (StreamKind kind : {StreamKind::kCompanies, StreamKind::kOfficers,
-                          StreamKind::kPsc}) {
+  for (StreamKind kind :
+       {StreamKind::kCompanies, StreamKind::kOfficers, StreamKind::kPsc}) {
     int with_data = 0, without_data = 0;
     for (const Generated& g : Generate(kind, 9, 1000, options)) {
       if (!absl::StrContains(g.line, "\"type\":\"deleted\"}}")) continue;
@@ -385,7 +386,8 @@ TEST(EventGeneratorTest, NonAsciiNamesAppear) {
   options.non_ascii_probability = 0.3;
   std::set<std::string> names;
   bool welsh = false;
-  for (const Generated& g : Generate(StreamKind::kCompanies, 11, 2000, options)) {
+  for (const Generated& g :
+       Generate(StreamKind::kCompanies, 11, 2000, options)) {
     Parsed p(g.line);
     const std::string name = p.String(p.root(), "/data/company_name");
     if (absl::StrContains(name, "CYFYNGEDIG")) welsh = true;
@@ -465,7 +467,8 @@ TEST(EventGeneratorTest, ProfileOnlyEmitsRealisticCompanyProfiles) {
   size_t total = 0;
   auto events = Generate(StreamKind::kCompanies, 19, 5000, options);
   for (const Generated& g : events) {
-    ASSERT_TRUE(absl::StartsWith(g.line, "{\"resource_kind\":\"company-profile\""));
+    ASSERT_TRUE(
+        absl::StartsWith(g.line, "{\"resource_kind\":\"company-profile\""));
     ASSERT_TRUE(absl::EndsWith(g.line, "\"type\":\"changed\"}}"));
     ASSERT_TRUE(absl::StrContains(g.line, "\"data\":{"));
     ASSERT_GE(g.line.size(), 1000u) << g.line;
@@ -482,7 +485,8 @@ TEST(EventGeneratorTest, CompaniesComeFromABoundedPool) {
   options.company_pool_size = 50;
   options.delete_probability = 0.02;
   std::map<std::string, std::vector<std::string>> types_by_company;
-  for (const Generated& g : Generate(StreamKind::kCompanies, 23, 2000, options)) {
+  for (const Generated& g :
+       Generate(StreamKind::kCompanies, 23, 2000, options)) {
     Parsed p(g.line);
     types_by_company[p.String(p.root(), "/resource_id")].push_back(
         p.String(p.root(), "/event/type"));

@@ -1,4 +1,5 @@
 // Every fault knob of the simulator, observed on the wire by a real client.
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,6 +36,13 @@ Options WithEvents(int count) {
   options.initial_events_per_stream = count;
   options.max_events_per_stream = count;
   return options;
+}
+
+// A counter from a Stats map, 0 when absent.
+int64_t Count(const std::map<std::string, int64_t>& counters,
+              const std::string& name) {
+  auto it = counters.find(name);
+  return it == counters.end() ? 0 : it->second;
 }
 
 std::vector<std::string> Lines(const std::vector<Simulator::LogEntry>& log,
@@ -183,7 +191,7 @@ TEST(SimulatorFaultsTest, MalformedLinesAreExtraLinesBetweenRealEvents) {
       [](const Stats& s) {
         auto it = s.malformed_sent.find("companies");
         return it != s.malformed_sent.end() && it->second == 10 &&
-               s.events_sent.at("companies") == 30;
+               Count(s.events_sent, "companies") == 30;
       },
       kTimeout));
 }
@@ -245,8 +253,8 @@ TEST(SimulatorFaultsTest, CloseAfterEventsCleanEndsWithTheLastChunk) {
               StatusIs(absl::StatusCode::kUnavailable, "eof"));
   // The next connection resumes where the client left off.
   const auto log = sim->Log("companies");
-  auto again = Stream(*sim, absl::StrCat("/companies?timepoint=",
-                                         log[4].timepoint + 1));
+  auto again =
+      Stream(*sim, absl::StrCat("/companies?timepoint=", log[4].timepoint + 1));
   ASSERT_NE(again, nullptr);
   ASSERT_OK_AND_ASSIGN(auto more, again->ReadEvents(5, kTimeout));
   EXPECT_THAT(more, ElementsAreArray(Lines(log, 5, 10)));
@@ -321,7 +329,8 @@ TEST(SimulatorFaultsTest, FailFirstAttemptsWithHaproxyBodies) {
     EXPECT_EQ(head.Header("content-type"), "text/html");
     EXPECT_EQ(head.Header("cache-control"), "no-cache");
     EXPECT_EQ(head.Header("retry-after"), "");
-    ASSERT_OK_AND_ASSIGN(std::string body, client->ReadFixedBody(head, kTimeout));
+    ASSERT_OK_AND_ASSIGN(std::string body,
+                         client->ReadFixedBody(head, kTimeout));
     EXPECT_EQ(body,
               "<html><body><h1>503 Service Unavailable</h1>\nNo server is "
               "available to handle this request.\n</body></html>");
@@ -353,7 +362,8 @@ TEST(SimulatorFaultsTest, FailFirstAttemptsWithHaproxyBodies) {
     ASSERT_OK(client->Get("/filings", kKey));
     ASSERT_OK_AND_ASSIGN(ResponseHead head, client->ReadHead(kTimeout));
     EXPECT_EQ(head.status, c.status);
-    ASSERT_OK_AND_ASSIGN(std::string body, client->ReadFixedBody(head, kTimeout));
+    ASSERT_OK_AND_ASSIGN(std::string body,
+                         client->ReadFixedBody(head, kTimeout));
     EXPECT_EQ(body, c.body);
     // Only the filings stream is affected.
     EXPECT_NE(Stream(*sim, "/companies"), nullptr);
@@ -445,7 +455,8 @@ TEST(SimulatorFaultsTest, MaxConnectionAgeEndsCleanly) {
   auto client = Stream(*sim, FromStart());
   ASSERT_NE(client, nullptr);
   int heartbeats = 0;
-  ASSERT_OK_AND_ASSIGN(auto events, client->ReadEvents(3, kTimeout, &heartbeats));
+  ASSERT_OK_AND_ASSIGN(auto events,
+                       client->ReadEvents(3, kTimeout, &heartbeats));
   absl::Status status;
   for (int i = 0; i < 1000 && status.ok(); ++i) {
     status = client->ReadLine(kTimeout).status();
@@ -469,6 +480,52 @@ TEST(SimulatorFaultsTest, ShorteningTheMaxAgeAtRunTimeEndsOldConnections) {
     status = client->ReadLine(kTimeout).status();
   }
   EXPECT_THAT(status, StatusIs(absl::StatusCode::kOutOfRange, "end of body"));
+}
+
+// The "nightly cut": every open connection ends at once, in each style.
+TEST(SimulatorFaultsTest, DisconnectAllEndsEveryConnection) {
+  ASSERT_OK_AND_ASSIGN(auto sim, Simulator::Start(WithEvents(0)));
+  struct Case {
+    CloseStyle style;
+    absl::StatusCode code;
+  };
+  for (const Case& c :
+       {Case{CloseStyle::kClean, absl::StatusCode::kOutOfRange},
+        Case{CloseStyle::kTruncate, absl::StatusCode::kUnavailable},
+        Case{CloseStyle::kReset, absl::StatusCode::kAborted}}) {
+    auto a = Stream(*sim, "/companies");
+    auto b = Stream(*sim, "/filings");
+    ASSERT_NE(a, nullptr);
+    ASSERT_NE(b, nullptr);
+    sim->DisconnectAll(c.style);
+    for (auto* client : {a.get(), b.get()}) {
+      absl::Status status;
+      for (int i = 0; i < 1000 && status.ok(); ++i) {
+        status = client->ReadLine(kTimeout).status();
+      }
+      EXPECT_EQ(status.code(), c.code) << status;
+    }
+    EXPECT_TRUE(sim->WaitFor(
+        [](const Stats& s) { return s.OpenConnections() == 0; }, kTimeout));
+  }
+}
+
+TEST(SimulatorFaultsTest, TinyRetentionWithRateZeroStillDelivers) {
+  Options options;
+  options.keys = {kKey};
+  options.streams = {"companies"};
+  options.companies_rate = 0;
+  options.retention_events = 3;
+  options.max_events_per_stream = 100;
+  ASSERT_OK_AND_ASSIGN(auto sim, Simulator::Start(options));
+  auto client = Stream(*sim, FromStart());
+  ASSERT_NE(client, nullptr);
+  ASSERT_OK_AND_ASSIGN(auto events, client->ReadEvents(100, kTimeout));
+  EXPECT_THAT(sim->Log("companies"), ::testing::SizeIs(3));
+  EXPECT_EQ(events.back(), sim->Log("companies").back().line);
+  options.retention_events = 0;
+  EXPECT_THAT(Simulator::Start(options),
+              StatusIs(absl::StatusCode::kInvalidArgument, _));
 }
 
 TEST(SimulatorFaultsTest, ReconnectRateLimitUsesTheInjectedClock) {

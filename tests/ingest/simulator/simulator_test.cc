@@ -2,6 +2,7 @@
 // auth, chunked streaming with heartbeats, timepoint replay, 416s, stats.
 #include "ingest/simulator/simulator.h"
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,9 +22,9 @@ namespace {
 using ::chstream::ingest::sim::testing::ResponseHead;
 using ::chstream::ingest::sim::testing::TestHttpClient;
 using ::chstream::testing::StatusIs;
+using ::testing::_;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
-using ::testing::_;
 
 constexpr absl::Duration kTimeout = absl::Seconds(10);
 constexpr char kKey[] = "test-key";
@@ -34,6 +35,13 @@ Options BaseOptions() {
   options.heartbeat_interval = absl::Milliseconds(50);
   options.max_events_per_stream = 0;  // nothing unless a test asks
   return options;
+}
+
+// A counter from a Stats map, 0 when absent.
+int64_t Count(const std::map<std::string, int64_t>& counters,
+              const std::string& name) {
+  auto it = counters.find(name);
+  return it == counters.end() ? 0 : it->second;
 }
 
 std::vector<std::string> Lines(const std::vector<Simulator::LogEntry>& log,
@@ -81,9 +89,9 @@ TEST(SimulatorTest, StartRejectsBadOptions) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("key")));
   Options bad_stream = BaseOptions();
   bad_stream.streams = {"insolvency"};
-  EXPECT_THAT(Simulator::Start(bad_stream),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("insolvency")));
+  EXPECT_THAT(
+      Simulator::Start(bad_stream),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("insolvency")));
   Options half_tls = BaseOptions();
   half_tls.tls_cert_pem = "x";
   EXPECT_THAT(Simulator::Start(half_tls),
@@ -91,9 +99,9 @@ TEST(SimulatorTest, StartRejectsBadOptions) {
   Options bad_pem = BaseOptions();
   bad_pem.tls_cert_pem = "not a certificate";
   bad_pem.tls_key_pem = "not a key";
-  EXPECT_THAT(Simulator::Start(bad_pem),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("certificate")));
+  EXPECT_THAT(
+      Simulator::Start(bad_pem),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("certificate")));
   Options bad_status = BaseOptions();
   bad_status.invalid_timepoint_status = 418;
   EXPECT_THAT(Simulator::Start(bad_status),
@@ -115,7 +123,8 @@ TEST(SimulatorTest, UnknownPathsAndMethodsAre404) {
   ASSERT_OK_AND_ASSIGN(auto sim, Simulator::Start(BaseOptions()));
   EXPECT_EQ(StatusOf(*sim, "/nope"),
             std::make_pair(404, std::string("404 page not found\n")));
-  EXPECT_EQ(StatusOf(*sim, "/insolvency").first, 404);  // the real one is -cases
+  EXPECT_EQ(StatusOf(*sim, "/insolvency").first,
+            404);  // the real one is -cases
   EXPECT_EQ(StatusOf(*sim, "/companies/extra").first, 404);
   EXPECT_EQ(StatusOf(*sim, "companies").first, 404);
   EXPECT_EQ(StatusOf(*sim, "//companies").first, 404);
@@ -145,7 +154,8 @@ TEST(SimulatorTest, MissingOrWrongKeyIs401WithTheUpstreamBody) {
     ASSERT_OK_AND_ASSIGN(ResponseHead head, client->ReadHead(kTimeout));
     EXPECT_EQ(head.status, 401);
     EXPECT_EQ(head.Header("content-type"), "application/json");
-    ASSERT_OK_AND_ASSIGN(std::string body, client->ReadFixedBody(head, kTimeout));
+    ASSERT_OK_AND_ASSIGN(std::string body,
+                         client->ReadFixedBody(head, kTimeout));
     EXPECT_EQ(body, kBody);
   }
   // "Basic base64(key)" without the colon is invalid, as the docs warn.
@@ -234,8 +244,8 @@ TEST(SimulatorTest, ReplaysInclusivelyFromATimepointThenFollowsLive) {
   const auto log = sim->Log("filings");
   ASSERT_EQ(log.size(), 30u);
   EXPECT_EQ(sim->HeadTimepoint("filings"), log.back().timepoint);
-  auto client = Request(*sim, absl::StrCat("/filings?timepoint=",
-                                           log[10].timepoint));
+  auto client =
+      Request(*sim, absl::StrCat("/filings?timepoint=", log[10].timepoint));
   ASSERT_NE(client, nullptr);
   ASSERT_OK_AND_ASSIGN(ResponseHead head, client->ReadHead(kTimeout));
   ASSERT_EQ(head.status, 200);
@@ -259,8 +269,8 @@ TEST(SimulatorTest, ATimepointInAGapStartsAtTheNextEvent) {
   const auto log = sim->Log("charges");
   ASSERT_EQ(log.size(), 10u);
   EXPECT_EQ(log[5].timepoint, log[4].timepoint + 11);
-  auto client = Request(*sim, absl::StrCat("/charges?timepoint=",
-                                           log[4].timepoint + 3));
+  auto client =
+      Request(*sim, absl::StrCat("/charges?timepoint=", log[4].timepoint + 3));
   ASSERT_NE(client, nullptr);
   ASSERT_OK_AND_ASSIGN(ResponseHead head, client->ReadHead(kTimeout));
   ASSERT_EQ(head.status, 200);
@@ -285,8 +295,8 @@ TEST(SimulatorTest, HeadPlusOneWaitsForTheNextEvent) {
   ASSERT_OK_AND_ASSIGN(auto sim, Simulator::Start(BaseOptions()));
   ASSERT_OK_AND_ASSIGN(int64_t head_timepoint,
                        sim->GenerateEvents("companies", 4));
-  auto client = Request(*sim, absl::StrCat("/companies?timepoint=",
-                                           head_timepoint + 1));
+  auto client =
+      Request(*sim, absl::StrCat("/companies?timepoint=", head_timepoint + 1));
   ASSERT_NE(client, nullptr);
   ASSERT_OK_AND_ASSIGN(ResponseHead head, client->ReadHead(kTimeout));
   ASSERT_EQ(head.status, 200);
@@ -326,8 +336,8 @@ TEST(SimulatorTest, BadTimepointsAre416) {
   EXPECT_EQ(sim->GetStats().Requests("/companies", 416), 10);
 
   // The oldest retained timepoint is still served.
-  auto client = Request(*sim, absl::StrCat("/companies?other=1&timepoint=",
-                                           oldest));
+  auto client =
+      Request(*sim, absl::StrCat("/companies?other=1&timepoint=", oldest));
   ASSERT_NE(client, nullptr);
   ASSERT_OK_AND_ASSIGN(ResponseHead ok_head, client->ReadHead(kTimeout));
   ASSERT_EQ(ok_head.status, 200);
@@ -344,8 +354,7 @@ TEST(SimulatorTest, InvalidTimepointsCanBe400AndFutureOnesCanTail) {
   EXPECT_EQ(StatusOf(*sim, "/filings?timepoint=abc").first, 400);
   EXPECT_EQ(StatusOf(*sim, "/filings?timepoint=-1").first, 400);
   EXPECT_EQ(StatusOf(*sim, "/filings?timepoint=1").first, 416);  // too old
-  auto client =
-      Request(*sim, absl::StrCat("/filings?timepoint=", head + 1000));
+  auto client = Request(*sim, absl::StrCat("/filings?timepoint=", head + 1000));
   ASSERT_NE(client, nullptr);
   ASSERT_OK_AND_ASSIGN(ResponseHead ok_head, client->ReadHead(kTimeout));
   ASSERT_EQ(ok_head.status, 200);
@@ -398,8 +407,8 @@ TEST(SimulatorTest, PacedStreamsGenerateOnTheirOwn) {
       kTimeout));
   const auto log = sim->Log("officers");
   ASSERT_EQ(log.size(), 20u);
-  auto client = Request(*sim, absl::StrCat("/officers?timepoint=",
-                                           log.front().timepoint));
+  auto client = Request(
+      *sim, absl::StrCat("/officers?timepoint=", log.front().timepoint));
   ASSERT_NE(client, nullptr);
   ASSERT_OK_AND_ASSIGN(auto events, [&] {
     EXPECT_OK(client->ReadHead(kTimeout).status());
@@ -450,6 +459,37 @@ TEST(SimulatorTest, StatsCountConnectionsAndOpenStreamsPerKey) {
       [](const Stats& s) {
         return s.OpenConnections() == 1 && s.connections_by_key.count(kKey) &&
                !s.connections_by_key.count("second-key");
+      },
+      kTimeout));
+}
+
+// Verifies that several io_context threads serve many concurrent clients,
+// each getting the exact log, while the log is still growing.
+TEST(SimulatorTest, ServesManyClientsOnSeveralThreads) {
+  Options options = BaseOptions();
+  options.threads = 4;
+  options.streams = {"companies", "filings"};
+  options.stream_rates = {{"companies", 2000}, {"filings", 2000}};
+  options.max_events_per_stream = 400;
+  options.faults.split_random = 5;
+  ASSERT_OK_AND_ASSIGN(auto sim, Simulator::Start(options));
+  std::vector<std::unique_ptr<TestHttpClient>> clients;
+  for (int i = 0; i < 8; ++i) {
+    clients.push_back(Request(*sim, i % 2 ? "/filings?timepoint=168500000"
+                                          : "/companies?timepoint=82000000"));
+    ASSERT_NE(clients.back(), nullptr);
+  }
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_OK_AND_ASSIGN(ResponseHead head, clients[i]->ReadHead(kTimeout));
+    ASSERT_EQ(head.status, 200);
+    ASSERT_OK_AND_ASSIGN(auto events, clients[i]->ReadEvents(400, kTimeout));
+    EXPECT_THAT(events, ElementsAreArray(
+                            Lines(sim->Log(i % 2 ? "filings" : "companies"))));
+  }
+  EXPECT_TRUE(sim->WaitFor(
+      [](const Stats& s) {
+        return Count(s.events_sent, "companies") == 1600 &&
+               Count(s.events_sent, "filings") == 1600;
       },
       kTimeout));
 }

@@ -57,9 +57,8 @@ TEST_F(SimulatorTlsTest, ServesTheStreamOverHttps) {
   EXPECT_TRUE(absl::StartsWith(sim->url(), "https://127.0.0.1:"));
   for (const char* host : {"localhost", "127.0.0.1"}) {
     ASSERT_OK_AND_ASSIGN(
-        auto client,
-        TestHttpClient::Connect(sim->port(),
-                                TestHttpClient::Tls{pki_.ca_pem, host}));
+        auto client, TestHttpClient::Connect(
+                         sim->port(), TestHttpClient::Tls{pki_.ca_pem, host}));
     ASSERT_OK(client->Get("/companies?timepoint=82000000", kKey));
     ASSERT_OK_AND_ASSIGN(ResponseHead head, client->ReadHead(kTimeout));
     EXPECT_EQ(head.status, 200);
@@ -130,10 +129,10 @@ TEST_F(SimulatorTlsTest, AWrongNameCertificateFailsHostnameVerification) {
   EXPECT_THAT(HandshakeError(sim->port(), {pki_.ca_pem}),
               ::testing::HasSubstr("TLS handshake"));
   // The same certificate is fine for the name it was issued to.
-  EXPECT_OK(TestHttpClient::Connect(
-                sim->port(),
-                TestHttpClient::Tls{pki_.ca_pem, "wrong-host.invalid"})
-                .status());
+  EXPECT_OK(
+      TestHttpClient::Connect(
+          sim->port(), TestHttpClient::Tls{pki_.ca_pem, "wrong-host.invalid"})
+          .status());
 }
 
 TEST_F(SimulatorTlsTest, PlainHttpToTheTlsPortGetsNoResponse) {

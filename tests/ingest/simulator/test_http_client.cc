@@ -3,12 +3,11 @@
 #include <openssl/ssl.h>
 
 #include <array>
-#include <chrono>
-#include <utility>
-
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
+#include <chrono>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -135,14 +134,14 @@ absl::Status TestHttpClient::Get(std::string_view target,
                                  std::optional<std::string> key,
                                  std::string_view password,
                                  std::string_view method) {
-  std::string request = absl::StrCat(std::string(method), " ",
-                                     std::string(target), " HTTP/1.1\r\n",
-                                     "Host: stream.companieshouse.gov.uk\r\n");
+  std::string request =
+      absl::StrCat(std::string(method), " ", std::string(target),
+                   " HTTP/1.1\r\n", "Host: stream.companieshouse.gov.uk\r\n");
   if (key) {
-    absl::StrAppend(&request, "Authorization: Basic ",
-                    absl::Base64Escape(absl::StrCat(*key, ":",
-                                                    std::string(password))),
-                    "\r\n");
+    absl::StrAppend(
+        &request, "Authorization: Basic ",
+        absl::Base64Escape(absl::StrCat(*key, ":", std::string(password))),
+        "\r\n");
   }
   request.append("\r\n");
   return WriteRaw(request);

@@ -43,8 +43,8 @@ struct ResponseHead {
 class TestHttpClient {
  public:
   struct Tls {
-    std::string ca_pem;               // trust anchor
-    std::string host = "localhost";   // verified name (or IP) and SNI
+    std::string ca_pem;              // trust anchor
+    std::string host = "localhost";  // verified name (or IP) and SNI
   };
 
   // Connects to 127.0.0.1:port (and completes the TLS handshake with
