@@ -3,7 +3,8 @@
 // Write throughput of the storage layer: pushes N synthetic company-profile
 // events (data_json ~1.2 KB, data_pb ~1.3 KB, typed company fields) through
 // EventWriter into a fresh database in a temporary directory, and prints
-// events/s, commit latency and the process's peak RSS.
+// events/s, commit latency and the process's peak RSS (measured before the
+// replay phase, which then reads everything back through Store::ReadPage).
 //
 //   bazel run --config=opt //bench:storage_writer_bench --
 //       --events=200000 --companies=200000 [--sync_full] [--dir=/tmp]
@@ -46,6 +47,7 @@ struct Flags {
   bool sync_full = false;
   std::string dir = "/tmp";
   bool keep = false;
+  bool replay = true;
   int64_t queue_capacity = 16384;
   int64_t max_batch = 4096;
   double max_delay_ms = 5;
@@ -75,6 +77,8 @@ bool ParseFlags(int argc, char** argv, Flags* flags) {
       if (!absl::SimpleAtod(v, &flags->max_delay_ms)) return false;
     } else if (arg == "--sync_full") {
       flags->sync_full = true;
+    } else if (arg == "--noreplay") {
+      flags->replay = false;
     } else if (arg == "--keep") {
       flags->keep = true;
     } else {
@@ -176,6 +180,58 @@ double Percentile(std::vector<double>* v, double q) {
   size_t k = static_cast<size_t>(q * static_cast<double>(v->size() - 1));
   std::nth_element(v->begin(), v->begin() + k, v->end());
   return (*v)[k];
+}
+
+// Replays everything stored through ReadPage as a ReplayEvents call would
+// (pages of 1000 events), then the same range with filters.
+void Replay(Store* store, int64_t events) {
+  Clock* clock = Clock::Real();
+  const uint64_t head = store->HeadPosition();
+  struct Case {
+    const char* name;
+    Filter filter;
+  };
+  Filter none_match;
+  none_match.streams = {"filings"};  // every stored event is "companies"
+  Filter one_company;
+  one_company.company_numbers = {CompanyNumber(events / 2, events)};
+  Filter kind;
+  kind.resource_kinds = {"company-profile"};
+  const Case cases[] = {
+      {"all events, no filter", Filter{}},
+      {"resource_kind filter (all match)", kind},
+      {"stream filter (none match)", none_match},
+      {"one company_number (index)", one_company},
+  };
+  for (const Case& c : cases) {
+    const absl::Time start = clock->Now();
+    uint64_t after = 0;
+    uint64_t delivered = 0;
+    uint64_t bytes = 0;
+    uint64_t calls = 0;
+    while (after < head) {
+      auto page = store->ReadPage(after, head, c.filter, 1000, 10000);
+      if (!page.ok()) {
+        std::fprintf(stderr, "replay: %s\n",
+                     page.status().ToString().c_str());
+        return;
+      }
+      ++calls;
+      delivered += page->events.size();
+      for (const Event& e : page->events) {
+        bytes += e.data_json.size() + e.data_pb.size();
+      }
+      after = page->scanned_through;
+    }
+    const double seconds = absl::ToDoubleSeconds(clock->Now() - start);
+    std::printf("  replay %-33s %llu events in %.3f s (%llu calls): "
+                "%.0f positions/s, %.0f events/s, %.0f MB/s\n",
+                c.name, static_cast<unsigned long long>(delivered), seconds,
+                static_cast<unsigned long long>(calls),
+                static_cast<double>(head) / seconds,
+                static_cast<double>(delivered) / seconds,
+                static_cast<double>(bytes) / 1e6 / seconds);
+  }
 }
 
 int Run(const Flags& flags) {
@@ -281,8 +337,18 @@ int Run(const Flags& flags) {
   std::printf("  process CPU        user %.2f s + sys %.2f s (all threads, "
               "incl. event generation)\n",
               tv(usage.ru_utime), tv(usage.ru_stime));
+  std::printf("  RSS at end         anon %.1f MB, file %.1f MB, shmem %.1f MB\n",
+              static_cast<double>(ProcStatusKb("RssAnon")) / 1024.0,
+              static_cast<double>(ProcStatusKb("RssFile")) / 1024.0,
+              static_cast<double>(ProcStatusKb("RssShmem")) / 1024.0);
   std::printf("  peak RSS (VmHWM)   %.1f MB\n",
               static_cast<double>(hwm_kb) / 1024.0);
+
+  if (flags.replay) {
+    Replay(store->get(), flags.events);
+    std::printf("  peak RSS incl. replay %.1f MB\n",
+                static_cast<double>(ProcStatusKb("VmHWM")) / 1024.0);
+  }
 
   store->reset();
   if (!flags.keep) {
@@ -304,7 +370,7 @@ int main(int argc, char** argv) {
   if (!chstream::storage::ParseFlags(argc, argv, &flags)) {
     std::fprintf(stderr,
                  "usage: storage_writer_bench [--events=N] [--companies=N] "
-                 "[--sync_full] [--dir=DIR] [--keep] [--queue_capacity=N] "
+                 "[--sync_full] [--dir=DIR] [--keep] [--noreplay] [--queue_capacity=N] "
                  "[--max_batch=N] [--max_delay_ms=X]\n");
     return 1;
   }

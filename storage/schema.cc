@@ -88,10 +88,6 @@ CREATE TABLE gaps (
 );
 CREATE INDEX gaps_stream ON gaps(stream, id);
 )sql"},
-    {3, "events(company_number) index for company-filtered reads",
-     R"sql(
-CREATE INDEX events_company_number ON events(company_number);
-)sql"},
 };
 
 constexpr char kSqliteMagic[16] = {'S', 'Q', 'L', 'i', 't', 'e', ' ', 'f',

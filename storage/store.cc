@@ -23,9 +23,12 @@ namespace {
 constexpr char kCompaniesStream[] = "companies";
 constexpr char kCompanyProfileKind[] = "company-profile";
 
-// Page cache per connection (negative = KiB). The writer's cache holds the
-// hot b-tree pages of a batch; readers mostly stream through events.
-constexpr int kWriterCacheKib = 16 * 1024;
+// Page cache per connection, in KiB. The writer's cache holds the hot
+// b-tree pages of a batch. 8 MB, not 16: with EventWriter's default queue
+// full of ~2.5 KB events the process budget (< 100 MB RSS) is tight, and
+// 16 MB bought no measurable CPU in bench/storage_writer_bench. Readers
+// mostly stream through events.
+constexpr int kWriterCacheKib = 8 * 1024;
 constexpr int kReaderCacheKib = 4 * 1024;
 // Page size of new databases. Event rows are ~3 KB with their data: 4 KB
 // pages would hold one row each (a third of every page wasted, and more
@@ -34,8 +37,6 @@ constexpr int kPageSizeBytes = 16384;
 // How long a commit that found the WAL above Options::wal_limit_bytes waits
 // for the checkpointer (a reader holding an old snapshot can prevent it).
 constexpr absl::Duration kWalLimitMaxWait = absl::Seconds(1);
-// Filters with up to this many company numbers use the company_number index.
-constexpr size_t kMaxIndexedCompanies = 32;
 constexpr int64_t kMaxPosition = std::numeric_limits<int64_t>::max();
 
 // Debian's abseil has its own string_view type, which StrCat needs.
@@ -334,21 +335,6 @@ std::string CompanySelectSql() {
   return sql;
 }
 
-std::string EventsByCompanySql(size_t n) {
-  // ?1 after, ?2 up_to, ?3 limit, ?4.. company numbers. INDEXED BY keeps the
-  // cost proportional to the company's events whatever the range.
-  std::string in;
-  for (size_t i = 0; i < n; ++i) {
-    absl::StrAppend(&in, i == 0 ? "" : ", ", "?", 4 + i);
-  }
-  return absl::StrCat("SELECT ", kEventColumns,
-                      " FROM events INDEXED BY events_company_number"
-                      " WHERE company_number IN (",
-                      in,
-                      ") AND position > ?1 AND position <= ?2"
-                      " ORDER BY position LIMIT ?3");
-}
-
 absl::Status SetPragmas(Database& db, int cache_kib, absl::Duration busy) {
   sqlite3_busy_timeout(db.get(),
                        static_cast<int>(absl::ToInt64Milliseconds(busy)));
@@ -474,7 +460,6 @@ struct Store::Checkpointer {
 struct Store::Reader {
   Database db;
   Statement scan;
-  std::vector<Statement> by_company;  // [n - 1]: n company numbers; lazy
   Statement published_since;
   Statement stream_timepoint;
   Statement get_company;
@@ -647,7 +632,6 @@ absl::Status Store::Init(bool is_new) {
                      "SELECT ", kEventColumns,
                      " FROM events WHERE position > ?1 AND position <= ?2"
                      " ORDER BY position LIMIT ?3")));
-    r->by_company.resize(kMaxIndexedCompanies);
     CHS_ASSIGN_OR_RETURN(
         r->published_since,
         r->db.Prepare(
@@ -921,29 +905,14 @@ absl::StatusOr<Page> Store::ReadPage(uint64_t after, uint64_t up_to,
   page.scanned_through = after;
   if (after >= limit_hi) return page;
 
-  const bool by_company = !filter.company_numbers.empty() &&
-                          filter.company_numbers.size() <= kMaxIndexedCompanies;
   ReaderLease r = AcquireReader();
-  Statement* st;
-  uint64_t window_end;
-  if (by_company) {
-    const size_t n = filter.company_numbers.size();
-    Statement& cached = r->by_company[n - 1];
-    if (!cached.valid()) {
-      CHS_ASSIGN_OR_RETURN(cached, r->db.Prepare(EventsByCompanySql(n)));
-    }
-    st = &cached;
-    for (size_t i = 0; i < n; ++i) {
-      st->BindText(static_cast<int>(4 + i), filter.company_numbers[i]);
-    }
-    // The index visits only these companies' events: the whole range counts
-    // as examined unless the scan limit stops it first.
-    window_end = limit_hi;
-  } else {
-    st = &r->scan;
-    // Positions are dense, so this window holds at most max_scan events.
-    window_end = max_scan >= limit_hi - after ? limit_hi : after + max_scan;
-  }
+  Statement* st = &r->scan;
+  // Positions are dense, so this window holds at most max_scan events: the
+  // work is bounded whatever the filter. Filters are applied here, on the
+  // column values, before anything is copied, so that one cached statement
+  // serves every filter shape.
+  const uint64_t window_end =
+      max_scan >= limit_hi - after ? limit_hi : after + max_scan;
   absl::Cleanup reset = [st] { st->Reset(); };
   st->BindInt64(1, static_cast<int64_t>(std::min<uint64_t>(after, kMaxPosition)));
   st->BindInt64(2, static_cast<int64_t>(window_end));

@@ -190,8 +190,6 @@ class Store {
   // at most `max_events` of them. Examines at most `max_scan` positions, so a
   // narrow filter over a huge range returns in bounded time;
   // `scanned_through` says where to continue. `up_to` is clamped to the head.
-  // A filter with company numbers (up to 32) is served from the
-  // company_number index and examines only that company's events.
   // REQUIRES: max_events > 0 and max_scan > 0 (else InvalidArgument).
   absl::StatusOr<Page> ReadPage(uint64_t after, uint64_t up_to,
                                 const Filter& filter, size_t max_events,
