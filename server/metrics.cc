@@ -56,7 +56,8 @@ std::string CheckNames(MetricType type, std::string_view name,
     return "counter names must end in _total";
   }
   for (const auto& [label, value] : labels) {
-    if (!IsValidLabelName(label)) return absl::StrCat("invalid label name ", label);
+    if (!IsValidLabelName(label))
+      return absl::StrCat("invalid label name ", label);
     if (type == MetricType::kHistogram && label == "le") {
       return "histograms cannot have a label named le";
     }
@@ -83,7 +84,8 @@ std::vector<std::string> LabelNames(const Labels& labels) {
 }
 
 // `{a="x",b="y"}` (with `le` appended when given), or "" without labels.
-std::string RenderLabels(const Labels& labels, const std::string* le = nullptr) {
+std::string RenderLabels(const Labels& labels,
+                         const std::string* le = nullptr) {
   if (labels.empty() && le == nullptr) return "";
   std::string out = "{";
   bool first = true;
@@ -116,10 +118,10 @@ std::string RenderHistogramLines(std::string_view name, const Labels& labels,
   const std::string inf = "+Inf";
   const std::string count = FormatMetricValue(static_cast<double>(cumulative));
   const std::string plain = RenderLabels(labels);
-  absl::StrAppend(&out, Sv(name), "_bucket", RenderLabels(labels, &inf), " ", count,
-                  "\n");
-  absl::StrAppend(&out, Sv(name), "_sum", plain, " ", FormatMetricValue(data.sum),
-                  "\n");
+  absl::StrAppend(&out, Sv(name), "_bucket", RenderLabels(labels, &inf), " ",
+                  count, "\n");
+  absl::StrAppend(&out, Sv(name), "_sum", plain, " ",
+                  FormatMetricValue(data.sum), "\n");
   absl::StrAppend(&out, Sv(name), "_count", plain, " ", count, "\n");
   return out;
 }
@@ -198,8 +200,8 @@ std::vector<double> ExponentialBuckets(double start, double factor,
 }
 
 std::vector<double> DefaultDurationBuckets() {
-  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-          0.25,  0.5,    1,     2.5,  5,     10,   30, 60};
+  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+          0.5,   1,      2.5,   5,    10,    30,   60};
 }
 
 // ---------------------------------------------------------------------------
@@ -209,9 +211,10 @@ bool IsValidMetricName(std::string_view name) {
   if (name.empty()) return false;
   for (size_t i = 0; i < name.size(); ++i) {
     const char c = name[i];
-    const bool ok = absl::ascii_isalpha(static_cast<unsigned char>(c)) ||
-                    c == '_' || c == ':' ||
-                    (i > 0 && absl::ascii_isdigit(static_cast<unsigned char>(c)));
+    const bool ok =
+        absl::ascii_isalpha(static_cast<unsigned char>(c)) || c == '_' ||
+        c == ':' ||
+        (i > 0 && absl::ascii_isdigit(static_cast<unsigned char>(c)));
     if (!ok) return false;
   }
   return true;
@@ -223,9 +226,9 @@ bool IsValidLabelName(std::string_view name) {
   }
   for (size_t i = 0; i < name.size(); ++i) {
     const char c = name[i];
-    const bool ok = absl::ascii_isalpha(static_cast<unsigned char>(c)) ||
-                    c == '_' ||
-                    (i > 0 && absl::ascii_isdigit(static_cast<unsigned char>(c)));
+    const bool ok =
+        absl::ascii_isalpha(static_cast<unsigned char>(c)) || c == '_' ||
+        (i > 0 && absl::ascii_isdigit(static_cast<unsigned char>(c)));
     if (!ok) return false;
   }
   return true;
@@ -287,14 +290,22 @@ std::string EscapeHelp(std::string_view v) {
 
 void Collection::AddCounter(std::string_view name, std::string_view help,
                             const Labels& labels, double value) {
-  samples_.push_back({MetricType::kCounter, std::string(name),
-                      std::string(help), labels, value, {}});
+  samples_.push_back({MetricType::kCounter,
+                      std::string(name),
+                      std::string(help),
+                      labels,
+                      value,
+                      {}});
 }
 
 void Collection::AddGauge(std::string_view name, std::string_view help,
                           const Labels& labels, double value) {
-  samples_.push_back({MetricType::kGauge, std::string(name), std::string(help),
-                      labels, value, {}});
+  samples_.push_back({MetricType::kGauge,
+                      std::string(name),
+                      std::string(help),
+                      labels,
+                      value,
+                      {}});
 }
 
 void Collection::AddHistogram(std::string_view name, std::string_view help,
@@ -328,8 +339,10 @@ MetricsRegistry::Series& MetricsRegistry::FindOrAdd(
     it = families_.emplace(std::string(name), std::move(family)).first;
   }
   Family& family = it->second;
-  if (family.type != type) RegistrationError(name, "registered with another type");
-  if (family.help != help) RegistrationError(name, "registered with another help");
+  if (family.type != type)
+    RegistrationError(name, "registered with another type");
+  if (family.help != help)
+    RegistrationError(name, "registered with another help");
   if (family.label_names != LabelNames(labels)) {
     RegistrationError(name, "registered with other label names");
   }
@@ -419,8 +432,8 @@ std::string MetricsRegistry::Render() const {
                                  FormatMetricValue(s->gauge->value()), "\n");
             break;
           case MetricType::kHistogram:
-            lines = RenderHistogramLines(name, s->labels,
-                                         s->histogram->Snapshot());
+            lines =
+                RenderHistogramLines(name, s->labels, s->histogram->Snapshot());
             break;
         }
         f.series.emplace(RenderLabels(s->labels), std::move(lines));
@@ -433,15 +446,16 @@ std::string MetricsRegistry::Render() const {
     Collection collection;
     (*collect)(collection);
     for (Collection::Sample& sample : collection.samples_) {
-      if (std::string error = CheckNames(sample.type, sample.name, sample.labels);
+      if (std::string error =
+              CheckNames(sample.type, sample.name, sample.labels);
           !error.empty()) {
         WarnDropped(sample.name, error);
         continue;
       }
       if (sample.type == MetricType::kHistogram) {
         std::string error = CheckBounds(sample.histogram.bounds);
-        if (error.empty() &&
-            sample.histogram.counts.size() != sample.histogram.bounds.size() + 1) {
+        if (error.empty() && sample.histogram.counts.size() !=
+                                 sample.histogram.bounds.size() + 1) {
           error = "histogram counts must have one entry per bound plus +Inf";
         }
         if (!error.empty()) {
@@ -500,16 +514,15 @@ absl::StatusOr<ProcessStats> ReadProcessStats(const std::string& proc_root) {
   // spaces and parentheses, so fields are counted after the last ')'.
   std::string stat;
   if (!ReadFile(proc_root + "/self/stat", &stat)) {
-    return absl::UnavailableError(absl::StrCat("cannot read ", proc_root,
-                                               "/self/stat"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot read ", proc_root, "/self/stat"));
   }
   const size_t paren = stat.rfind(')');
   if (paren == std::string::npos) {
     return absl::DataLossError("malformed /proc/self/stat");
   }
-  std::vector<absl::string_view> fields =
-      absl::StrSplit(absl::string_view(stat).substr(paren + 1), ' ',
-                     absl::SkipWhitespace());
+  std::vector<absl::string_view> fields = absl::StrSplit(
+      absl::string_view(stat).substr(paren + 1), ' ', absl::SkipWhitespace());
   // fields[0] is field 3 (state) of proc(5); field n is fields[n - 3].
   auto field = [&fields](size_t n, uint64_t* out) {
     return n >= 3 && n - 3 < fields.size() &&
@@ -520,7 +533,8 @@ absl::StatusOr<ProcessStats> ReadProcessStats(const std::string& proc_root) {
       !field(22, &starttime) || !field(23, &vsize) || !field(24, &rss)) {
     return absl::DataLossError("malformed /proc/self/stat");
   }
-  stats.cpu_seconds = static_cast<double>(utime + stime) / static_cast<double>(ticks);
+  stats.cpu_seconds =
+      static_cast<double>(utime + stime) / static_cast<double>(ticks);
   stats.threads = threads;
   stats.virtual_memory_bytes = vsize;
   stats.resident_memory_bytes = rss * static_cast<uint64_t>(page);
@@ -528,7 +542,8 @@ absl::StatusOr<ProcessStats> ReadProcessStats(const std::string& proc_root) {
   // Boot time, to turn starttime (ticks since boot) into Unix time.
   std::string proc_stat;
   if (!ReadFile(proc_root + "/stat", &proc_stat)) {
-    return absl::UnavailableError(absl::StrCat("cannot read ", proc_root, "/stat"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot read ", proc_root, "/stat"));
   }
   bool have_btime = false;
   for (absl::string_view line : absl::StrSplit(proc_stat, '\n')) {
@@ -548,8 +563,8 @@ absl::StatusOr<ProcessStats> ReadProcessStats(const std::string& proc_root) {
   // Open descriptors (this count includes the one opendir uses).
   DIR* dir = opendir((proc_root + "/self/fd").c_str());
   if (dir == nullptr) {
-    return absl::UnavailableError(absl::StrCat("cannot list ", proc_root,
-                                               "/self/fd"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot list ", proc_root, "/self/fd"));
   }
   while (const dirent* entry = readdir(dir)) {
     const std::string_view n = entry->d_name;

@@ -28,8 +28,9 @@
 // long: it delays the scrape).
 //
 //   MetricsRegistry registry;
-//   Counter& events = registry.AddCounter(
-//       "chstream_events_total", "Events ingested.", {{"stream", "companies"}});
+//   Counter& events = registry.AddCounter("chstream_events_total",
+//                                         "Events ingested.",
+//                                         {{"stream", "companies"}});
 //   events.Increment();
 //   registry.AddCollector([&hub](Collection& out) {
 //     out.AddGauge("chstream_subscribers", "Connected subscribers.", {},

@@ -63,7 +63,8 @@ TEST(MetricsFormatTest, FormatsSpecialAndLargeValues) {
   EXPECT_EQ(FormatMetricValue(1234567890123.0), "1234567890123");
   EXPECT_EQ(FormatMetricValue(1e20), "1e+20");
   EXPECT_EQ(FormatMetricValue(std::numeric_limits<double>::infinity()), "+Inf");
-  EXPECT_EQ(FormatMetricValue(-std::numeric_limits<double>::infinity()), "-Inf");
+  EXPECT_EQ(FormatMetricValue(-std::numeric_limits<double>::infinity()),
+            "-Inf");
   EXPECT_EQ(FormatMetricValue(std::numeric_limits<double>::quiet_NaN()), "NaN");
   // Shortest round-trip text, not 6 significant digits.
   EXPECT_EQ(FormatMetricValue(1.0000001), "1.0000001");
@@ -74,22 +75,23 @@ TEST(MetricsFormatTest, EscapesLabelValuesAndHelp) {
   EXPECT_EQ(EscapeHelp("a\\b\"c\nd"), "a\\\\b\"c\\nd");
 
   MetricsRegistry registry;
-  registry.AddGauge("chstream_g", "Help with \\ and\nnewline.",
-                    {{"path", "C:\\dir"}, {"quote", "say \"hi\"\nbye"}})
+  registry
+      .AddGauge("chstream_g", "Help with \\ and\nnewline.",
+                {{"path", "C:\\dir"}, {"quote", "say \"hi\"\nbye"}})
       .Set(1);
-  EXPECT_EQ(registry.Render(),
-            "# HELP chstream_g Help with \\\\ and\\nnewline.\n"
-            "# TYPE chstream_g gauge\n"
-            "chstream_g{path=\"C:\\\\dir\",quote=\"say \\\"hi\\\"\\nbye\"} 1\n");
+  EXPECT_EQ(
+      registry.Render(),
+      "# HELP chstream_g Help with \\\\ and\\nnewline.\n"
+      "# TYPE chstream_g gauge\n"
+      "chstream_g{path=\"C:\\\\dir\",quote=\"say \\\"hi\\\"\\nbye\"} 1\n");
 }
 
 // Verifies the "le" semantics (a value equal to a bound is in that bucket),
 // that buckets are cumulative, and +Inf == _count.
 TEST(MetricsFormatTest, HistogramBucketsAreCumulativeWithInfSumAndCount) {
   MetricsRegistry registry;
-  Histogram& h = registry.AddHistogram("chstream_latency_seconds",
-                                       "Latency.", {0.1, 0.5, 1},
-                                       {{"op", "commit"}});
+  Histogram& h = registry.AddHistogram("chstream_latency_seconds", "Latency.",
+                                       {0.1, 0.5, 1}, {{"op", "commit"}});
   for (double v : {0.05, 0.1, 0.3, 0.5, 0.7, 2.0}) h.Observe(v);
   h.Observe(std::numeric_limits<double>::quiet_NaN());  // ignored
   EXPECT_EQ(registry.Render(),
@@ -183,8 +185,8 @@ TEST(MetricsRegistryTest, DropsInvalidOrConflictingCollectedSamples) {
   registry.AddCollector([](Collection& out) {
     out.AddCounter("chstream_registered", "R.", {}, 5);  // type conflict
     out.AddGauge("chstream_ok", "Ok.", {{"k", "a"}}, 1);
-    out.AddGauge("chstream_ok", "Ok.", {{"k", "a"}}, 2);        // repeated
-    out.AddGauge("chstream_ok", "Ok.", {{"other", "b"}}, 3);    // names
+    out.AddGauge("chstream_ok", "Ok.", {{"k", "a"}}, 2);      // repeated
+    out.AddGauge("chstream_ok", "Ok.", {{"other", "b"}}, 3);  // names
     out.AddGauge("chstream_ok", "Different help.", {{"k", "c"}}, 4);
     out.AddGauge("bad-name", "Bad.", {}, 1);
     out.AddGauge("chstream_bad_label", "Bad.", {{"__x", "1"}}, 1);
@@ -293,10 +295,9 @@ TEST(MetricsBucketsTest, ExponentialAndDefault) {
 class ProcessStatsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = absl::StrCat(std::getenv("TEST_TMPDIR"), "/proc_",
-                         ::testing::UnitTest::GetInstance()
-                             ->current_test_info()
-                             ->name());
+    root_ = absl::StrCat(
+        std::getenv("TEST_TMPDIR"), "/proc_",
+        ::testing::UnitTest::GetInstance()->current_test_info()->name());
     ASSERT_EQ(mkdir(root_.c_str(), 0755), 0);
     ASSERT_EQ(mkdir((root_ + "/self").c_str(), 0755), 0);
     ASSERT_EQ(mkdir((root_ + "/self/fd").c_str(), 0755), 0);
@@ -320,7 +321,8 @@ class ProcessStatsTest : public ::testing::Test {
           "seconds   \n"
           "Max open files            1024                 524288               "
           "files     \n");
-    for (const char* fd : {"0", "1", "2", "7"}) Write(std::string("self/fd/") + fd, "");
+    for (const char* fd : {"0", "1", "2", "7"})
+      Write(std::string("self/fd/") + fd, "");
   }
   std::string root_;
 };
@@ -345,15 +347,18 @@ TEST_F(ProcessStatsTest, RendersProcessFamilies) {
   MetricsRegistry registry;
   RegisterProcessMetrics(registry, root_);
   const std::string text = registry.Render();
-  EXPECT_THAT(text, HasSubstr("# TYPE chstream_process_cpu_seconds_total counter\n"));
+  EXPECT_THAT(text,
+              HasSubstr("# TYPE chstream_process_cpu_seconds_total counter\n"));
   EXPECT_THAT(text, HasSubstr("\nchstream_process_open_fds 4\n"));
   EXPECT_THAT(text, HasSubstr("\nchstream_process_max_fds 1024\n"));
   EXPECT_THAT(text, HasSubstr("\nchstream_process_threads 9\n"));
-  EXPECT_THAT(text, HasSubstr("\nchstream_process_virtual_memory_bytes 123456789\n"));
-  EXPECT_THAT(text, HasSubstr(absl::StrCat(
-                        "\nchstream_process_resident_memory_bytes ",
-                        1000 * sysconf(_SC_PAGESIZE), "\n")));
-  EXPECT_THAT(text, ContainsRegex("\nchstream_process_start_time_seconds 17000000"));
+  EXPECT_THAT(text,
+              HasSubstr("\nchstream_process_virtual_memory_bytes 123456789\n"));
+  EXPECT_THAT(
+      text, HasSubstr(absl::StrCat("\nchstream_process_resident_memory_bytes ",
+                                   1000 * sysconf(_SC_PAGESIZE), "\n")));
+  EXPECT_THAT(text,
+              ContainsRegex("\nchstream_process_start_time_seconds 17000000"));
 }
 
 TEST_F(ProcessStatsTest, MissingOrMalformedProcExportsNothing) {
