@@ -778,5 +778,20 @@ TEST_F(StoreTest, ConcurrentReadersSeeDenseCommittedPrefix) {
   EXPECT_EQ(store_->HeadPosition(), kTotal);
 }
 
+TEST(StoreOptionsTest, RejectsBadOptions) {
+  const std::string path = TestDbPath();
+  Store::Options options;
+  options.read_connections = 0;
+  EXPECT_THAT(Store::Open(path, options),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("read_connections")));
+  options = Store::Options();
+  options.wal_limit_bytes = options.checkpoint_bytes - 1;
+  EXPECT_THAT(Store::Open(path, options),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("wal_limit_bytes")));
+  EXPECT_FALSE(::chstream::storage::testing::FileExists(path));
+}
+
 }  // namespace
 }  // namespace chstream::storage
