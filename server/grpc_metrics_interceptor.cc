@@ -142,6 +142,14 @@ std::vector<std::string> MethodNames(
   return names;
 }
 
+std::vector<std::string> MethodNames(const std::string& service_full_name) {
+  const google::protobuf::ServiceDescriptor* service =
+      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+          service_full_name);
+  if (service == nullptr) return {};
+  return MethodNames(*service);
+}
+
 GrpcMetricsInterceptorFactory::GrpcMetricsInterceptorFactory(
     MetricsRegistry* registry, Clock* clock, Options options)
     : registry_(registry), clock_(clock), options_(std::move(options)) {

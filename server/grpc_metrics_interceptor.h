@@ -28,7 +28,8 @@
 //   std::vector<std::unique_ptr<
 //       grpc::experimental::ServerInterceptorFactoryInterface>> creators;
 //   GrpcMetricsInterceptorFactory::Options options;
-//   options.known_methods = MethodNames(*v1::CompanyStream::descriptor());
+//   options.known_methods =
+//   MethodNames(v1::CompanyStream::service_full_name());
 //   creators.push_back(std::make_unique<GrpcMetricsInterceptorFactory>(
 //       &registry, Clock::Real(), options));
 //   builder.experimental().SetInterceptorCreators(std::move(creators));
@@ -55,11 +56,13 @@ namespace chstream::server {
 // "OK", "CANCELLED", ... "UNAUTHENTICATED"; "UNKNOWN" for other numbers.
 std::string_view GrpcCodeName(grpc::StatusCode code);
 
-// The full method names of a service, e.g. for
-// v1::CompanyStream::service_full_name():
+// The full method names of a service:
 //   "/chstream.v1.CompanyStream/GetStatus", ...
 std::vector<std::string> MethodNames(
     const google::protobuf::ServiceDescriptor& service);
+// The same for a service linked into the binary, by its full name, e.g.
+// v1::CompanyStream::service_full_name(); empty when it is unknown.
+std::vector<std::string> MethodNames(const std::string& service_full_name);
 
 class GrpcMetricsInterceptorFactory final
     : public grpc::experimental::ServerInterceptorFactoryInterface {

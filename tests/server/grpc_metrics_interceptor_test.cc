@@ -357,6 +357,9 @@ TEST(GrpcMethodNamesTest, ListsFullMethodNames) {
       MethodNames(*HealthCheckRequest::descriptor()->file()->FindServiceByName(
           "Health")),
       ::testing::ElementsAre(kCheck, kWatch));
+  EXPECT_THAT(MethodNames(Health::service_full_name()),
+              ::testing::ElementsAre(kCheck, kWatch));
+  EXPECT_THAT(MethodNames("no.such.Service"), ::testing::IsEmpty());
 }
 
 TEST(GrpcMetricsInterceptorFactoryTest, RecordLabelsMethodsBeyondLimitOther) {
