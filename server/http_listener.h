@@ -77,7 +77,8 @@ class HttpListener {
   int port() const;
 
   // Stops accepting, closes every open connection (in-flight responses are
-  // abandoned) and joins the thread. Idempotent.
+  // abandoned) and joins the thread. Idempotent. Must not be called from the
+  // readiness callback or a collector (they run on the listener thread).
   void Stop();
 
  private:

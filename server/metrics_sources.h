@@ -66,7 +66,9 @@ struct MetricsSources {
 };
 
 // Adds one collector per non-empty source. `sources` are copied; what they
-// refer to must outlive every later registry.Render().
+// refer to must outlive every later registry.Render(). May be called again
+// with other sources (e.g. `streams` once the ingester exists); giving the
+// same source twice duplicates series, which Render() drops with a warning.
 void RegisterChstreamMetrics(MetricsRegistry& registry,
                              const MetricsSources& sources);
 

@@ -229,6 +229,28 @@ TEST(MetricsSourcesTest, SubscriberCountersStayMonotonicAcrossDisconnects) {
   EXPECT_THAT(text, HasSubstr("chstream_subscriber_events_sent_total 11\n"));
 }
 
+// Verifies the start-up order main.cc needs: the streams source is added
+// once the ingester exists, after the others.
+TEST(MetricsSourcesTest, SourcesCanBeRegisteredInSeveralCalls) {
+  MetricsRegistry registry;
+  MetricsSources first;
+  first.version = "1";
+  first.writer = [] { return storage::EventWriter::Stats(); };
+  RegisterChstreamMetrics(registry, first);
+  EXPECT_THAT(registry.Render(), Not(HasSubstr("chstream_ingest_")));
+  MetricsSources later;
+  later.streams = [] {
+    return std::vector<ingest::StreamStatusSnapshot>{CompaniesStream()};
+  };
+  RegisterChstreamMetrics(registry, later);
+  const std::string text = registry.Render();
+  EXPECT_THAT(
+      text,
+      HasSubstr("chstream_ingest_events_total{stream=\"companies\"} 1500\n"));
+  EXPECT_THAT(text, HasSubstr("chstream_writer_batches_total 0\n"));
+  EXPECT_THAT(text, HasSubstr("chstream_build_info{version=\"1\"} 1\n"));
+}
+
 TEST(MetricsSourcesTest, EmptySourcesExportNothing) {
   MetricsRegistry registry;
   RegisterChstreamMetrics(registry, MetricsSources());
