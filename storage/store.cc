@@ -734,6 +734,7 @@ absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
     w.begin.Reset();
     std::string fields_changed;
     std::string sic_codes;
+    std::vector<size_t> company_events;  // indexes into `kept`
     for (size_t j = 0; j < kept.size(); ++j) {
       const Event& e = batch->events[kept[j]];
       const int64_t position = static_cast<int64_t>(head + 1 + j);
@@ -755,8 +756,21 @@ absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
       absl::Status s = ins.Run();
       ins.Reset();
       CHS_RETURN_IF_ERROR(s);
+      if (IsCompanyEvent(e)) company_events.push_back(j);
+    }
 
-      if (!IsCompanyEvent(e)) continue;
+    // Company upserts in company_number order (stable: a company's events
+    // stay in position order, so the latest still wins). Each index page is
+    // then visited once per batch instead of at random, which keeps the
+    // writer's page cache effective once the companies outgrow it.
+    std::stable_sort(company_events.begin(), company_events.end(),
+                     [&](size_t x, size_t y) {
+                       return batch->events[kept[x]].company_number <
+                              batch->events[kept[y]].company_number;
+                     });
+    for (size_t j : company_events) {
+      const Event& e = batch->events[kept[j]];
+      const int64_t position = static_cast<int64_t>(head + 1 + j);
       const bool has_data = !e.data_json.empty() || !e.data_pb.empty();
       static const CompanyFields kNoFields;
       const CompanyFields& f = e.company.has_value() ? *e.company : kNoFields;
@@ -784,7 +798,7 @@ absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
       // Company rowids start at 1, and the UPDATE arm of an upsert leaves
       // last_insert_rowid alone: non-zero afterwards means a new company.
       sqlite3_set_last_insert_rowid(w.db.get(), 0);
-      s = st.Run();
+      absl::Status s = st.Run();
       st.Reset();
       CHS_RETURN_IF_ERROR(s);
       if (sqlite3_last_insert_rowid(w.db.get()) != 0) ++new_companies;
