@@ -219,8 +219,7 @@ void Replay(Store* store, int64_t events) {
     while (after < head) {
       auto page = store->ReadPage(after, head, c.filter, 1000, 10000);
       if (!page.ok()) {
-        std::fprintf(stderr, "replay: %s\n",
-                     page.status().ToString().c_str());
+        std::fprintf(stderr, "replay: %s\n", page.status().ToString().c_str());
         return;
       }
       ++calls;
@@ -231,13 +230,14 @@ void Replay(Store* store, int64_t events) {
       after = page->scanned_through;
     }
     const double seconds = absl::ToDoubleSeconds(clock->Now() - start);
-    std::printf("  replay %-33s %llu events in %.3f s (%llu calls): "
-                "%.0f positions/s, %.0f events/s, %.0f MB/s\n",
-                c.name, static_cast<unsigned long long>(delivered), seconds,
-                static_cast<unsigned long long>(calls),
-                static_cast<double>(head) / seconds,
-                static_cast<double>(delivered) / seconds,
-                static_cast<double>(bytes) / 1e6 / seconds);
+    std::printf(
+        "  replay %-33s %llu events in %.3f s (%llu calls): "
+        "%.0f positions/s, %.0f events/s, %.0f MB/s\n",
+        c.name, static_cast<unsigned long long>(delivered), seconds,
+        static_cast<unsigned long long>(calls),
+        static_cast<double>(head) / seconds,
+        static_cast<double>(delivered) / seconds,
+        static_cast<double>(bytes) / 1e6 / seconds);
   }
 }
 
@@ -315,19 +315,18 @@ int Run(const Flags& flags) {
   std::printf("  elapsed            %.3f s\n", seconds);
   std::printf("  throughput         %.0f events/s committed\n",
               static_cast<double>(ws.events) / seconds);
-  std::printf("  batches            %llu (mean %.0f items)\n",
-              static_cast<unsigned long long>(ws.batches),
-              ws.batch_size_count ? ws.batch_size_sum / ws.batch_size_count
-                                  : 0.0);
-  std::printf("  commit duration    mean %.2f ms, p50 %.2f ms, "
-              "p99 %.2f ms (interpolated in histogram buckets)\n",
-              ws.latency_count ? 1e3 * ws.latency_sum_seconds /
-                                     ws.latency_count
-                               : 0.0,
-              1e3 * Histogram::Quantile(ws.latency_bucket_bounds_seconds,
-                                        ws.latency_bucket_counts, 0.5),
-              1e3 * Histogram::Quantile(ws.latency_bucket_bounds_seconds,
-                                        ws.latency_bucket_counts, 0.99));
+  std::printf(
+      "  batches            %llu (mean %.0f items)\n",
+      static_cast<unsigned long long>(ws.batches),
+      ws.batch_size_count ? ws.batch_size_sum / ws.batch_size_count : 0.0);
+  std::printf(
+      "  commit duration    mean %.2f ms, p50 %.2f ms, "
+      "p99 %.2f ms (interpolated in histogram buckets)\n",
+      ws.latency_count ? 1e3 * ws.latency_sum_seconds / ws.latency_count : 0.0,
+      1e3 * Histogram::Quantile(ws.latency_bucket_bounds_seconds,
+                                ws.latency_bucket_counts, 0.5),
+      1e3 * Histogram::Quantile(ws.latency_bucket_bounds_seconds,
+                                ws.latency_bucket_counts, 0.99));
   std::printf("  push->commit       p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
               1e3 * Percentile(&lat, 0.5), 1e3 * Percentile(&lat, 0.99),
               1e3 * Percentile(&lat, 1.0));
@@ -346,23 +345,26 @@ int Run(const Flags& flags) {
   struct rusage usage;
   getrusage(RUSAGE_SELF, &usage);
   auto tv = [](const timeval& t) { return t.tv_sec + t.tv_usec / 1e6; };
-  std::printf("  process CPU        user %.2f s + sys %.2f s (all threads, "
-              "incl. event generation)\n",
-              tv(usage.ru_utime), tv(usage.ru_stime));
+  std::printf(
+      "  process CPU        user %.2f s + sys %.2f s (all threads, "
+      "incl. event generation)\n",
+      tv(usage.ru_utime), tv(usage.ru_stime));
   double writer_cpu_total;
   {
     absl::MutexLock lock(&mu);
     writer_cpu_total = writer_cpu;
   }
   const double n = static_cast<double>(flags.events);
-  std::printf("  thread CPU         writer %.2f s (%.1f us/event), producer "
-              "%.2f s (%.1f us/event, event generation)\n",
-              writer_cpu_total, 1e6 * writer_cpu_total / n, producer_cpu,
-              1e6 * producer_cpu / n);
-  std::printf("  RSS at end         anon %.1f MB, file %.1f MB, shmem %.1f MB\n",
-              static_cast<double>(ProcStatusKb("RssAnon")) / 1024.0,
-              static_cast<double>(ProcStatusKb("RssFile")) / 1024.0,
-              static_cast<double>(ProcStatusKb("RssShmem")) / 1024.0);
+  std::printf(
+      "  thread CPU         writer %.2f s (%.1f us/event), producer "
+      "%.2f s (%.1f us/event, event generation)\n",
+      writer_cpu_total, 1e6 * writer_cpu_total / n, producer_cpu,
+      1e6 * producer_cpu / n);
+  std::printf(
+      "  RSS at end         anon %.1f MB, file %.1f MB, shmem %.1f MB\n",
+      static_cast<double>(ProcStatusKb("RssAnon")) / 1024.0,
+      static_cast<double>(ProcStatusKb("RssFile")) / 1024.0,
+      static_cast<double>(ProcStatusKb("RssShmem")) / 1024.0);
   std::printf("  peak RSS (VmHWM)   %.1f MB\n",
               static_cast<double>(hwm_kb) / 1024.0);
 
@@ -390,10 +392,11 @@ int Run(const Flags& flags) {
 int main(int argc, char** argv) {
   chstream::storage::Flags flags;
   if (!chstream::storage::ParseFlags(argc, argv, &flags)) {
-    std::fprintf(stderr,
-                 "usage: storage_writer_bench [--events=N] [--companies=N] "
-                 "[--sync_full] [--dir=DIR] [--keep] [--noreplay] [--queue_capacity=N] "
-                 "[--max_batch=N] [--max_delay_ms=X]\n");
+    std::fprintf(
+        stderr,
+        "usage: storage_writer_bench [--events=N] [--companies=N] "
+        "[--sync_full] [--dir=DIR] [--keep] [--noreplay] [--queue_capacity=N] "
+        "[--max_batch=N] [--max_delay_ms=X]\n");
     return 1;
   }
   return chstream::storage::Run(flags);

@@ -211,11 +211,10 @@ void EventWriter::CommitWithRetry(Batch* batch, size_t items) {
       stats_.items_dropped += items;
       return;
     }
-    log::Error("storage commit failed; retrying",
-               {{"error", result.status()},
-                {"items", items},
-                {"retry_in", backoff},
-                {"path", store_->path()}});
+    log::Error("storage commit failed; retrying", {{"error", result.status()},
+                                                   {"items", items},
+                                                   {"retry_in", backoff},
+                                                   {"path", store_->path()}});
     {
       absl::MutexLock lock(&mu_);
       retry_cv_.WaitWithTimeout(&mu_, backoff);

@@ -96,8 +96,8 @@ class EventWriter {
     uint64_t queue_depth = 0;
     uint64_t queue_capacity = 0;
     uint64_t pushers_waiting = 0;  // Push calls blocked on a full queue now
-    uint64_t commit_errors = 0;   // failed commit attempts (then retried)
-    uint64_t items_dropped = 0;   // given up during Stop after errors
+    uint64_t commit_errors = 0;    // failed commit attempts (then retried)
+    uint64_t items_dropped = 0;    // given up during Stop after errors
     // Commit latency (Store::Commit duration). Counts are non-cumulative,
     // one per bound plus a last one for +Inf (see Histogram).
     std::vector<double> latency_bucket_bounds_seconds;

@@ -10,8 +10,8 @@ Histogram::Histogram(std::vector<double> upper_bounds)
 
 void Histogram::Observe(double value) {
   // First bound >= value: the bucket is (previous bound, bound].
-  size_t i = std::lower_bound(bounds_.begin(), bounds_.end(), value) -
-             bounds_.begin();
+  size_t i =
+      std::lower_bound(bounds_.begin(), bounds_.end(), value) - bounds_.begin();
   ++counts_[i];
   sum_ += value;
   ++count_;

@@ -97,15 +97,15 @@ constexpr char kSqliteMagic[16] = {'S', 'Q', 'L', 'i', 't', 'e', ' ', 'f',
 absl::string_view Av(std::string_view s) { return {s.data(), s.size()}; }
 
 absl::Status NotChstream(const std::string& path, std::string_view reason) {
-  return absl::FailedPreconditionError(absl::StrCat(
-      "refusing to open ", path, ": not a chstream database (", Av(reason),
-      "); the file was left untouched"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("refusing to open ", path, ": not a chstream database (",
+                   Av(reason), "); the file was left untouched"));
 }
 
 absl::Status Corrupt(const std::string& path, std::string_view reason) {
-  return absl::DataLossError(absl::StrCat(
-      "refusing to open ", path, ": the database is corrupt (", Av(reason),
-      "); the file was left untouched"));
+  return absl::DataLossError(
+      absl::StrCat("refusing to open ", path, ": the database is corrupt (",
+                   Av(reason), "); the file was left untouched"));
 }
 
 // Any error while reading an existing file read-only is reported as
@@ -114,19 +114,17 @@ absl::Status ReadError(const std::string& path, const absl::Status& status) {
   if (status.code() == absl::StatusCode::kDataLoss) {
     return Corrupt(path, std::string(status.message()));
   }
-  return absl::Status(status.code(),
-                      absl::StrCat("refusing to open ", path, ": ",
-                                   status.message(),
-                                   "; the file was left untouched"));
+  return absl::Status(
+      status.code(),
+      absl::StrCat("refusing to open ", path, ": ", status.message(),
+                   "; the file was left untouched"));
 }
 
 }  // namespace
 
 absl::Span<const Migration> Migrations() { return kMigrations; }
 
-int LatestSchemaVersion() {
-  return static_cast<int>(std::size(kMigrations));
-}
+int LatestSchemaVersion() { return static_cast<int>(std::size(kMigrations)); }
 
 absl::StatusOr<DatabaseFile> InspectDatabaseFile(const std::string& path,
                                                  bool check_integrity) {
@@ -157,8 +155,8 @@ absl::StatusOr<DatabaseFile> InspectDatabaseFile(const std::string& path,
       return NotChstream(path, "not an SQLite file");
     }
     if (st.st_size < 512) {
-      return Corrupt(path, absl::StrCat("file is only ", st.st_size,
-                                        " bytes long"));
+      return Corrupt(path,
+                     absl::StrCat("file is only ", st.st_size, " bytes long"));
     }
   }
 
@@ -203,7 +201,8 @@ absl::StatusOr<DatabaseFile> InspectDatabaseFile(const std::string& path,
       return Corrupt(path, absl::StrCat("quick_check: ", Av(first)));
     }
   }
-  return DatabaseFile{.is_new = false, .user_version = static_cast<int>(*version)};
+  return DatabaseFile{.is_new = false,
+                      .user_version = static_cast<int>(*version)};
 }
 
 absl::Status Migrate(Database& db, int target_version) {

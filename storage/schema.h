@@ -57,8 +57,8 @@ int LatestSchemaVersion();
 
 // What InspectDatabaseFile found, without modifying anything.
 struct DatabaseFile {
-  bool is_new = false;      // missing or empty (0 bytes): create it
-  int user_version = 0;     // for an existing chstream database
+  bool is_new = false;   // missing or empty (0 bytes): create it
+  int user_version = 0;  // for an existing chstream database
 };
 
 // Decides whether `path` may be opened as a chstream database, reading it

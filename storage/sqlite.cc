@@ -21,9 +21,9 @@ absl::Status SqliteError(int rc, sqlite3* db, std::string_view context) {
   // The extended code is more precise than the primary one, but the message
   // of the connection only describes the most recent failing call.
   const char* detail = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-  std::string message =
-      absl::StrCat(Av(context), file.empty() ? "" : absl::StrCat(" (", file, ")"),
-                   ": ", detail, " [sqlite ", rc, "]");
+  std::string message = absl::StrCat(
+      Av(context), file.empty() ? "" : absl::StrCat(" (", file, ")"), ": ",
+      detail, " [sqlite ", rc, "]");
   switch (rc & 0xff) {
     case SQLITE_CORRUPT:
     case SQLITE_NOTADB:
@@ -82,7 +82,8 @@ absl::StatusOr<bool> Statement::Step() {
   int rc = sqlite3_step(stmt_);
   if (rc == SQLITE_ROW) return true;
   if (rc == SQLITE_DONE) return false;
-  return SqliteError(rc, db_, absl::StrCat("step \"", sqlite3_sql(stmt_), "\""));
+  return SqliteError(rc, db_,
+                     absl::StrCat("step \"", sqlite3_sql(stmt_), "\""));
 }
 
 absl::Status Statement::Run() {
@@ -126,8 +127,8 @@ absl::StatusOr<Database> Database::Open(const std::string& path, int flags) {
                            flags | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE,
                            nullptr);
   if (rc != SQLITE_OK) {
-    absl::Status status = SqliteError(
-        rc, db, absl::StrCat("cannot open SQLite database ", path));
+    absl::Status status =
+        SqliteError(rc, db, absl::StrCat("cannot open SQLite database ", path));
     sqlite3_close_v2(db);
     return status;
   }
@@ -171,8 +172,8 @@ absl::StatusOr<Statement> Database::Prepare(std::string_view sql,
                                             bool persistent) {
   sqlite3_stmt* stmt = nullptr;
   int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
-                              persistent ? SQLITE_PREPARE_PERSISTENT : 0,
-                              &stmt, nullptr);
+                              persistent ? SQLITE_PREPARE_PERSISTENT : 0, &stmt,
+                              nullptr);
   if (rc != SQLITE_OK) {
     sqlite3_finalize(stmt);
     return Error(rc, absl::StrCat("prepare \"", Av(sql), "\""));

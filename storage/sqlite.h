@@ -9,9 +9,9 @@
 // a time (connections are opened with SQLITE_OPEN_NOMUTEX). Different
 // Database objects may be used concurrently.
 //
-//   CHS_ASSIGN_OR_RETURN(Database db, Database::Open(path, SQLITE_OPEN_READONLY));
-//   CHS_ASSIGN_OR_RETURN(Statement st, db.Prepare("SELECT x FROM t WHERE k=?"));
-//   st.BindText(1, key);
+//   CHS_ASSIGN_OR_RETURN(Database db, Database::Open(path,
+//   SQLITE_OPEN_READONLY)); CHS_ASSIGN_OR_RETURN(Statement st,
+//   db.Prepare("SELECT x FROM t WHERE k=?")); st.BindText(1, key);
 //   CHS_ASSIGN_OR_RETURN(bool row, st.Step());
 //   if (row) use(st.ColumnInt64(0));
 #pragma once

@@ -43,7 +43,8 @@ constexpr int64_t kMaxPosition = std::numeric_limits<int64_t>::max();
 absl::string_view Av(std::string_view s) { return {s.data(), s.size()}; }
 
 // Hash sets/maps keyed by views into strings that outlive them.
-using ViewSet = absl::flat_hash_set<std::string_view, std::hash<std::string_view>>;
+using ViewSet =
+    absl::flat_hash_set<std::string_view, std::hash<std::string_view>>;
 
 int64_t ToMicros(absl::Time t) { return absl::ToUnixMicros(t); }
 absl::Time FromMicros(int64_t us) { return absl::FromUnixMicros(us); }
@@ -189,9 +190,9 @@ bool DecodeStringList(std::string_view in, std::vector<std::string>* out) {
 absl::Status DecodeListColumn(std::string_view text, std::string_view what,
                               std::vector<std::string>* out) {
   if (!DecodeStringList(text, out)) {
-    return absl::DataLossError(
-        absl::StrCat("malformed JSON string list in ", Av(what), ": ",
-                     Av(text.substr(0, 80))));
+    return absl::DataLossError(absl::StrCat("malformed JSON string list in ",
+                                            Av(what), ": ",
+                                            Av(text.substr(0, 80))));
   }
   return absl::OkStatus();
 }
@@ -272,7 +273,7 @@ absl::Status ReadEventRow(const Statement& st, Event* e) {
 enum CompanyParam {
   kCpNumber = 1,
   kCpHasFields = 2,
-  kCpFieldsFirst = 3,  // 16 fields: ?3 .. ?18, in kCompanyFieldColumns order
+  kCpFieldsFirst = 3,    // 16 fields: ?3 .. ?18, in kCompanyFieldColumns order
   kCpDataPosition = 19,  // the event's position if it carries data, else 0
   kCpDeleted = 20,
   kCpLastTimepoint = 21,
@@ -280,11 +281,11 @@ enum CompanyParam {
   kCpUpdatedAt = 23,
 };
 constexpr const char* kCompanyFieldColumns[] = {
-    "company_name",       "company_status",     "company_type",
-    "jurisdiction",       "date_of_creation",   "date_of_cessation",
-    "roa_premises",       "roa_address_line_1", "roa_address_line_2",
-    "roa_locality",       "roa_region",         "roa_postal_code",
-    "roa_country",        "roa_care_of",        "roa_po_box",
+    "company_name", "company_status",     "company_type",
+    "jurisdiction", "date_of_creation",   "date_of_cessation",
+    "roa_premises", "roa_address_line_1", "roa_address_line_2",
+    "roa_locality", "roa_region",         "roa_postal_code",
+    "roa_country",  "roa_care_of",        "roa_po_box",
     "sic_codes",
 };
 constexpr int kNumCompanyFields = std::size(kCompanyFieldColumns);
@@ -302,9 +303,10 @@ std::string CompanyUpsertSql() {
   absl::StrAppend(&vals, ", ?", kCpDataPosition, ", ?", kCpDeleted, ", ?",
                   kCpLastTimepoint, ", ?", kCpLastPosition, ", ?",
                   kCpUpdatedAt);
-  std::string sql = absl::StrCat("INSERT INTO companies (", cols, ") VALUES (",
-                                 vals, ") ON CONFLICT (company_number) DO "
-                                 "UPDATE SET ");
+  std::string sql =
+      absl::StrCat("INSERT INTO companies (", cols, ") VALUES (", vals,
+                   ") ON CONFLICT (company_number) DO "
+                   "UPDATE SET ");
   // Fields only from an event that carries them; an event without data
   // keeps the previous data.
   for (int i = 0; i < kNumCompanyFields; ++i) {
@@ -360,8 +362,8 @@ bool Filter::Matches(const Event& e) const {
 }
 
 bool Filter::empty() const {
-  return streams.empty() && resource_kinds.empty() &&
-         company_numbers.empty() && types.empty();
+  return streams.empty() && resource_kinds.empty() && company_numbers.empty() &&
+         types.empty();
 }
 
 // ------------------------------------------------------- connection structs
@@ -410,13 +412,13 @@ struct Store::Checkpointer {
       }
       int wal_frames = 0;
       int backfilled = 0;
-      const int rc = sqlite3_wal_checkpoint_v2(db.get(), "main",
-                                               SQLITE_CHECKPOINT_PASSIVE,
-                                               &wal_frames, &backfilled);
+      const int rc =
+          sqlite3_wal_checkpoint_v2(db.get(), "main", SQLITE_CHECKPOINT_PASSIVE,
+                                    &wal_frames, &backfilled);
       if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
-        log::Warning("storage checkpoint failed",
-                     {{"path", db.path()},
-                      {"error", db.Error(rc, "wal_checkpoint")}});
+        log::Warning(
+            "storage checkpoint failed",
+            {{"path", db.path()}, {"error", db.Error(rc, "wal_checkpoint")}});
       }
       absl::MutexLock lock(&mu);
       served = target;
@@ -438,13 +440,13 @@ struct Store::Checkpointer {
       Checkpointer* c;
       uint64_t ticket;
     } args{this, ticket};
-    return mu.AwaitWithTimeout(
-        absl::Condition(
-            +[](Args* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-              return a->c->stop || a->c->completed >= a->ticket;
-            },
-            &args),
-        timeout) &&
+    return mu.AwaitWithTimeout(absl::Condition(
+                                   +[](Args* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                                     return a->c->stop ||
+                                            a->c->completed >= a->ticket;
+                                   },
+                                   &args),
+                               timeout) &&
            completed >= ticket;
   }
 
@@ -500,8 +502,8 @@ Store::~Store() {
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
                                                    const Options& options) {
   if (path.empty() || path == ":memory:" || path.rfind("file:", 0) == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "storage path must be a file path, got \"", path, "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("storage path must be a file path, got \"", path, "\""));
   }
   if (options.read_connections < 1) {
     return absl::InvalidArgumentError("read_connections must be >= 1");
@@ -516,8 +518,8 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
   std::unique_ptr<Store> store(new Store(path, options));
   absl::Status status = store->Init(file.is_new);
   if (!status.ok()) {
-    return absl::Status(status.code(), absl::StrCat("opening ", path, ": ",
-                                                    status.message()));
+    return absl::Status(status.code(),
+                        absl::StrCat("opening ", path, ": ", status.message()));
   }
   return store;
 }
@@ -527,14 +529,15 @@ absl::Status Store::Init(bool is_new) {
   Writer& w = *writer_;
   CHS_ASSIGN_OR_RETURN(
       w.db, Database::Open(path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
-  sqlite3_busy_timeout(w.db.get(), static_cast<int>(absl::ToInt64Milliseconds(
-                                        options_.busy_timeout)));
+  sqlite3_busy_timeout(
+      w.db.get(),
+      static_cast<int>(absl::ToInt64Milliseconds(options_.busy_timeout)));
   if (is_new) {
     // Stamp the file before anything else, in rollback mode, so that even a
     // crash during creation leaves a file recognisable as chstream's.
-    CHS_RETURN_IF_ERROR(w.db.Exec(
-        absl::StrCat("PRAGMA page_size = ", kPageSizeBytes,
-                     "; PRAGMA application_id = ", kApplicationId)));
+    CHS_RETURN_IF_ERROR(
+        w.db.Exec(absl::StrCat("PRAGMA page_size = ", kPageSizeBytes,
+                               "; PRAGMA application_id = ", kApplicationId)));
   }
   CHS_ASSIGN_OR_RETURN(std::string mode,
                        w.db.QueryText("PRAGMA journal_mode = WAL"));
@@ -777,11 +780,11 @@ absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
       sic_codes = EncodeStringList(f.sic_codes);
       const Address& a = f.registered_office_address;
       const std::string_view values[kNumCompanyFields] = {
-          f.company_name,   f.company_status,   f.company_type,
-          f.jurisdiction,   f.date_of_creation, f.date_of_cessation,
-          a.premises,       a.address_line_1,   a.address_line_2,
-          a.locality,       a.region,           a.postal_code,
-          a.country,        a.care_of,          a.po_box,
+          f.company_name, f.company_status,   f.company_type,
+          f.jurisdiction, f.date_of_creation, f.date_of_cessation,
+          a.premises,     a.address_line_1,   a.address_line_2,
+          a.locality,     a.region,           a.postal_code,
+          a.country,      a.care_of,          a.po_box,
           sic_codes,
       };
       Statement& st = w.upsert_company;
@@ -933,9 +936,11 @@ absl::StatusOr<Page> Store::ReadPage(uint64_t after, uint64_t up_to,
   const uint64_t window_end =
       max_scan >= limit_hi - after ? limit_hi : after + max_scan;
   absl::Cleanup reset = [st] { st->Reset(); };
-  st->BindInt64(1, static_cast<int64_t>(std::min<uint64_t>(after, kMaxPosition)));
+  st->BindInt64(1,
+                static_cast<int64_t>(std::min<uint64_t>(after, kMaxPosition)));
   st->BindInt64(2, static_cast<int64_t>(window_end));
-  st->BindInt64(3, static_cast<int64_t>(std::min<uint64_t>(max_scan, kMaxPosition)));
+  st->BindInt64(
+      3, static_cast<int64_t>(std::min<uint64_t>(max_scan, kMaxPosition)));
 
   const FilterMatcher matcher(filter);
   const bool match_all = filter.empty();
@@ -1021,9 +1026,9 @@ absl::StatusOr<std::optional<CompanyRecord>> Store::GetCompany(
   c.updated_at = FromMicros(st.ColumnInt64(col++));
   const int64_t data_position = st.ColumnInt64(col++);
   if (data_position != 0 && st.ColumnIsNull(col)) {
-    return absl::DataLossError(absl::StrCat(
-        "company ", Av(company_number), " refers to event ", data_position,
-        " for its data, which is not stored"));
+    return absl::DataLossError(
+        absl::StrCat("company ", Av(company_number), " refers to event ",
+                     data_position, " for its data, which is not stored"));
   }
   c.data_json.assign(st.ColumnText(col++));
   c.data_pb.assign(st.ColumnBlob(col++));
@@ -1098,7 +1103,8 @@ absl::StatusOr<std::vector<DeadLetter>> Store::ReadDeadLetters(size_t limit) {
   ReaderLease r = AcquireReader();
   Statement& st = r->dead_letters;
   absl::Cleanup reset = [&st] { st.Reset(); };
-  st.BindInt64(1, static_cast<int64_t>(std::min<uint64_t>(limit, kMaxPosition)));
+  st.BindInt64(1,
+               static_cast<int64_t>(std::min<uint64_t>(limit, kMaxPosition)));
   while (true) {
     CHS_ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) break;

@@ -129,9 +129,10 @@ struct Page {
 class Store {
  public:
   struct Options {
-    // PRAGMA synchronous=FULL (fsync at every commit) instead of NORMAL
-    // (fsync at checkpoints: a commit survives a process crash, and the
-    // database stays consistent after a power loss).
+    // PRAGMA synchronous=FULL (fsync of the WAL at every commit) instead of
+    // NORMAL (fsync at checkpoints only: a commit survives a process crash;
+    // after a power loss the database is consistent but the last commits
+    // may be missing).
     bool synchronous_full = false;
     // Size of the read-only connection pool (>= 1).
     int read_connections = 4;
@@ -155,8 +156,8 @@ class Store {
   // not a chstream database (FailedPrecondition), is corrupt (DataLoss) or
   // has a newer schema than this binary (FailedPrecondition) is refused
   // without being modified. Older schemas are migrated forward.
-  static absl::StatusOr<std::unique_ptr<Store>> Open(
-      const std::string& path, const Options& options);
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path,
+                                                     const Options& options);
   static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path) {
     return Open(path, Options());
   }

@@ -19,12 +19,12 @@
 namespace chstream::storage {
 namespace {
 
-using ::chstream::testing::IsOk;
 using ::chstream::storage::testing::MakeDeadLetter;
 using ::chstream::storage::testing::MakeEvent;
 using ::chstream::storage::testing::TestDbPath;
 using ::chstream::storage::testing::TestTime;
 using ::chstream::storage::testing::WaitUntil;
+using ::chstream::testing::IsOk;
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 
@@ -73,8 +73,8 @@ class EventWriterTest : public ::testing::Test {
   }
 
   std::vector<Event> StoredEvents() {
-    auto page = store_->ReadPage(0, store_->HeadPosition(), Filter{}, 1 << 20,
-                                 1 << 20);
+    auto page =
+        store_->ReadPage(0, store_->HeadPosition(), Filter{}, 1 << 20, 1 << 20);
     EXPECT_THAT(page, IsOk());
     return page.ok() ? page->events : std::vector<Event>{};
   }
@@ -126,7 +126,8 @@ TEST_F(EventWriterTest, GroupsQueuedItemsIntoOneCommit) {
 
 TEST_F(EventWriterTest, MaxBatchSplitsTransactionsInOrder) {
   EventWriter writer(store_.get(), {.max_batch = 4}, log_.Callback(), &clock_);
-  for (int i = 1; i <= 10; ++i) ASSERT_TRUE(writer.Push(MakeEvent("filings", i)));
+  for (int i = 1; i <= 10; ++i)
+    ASSERT_TRUE(writer.Push(MakeEvent("filings", i)));
   writer.Start();
   writer.Flush();
   EXPECT_THAT(log_.batches(),
@@ -143,7 +144,8 @@ TEST_F(EventWriterTest, FlushCommitsWithoutWaitingForTheDelay) {
   EventWriter writer(store_.get(), {.max_delay = absl::Hours(1)},
                      log_.Callback(), &clock_);
   writer.Start();
-  for (int i = 1; i <= 3; ++i) ASSERT_TRUE(writer.Push(MakeEvent("officers", i)));
+  for (int i = 1; i <= 3; ++i)
+    ASSERT_TRUE(writer.Push(MakeEvent("officers", i)));
   writer.Flush();
   EXPECT_EQ(store_->HeadPosition(), 3u);
   EXPECT_EQ(log_.positions(), Range(1, 3));
@@ -167,8 +169,8 @@ TEST_F(EventWriterTest, PartialBatchIsCommittedAfterMaxDelay) {
 
 TEST_F(EventWriterTest, StopDrainsTheQueue) {
   auto writer = std::make_unique<EventWriter>(
-      store_.get(), EventWriter::Options{.max_batch = 7,
-                                         .max_delay = absl::Hours(1)},
+      store_.get(),
+      EventWriter::Options{.max_batch = 7, .max_delay = absl::Hours(1)},
       log_.Callback(), &clock_);
   writer->Start();
   for (int i = 1; i <= 100; ++i) {
@@ -186,7 +188,8 @@ TEST_F(EventWriterTest, StopDrainsTheQueue) {
 
 TEST_F(EventWriterTest, StopWithoutStartCommitsOnTheCallingThread) {
   EventWriter writer(store_.get(), {}, log_.Callback(), &clock_);
-  for (int i = 1; i <= 5; ++i) ASSERT_TRUE(writer.Push(MakeEvent("filings", i)));
+  for (int i = 1; i <= 5; ++i)
+    ASSERT_TRUE(writer.Push(MakeEvent("filings", i)));
   writer.Stop();
   EXPECT_EQ(store_->HeadPosition(), 5u);
   writer.Start();  // no effect after Stop
@@ -234,10 +237,10 @@ TEST_F(EventWriterTest, PushBlocksWhileQueueIsFull) {
 
   std::atomic<bool> pushed{false};
   absl::Duration third_waited;
-  std::thread pusher([&] {
-    pushed = writer.Push(MakeEvent("filings", 3), &third_waited);
-  });
-  ASSERT_TRUE(WaitUntil([&] { return writer.GetStats().pushers_waiting == 1; }));
+  std::thread pusher(
+      [&] { pushed = writer.Push(MakeEvent("filings", 3), &third_waited); });
+  ASSERT_TRUE(
+      WaitUntil([&] { return writer.GetStats().pushers_waiting == 1; }));
   EXPECT_FALSE(pushed);
   clock_.Advance(absl::Seconds(7));
   release.Notify();
@@ -270,7 +273,8 @@ TEST_F(EventWriterTest, StopReleasesBlockedPushers) {
   std::atomic<int> result{-1};
   std::thread pusher(
       [&] { result = writer.Push(MakeEvent("filings", 3)) ? 1 : 0; });
-  ASSERT_TRUE(WaitUntil([&] { return writer.GetStats().pushers_waiting == 1; }));
+  ASSERT_TRUE(
+      WaitUntil([&] { return writer.GetStats().pushers_waiting == 1; }));
   std::thread stopper([&] { writer.Stop(); });
   pusher.join();  // released by Stop without queuing
   EXPECT_EQ(result, 0);
@@ -293,7 +297,9 @@ class LogWatcher {
     });
   }
   ~LogWatcher() { log::SetSinkForTest(nullptr); }
-  bool Wait() { return seen_.WaitForNotificationWithTimeout(absl::Seconds(30)); }
+  bool Wait() {
+    return seen_.WaitForNotificationWithTimeout(absl::Seconds(30));
+  }
   std::vector<std::string> lines() const {
     absl::MutexLock lock(&mu_);
     return lines_;
@@ -376,7 +382,8 @@ TEST_F(EventWriterTest, StopGivesUpOnPersistentFailureLoudly) {
 TEST_F(EventWriterTest, ConcurrentProducersAndReaders) {
   constexpr int kPerProducer = 2000;
   EventWriter writer(store_.get(),
-                     {.queue_capacity = 64, .max_batch = 50,
+                     {.queue_capacity = 64,
+                      .max_batch = 50,
                       .max_delay = absl::Microseconds(200)},
                      log_.Callback(), &clock_);
   writer.Start();
@@ -387,8 +394,8 @@ TEST_F(EventWriterTest, ConcurrentProducersAndReaders) {
     threads.emplace_back([&] {
       uint64_t cursor = 0;
       while (!done || cursor < store_->HeadPosition()) {
-        auto page = store_->ReadPage(cursor, store_->HeadPosition(), Filter{},
-                                     100);
+        auto page =
+            store_->ReadPage(cursor, store_->HeadPosition(), Filter{}, 100);
         if (!page.ok()) {
           reader_failed = true;
           return;

@@ -14,13 +14,13 @@
 namespace chstream::storage {
 namespace {
 
-using ::chstream::testing::IsOk;
-using ::chstream::testing::StatusIs;
 using ::chstream::storage::testing::MakeEvent;
 using ::chstream::storage::testing::ReadFileBytes;
 using ::chstream::storage::testing::TestDbPath;
 using ::chstream::storage::testing::TestTime;
 using ::chstream::storage::testing::WriteFileBytes;
+using ::chstream::testing::IsOk;
+using ::chstream::testing::StatusIs;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -134,8 +134,7 @@ TEST(SchemaTest, MigratesFromEveryEarlierVersion) {
     ASSERT_OK_AND_ASSIGN(auto company, store->GetCompany("SC571653"));
     ASSERT_TRUE(company.has_value());
     EXPECT_EQ(company->fields.company_name, "FC KIOSKS LTD");
-    EXPECT_EQ(company->fields.registered_office_address.postal_code,
-              "G1 1DA");
+    EXPECT_EQ(company->fields.registered_office_address.postal_code, "G1 1DA");
     EXPECT_THAT(company->fields.sic_codes, ElementsAre("56290"));
     EXPECT_EQ(company->last_position, 1u);
     EXPECT_EQ(company->data_json, R"({"company_name":"FC KIOSKS LTD"})");
@@ -193,8 +192,9 @@ TEST(SchemaTest, MigrateIsIdempotentAndStepwiseEqualsDirect) {
         Database::Open(stepwise, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
     for (int v = 1; v <= LatestSchemaVersion(); ++v) ASSERT_OK(Migrate(db, v));
     ASSERT_OK(Migrate(db, LatestSchemaVersion()));  // nothing left to do
-    EXPECT_THAT(Migrate(db, LatestSchemaVersion() + 1),
-                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no schema")));
+    EXPECT_THAT(
+        Migrate(db, LatestSchemaVersion() + 1),
+        StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no schema")));
   }
   {
     ASSERT_OK_AND_ASSIGN(
@@ -215,8 +215,8 @@ class RefusalTest : public ::testing::Test {
     const std::string before = ReadFileBytes(path);
     ASSERT_FALSE(before.empty());
     auto store = Store::Open(path);
-    EXPECT_THAT(store, StatusIs(code, AllOf(HasSubstr(path),
-                                            HasSubstr(reason))));
+    EXPECT_THAT(store,
+                StatusIs(code, AllOf(HasSubstr(path), HasSubstr(reason))));
     EXPECT_EQ(ReadFileBytes(path), before) << "file was modified";
   }
 
@@ -258,8 +258,9 @@ TEST_F(RefusalTest, RefusesOtherApplicationsDatabase) {
     ASSERT_OK_AND_ASSIGN(
         Database db,
         Database::Open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
-    ASSERT_OK(db.Exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);"
-                      "INSERT INTO notes (body) VALUES ('keep me');"));
+    ASSERT_OK(
+        db.Exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);"
+                "INSERT INTO notes (body) VALUES ('keep me');"));
   }
   ExpectRefused(path, absl::StatusCode::kFailedPrecondition, "application_id");
 }
@@ -269,8 +270,8 @@ TEST_F(RefusalTest, RefusesNewerSchemaVersion) {
   {
     ASSERT_OK_AND_ASSIGN(Database db,
                          Database::Open(path, SQLITE_OPEN_READWRITE));
-    ASSERT_OK(db.Exec(absl::StrCat("PRAGMA user_version = ",
-                                   LatestSchemaVersion() + 1)));
+    ASSERT_OK(db.Exec(
+        absl::StrCat("PRAGMA user_version = ", LatestSchemaVersion() + 1)));
     ASSERT_OK(db.Exec("PRAGMA wal_checkpoint(TRUNCATE)"));
   }
   ExpectRefused(path, absl::StatusCode::kFailedPrecondition,
@@ -308,9 +309,8 @@ TEST_F(RefusalTest, RefusesDamagedHeader) {
 TEST_F(RefusalTest, RefusesDirectory) {
   const char* dir = std::getenv("TEST_TMPDIR");
   ASSERT_NE(dir, nullptr);
-  EXPECT_THAT(Store::Open(dir),
-              StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr("not a regular file")));
+  EXPECT_THAT(Store::Open(dir), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                         HasSubstr("not a regular file")));
 }
 
 TEST_F(RefusalTest, RefusesInMemoryPath) {

@@ -10,8 +10,8 @@
 namespace chstream::storage {
 namespace {
 
-using ::chstream::testing::StatusIs;
 using ::chstream::storage::testing::TestDbPath;
+using ::chstream::testing::StatusIs;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
@@ -35,8 +35,7 @@ TEST(SqliteErrorTest, MapsCodesAndNamesTheOperation) {
 TEST(DatabaseTest, OpenMissingReadOnlyFailsNamingThePath) {
   const std::string path = TestDbPath();
   EXPECT_THAT(Database::Open(path, SQLITE_OPEN_READONLY),
-              StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr(path)));
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(path)));
 }
 
 // Verifies empty text and blobs bind as '' and X'' (not NULL), bytes

@@ -15,8 +15,6 @@
 namespace chstream::storage {
 namespace {
 
-using ::chstream::testing::IsOk;
-using ::chstream::testing::StatusIs;
 using ::chstream::storage::testing::CompanyEvent;
 using ::chstream::storage::testing::FileSize;
 using ::chstream::storage::testing::MakeDeadLetter;
@@ -24,6 +22,8 @@ using ::chstream::storage::testing::MakeEvent;
 using ::chstream::storage::testing::MakeFilter;
 using ::chstream::storage::testing::TestDbPath;
 using ::chstream::storage::testing::TestTime;
+using ::chstream::testing::IsOk;
+using ::chstream::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
@@ -91,9 +91,9 @@ TEST_F(StoreTest, EventRoundTripsEveryField) {
   e.company_number = "OE000123";
   e.published_at = TestTime(123'456);
   e.received_at = absl::FromUnixMicros(-1'234'567);  // before the epoch
-  e.fields_changed = {"quote\"d",    "back\\slash", "new\nline",
-                      "ctl\x01\x1f", "caf\xc3\xa9", "\xf0\x9f\x8f\xa2",
-                      "",            "<&>"};
+  e.fields_changed = {
+      "quote\"d",    "back\\slash",      "new\nline", "ctl\x01\x1f",
+      "caf\xc3\xa9", "\xf0\x9f\x8f\xa2", "",          "<&>"};
   e.data_json = R"({"name":"Ünïcode ✓","n":[1,2]})";
   e.data_pb = std::string("\x00\xff\x01\x80 bytes\x00", 11);
   e.company = std::nullopt;
@@ -239,15 +239,15 @@ TEST_F(StoreTest, CommitDropsDuplicatesAndKeepsPositionsDense) {
                 MakeEvent("filings", 11)});
   EXPECT_EQ(store_->HeadPosition(), 3u);
 
-  CommitResult r = CommitEvents(
-      {MakeEvent("companies", 11),   // same as committed
-       MakeEvent("companies", 5),    // lower than committed
-       MakeEvent("companies", 12),   // new
-       MakeEvent("filings", 12),     // new (other stream)
-       MakeEvent("companies", 12),   // repeated in the batch
-       MakeEvent("companies", 9),    // lower than the batch's 12
-       MakeEvent("companies", 13),   // new
-       MakeEvent("filings", 11)});   // same as committed
+  CommitResult r =
+      CommitEvents({MakeEvent("companies", 11),  // same as committed
+                    MakeEvent("companies", 5),   // lower than committed
+                    MakeEvent("companies", 12),  // new
+                    MakeEvent("filings", 12),    // new (other stream)
+                    MakeEvent("companies", 12),  // repeated in the batch
+                    MakeEvent("companies", 9),   // lower than the batch's 12
+                    MakeEvent("companies", 13),  // new
+                    MakeEvent("filings", 11)});  // same as committed
   EXPECT_THAT(Positions(*r.events), ElementsAre(4, 5, 6));
   EXPECT_THAT(Timepoints(*r.events), ElementsAre(12, 12, 13));
   EXPECT_THAT(r.duplicates,
@@ -355,8 +355,8 @@ TEST_F(StoreTest, CompanyChangedThenDeletedKeepsLastData) {
   EXPECT_EQ(c->data_pb, v2.data_pb);
 
   // Deleted with data: the data it carries is stored.
-  Event del2 = CompanyEvent(4, "SC571653", "FINAL NAME LTD",
-                            EventType::kDeleted);
+  Event del2 =
+      CompanyEvent(4, "SC571653", "FINAL NAME LTD", EventType::kDeleted);
   CommitEvents({del2});
   ASSERT_OK_AND_ASSIGN(c, store_->GetCompany("SC571653"));
   EXPECT_TRUE(c->deleted);
@@ -437,8 +437,7 @@ class ReadTest : public StoreTest {
     ASSERT_EQ(all_.size(), 60u);
   }
 
-  std::vector<Event> Expected(const Filter& f, uint64_t after,
-                              uint64_t up_to) {
+  std::vector<Event> Expected(const Filter& f, uint64_t after, uint64_t up_to) {
     std::vector<Event> out;
     for (const Event& e : all_) {
       if (e.position > after && e.position <= up_to && f.Matches(e)) {
@@ -607,12 +606,12 @@ TEST_F(StoreTest, PositionBeforePublishedSince) {
   };
   EXPECT_EQ(before(0), 0u);
   EXPECT_EQ(before(100), 0u);
-  EXPECT_EQ(before(101), 1u);   // first >= 101 is position 2 (300)
+  EXPECT_EQ(before(101), 1u);  // first >= 101 is position 2 (300)
   EXPECT_EQ(before(250), 1u);
-  EXPECT_EQ(before(301), 3u);   // position 4 (500)
+  EXPECT_EQ(before(301), 3u);  // position 4 (500)
   EXPECT_EQ(before(450), 3u);
   EXPECT_EQ(before(500), 3u);
-  EXPECT_EQ(before(501), 5u);   // none: the head
+  EXPECT_EQ(before(501), 5u);  // none: the head
 }
 
 TEST_F(StoreTest, PositionBeforeStreamTimepoint) {
@@ -634,7 +633,7 @@ TEST_F(StoreTest, PositionBeforeStreamTimepoint) {
   EXPECT_EQ(before("companies", 30), 4u);
   EXPECT_EQ(before("companies", 31), 5u);  // none: the head
   EXPECT_EQ(before("filings", 6), 3u);
-  EXPECT_EQ(before("charges", 1), 5u);     // unknown stream: the head
+  EXPECT_EQ(before("charges", 1), 5u);  // unknown stream: the head
 }
 
 // ----------------------------------------------------------- persistence
@@ -662,9 +661,9 @@ TEST_F(StoreTest, ReopenKeepsHeadStreamStatesAndCounters) {
   EXPECT_EQ(stats_after.dead_letters, 1u);
 
   // Duplicates are still recognised after the restart; positions go on.
-  CommitResult r = CommitEvents({MakeEvent("companies", 11),
-                                 MakeEvent("companies", 12),
-                                 MakeEvent("filings", 4)});
+  CommitResult r =
+      CommitEvents({MakeEvent("companies", 11), MakeEvent("companies", 12),
+                    MakeEvent("filings", 4)});
   EXPECT_THAT(Positions(*r.events), ElementsAre(4));
   EXPECT_THAT(r.duplicates,
               UnorderedElementsAre(Pair("companies", 1u), Pair("filings", 1u)));
@@ -677,7 +676,8 @@ TEST_F(StoreTest, StatsOfEmptyAndFilledStore) {
   EXPECT_EQ(empty.events_stored, 0u);
   EXPECT_GT(empty.db_size_bytes, 0u);
   std::vector<Event> events;
-  for (int i = 1; i <= 25; ++i) events.push_back(CompanyEvent(i, "N" + std::to_string(i % 5), "X"));
+  for (int i = 1; i <= 25; ++i)
+    events.push_back(CompanyEvent(i, "N" + std::to_string(i % 5), "X"));
   CommitEvents(events);
   ASSERT_OK_AND_ASSIGN(StoreStats s, store_->Stats());
   EXPECT_EQ(s.head_position, 25u);

@@ -19,9 +19,9 @@ std::string TestDbPath(const std::string& suffix) {
   const char* dir = std::getenv("TEST_TMPDIR");
   const ::testing::TestInfo* info =
       ::testing::UnitTest::GetInstance()->current_test_info();
-  std::string path = absl::StrCat(dir != nullptr ? dir : "/tmp", "/",
-                                  info->test_suite_name(), ".", info->name(),
-                                  suffix, ".db");
+  std::string path =
+      absl::StrCat(dir != nullptr ? dir : "/tmp", "/", info->test_suite_name(),
+                   ".", info->name(), suffix, ".db");
   RemoveDbFiles(path);
   return path;
 }
@@ -65,12 +65,12 @@ Event MakeEvent(const std::string& stream, int64_t timepoint,
   e.stream = stream;
   e.timepoint = timepoint;
   e.type = EventType::kChanged;
-  e.resource_kind = stream == "companies"  ? "company-profile"
+  e.resource_kind = stream == "companies" ? "company-profile"
                     : stream == "filings" ? "filing-history"
                                           : "company-" + stream;
   e.resource_id = absl::StrCat("res-", stream, "-", timepoint);
-  e.resource_uri = absl::StrCat("/company/", company_number, "/", stream, "/",
-                                timepoint);
+  e.resource_uri =
+      absl::StrCat("/company/", company_number, "/", stream, "/", timepoint);
   e.company_number = company_number;
   e.published_at = TestTime(timepoint * 1000 + 1);
   e.received_at = TestTime(timepoint * 1000 + 2);
@@ -98,9 +98,9 @@ Event CompanyEvent(int64_t timepoint, const std::string& company_number,
   f.registered_office_address.postal_code = "G1 1DA";
   f.sic_codes = {"56290"};
   e.company = f;
-  e.data_json = absl::StrCat(R"({"company_name":")", company_name,
-                             R"(","company_number":")", company_number,
-                             R"("})");
+  e.data_json =
+      absl::StrCat(R"({"company_name":")", company_name,
+                   R"(","company_number":")", company_number, R"("})");
   e.data_pb = absl::StrCat("pb:", company_name);
   return e;
 }
@@ -127,8 +127,7 @@ Filter MakeFilter(std::vector<std::string> streams,
   return f;
 }
 
-bool WaitUntil(const std::function<bool()>& condition,
-               absl::Duration timeout) {
+bool WaitUntil(const std::function<bool()>& condition, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   while (!condition()) {
     if (absl::Now() > deadline) return false;
