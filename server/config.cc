@@ -165,16 +165,19 @@ absl::Status SetUpstreamUrl(absl::string_view v, Config& c) {
   return absl::OkStatus();
 }
 
-absl::Status SetGrpcAddress(absl::string_view v, Config& c) {
-  size_t colon = v.rfind(':');
-  int port;
-  if (colon == absl::string_view::npos || colon == 0 ||
-      !absl::SimpleAtoi(v.substr(colon + 1), &port) || port < 0 ||
-      port > 65535) {
-    return Invalid("HOST:PORT, e.g. 127.0.0.1:50051 or [::]:50051");
-  }
-  c.grpc_address = std::string(v);
-  return absl::OkStatus();
+Setter Address(std::string Config::*field, absl::string_view example) {
+  return [field, example = std::string(example)](absl::string_view v,
+                                                 Config& c) {
+    size_t colon = v.rfind(':');
+    int port;
+    if (colon == absl::string_view::npos || colon == 0 ||
+        !absl::SimpleAtoi(v.substr(colon + 1), &port) || port < 0 ||
+        port > 65535) {
+      return Invalid(absl::StrCat("HOST:PORT, e.g. ", example));
+    }
+    c.*field = std::string(v);
+    return absl::OkStatus();
+  };
 }
 
 absl::Status SetLogLevel(absl::string_view v, Config& c) {
@@ -200,7 +203,11 @@ const std::vector<Setting>& Settings() {
   static const auto* const settings = new std::vector<Setting>{
       {"grpc_address", "127.0.0.1:50051",
        "Address the gRPC server listens on (HOST:PORT; port 0 picks one).",
-       SetGrpcAddress},
+       Address(&Config::grpc_address, "127.0.0.1:50051 or [::]:50051")},
+      {"metrics_address", "127.0.0.1:9464",
+       "Address of the operations HTTP listener: /metrics (Prometheus), "
+       "/healthz, /readyz (HOST:PORT; port 0 picks one).",
+       Address(&Config::metrics_address, "127.0.0.1:9464")},
       {"db_path", "./chstream.db",
        "SQLite database file (created if missing; relative to where you ran "
        "the command).",

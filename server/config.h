@@ -55,6 +55,7 @@ struct Config {
   int breaker_failures = 5;
   int max_connections_per_key = 10;
   // Operations.
+  std::string metrics_address = "127.0.0.1:9464";
   std::string log_level = "info";
   std::string env_file;  // the .env file that was read ("" if none)
 

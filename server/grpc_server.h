@@ -17,8 +17,10 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/support/server_interceptor.h>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
@@ -32,8 +34,12 @@ inline constexpr char kServiceName[] = "chstream.v1.CompanyStream";
 class GrpcServer {
  public:
   // `service` must outlive the server.
+  using Interceptors = std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>;
+
   static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(
-      const std::string& address, CompanyStreamService* service);
+      const std::string& address, CompanyStreamService* service,
+      Interceptors interceptors = {});
   ~GrpcServer();
 
   int port() const { return port_; }

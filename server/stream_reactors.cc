@@ -239,6 +239,8 @@ class SubscribeReactor final
       // 1. Live first: everything committed from here on reaches the queue.
       sub_ = ctx_.hub->Register(std::move(filter), ctx_.subscriber_queue,
                                 [this] { ScheduleWake(); });
+      // "now" is the head as of registration: later commits are queued.
+      head_at_registration_ = ctx_.store->HeadPosition();
       Ref();
       ctx_.executor->Post([this] {
         Start();
@@ -264,11 +266,18 @@ class SubscribeReactor final
     Pump();
   }
   void OnDone() override {
-    if (sub_ != nullptr) ctx_.hub->Unregister(sub_->id());
-    if (registered_) registry_->Remove(this);
+    Release();
     log::Info("subscriber ended",
               {{"peer", peer_}, {"events_sent", events_sent_.load()}});
     Unref();
+  }
+
+  // Frees the live queue and the subscriber slot as soon as the call is
+  // finished (OnDone may come much later if a write is stalled).
+  void Release() {
+    if (released_.exchange(true)) return;
+    if (sub_ != nullptr) ctx_.hub->Unregister(sub_->id());
+    if (registered_) registry_->Remove(this);
   }
 
   // Called by the registry's ticker: sends a heartbeat if one is due, and
@@ -322,7 +331,7 @@ class SubscribeReactor final
 
   void Start() {
     // 2. Then read storage from the start point.
-    const uint64_t head = ctx_.store->HeadPosition();
+    const uint64_t head = head_at_registration_;
     const bool has_start = request_.has_start() &&
                            request_.start().from_case() !=
                                v1::StartPoint::FROM_NOT_SET;
@@ -479,6 +488,7 @@ class SubscribeReactor final
         StartWrite(&msg_);
         break;
       case kFinish:
+        Release();
         Finish(finish_status);
         break;
       case kRead:
@@ -496,6 +506,7 @@ class SubscribeReactor final
 
   const StreamContext ctx_;
   SubscriberRegistry* const registry_;
+  std::atomic<bool> released_{false};
   const v1::SubscribeRequest request_;
   const storage::Filter filter_;
   const absl::Duration heartbeat_;
@@ -504,6 +515,7 @@ class SubscribeReactor final
   const absl::Time connected_since_;
   bool registered_ = true;
   std::shared_ptr<Subscription> sub_;
+  uint64_t head_at_registration_ = 0;
   v1::SubscribeResponse msg_;
   std::atomic<bool> wake_posted_{false};
   std::atomic<uint64_t> events_sent_{0};

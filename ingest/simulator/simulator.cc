@@ -1072,8 +1072,13 @@ absl::Status Simulator::Impl::Init() {
     for (int i = 0; i < kNumStreamKinds; ++i) {
       const StreamKind kind = static_cast<StreamKind>(i);
       auto s = std::make_unique<StreamState>(ioc, kind);
+      GeneratorOptions generator_options = options.generator;
+      if (auto first = options.first_timepoints.find(std::string(StreamName(kind)));
+          first != options.first_timepoints.end()) {
+        generator_options.first_timepoint = first->second;
+      }
       s->generator = std::make_unique<EventGenerator>(kind, options.seed,
-                                                      options.generator);
+                                                      generator_options);
       s->floor_timepoint = s->generator->last_timepoint() + 1;
       s->producing = producing.empty() || producing.count(i) > 0;
       auto rate = options.stream_rates.find(s->name);

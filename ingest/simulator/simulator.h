@@ -145,6 +145,9 @@ struct Options {
   double companies_rate = 10;
   // Explicit rates by stream name, overriding the above.
   std::map<std::string, double> stream_rates;
+  // First timepoint by stream name, overriding generator.first_timepoint
+  // (chstreamd continues its embedded simulator after what it stored).
+  std::map<std::string, int64_t> first_timepoints;
   // Streams that produce events; empty = all nine. The others are still
   // served but only send heartbeats.
   std::vector<std::string> streams;

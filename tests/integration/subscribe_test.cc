@@ -341,8 +341,15 @@ void RunRandomizedHandover(size_t queue, int seed) {
   const std::vector<storage::Event> stored = AllStored(server);
   EXPECT_EQ(stored.size(), static_cast<size_t>(kTotalEvents));
 
-  // What each subscriber must see: matching events after its start ("now"
-  // is resolved at registration; its first caught_up says where).
+  // What each subscriber must see: matching events after its start. "now"
+  // is the head at registration, which the client cannot observe: events
+  // committed while it registers may come before its first caught_up, so
+  // its start is taken from the first event it got (or that caught_up).
+  auto now_position = [](const Received& r) {
+    return r.positions.empty() || r.positions[0] > *r.first_caught_up
+               ? *r.first_caught_up
+               : r.positions[0] - 1;
+  };
   auto expected_for = [&](int i, uint64_t now_position) {
     absl::StatusOr<storage::Filter> filter =
         server::FromProto(requests[i].filter());
@@ -375,8 +382,7 @@ void RunRandomizedHandover(size_t queue, int seed) {
       absl::MutexLock lock(&received[i].mu);
       const Received& r = received[i].r;
       if (!r.first_caught_up) return false;
-      return r.positions.size() >=
-             expected_for(i, *r.first_caught_up).size();
+      return r.positions.size() >= expected_for(i, now_position(r)).size();
     })) << "subscriber " << i;
     contexts[i].TryCancel();
   }
@@ -390,8 +396,7 @@ void RunRandomizedHandover(size_t queue, int seed) {
     EXPECT_EQ(r.status.error_code(), grpc::StatusCode::CANCELLED)
         << r.status.error_message();
     ASSERT_TRUE(r.first_caught_up.has_value());
-    EXPECT_THAT(r.positions,
-                ElementsAreArray(expected_for(i, *r.first_caught_up)));
+    EXPECT_THAT(r.positions, ElementsAreArray(expected_for(i, now_position(r))));
     if (queue == 1 && r.positions.size() > 1) {
       EXPECT_GE(r.caught_up, 1);
     }
@@ -555,6 +560,9 @@ TEST(SubscribeTest, StatusListsSubscribers) {
   reader->Finish();
 }
 
+// Verifies --max_subscriber_lag: a consumer that stops reading while it is
+// behind (its writes stall on flow control) is ended with RESOURCE_EXHAUSTED
+// once it has been behind for longer than the limit.
 TEST(SubscribeTest, LaggingSubscriberIsEndedWithResourceExhausted) {
   FakeClock clock(absl::FromUnixSeconds(1'800'000'000));
   TestServerOptions options;
@@ -568,13 +576,25 @@ TEST(SubscribeTest, LaggingSubscriberIsEndedWithResourceExhausted) {
   v1::SubscribeResponse msg;
   ASSERT_TRUE(reader->Read(&msg));
   ASSERT_TRUE(msg.has_caught_up());
-  server.CommitAndWait(SomeEvents(5));
-  server.CommitAndWait(SomeEvents(5, 2000));
-  // The subscriber overflowed; read until fell_behind, then stop reading.
+  // ~40 MB of events: far more than HTTP/2 flow control lets through to a
+  // client that does not read.
+  std::vector<storage::Event> big = SomeEvents(4000);
+  const std::string payload(10'000, 'x');
+  for (storage::Event& e : big) {
+    e.data_pb = testing::StructWithString("blob", payload);
+  }
+  server.CommitAndWait(std::move(big));
   do {
     ASSERT_TRUE(reader->Read(&msg));
   } while (!msg.has_fell_behind());
+  // Stop reading; once the server has been behind for over 30 s it ends the
+  // call even though its write is stalled.
   clock.Advance(absl::Seconds(31));
+  // Its slot and live queue are released at once, before the client reads.
+  EXPECT_TRUE(WaitFor([&] {
+    return server.service()->subscribers().size() == 0 &&
+           server.hub()->size() == 0;
+  }));
   while (reader->Read(&msg)) {
   }
   grpc::Status s = reader->Finish();

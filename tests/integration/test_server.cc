@@ -7,11 +7,9 @@
 #include "gtest/gtest.h"
 
 namespace chstream::testing {
-namespace {
-
-// Struct wire bytes for {"company_name": <name>} (field 1 map entry: key=1,
-// value=2 Value{string_value=3}). Built by hand so that tests do not depend
-// on ingest's encoder.
+// Struct wire bytes for {key: value} (field 1 map entry: key=1, value=2
+// Value{string_value=3}). Built by hand so that tests do not depend on
+// ingest's encoder.
 std::string StructWithString(const std::string& key, const std::string& value) {
   auto varint = [](std::string* out, uint64_t v) {
     while (v >= 0x80) {
@@ -37,8 +35,6 @@ std::string StructWithString(const std::string& key, const std::string& value) {
   out += entry;
   return out;
 }
-
-}  // namespace
 
 TestServer::TestServer(TestServerOptions options) : options_(options) {
   static std::atomic<int> counter{0};

@@ -70,4 +70,7 @@ storage::Event MakeEvent(const std::string& stream, int64_t timepoint,
                          const std::string& company_number,
                          storage::EventType type = storage::EventType::kChanged);
 
+// google.protobuf.Struct wire bytes for {key: value}.
+std::string StructWithString(const std::string& key, const std::string& value);
+
 }  // namespace chstream::testing
