@@ -18,13 +18,13 @@
 // file unwritable, request rejected as INVALID_ARGUMENT), 2 on bad flags.
 #include <signal.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <memory>
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
