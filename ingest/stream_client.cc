@@ -12,7 +12,9 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <chrono>
+#include <cstdint>
 #include <exception>
+#include <limits>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -213,7 +215,11 @@ class StreamClient::Session : public std::enable_shared_from_this<Session>,
     }
 
     http::response_parser<http::buffer_body> parser;
-    parser.body_limit(boost::none);
+    // No limit on the endless body. Not boost::none: Boost 1.74 compares
+    // Content-Length against the optional itself, and any length is "greater"
+    // than none, so every error response with a body failed to parse (a 401
+    // or 429 then looked like a network error and was retried as one).
+    parser.body_limit(std::numeric_limits<std::uint64_t>::max());
     beast::flat_buffer wire;
     co_await http::async_read_header(
         stream, wire, parser, asio::redirect_error(asio::use_awaitable, ec));
