@@ -56,12 +56,17 @@ absl::Status Ingester::Start(const std::vector<storage::StreamState>& states) {
   for (const storage::StreamState& s : states) {
     if (s.last_timepoint) committed[s.stream] = *s.last_timepoint;
   }
+  for (size_t k = 0; k < options_.keys.size(); ++k) {
+    limiters_.push_back(std::make_unique<ConnectLimiter>(
+        options_.max_connects_per_minute, clock_));
+  }
   for (size_t i = 0; i < options_.streams.size(); ++i) {
     const std::string& stream = options_.streams[i];
     StreamClientOptions o;
     o.stream = stream;
     o.upstream = *url;
     o.key = options_.keys[i % options_.keys.size()];
+    o.limiter = limiters_[i % options_.keys.size()].get();
     o.connect_timeout = options_.connect_timeout;
     o.header_timeout = options_.header_timeout;
     o.idle_timeout = options_.idle_timeout;

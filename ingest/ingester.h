@@ -28,6 +28,7 @@
 
 #include "absl/status/status.h"
 #include "base/clock.h"
+#include "ingest/connect_limiter.h"
 #include "ingest/event_sink.h"
 #include "ingest/stream_client.h"
 #include "ingest/stream_status.h"
@@ -41,6 +42,8 @@ struct IngesterOptions {
   std::vector<std::string> streams;
   std::string ca_file;            // extra PEM bundle, may be empty
   int max_connections_per_key = 10;
+  // Connection attempts allowed per key per minute (all its streams).
+  int max_connects_per_minute = 10;
   std::map<std::string, int64_t> start_timepoints;
   absl::Duration connect_timeout = absl::Seconds(15);
   absl::Duration header_timeout = absl::Seconds(60);
@@ -76,6 +79,7 @@ class Ingester {
       work_;
   std::unique_ptr<boost::asio::ssl::context> ssl_;
   std::mt19937_64 rng_;
+  std::vector<std::unique_ptr<ConnectLimiter>> limiters_;  // one per key
   std::vector<std::unique_ptr<StreamClient>> clients_;
   std::thread thread_;
 };

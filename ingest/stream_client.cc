@@ -408,6 +408,29 @@ void StreamClient::Attempt() {
     if (!policy_.stopped()) ScheduleAttempt(policy_.next_attempt_at());
     return;
   }
+  if (options_.limiter != nullptr) {
+    const absl::Time at = options_.limiter->Reserve();
+    if (at > clock_->Now()) {
+      {
+        absl::MutexLock lock(&mu_);
+        status_.state = StreamState::kBackingOff;
+        status_.next_retry_at = at;
+      }
+      log::Warning("holding a reconnect to respect --max_connects_per_minute",
+                   {{"stream", options_.stream},
+                    {"per_minute", options_.limiter->per_minute()},
+                    {"wait", at - clock_->Now()}});
+      retry_timer_.expires_after(ToChrono(at - clock_->Now()));
+      retry_timer_.async_wait([this](const beast::error_code& ec) {
+        if (!ec && !stopped_) Connect();
+      });
+      return;
+    }
+  }
+  Connect();
+}
+
+void StreamClient::Connect() {
   const std::string target = RequestTarget();
   {
     absl::MutexLock lock(&mu_);

@@ -32,6 +32,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "base/clock.h"
+#include "ingest/connect_limiter.h"
 #include "ingest/event_parser.h"
 #include "ingest/event_sink.h"
 #include "ingest/line_framer.h"
@@ -54,6 +55,9 @@ struct StreamClientOptions {
   // With no committed timepoint: start here (inclusive) instead of the head.
   std::optional<int64_t> start_timepoint;
   ReconnectPolicy::Options policy;
+  // Shared by the streams of one key (may be null): caps connection
+  // attempts per minute.
+  ConnectLimiter* limiter = nullptr;
   std::string user_agent = "chstream";
 };
 
@@ -86,6 +90,7 @@ class StreamClient {
 
   void ScheduleAttempt(absl::Time at);
   void Attempt();
+  void Connect();
   void OnAttemptDone(const Outcome& outcome);
   std::string RequestTarget();
 

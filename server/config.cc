@@ -262,6 +262,10 @@ const std::vector<Setting>& Settings() {
        "Upstream connections allowed per key; more streams than keys x cap "
        "is a start-up error.",
        Int(&Config::max_connections_per_key, 1, 100)},
+      {"max_connects_per_minute", "10",
+       "Upstream connection attempts allowed per key per minute, whatever "
+       "the mix of failures (the upstream rate-limits reconnect storms).",
+       Int(&Config::max_connects_per_minute, 1, 1000)},
       {"sync_full", "false",
        "SQLite synchronous=FULL (fsync every commit) instead of NORMAL (WAL: "
        "a power loss may lose the last commits, a crash loses nothing).",

@@ -54,6 +54,7 @@ struct Config {
   OnTimepointExpired on_timepoint_expired = OnTimepointExpired::kResumeFromHead;
   int breaker_failures = 5;
   int max_connections_per_key = 10;
+  int max_connects_per_minute = 10;
   // Operations.
   std::string metrics_address = "127.0.0.1:9464";
   std::string log_level = "info";

@@ -206,6 +206,7 @@ int Run(int argc, char** argv) {
   io.streams = config.streams;
   io.ca_file = config.ca_file;
   io.max_connections_per_key = config.max_connections_per_key;
+  io.max_connects_per_minute = config.max_connects_per_minute;
   io.start_timepoints = config.start_timepoints;
   io.idle_timeout = config.idle_timeout;
   io.max_line_bytes = static_cast<size_t>(config.max_line_bytes);
