@@ -11,6 +11,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/testing/status_matchers.h"
 #include "gtest/gtest.h"
+#include "ingest/line_framer.h"
 #include "ingest/simulator/simulator.h"
 #include "tests/ingest/integration/ingest_harness.h"
 
@@ -143,6 +145,61 @@ TEST(IngestFaultsTest, MalformedLinesAreDeadLetteredAndEventsStayExact) {
         EXPECT_EQ(dead[i].reason, "line is not a JSON object, got array");
         break;
     }
+  }
+}
+
+TEST(IngestFaultsTest, OversizedLinesAreDeadLetteredWithTheirPrefix) {
+  constexpr int64_t kTotal = 200;
+  // Above the 64 KiB prefix kept: with a smaller cap the framer keeps only
+  // what it had buffered when it noticed (less than its header promises).
+  constexpr size_t kMaxLine = 80 << 10;
+  sim::Options so = SimOptions(kTotal, /*initial=*/100, /*rate=*/500);
+  so.generator.large_event_probability = 0.05;  // ~100 KB lines
+  so.faults.split_random = 9;
+  ASSERT_OK_AND_ASSIGN(auto sim, sim::Simulator::Start(so));
+  ASSERT_OK_AND_ASSIGN(auto pipeline, Pipeline::Open(TestDbPath()));
+  IngesterOptions io = ClientOptions(*sim, {kStream});
+  io.max_line_bytes = kMaxLine;
+  ASSERT_OK(pipeline->StartIngester(io));
+  ASSERT_TRUE(sim->WaitFor(
+      [&](const sim::Stats& s) {
+        auto it = s.events_sent.find(kStream);
+        return it != s.events_sent.end() && it->second >= kTotal;
+      },
+      absl::Seconds(20)));
+  std::vector<sim::Simulator::LogEntry> accepted, oversized;
+  for (auto& e : sim->Log(kStream)) {
+    (e.line.size() > kMaxLine ? oversized : accepted).push_back(std::move(e));
+  }
+  ASSERT_FALSE(oversized.empty());
+  ASSERT_TRUE(pipeline->WaitForTimepoint(kStream, accepted.back().timepoint,
+                                         absl::Seconds(10)));
+  pipeline->StopIngester();
+  const StreamStatusSnapshot done = pipeline->Status(kStream);
+
+  EXPECT_TRUE(StoreMatchesLog(*pipeline->store(), kStream, accepted));
+  EXPECT_EQ(done.malformed_total, oversized.size());
+  EXPECT_EQ(done.events_total, accepted.size());
+  ASSERT_OK_AND_ASSIGN(std::vector<storage::DeadLetter> dead,
+                       pipeline->store()->ReadDeadLetters(1000));
+  ASSERT_EQ(dead.size(), oversized.size());
+  std::reverse(dead.begin(), dead.end());
+  for (size_t i = 0; i < dead.size(); ++i) {
+    const std::string& line = oversized[i].line;
+    // (Compared as booleans: the lines are ~100 KB.)
+    const std::string prefix = line.substr(0, LineFramer::kOversizedPrefixBytes);
+    EXPECT_TRUE(dead[i].raw == prefix)
+        << "raw is " << dead[i].raw.size() << " bytes, expected "
+        << prefix.size() << "; first difference at "
+        << std::mismatch(prefix.begin(), prefix.end(), dead[i].raw.begin(),
+                         dead[i].raw.end())
+                   .first -
+               prefix.begin();
+    EXPECT_EQ(dead[i].reason,
+              absl::StrCat("line of ", line.size(),
+                           " bytes exceeds --max_line_bytes=", kMaxLine,
+                           " (first ", LineFramer::kOversizedPrefixBytes,
+                           " bytes kept)"));
   }
 }
 

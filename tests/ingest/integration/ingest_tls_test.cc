@@ -64,6 +64,48 @@ INSTANTIATE_TEST_SUITE_P(Hosts, TrustedTlsTest,
                                                   : "IpAddress");
                          });
 
+// TLS connections that end after N events: cleanly (terminating chunk and
+// close_notify) or truncated (FIN without close_notify). Either way the client
+// resumes after the last event it received.
+class TlsCloseTest : public ::testing::TestWithParam<sim::CloseStyle> {};
+
+TEST_P(TlsCloseTest, ResumesAfterEachEnd) {
+  constexpr int64_t kTotal = 200;
+  ASSERT_OK_AND_ASSIGN(sim::TestPki pki, sim::MakeTestPki());
+  sim::Options so = TlsSimOptions(pki, kTotal);
+  so.faults.close_after_events = 60;
+  so.faults.close_style = GetParam();
+  so.faults.close_mid_line = true;
+  ASSERT_OK_AND_ASSIGN(auto sim, sim::Simulator::Start(so));
+  ASSERT_OK_AND_ASSIGN(auto pipeline, Pipeline::Open(TestDbPath()));
+  IngesterOptions io = ClientOptions(*sim, {kStream});
+  io.ca_file = WriteTestFile("ca.pem", pki.ca_pem);
+  ASSERT_OK(pipeline->StartIngester(io));
+  ASSERT_TRUE(RunToCompletion(*sim, *pipeline, kStream, kTotal));
+  ASSERT_TRUE(sim->WaitFor(
+      [](const sim::Stats& s) { return s.Requests("/companies", 200) == 4; },
+      absl::Seconds(10)));
+  pipeline->StopIngester();
+  const StreamStatusSnapshot done = pipeline->Status(kStream);
+
+  EXPECT_TRUE(StoreMatchesLog(*pipeline->store(), kStream, sim->Log(kStream)));
+  EXPECT_EQ(done.events_total, static_cast<uint64_t>(kTotal));
+  EXPECT_EQ(done.duplicates_total, 0u);
+  EXPECT_EQ(done.partial_lines_total, 3u);  // one per close
+  EXPECT_EQ(sim->GetStats().Requests("/companies", 200), 4);
+}
+
+INSTANTIATE_TEST_SUITE_P(Styles, TlsCloseTest,
+                         ::testing::Values(sim::CloseStyle::kClean,
+                                           sim::CloseStyle::kTruncate),
+                         [](const ::testing::TestParamInfo<sim::CloseStyle>&
+                                info) {
+                           return std::string(info.param ==
+                                                      sim::CloseStyle::kClean
+                                                  ? "Clean"
+                                                  : "Truncate");
+                         });
+
 // Runs a client that cannot verify the server: returns its status once the
 // breaker has opened (after 3 failed handshakes), having checked that it
 // then holds off.
