@@ -100,7 +100,18 @@ absl::Status CompanyStreamService::FillStatus(v1::GetStatusResponse* out) {
   *out->mutable_started_at() = ToTimestamp(options_.started_at);
   out->set_version(options_.version);
   out->set_upstream(options_.upstream);
+  HealthFiller health;
+  {
+    absl::MutexLock lock(&health_mu_);
+    health = health_filler_;
+  }
+  if (health) health(out->mutable_health());
   return absl::OkStatus();
+}
+
+void CompanyStreamService::SetHealthFiller(HealthFiller filler) {
+  absl::MutexLock lock(&health_mu_);
+  health_filler_ = std::move(filler);
 }
 
 grpc::ServerUnaryReactor* CompanyStreamService::GetStatus(

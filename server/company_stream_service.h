@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "base/clock.h"
 #include "chstream/v1/chstream.grpc.pb.h"
 #include "ingest/stream_status.h"
@@ -62,6 +64,11 @@ class CompanyStreamService final : public v1::CompanyStream::CallbackService {
   // Fills a status response (also used by health and metrics).
   absl::Status FillStatus(v1::GetStatusResponse* response);
 
+  // Fills GetStatus's `health` section (HealthMonitor::FillHealth); empty =
+  // the section is left unset. Thread-safe; may be set after serving began.
+  using HealthFiller = std::function<void(v1::HealthStatus*)>;
+  void SetHealthFiller(HealthFiller filler);
+
   SubscriberRegistry& subscribers() { return registry_; }
 
  private:
@@ -72,6 +79,8 @@ class CompanyStreamService final : public v1::CompanyStream::CallbackService {
   const ServiceOptions options_;
   SubscriberRegistry registry_;
   const StreamContext stream_ctx_;
+  absl::Mutex health_mu_;
+  HealthFiller health_filler_ ABSL_GUARDED_BY(health_mu_);
 };
 
 }  // namespace chstream::server
