@@ -204,6 +204,25 @@ const std::vector<Setting>& Settings() {
       {"grpc_address", "127.0.0.1:50051",
        "Address the gRPC server listens on (HOST:PORT; port 0 picks one).",
        Address(&Config::grpc_address, "127.0.0.1:50051 or [::]:50051")},
+      {"grpc_tls_cert", "",
+       "PEM certificate chain the gRPC server presents; with --grpc_tls_key "
+       "the gRPC port speaks TLS only.",
+       String(&Config::grpc_tls_cert)},
+      {"grpc_tls_key", "",
+       "PEM private key of --grpc_tls_cert (unencrypted; keep it mode 0600).",
+       String(&Config::grpc_tls_key)},
+      {"grpc_client_ca", "",
+       "PEM CA bundle for mutual TLS: every gRPC client must present a "
+       "certificate signed by it (needs --grpc_tls_cert).",
+       String(&Config::grpc_client_ca)},
+      {"grpc_auth_token_file", "",
+       "File of bearer tokens, one per line (# comments): gRPC calls must send "
+       "'authorization: Bearer <token>' (health and reflection stay open).",
+       String(&Config::grpc_auth_token_file)},
+      {"allow_insecure_remote", "false",
+       "Serve gRPC on a non-loopback --grpc_address without TLS or tokens "
+       "(refused otherwise).",
+       Bool(&Config::allow_insecure_remote)},
       {"metrics_address", "127.0.0.1:9464",
        "Address of the operations HTTP listener: /metrics (Prometheus), "
        "/healthz, /readyz (HOST:PORT; port 0 picks one).",
@@ -533,6 +552,10 @@ absl::StatusOr<Config> LoadConfig(
   }
   config.db_path = Resolve(cwd, config.db_path);
   config.ca_file = Resolve(cwd, config.ca_file);
+  config.grpc_tls_cert = Resolve(cwd, config.grpc_tls_cert);
+  config.grpc_tls_key = Resolve(cwd, config.grpc_tls_key);
+  config.grpc_client_ca = Resolve(cwd, config.grpc_client_ca);
+  config.grpc_auth_token_file = Resolve(cwd, config.grpc_auth_token_file);
 
   // 4. The key: environment over .env; a key file when no key is given.
   auto lookup = [&](const std::string& name) -> const std::string* {
@@ -546,7 +569,8 @@ absl::StatusOr<Config> LoadConfig(
     key_text = *key;
   } else if (const std::string* file = lookup("CH_STREAMING_API_KEY_FILE");
              file != nullptr && !file->empty()) {
-    absl::StatusOr<std::string> text = ReadFile(Resolve(cwd, *file));
+    config.api_key_file = Resolve(cwd, *file);
+    absl::StatusOr<std::string> text = ReadFile(config.api_key_file);
     if (!text.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "invalid CH_STREAMING_API_KEY_FILE: ", text.status().message()));
@@ -559,6 +583,15 @@ absl::StatusOr<Config> LoadConfig(
   }
 
   // 5. Cross-setting checks.
+  if (config.grpc_tls_cert.empty() != config.grpc_tls_key.empty()) {
+    return absl::InvalidArgumentError(
+        "invalid --grpc_tls_cert/--grpc_tls_key: TLS needs both (or neither)");
+  }
+  if (!config.grpc_client_ca.empty() && config.grpc_tls_cert.empty()) {
+    return absl::InvalidArgumentError(
+        "invalid --grpc_client_ca: mutual TLS needs --grpc_tls_cert and "
+        "--grpc_tls_key too");
+  }
   if (!config.UseSimulator()) {
     const size_t capacity =
         config.api_keys.size() *

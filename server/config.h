@@ -35,6 +35,12 @@ struct Config {
   int max_subscribers = 1000;
   int subscriber_queue = 1024;
   absl::Duration max_subscriber_lag = absl::ZeroDuration();  // 0 = never end
+  // gRPC security (server/grpc_credentials.h). Paths are resolved.
+  std::string grpc_tls_cert;         // PEM chain; TLS when set (with key)
+  std::string grpc_tls_key;          // PEM private key
+  std::string grpc_client_ca;        // PEM CA bundle; mutual TLS when set
+  std::string grpc_auth_token_file;  // bearer tokens; checked when set
+  bool allow_insecure_remote = false;
   // Storage.
   std::string db_path = "chstream.db";
   bool sync_full = false;
@@ -59,6 +65,8 @@ struct Config {
   std::string metrics_address = "127.0.0.1:9464";
   std::string log_level = "info";
   std::string env_file;  // the .env file that was read ("" if none)
+  // The CH_STREAMING_API_KEY_FILE that was read ("" if none).
+  std::string api_key_file;
 
   // Secrets (never printed).
   std::vector<std::string> api_keys;

@@ -21,7 +21,8 @@ const void* const kHealthDescriptor =
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
     const std::string& address, CompanyStreamService* service,
-    Interceptors interceptors) {
+    Interceptors interceptors,
+    std::shared_ptr<grpc::ServerCredentials> credentials) {
   (void)kHealthDescriptor;
   // Both must be called before the ServerBuilder is created.
   grpc::EnableDefaultHealthCheckService(true);
@@ -30,8 +31,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   std::unique_ptr<GrpcServer> s(new GrpcServer());
   s->service_ = service;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(),
-                           &s->port_);
+  if (credentials == nullptr) credentials = grpc::InsecureServerCredentials();
+  builder.AddListeningPort(address, credentials, &s->port_);
   builder.RegisterService(service);
   // Keepalive: ping idle connections every 60 s so that dead peers and
   // proxies dropping idle streams are noticed; accept client pings every

@@ -37,9 +37,13 @@ class GrpcServer {
   using Interceptors = std::vector<
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>;
 
+  // `credentials` secure the listening port (TLS, bearer tokens: see
+  // server/grpc_credentials.h); nullptr means plaintext
+  // (grpc::InsecureServerCredentials()).
   static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(
       const std::string& address, CompanyStreamService* service,
-      Interceptors interceptors = {});
+      Interceptors interceptors = {},
+      std::shared_ptr<grpc::ServerCredentials> credentials = nullptr);
   ~GrpcServer();
 
   int port() const { return port_; }
