@@ -20,6 +20,8 @@
 #include "server/company_stream_service.h"
 #include "server/config.h"
 #include "server/executor.h"
+#include "server/file_permissions.h"
+#include "server/grpc_credentials.h"
 #include "server/grpc_metrics_interceptor.h"
 #include "server/grpc_server.h"
 #include "server/http_listener.h"
@@ -64,6 +66,25 @@ int Run(int argc, char** argv) {
   for (const std::string& key : config.api_keys) log::AddSecret(key);
   log::Level level;
   if (log::ParseLevel(config.log_level, &level)) log::SetMinLevel(level);
+
+  // gRPC security (server/grpc_credentials.h, server/file_permissions.h):
+  // warn about secret files others can read; refuse a plaintext remote
+  // listener; build TLS/mTLS/token credentials (bad files: exit 2).
+  WarnAboutExposedSecretFiles(config);
+  absl::Status exposure = CheckRemoteExposure(config);
+  absl::StatusOr<GrpcSecurity> grpc_security =
+      exposure.ok() ? BuildGrpcSecurity(config)
+                    : absl::StatusOr<GrpcSecurity>(exposure);
+  if (!grpc_security.ok()) {
+    std::fprintf(
+        stderr, "chstreamd: %s\n",
+        log::Redact(std::string(grpc_security.status().message())).c_str());
+    return 2;
+  }
+  log::Info("gRPC security", {{"tls", grpc_security->tls},
+                              {"mutual_tls", grpc_security->mutual_tls},
+                              {"bearer_tokens", grpc_security->tokens}});
+  // End of gRPC security.
   Clock* clock = Clock::Real();
   const absl::Time started_at = clock->Now();
 
@@ -191,7 +212,8 @@ int Run(int argc, char** argv) {
   interceptors.push_back(std::make_unique<GrpcMetricsInterceptorFactory>(
       &metrics, clock, interceptor_options));
   absl::StatusOr<std::unique_ptr<GrpcServer>> grpc =
-      GrpcServer::Start(config.grpc_address, &service, std::move(interceptors));
+      GrpcServer::Start(config.grpc_address, &service, std::move(interceptors),
+                        grpc_security->credentials);
   if (!grpc.ok()) {
     log::Error("cannot start the gRPC server", {{"error", grpc.status()}});
     (*http)->Stop();
