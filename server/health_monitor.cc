@@ -343,19 +343,24 @@ HealthReport HealthMonitor::Tick() {
       for (const HealthIssue& issue : report.issues) {
         if (issue.stream == stream) t.issues.push_back(issue);
       }
-      changes.push_back(t);
-      transitions_.push_back(std::move(t));
-      if (transitions_.size() > kMaxTransitions) transitions_.pop_front();
+      changes.push_back(std::move(t));
     }
-    report_ = report;
   }
 
+  // Act first, publish after: whoever sees the new report (WaitFor,
+  // Readiness) also sees its serving status and alerts.
   const int serving = report.overall == HealthState::kHealthy ? 1 : 0;
   if (serving != serving_) {
     serving_ = serving;
     if (deps_.set_serving) deps_.set_serving(serving == 1);
   }
   for (const HealthTransition& t : changes) Alert(t);
+  absl::MutexLock lock(&mu_);
+  for (HealthTransition& t : changes) {
+    transitions_.push_back(std::move(t));
+    if (transitions_.size() > kMaxTransitions) transitions_.pop_front();
+  }
+  report_ = report;
   return report;
 }
 
