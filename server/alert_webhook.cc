@@ -202,9 +202,7 @@ struct AlertWebhook::Impl {
         if (stopping) break;
         if (attempt == options.max_attempts) break;
         const absl::Time until = Clock::Real()->Now() + backoff;
-        while (!stopping && !mu.AwaitWithDeadline(
-                                absl::Condition(&stopping), until)) {
-        }
+        mu.AwaitWithDeadline(absl::Condition(&stopping), until);
         if (stopping) break;
         backoff *= 2;
       }
