@@ -3,6 +3,7 @@
 // the refusal of insecure remote binding, and key-file hygiene.
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/support/server_interceptor.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -80,12 +82,52 @@ std::unique_ptr<grpc::ClientContext> Context(const std::string& token = "") {
   return ctx;
 }
 
+// Records, for every call that reaches the server's interceptors, whether
+// its initial metadata still held an authorization entry.
+class MetadataRecorder : public grpc::experimental::Interceptor {
+ public:
+  explicit MetadataRecorder(std::atomic<int>* calls_with_authorization,
+                            std::atomic<int>* calls)
+      : with_auth_(calls_with_authorization), calls_(calls) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::
+                POST_RECV_INITIAL_METADATA)) {
+      ++*calls_;
+      if (methods->GetRecvInitialMetadata()->count("authorization") > 0) {
+        ++*with_auth_;
+      }
+    }
+    methods->Proceed();
+  }
+
+ private:
+  std::atomic<int>* with_auth_;
+  std::atomic<int>* calls_;
+};
+
+class MetadataRecorderFactory
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  MetadataRecorderFactory(std::atomic<int>* with_auth, std::atomic<int>* calls)
+      : with_auth_(with_auth), calls_(calls) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo*) override {
+    return new MetadataRecorder(with_auth_, calls_);
+  }
+
+ private:
+  std::atomic<int>* with_auth_;
+  std::atomic<int>* calls_;
+};
+
 // A real CompanyStream server (store in TEST_TMPDIR, hub, executor,
 // service) behind the credentials that BuildGrpcSecurity makes from
 // `config`.
 class SecuredServer {
  public:
-  explicit SecuredServer(const Config& config) {
+  explicit SecuredServer(const Config& config,
+                         GrpcServer::Interceptors interceptors = {}) {
     static int counter = 0;
     auto store = storage::Store::Open(
         TempPath(absl::StrCat("security-", counter++, ".db")));
@@ -101,7 +143,8 @@ class SecuredServer {
     absl::StatusOr<GrpcSecurity> security = BuildGrpcSecurity(config);
     EXPECT_TRUE(security.ok()) << security.status();
     security_ = *security;
-    auto grpc = GrpcServer::Start("127.0.0.1:0", service_.get(), {},
+    auto grpc = GrpcServer::Start("127.0.0.1:0", service_.get(),
+                                  std::move(interceptors),
                                   security_.credentials);
     EXPECT_TRUE(grpc.ok()) << grpc.status();
     grpc_ = *std::move(grpc);
@@ -306,13 +349,30 @@ class GrpcTokenTest : public ::testing::Test {
     c.grpc_auth_token_file = WriteFile(
         "tokens", absl::StrCat("# downstream services\n\n", kToken, "\n  ",
                                kOtherToken, "  \n"));
-    server_ = std::make_unique<SecuredServer>(c);
+    GrpcServer::Interceptors interceptors;
+    interceptors.push_back(std::make_unique<MetadataRecorderFactory>(
+        &calls_with_authorization_, &intercepted_calls_));
+    server_ = std::make_unique<SecuredServer>(c, std::move(interceptors));
     channel_ = server_->Channel(grpc::InsecureChannelCredentials());
   }
 
+  std::atomic<int> calls_with_authorization_{0};
+  std::atomic<int> intercepted_calls_{0};
   std::unique_ptr<SecuredServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
 };
+
+// Verifies that the token is removed from the call once checked, so that
+// interceptors and handlers never see it, and that rejected calls never
+// reach them.
+TEST_F(GrpcTokenTest, ConsumesTheAuthorizationMetadata) {
+  ASSERT_TRUE(CallGetStatus(channel_, kToken).ok());
+  EXPECT_EQ(intercepted_calls_.load(), 1);
+  EXPECT_EQ(calls_with_authorization_.load(), 0);
+  EXPECT_EQ(CallGetStatus(channel_, "wrong").error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(intercepted_calls_.load(), 1);
+}
 
 TEST_F(GrpcTokenTest, AcceptsEveryListedToken) {
   EXPECT_EQ(server_->security().tokens, 2u);
