@@ -199,6 +199,30 @@ absl::Status SetOnExpired(absl::string_view v, Config& c) {
   return absl::OkStatus();
 }
 
+absl::Status SetBusyStreams(absl::string_view v, Config& c) {
+  std::vector<std::string> out;
+  for (absl::string_view part : absl::StrSplit(v, ',', absl::SkipEmpty())) {
+    std::string name(absl::StripAsciiWhitespace(part));
+    if (name.empty()) continue;
+    if (!IsStreamName(name)) {
+      return Invalid(absl::StrCat("a comma list (maybe empty) of: ",
+                                  AllStreamNames(), " (got '", name, "')"));
+    }
+    out.push_back(name);
+  }
+  c.busy_streams = std::move(out);
+  return absl::OkStatus();
+}
+
+absl::Status SetAlertWebhookUrl(absl::string_view v, Config& c) {
+  if (!v.empty() && !absl::StartsWith(v, "https://") &&
+      !absl::StartsWith(v, "http://")) {
+    return Invalid("empty, or an http:// or https:// URL");
+  }
+  c.alert_webhook_url = std::string(v);
+  return absl::OkStatus();
+}
+
 const std::vector<Setting>& Settings() {
   static const auto* const settings = new std::vector<Setting>{
       {"grpc_address", "127.0.0.1:50051",
@@ -310,6 +334,42 @@ const std::vector<Setting>& Settings() {
        "RESOURCE_EXHAUSTED (0 = never).",
        Duration(&Config::max_subscriber_lag, absl::ZeroDuration(),
                 absl::Hours(24 * 7))},
+      {"stall_after", "15m",
+       "Health: a busy stream (--busy_streams) that is connected and gets "
+       "heartbeats but no event for this long is degraded (stalled).",
+       Duration(&Config::stall_after, absl::Seconds(1), absl::Hours(24))},
+      {"busy_streams",
+       "companies,filings,officers,persons-with-significant-control",
+       "Health: streams that normally carry events all the time (the stall "
+       "rule); a comma list, maybe empty.",
+       SetBusyStreams},
+      {"heartbeat_stale_after", "3m",
+       "Health: a connected stream that received nothing (not even a "
+       "heartbeat) for this long is degraded.",
+       Duration(&Config::heartbeat_stale_after, absl::Seconds(1),
+                absl::Hours(24))},
+      {"disconnected_after", "2m",
+       "Health: a stream not connected (connecting, backing off) for this "
+       "long is degraded.",
+       Duration(&Config::disconnected_after, absl::Seconds(1),
+                absl::Hours(24))},
+      {"disconnected_failed_after", "15m",
+       "Health: a stream not connected (or its circuit breaker open) for this "
+       "long is failed; must exceed --disconnected_after.",
+       Duration(&Config::disconnected_failed_after, absl::Seconds(1),
+                absl::Hours(24 * 7))},
+      {"max_lag", "10m",
+       "Health: a stream whose newest event arrived more than this after it "
+       "was published is degraded.",
+       Duration(&Config::max_lag, absl::Seconds(1), absl::Hours(24 * 7))},
+      {"max_reconnects_per_hour", "30",
+       "Health: a stream whose connection ended more often than this in the "
+       "last hour is degraded.",
+       Int(&Config::max_reconnects_per_hour, 1, 1000000)},
+      {"alert_webhook_url", "",
+       "POST every health alert as JSON to this http:// or https:// URL "
+       "(5 s timeout, 3 tries); alerts are always logged.",
+       SetAlertWebhookUrl},
       {"log_level", "info", "debug, info, warning or error.", SetLogLevel},
   };
   return *settings;
@@ -583,6 +643,13 @@ absl::StatusOr<Config> LoadConfig(
   }
 
   // 5. Cross-setting checks.
+  if (config.disconnected_failed_after <= config.disconnected_after) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "invalid --disconnected_failed_after=",
+        absl::FormatDuration(config.disconnected_failed_after),
+        ": must be longer than --disconnected_after=",
+        absl::FormatDuration(config.disconnected_after)));
+  }
   if (config.grpc_tls_cert.empty() != config.grpc_tls_key.empty()) {
     return absl::InvalidArgumentError(
         "invalid --grpc_tls_cert/--grpc_tls_key: TLS needs both (or neither)");

@@ -61,6 +61,16 @@ struct Config {
   int breaker_failures = 5;
   int max_connections_per_key = 10;
   int max_connects_per_minute = 10;
+  // Health (server/health_monitor.h).
+  absl::Duration stall_after = absl::Minutes(15);
+  std::vector<std::string> busy_streams = {"companies", "filings", "officers",
+                                           "persons-with-significant-control"};
+  absl::Duration heartbeat_stale_after = absl::Minutes(3);
+  absl::Duration disconnected_after = absl::Minutes(2);
+  absl::Duration disconnected_failed_after = absl::Minutes(15);
+  absl::Duration max_lag = absl::Minutes(10);
+  int max_reconnects_per_hour = 30;
+  std::string alert_webhook_url;  // empty = log alerts only
   // Operations.
   std::string metrics_address = "127.0.0.1:9464";
   std::string log_level = "info";
