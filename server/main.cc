@@ -17,6 +17,7 @@
 #include "ingest/ingester.h"
 #include "ingest/simulator/simulator.h"
 #include "ingest/writer_sink.h"
+#include "server/alert_webhook.h"
 #include "server/company_stream_service.h"
 #include "server/config.h"
 #include "server/executor.h"
@@ -24,6 +25,7 @@
 #include "server/grpc_credentials.h"
 #include "server/grpc_metrics_interceptor.h"
 #include "server/grpc_server.h"
+#include "server/health_monitor.h"
 #include "server/http_listener.h"
 #include "server/metrics.h"
 #include "server/metrics_sources.h"
@@ -250,6 +252,50 @@ int Run(int argc, char** argv) {
   live_ingester.store(&ingester);
   ready.store(true);
 
+  // --- Health monitor (server/health_monitor.h): drives grpc.health
+  // "ingest", GetStatus.health, alerts (log + optional webhook), metrics.
+  std::unique_ptr<AlertWebhook> alert_webhook;
+  if (!config.alert_webhook_url.empty()) {
+    AlertWebhook::Options wo;
+    wo.url = config.alert_webhook_url;
+    wo.ca_file = config.ca_file;
+    absl::StatusOr<std::unique_ptr<AlertWebhook>> started =
+        AlertWebhook::Start(wo);
+    if (started.ok()) {
+      alert_webhook = *std::move(started);
+    } else {
+      log::Error("alert webhook disabled: alerts are only logged",
+                 {{"error", started.status()}});
+    }
+  }
+  HealthMonitor::Options health_options;
+  health_options.streams = config.streams;
+  health_options.thresholds.stall_after = config.stall_after;
+  health_options.thresholds.busy_streams = config.busy_streams;
+  health_options.thresholds.heartbeat_stale_after =
+      config.heartbeat_stale_after;
+  health_options.thresholds.disconnected_degraded_after =
+      config.disconnected_after;
+  health_options.thresholds.disconnected_failed_after =
+      config.disconnected_failed_after;
+  health_options.thresholds.max_lag = config.max_lag;
+  health_options.thresholds.max_reconnects_per_hour =
+      config.max_reconnects_per_hour;
+  HealthMonitor health_monitor(
+      health_options,
+      {.snapshots = stream_snapshots,
+       .clock = clock,
+       .set_serving =
+           [&grpc](bool serving) {
+             (*grpc)->SetHealth(kIngestHealthService, serving);
+           },
+       .webhook = alert_webhook.get()});
+  health_monitor.RegisterMetrics(metrics);
+  service.SetHealthFiller(
+      [&health_monitor](v1::HealthStatus* h) { health_monitor.FillHealth(h); });
+  health_monitor.Start();
+  // --- End of health monitor block.
+
   const std::string grpc_host =
       config.grpc_address.substr(0, config.grpc_address.rfind(':'));
   const std::string http_host =
@@ -269,6 +315,12 @@ int Run(int argc, char** argv) {
   // Health first, so load balancers stop sending; then stop reading the
   // upstream, commit what was read, and end the streams.
   ready.store(false);
+  // --- Health monitor: stop evaluating before ingestion stops.
+  health_monitor.Stop();
+  service.SetHealthFiller(nullptr);
+  (*grpc)->SetHealth(kIngestHealthService, false);
+  if (alert_webhook != nullptr) alert_webhook->Stop();
+  // --- End of health monitor block.
   (*grpc)->SetHealth("", false);
   (*grpc)->SetHealth(kServiceName, false);
   ingester.Stop();
