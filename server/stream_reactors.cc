@@ -26,45 +26,19 @@ class ErrorReactor final : public grpc::ServerWriteReactor<T> {
   void OnDone() override { delete this; }
 };
 
-// Reference count shared by gRPC (until OnDone) and pending executor tasks.
-class RefCounted {
+}  // namespace
+
+// What the two streaming reactors share: a reference count held by gRPC
+// (until OnDone) and by pending executor tasks; one write in flight; and a
+// Pump() that, under the lock, asks the subclass for the next step (write a
+// message, read a page on the executor, finish) and then performs it outside
+// the lock (gRPC may run reactions inline).
+template <typename Response>
+class StreamWriter : public grpc::ServerWriteReactor<Response> {
  public:
   void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
   void Unref() {
-    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) DeleteSelf();
-  }
-
- protected:
-  virtual ~RefCounted() = default;
-  virtual void DeleteSelf() = 0;
-
- private:
-  std::atomic<int> refs_{1};
-};
-
-std::string RangeText(uint64_t oldest, uint64_t head) {
-  const uint64_t floor = oldest == 0 ? 0 : oldest - 1;
-  return absl::StrCat("valid after_position range is [", floor, ", ", head,
-                      "]");
-}
-
-// ---------------------------------------------------------------------------
-// ReplayEvents
-
-class ReplayReactor final : public grpc::ServerWriteReactor<v1::Event>,
-                            public RefCounted {
- public:
-  ReplayReactor(const StreamContext& ctx, const v1::ReplayEventsRequest& req,
-                storage::Filter filter)
-      : ctx_(ctx),
-        request_(req),
-        filter_(std::move(filter)),
-        remaining_(req.limit() == 0 ? kNoLimit : req.limit()) {
-    Ref();
-    ctx_.executor->Post([this] {
-      Start();
-      Unref();
-    });
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
 
   void OnWriteDone(bool ok) override {
@@ -82,11 +56,118 @@ class ReplayReactor final : public grpc::ServerWriteReactor<v1::Event>,
     }
     Pump();
   }
+
+ protected:
+  enum class Action { kNothing, kWrite, kRead, kFinish };
+
+  explicit StreamWriter(Executor* executor) : executor_(executor) {}
+  virtual ~StreamWriter() = default;
+
+  // The next step. kWrite: msg_ is filled. kFinish: *status is set.
+  virtual Action Next(grpc::Status* status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  // Reads the next page of storage (on the executor).
+  virtual void ReadPage() = 0;
+  // Called once, just before Finish().
+  virtual void OnFinishing() {}
+
+  // The decisions every stream makes first; true if one was made.
+  bool Settled(Action* action, grpc::Status* status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_) {
+      *action = Action::kNothing;
+    } else if (broken_) {
+      *action = Action::kFinish;
+      *status = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+    } else if (!error_.ok()) {
+      *action = Action::kFinish;
+      *status = ToGrpcStatus(error_);
+    } else if (!started_) {
+      *action = Action::kNothing;  // waiting for the start point
+    } else {
+      return false;
+    }
+    return true;
+  }
+
+  // Runs `fn` on the executor, keeping this reactor alive meanwhile.
+  void PostTask(std::function<void()> fn) {
+    Ref();
+    executor_->Post([this, fn = std::move(fn)] {
+      fn();
+      Unref();
+    });
+  }
+
+  void Pump() {
+    Ref();
+    Action action = Action::kNothing;
+    grpc::Status status;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!finished_) action = Next(&status);
+      if (action == Action::kWrite) writing_ = true;
+      if (action == Action::kRead) reading_ = true;
+      if (action == Action::kFinish) finished_ = true;
+    }
+    switch (action) {
+      case Action::kWrite:
+        this->StartWrite(&msg_);
+        break;
+      case Action::kRead:
+        PostTask([this] { ReadPage(); });
+        break;
+      case Action::kFinish:
+        OnFinishing();
+        this->Finish(status);
+        break;
+      case Action::kNothing:
+        break;
+    }
+    Unref();
+  }
+
+  Executor* const executor_;
+  Response msg_;  // lent to gRPC until OnWriteDone
+  mutable absl::Mutex mu_;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  // Events read from storage, sent before anything else.
+  std::deque<storage::Event> pending_ ABSL_GUARDED_BY(mu_);
+
+ private:
+  std::atomic<int> refs_{1};
+};
+
+namespace {
+
+std::string RangeText(uint64_t oldest, uint64_t head) {
+  const uint64_t floor = oldest == 0 ? 0 : oldest - 1;
+  return absl::StrCat("valid after_position range is [", floor, ", ", head,
+                      "]");
+}
+
+// ---------------------------------------------------------------------------
+// ReplayEvents
+
+class ReplayReactor final : public StreamWriter<v1::Event> {
+ public:
+  ReplayReactor(const StreamContext& ctx, const v1::ReplayEventsRequest& req,
+                storage::Filter filter)
+      : StreamWriter(ctx.executor),
+        ctx_(ctx),
+        request_(req),
+        filter_(std::move(filter)),
+        remaining_(req.limit() == 0 ? kNoLimit : req.limit()) {
+    PostTask([this] { Start(); });
+  }
+
   void OnDone() override { Unref(); }
 
  private:
-  void DeleteSelf() override { delete this; }
-
   void Start() {
     const uint64_t head = ctx_.store->HeadPosition();
     absl::StatusOr<uint64_t> after =
@@ -106,7 +187,7 @@ class ReplayReactor final : public grpc::ServerWriteReactor<v1::Event>,
     Pump();
   }
 
-  void ReadPage() {
+  void ReadPage() override {
     uint64_t after, up_to, remaining;
     {
       absl::MutexLock lock(&mu_);
@@ -136,73 +217,29 @@ class ReplayReactor final : public grpc::ServerWriteReactor<v1::Event>,
     Pump();
   }
 
-  void Pump() {
-    Ref();
-    enum { kNothing, kWrite, kFinish, kRead } action = kNothing;
-    grpc::Status finish_status;
-    {
-      absl::MutexLock lock(&mu_);
-      if (finished_ || writing_ || !started_) {
-        // Nothing to do until the write completes or the start resolves.
-      } else if (broken_) {
-        finished_ = true;
-        action = kFinish;
-        finish_status = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
-      } else if (!error_.ok()) {
-        finished_ = true;
-        action = kFinish;
-        finish_status = ToGrpcStatus(error_);
-      } else if (!pending_.empty()) {
-        ToProto(pending_.front(), &msg_);
-        pending_.pop_front();
-        writing_ = true;
-        action = kWrite;
-      } else if (exhausted_) {
-        finished_ = true;
-        action = kFinish;
-        finish_status = grpc::Status::OK;
-      } else if (!reading_) {
-        reading_ = true;
-        action = kRead;
-      }
+  Action Next(grpc::Status* status) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Action action;
+    if (Settled(&action, status)) return action;
+    if (!pending_.empty()) {
+      ToProto(pending_.front(), &msg_);
+      pending_.pop_front();
+      return Action::kWrite;
     }
-    switch (action) {
-      case kWrite:
-        StartWrite(&msg_);
-        break;
-      case kFinish:
-        Finish(finish_status);
-        break;
-      case kRead:
-        Ref();
-        ctx_.executor->Post([this] {
-          ReadPage();
-          Unref();
-        });
-        break;
-      case kNothing:
-        break;
+    if (exhausted_) {
+      *status = grpc::Status::OK;
+      return Action::kFinish;
     }
-    Unref();
+    return reading_ ? Action::kNothing : Action::kRead;
   }
 
   const StreamContext ctx_;
   const v1::ReplayEventsRequest request_;
   const storage::Filter filter_;
-  v1::Event msg_;
-
-  absl::Mutex mu_;
-  bool started_ ABSL_GUARDED_BY(mu_) = false;
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool reading_ ABSL_GUARDED_BY(mu_) = false;
-  bool broken_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool exhausted_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status error_ ABSL_GUARDED_BY(mu_);
   uint64_t after_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t up_to_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t remaining_ ABSL_GUARDED_BY(mu_);
-  std::deque<storage::Event> pending_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace
@@ -210,14 +247,13 @@ class ReplayReactor final : public grpc::ServerWriteReactor<v1::Event>,
 // ---------------------------------------------------------------------------
 // Subscribe
 
-class SubscribeReactor final
-    : public grpc::ServerWriteReactor<v1::SubscribeResponse>,
-      public RefCounted {
+class SubscribeReactor final : public StreamWriter<v1::SubscribeResponse> {
  public:
   SubscribeReactor(const StreamContext& ctx, SubscriberRegistry* registry,
                    grpc::CallbackServerContext* call,
                    const v1::SubscribeRequest& req, storage::Filter filter)
-      : ctx_(ctx),
+      : StreamWriter(ctx.executor),
+        ctx_(ctx),
         registry_(registry),
         request_(req),
         filter_(filter),
@@ -241,30 +277,11 @@ class SubscribeReactor final
                                 [this] { ScheduleWake(); });
       // "now" is the head as of registration: later commits are queued.
       head_at_registration_ = ctx_.store->HeadPosition();
-      Ref();
-      ctx_.executor->Post([this] {
-        Start();
-        Unref();
-      });
+      PostTask([this] { Start(); });
     }
     Pump();
   }
 
-  void OnWriteDone(bool ok) override {
-    {
-      absl::MutexLock lock(&mu_);
-      writing_ = false;
-      if (!ok) broken_ = true;
-    }
-    Pump();
-  }
-  void OnCancel() override {
-    {
-      absl::MutexLock lock(&mu_);
-      broken_ = true;
-    }
-    Pump();
-  }
   void OnDone() override {
     Release();
     log::Info("subscriber ended",
@@ -309,23 +326,19 @@ class SubscribeReactor final
     return s;
   }
 
-  using RefCounted::Ref;
-  using RefCounted::Unref;
+  using StreamWriter::Ref;
+  using StreamWriter::Unref;
 
  private:
   enum class Mode { kCatchUp, kLive };
-
-  void DeleteSelf() override { delete this; }
 
   void ScheduleWake() {
     // Runs on the publishing thread under the subscription's lock: only
     // post, never write from here.
     if (wake_posted_.exchange(true)) return;
-    Ref();
-    ctx_.executor->Post([this] {
+    PostTask([this] {
       wake_posted_.store(false);
       Pump();
-      Unref();
     });
   }
 
@@ -351,7 +364,7 @@ class SubscribeReactor final
     Pump();
   }
 
-  void ReadPage() {
+  void ReadPage() override {
     uint64_t after;
     {
       absl::MutexLock lock(&mu_);
@@ -376,132 +389,92 @@ class SubscribeReactor final
     Pump();
   }
 
-  void Pump() {
-    Ref();
-    enum { kNothing, kWrite, kFinish, kRead } action = kNothing;
-    grpc::Status finish_status;
-    {
-      absl::MutexLock lock(&mu_);
-      const absl::Time now = ctx_.clock->Now();
-      if (finished_) {
-        // Done.
-      } else if (mode_ == Mode::kCatchUp &&
-                 ctx_.max_subscriber_lag > absl::ZeroDuration() &&
-                 fell_behind_at_ != absl::InfinitePast() &&
-                 now - fell_behind_at_ > ctx_.max_subscriber_lag) {
-        // Checked even with a write in flight: a consumer that stopped
-        // reading must not hold its stream open for ever.
-        finished_ = true;
-        action = kFinish;
-        finish_status = grpc::Status(
-            grpc::StatusCode::RESOURCE_EXHAUSTED,
-            absl::StrCat("subscriber stayed behind the head for longer "
-                         "than --max_subscriber_lag; last position ",
-                         last_, "; resume with after_position"));
-      } else if (writing_) {
-        // Wait for the write in flight.
-      } else if (broken_) {
-        finished_ = true;
-        action = kFinish;
-        finish_status = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
-      } else if (!error_.ok()) {
-        finished_ = true;
-        action = kFinish;
-        finish_status = ToGrpcStatus(error_);
-      } else if (shutting_down_) {
-        finished_ = true;
-        action = kFinish;
-        finish_status = grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                     "server shutting down; resume with "
-                                     "after_position");
-      } else if (!started_) {
-        // Waiting for the start point.
-      } else if (!pending_.empty()) {
-        msg_.Clear();
-        ToProto(pending_.front(), msg_.mutable_event());
-        pending_.pop_front();
-        action = kWrite;
-        events_sent_.fetch_add(1, std::memory_order_relaxed);
-      } else if (mode_ == Mode::kCatchUp) {
-        if (caught_up_ && sub_->overflowed()) {
-          // The queue overflowed while we were still reading storage: the
-          // client never went live, so no fell_behind; re-arm, read on.
-          sub_->Rearm();
-          caught_up_ = false;
-          reading_ = true;
-          action = kRead;
-        } else if (caught_up_) {
-          msg_.Clear();
-          msg_.mutable_caught_up()->set_position(last_);
-          mode_ = Mode::kLive;
-          fell_behind_at_ = absl::InfinitePast();
-          action = kWrite;
-        } else if (!reading_) {
-          reading_ = true;
-          action = kRead;
-        }
-      } else {  // live
-        Subscription::Item item;
-        bool have = false;
-        while (sub_->Pop(&item)) {
-          if (item.event->position > last_) {
-            have = true;
-            break;
-          }
-        }
-        if (have) {
-          msg_.Clear();
-          ToProto(*item.event, msg_.mutable_event());
-          last_ = item.event->position;
-          action = kWrite;
-          events_sent_.fetch_add(1, std::memory_order_relaxed);
-        } else if (sub_->overflowed()) {
-          // 5. The queue overflowed: tell the client, re-arm, then read
-          // storage from the last position (re-arming first keeps the
-          // hand-over gapless).
-          sub_->Rearm();
-          msg_.Clear();
-          msg_.mutable_fell_behind()->set_position(last_);
-          msg_.mutable_fell_behind()->set_head_position(
-              ctx_.store->HeadPosition());
-          mode_ = Mode::kCatchUp;
-          caught_up_ = false;
-          fell_behind_at_ = now;
-          fell_behind_total_.fetch_add(1, std::memory_order_relaxed);
-          action = kWrite;
-        } else if (now - last_write_at_ >= heartbeat_) {
-          msg_.Clear();
-          v1::Heartbeat* hb = msg_.mutable_heartbeat();
-          hb->set_last_position(last_);
-          hb->set_head_position(ctx_.store->HeadPosition());
-          *hb->mutable_server_time() = ToTimestamp(now);
-          action = kWrite;
-        }
-      }
-      if (action == kWrite) {
-        writing_ = true;
-        last_write_at_ = now;
-      }
+  void OnFinishing() override { Release(); }
+
+  Action Next(grpc::Status* status) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const absl::Time now = ctx_.clock->Now();
+    Action action = Action::kNothing;
+    if (mode_ == Mode::kCatchUp &&
+        ctx_.max_subscriber_lag > absl::ZeroDuration() &&
+        fell_behind_at_ != absl::InfinitePast() &&
+        now - fell_behind_at_ > ctx_.max_subscriber_lag) {
+      // Checked even with a write in flight: a consumer that stopped
+      // reading must not hold its stream open for ever.
+      *status = grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          absl::StrCat("subscriber stayed behind the head for longer than "
+                       "--max_subscriber_lag; last position ",
+                       last_, "; resume with after_position"));
+      return Action::kFinish;
     }
-    switch (action) {
-      case kWrite:
-        StartWrite(&msg_);
-        break;
-      case kFinish:
-        Release();
-        Finish(finish_status);
-        break;
-      case kRead:
-        Ref();
-        ctx_.executor->Post([this] {
-          ReadPage();
-          Unref();
-        });
-        break;
-      case kNothing:
-        break;
+    if (Settled(&action, status)) return action;
+    if (shutting_down_) {
+      *status = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                             "server shutting down; resume with "
+                             "after_position");
+      return Action::kFinish;
     }
-    Unref();
+    if (!pending_.empty()) {
+      msg_.Clear();
+      ToProto(pending_.front(), msg_.mutable_event());
+      pending_.pop_front();
+      events_sent_.fetch_add(1, std::memory_order_relaxed);
+      return Wrote(now);
+    }
+    if (mode_ == Mode::kCatchUp) {
+      if (!caught_up_) return reading_ ? Action::kNothing : Action::kRead;
+      if (sub_->overflowed()) {
+        // The queue overflowed while we were still reading storage: the
+        // client never went live, so no fell_behind; re-arm, read on.
+        sub_->Rearm();
+        caught_up_ = false;
+        return Action::kRead;
+      }
+      msg_.Clear();
+      msg_.mutable_caught_up()->set_position(last_);
+      mode_ = Mode::kLive;
+      fell_behind_at_ = absl::InfinitePast();
+      return Wrote(now);
+    }
+    // Live.
+    Subscription::Item item;
+    while (sub_->Pop(&item)) {
+      if (item.event->position <= last_) continue;  // sent from storage
+      msg_.Clear();
+      ToProto(*item.event, msg_.mutable_event());
+      last_ = item.event->position;
+      events_sent_.fetch_add(1, std::memory_order_relaxed);
+      return Wrote(now);
+    }
+    if (sub_->overflowed()) {
+      // The queue overflowed: tell the client, re-arm, then read storage
+      // from the last position (re-arming first keeps the hand-over
+      // gapless).
+      sub_->Rearm();
+      msg_.Clear();
+      msg_.mutable_fell_behind()->set_position(last_);
+      msg_.mutable_fell_behind()->set_head_position(ctx_.store->HeadPosition());
+      mode_ = Mode::kCatchUp;
+      caught_up_ = false;
+      fell_behind_at_ = now;
+      fell_behind_total_.fetch_add(1, std::memory_order_relaxed);
+      return Wrote(now);
+    }
+    if (now - last_write_at_ >= heartbeat_) {
+      msg_.Clear();
+      v1::Heartbeat* hb = msg_.mutable_heartbeat();
+      hb->set_last_position(last_);
+      hb->set_head_position(ctx_.store->HeadPosition());
+      *hb->mutable_server_time() = ToTimestamp(now);
+      return Wrote(now);
+    }
+    return Action::kNothing;
+  }
+
+  Action Wrote(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    last_write_at_ = now;
+    return Action::kWrite;
   }
 
   const StreamContext ctx_;
@@ -516,27 +489,18 @@ class SubscribeReactor final
   bool registered_ = true;
   std::shared_ptr<Subscription> sub_;
   uint64_t head_at_registration_ = 0;
-  v1::SubscribeResponse msg_;
   std::atomic<bool> wake_posted_{false};
   std::atomic<uint64_t> events_sent_{0};
   std::atomic<uint64_t> fell_behind_total_{0};
 
-  mutable absl::Mutex mu_;
   Mode mode_ ABSL_GUARDED_BY(mu_) = Mode::kCatchUp;
-  bool started_ ABSL_GUARDED_BY(mu_) = false;
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool reading_ ABSL_GUARDED_BY(mu_) = false;
   bool caught_up_ ABSL_GUARDED_BY(mu_) = false;
-  bool broken_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status error_ ABSL_GUARDED_BY(mu_);
   // Everything matching the filter at or below this position has been
   // sent (or is in pending_, which goes out first).
   uint64_t last_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time last_write_at_ ABSL_GUARDED_BY(mu_);
   absl::Time fell_behind_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  std::deque<storage::Event> pending_ ABSL_GUARDED_BY(mu_);
 };
 
 // ---------------------------------------------------------------------------
