@@ -187,14 +187,18 @@ int Run(int argc, char** argv) {
   sources.store = [&store] { return store->Stats(); };
   sources.subscribers = [&service] { return service.subscribers().Snapshot(); };
   RegisterChstreamMetrics(metrics, sources);
+  // /readyz: ready once serving, while every stream is healthy.
   std::atomic<bool> ready{false};
+  std::atomic<HealthMonitor*> live_monitor{nullptr};
   HttpListener::Options http_options;
   http_options.address = config.metrics_address;
   absl::StatusOr<std::unique_ptr<HttpListener>> http = HttpListener::Start(
-      http_options, &metrics, [&ready]() -> absl::Status {
-        return ready.load() ? absl::OkStatus()
-                            : absl::UnavailableError(
-                                  "starting or shutting down");
+      http_options, &metrics, [&ready, &live_monitor]() -> absl::Status {
+        if (!ready.load()) {
+          return absl::UnavailableError("starting or shutting down");
+        }
+        HealthMonitor* monitor = live_monitor.load();
+        return monitor != nullptr ? monitor->Readiness() : absl::OkStatus();
       });
   if (!http.ok()) {
     log::Error("cannot start the metrics listener", {{"error", http.status()}});
@@ -294,6 +298,7 @@ int Run(int argc, char** argv) {
   service.SetHealthFiller(
       [&health_monitor](v1::HealthStatus* h) { health_monitor.FillHealth(h); });
   health_monitor.Start();
+  live_monitor.store(&health_monitor);
   // --- End of health monitor block.
 
   const std::string grpc_host =
@@ -316,6 +321,7 @@ int Run(int argc, char** argv) {
   // upstream, commit what was read, and end the streams.
   ready.store(false);
   // --- Health monitor: stop evaluating before ingestion stops.
+  live_monitor.store(nullptr);
   health_monitor.Stop();
   service.SetHealthFiller(nullptr);
   (*grpc)->SetHealth(kIngestHealthService, false);
