@@ -93,6 +93,9 @@ IngesterOptions ClientOptions(const sim::Simulator& sim,
   o.header_timeout = absl::Seconds(5);
   o.idle_timeout = absl::Seconds(5);
   o.policy = FastPolicy();
+  // Tests reconnect far more often than the production cap of 10 a minute
+  // (ConnectLimiter has its own tests).
+  o.max_connects_per_minute = 100000;
   o.seed = 7;
   for (const std::string& stream : streams) {
     std::vector<sim::Simulator::LogEntry> log = sim.Log(stream);
