@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/clock.h"
 #include "base/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "ingest/simulator/simulator.h"
@@ -275,6 +276,53 @@ TEST(IngestStatusTest, RateLimitWithRetryAfterWaitsAtLeastThatLong) {
   EXPECT_GE(JsonNumberField(ended[0].json, "retry_in").value_or(0), 0.999)
       << ended[0].json;
   EXPECT_EQ(JsonStringField(ended[0].json, "state"), "BACKING_OFF");
+}
+
+TEST(IngestStatusTest, ReconnectRateLimitIsBackedOffUntilTheWindowPasses) {
+  constexpr int64_t kTotal = 150;
+  // The simulator's per-minute window runs on a fake clock that the test
+  // moves on.
+  FakeClock sim_clock(absl::Now());
+  sim::Options so = SimOptions(kTotal, /*initial=*/kTotal);
+  so.clock = &sim_clock;
+  so.max_connects_per_minute = 2;
+  so.faults.close_after_events = 50;
+  so.faults.close_style = sim::CloseStyle::kClean;
+  ASSERT_OK_AND_ASSIGN(auto sim, sim::Simulator::Start(so));
+  LogCapture logs;
+  ASSERT_OK_AND_ASSIGN(auto pipeline, Pipeline::Open(TestDbPath()));
+  IngesterOptions io = ClientOptions(*sim, {kStream});
+  io.policy.rate_limit_min = absl::Milliseconds(100);
+  io.policy.rate_limit_max = absl::Milliseconds(200);
+  ASSERT_OK(pipeline->StartIngester(io));
+
+  // Two connections (100 events), then 429s while the minute lasts.
+  ASSERT_TRUE(sim->WaitFor(
+      [](const sim::Stats& s) { return s.Requests(kPath, 429) >= 2; },
+      absl::Seconds(10)));
+  EXPECT_EQ(sim->GetStats().Requests(kPath, 200), 2);
+  ASSERT_TRUE(pipeline->WaitForTimepoint(
+      kStream, sim->Log(kStream)[99].timepoint, absl::Seconds(10)));
+  EXPECT_EQ(pipeline->committed_events(), 100u);
+  sim_clock.Advance(absl::Seconds(61));
+  ASSERT_TRUE(RunToCompletion(*sim, *pipeline, kStream, kTotal));
+  pipeline->StopIngester();
+  const StreamStatusSnapshot done = pipeline->Status(kStream);
+
+  EXPECT_TRUE(StoreMatchesLog(*pipeline->store(), kStream, sim->Log(kStream)));
+  EXPECT_EQ(done.duplicates_total, 0u);
+  // Every attempt after a 429 waited at least the rate-limit floor.
+  const auto ended = logs.Find("upstream connection ended", kStream);
+  const std::vector<absl::Time> attempts = logs.AttemptTimes(kStream);
+  ASSERT_GE(attempts.size(), ended.size());
+  int rate_limited = 0;
+  for (size_t i = 0; i < ended.size() && i + 1 < attempts.size(); ++i) {
+    if (JsonNumberField(ended[i].json, "http_status") != 429) continue;
+    ++rate_limited;
+    EXPECT_GE(attempts[i + 1] - attempts[i], io.policy.rate_limit_min)
+        << ended[i].json;
+  }
+  EXPECT_EQ(rate_limited, sim->GetStats().Requests(kPath, 429));
 }
 
 // ---------------------------------------------------------------------------
