@@ -366,7 +366,7 @@ int Run(const Flags& flags, const char* argv0) {
        "--metrics_address=127.0.0.1:0", "--simulate",
        absl::StrCat("--simulator_rate=", flags.rate),
        absl::StrCat("--max_subscribers=", flags.subscribers + 10),
-       "--log_level=warning"},
+       "--log_level=info"},
       {}, log_path, absl::Minutes(1));
   if (!daemon.ok()) {
     std::fprintf(stderr, "%s\n", daemon.status().ToString().c_str());

@@ -447,7 +447,7 @@ int Run(const Flags& flags, const char* argv0) {
       binary,
       {"--db_path=" + flags.db, "--grpc_address=127.0.0.1:0",
        "--metrics_address=127.0.0.1:0", "--upstream_url=http://127.0.0.1:1",
-       "--log_level=warning"},
+       "--log_level=info"},
       {{"CH_STREAMING_API_KEY", "replay-bench-dead-upstream"}}, log_path,
       absl::Minutes(5));
   if (!daemon.ok()) {

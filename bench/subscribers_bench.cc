@@ -378,7 +378,7 @@ int Run(const Flags& flags, const char* argv0) {
        "--streams=companies,filings,officers,"
        "persons-with-significant-control,charges",
        absl::StrCat("--max_subscribers=", flags.subscribers + 10),
-       "--log_level=warning"},
+       "--log_level=info"},
       {}, log_path, absl::Minutes(1));
   if (!daemon.ok()) {
     std::fprintf(stderr, "%s\n", daemon.status().ToString().c_str());
