@@ -18,9 +18,12 @@ grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* ctx,
   return reactor;
 }
 
-google::protobuf::Timestamp MaybeTimestamp(absl::Time t) {
-  if (t == absl::InfinitePast()) return {};
-  return ToTimestamp(t);
+// Sets a timestamp field only when the time is known, so that unknown
+// times are absent rather than 1970-01-01.
+template <typename Message>
+void SetTime(absl::Time t, Message* msg,
+             google::protobuf::Timestamp* (Message::*field)()) {
+  if (t != absl::InfinitePast()) *(msg->*field)() = ToTimestamp(t);
 }
 
 uint64_t FileSize(const std::string& path) {
@@ -62,11 +65,11 @@ absl::Status CompanyStreamService::FillStatus(v1::GetStatusResponse* out) {
       ps->set_stream(s.stream);
       ps->set_state(static_cast<v1::StreamState>(static_cast<int>(s.state)));
       ps->set_last_timepoint(s.last_timepoint.value_or(0));
-      *ps->mutable_last_published_at() = MaybeTimestamp(s.last_published_at);
-      *ps->mutable_last_event_at() = MaybeTimestamp(s.last_event_at);
-      *ps->mutable_last_heartbeat_at() = MaybeTimestamp(s.last_heartbeat_at);
-      *ps->mutable_connected_since() = MaybeTimestamp(s.connected_since);
-      *ps->mutable_next_retry_at() = MaybeTimestamp(s.next_retry_at);
+      SetTime(s.last_published_at, ps, &v1::StreamStatus::mutable_last_published_at);
+      SetTime(s.last_event_at, ps, &v1::StreamStatus::mutable_last_event_at);
+      SetTime(s.last_heartbeat_at, ps, &v1::StreamStatus::mutable_last_heartbeat_at);
+      SetTime(s.connected_since, ps, &v1::StreamStatus::mutable_connected_since);
+      SetTime(s.next_retry_at, ps, &v1::StreamStatus::mutable_next_retry_at);
       ps->set_events_total(s.events_total);
       ps->set_heartbeats_total(s.heartbeats_total);
       ps->set_malformed_total(s.malformed_total);
@@ -80,7 +83,7 @@ absl::Status CompanyStreamService::FillStatus(v1::GetStatusResponse* out) {
       for (const ingest::TimepointGapInfo& g : s.gaps) {
         v1::TimepointGap* pg = ps->add_gaps();
         pg->set_last_timepoint(g.last_timepoint);
-        *pg->mutable_recorded_at() = MaybeTimestamp(g.recorded_at);
+        SetTime(g.recorded_at, pg, &v1::TimepointGap::mutable_recorded_at);
       }
     }
   }

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "base/log.h"
 
 namespace chstream::server {
@@ -37,8 +38,8 @@ int WarnAboutExposedSecretFiles(const std::vector<SecretFile>& files) {
   for (const SecretFile& f : files) {
     absl::StatusOr<mode_t> mode = FileMode(f.path);
     if (!mode.ok() || !IsGroupOrOtherAccessible(*mode)) continue;
-    char octal[8];
-    std::snprintf(octal, sizeof(octal), "%04o", static_cast<unsigned>(*mode));
+    const std::string octal =
+        absl::StrFormat("%04o", static_cast<unsigned>(*mode & 07777));
     log::Warning(
         "a file holding secrets is accessible by group or other users; "
         "restrict it with chmod 600",

@@ -74,10 +74,12 @@ struct Issuer {
 };
 
 // A certificate for `key` named `common_name`, signed by `issuer` (or by
-// itself). `sans` is a subjectAltName value (empty for a CA).
+// itself). Leaf certificates get `usage` ("serverAuth" or "clientAuth") and,
+// when not empty, the subjectAltName `sans`.
 absl::StatusOr<CertPtr> MakeCert(EVP_PKEY* key, const std::string& common_name,
                                  bool is_ca, const std::string& sans,
-                                 const Issuer& issuer) {
+                                 const Issuer& issuer,
+                                 const char* usage = "serverAuth") {
   CertPtr cert(X509_new());
   if (!cert) return OpenSslError("X509_new failed");
   X509_set_version(cert.get(), 2);  // v3
@@ -127,9 +129,11 @@ absl::StatusOr<CertPtr> MakeCert(EVP_PKEY* key, const std::string& common_name,
     CHS_RETURN_IF_ERROR(AddExtension(cert.get(), issuer_cert, NID_key_usage,
                                      "critical,digitalSignature"));
     CHS_RETURN_IF_ERROR(
-        AddExtension(cert.get(), issuer_cert, NID_ext_key_usage, "serverAuth"));
-    CHS_RETURN_IF_ERROR(AddExtension(cert.get(), issuer_cert,
-                                     NID_subject_alt_name, sans.c_str()));
+        AddExtension(cert.get(), issuer_cert, NID_ext_key_usage, usage));
+    if (!sans.empty()) {
+      CHS_RETURN_IF_ERROR(AddExtension(cert.get(), issuer_cert,
+                                       NID_subject_alt_name, sans.c_str()));
+    }
   }
   if (X509_sign(cert.get(), issuer.key, EVP_sha256()) == 0) {
     return OpenSslError("X509_sign failed");
@@ -194,6 +198,37 @@ absl::StatusOr<TestPki> MakeTestPki() {
                "DNS:wrong-host.invalid", Issuer{ca.get(), ca_key.get()}));
   CHS_ASSIGN_OR_RETURN(pki.wrong_name_cert_pem, CertPem(wrong.get()));
   CHS_ASSIGN_OR_RETURN(pki.wrong_name_key_pem, KeyPem(wrong_key.get()));
+  return pki;
+}
+
+absl::StatusOr<ClientPki> MakeClientPki() {
+  ClientPki pki;
+  CHS_ASSIGN_OR_RETURN(KeyPtr ca_key, NewKey());
+  CHS_ASSIGN_OR_RETURN(
+      CertPtr ca, MakeCert(ca_key.get(), "chstream test client CA",
+                           /*is_ca=*/true, "", Issuer{nullptr, ca_key.get()}));
+  CHS_ASSIGN_OR_RETURN(pki.ca_pem, CertPem(ca.get()));
+
+  CHS_ASSIGN_OR_RETURN(KeyPtr client_key, NewKey());
+  CHS_ASSIGN_OR_RETURN(
+      CertPtr client,
+      MakeCert(client_key.get(), "chstream test client", /*is_ca=*/false, "",
+               Issuer{ca.get(), ca_key.get()}, "clientAuth"));
+  CHS_ASSIGN_OR_RETURN(pki.client_cert_pem, CertPem(client.get()));
+  CHS_ASSIGN_OR_RETURN(pki.client_key_pem, KeyPem(client_key.get()));
+
+  CHS_ASSIGN_OR_RETURN(KeyPtr rogue_ca_key, NewKey());
+  CHS_ASSIGN_OR_RETURN(
+      CertPtr rogue_ca,
+      MakeCert(rogue_ca_key.get(), "chstream rogue CA", /*is_ca=*/true, "",
+               Issuer{nullptr, rogue_ca_key.get()}));
+  CHS_ASSIGN_OR_RETURN(KeyPtr rogue_key, NewKey());
+  CHS_ASSIGN_OR_RETURN(
+      CertPtr rogue,
+      MakeCert(rogue_key.get(), "chstream rogue client", /*is_ca=*/false, "",
+               Issuer{rogue_ca.get(), rogue_ca_key.get()}, "clientAuth"));
+  CHS_ASSIGN_OR_RETURN(pki.rogue_cert_pem, CertPem(rogue.get()));
+  CHS_ASSIGN_OR_RETURN(pki.rogue_key_pem, KeyPem(rogue_key.get()));
   return pki;
 }
 

@@ -43,4 +43,17 @@ struct TestPki {
 
 absl::StatusOr<TestPki> MakeTestPki();
 
+// Client certificates for mutual-TLS tests: a client CA (what a server
+// trusts), a client certificate it signed (extendedKeyUsage clientAuth),
+// and a "rogue" client certificate signed by an unrelated CA.
+struct ClientPki {
+  std::string ca_pem;
+  std::string client_cert_pem;
+  std::string client_key_pem;
+  std::string rogue_cert_pem;
+  std::string rogue_key_pem;
+};
+
+absl::StatusOr<ClientPki> MakeClientPki();
+
 }  // namespace chstream::ingest::sim

@@ -22,7 +22,6 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ingest/simulator/test_certs.h"
-#include "tests/server/test_client_pki.h"
 #include "tests/testing/child_process.h"
 
 namespace chstream {
@@ -105,7 +104,7 @@ TEST(ChstreamdSecurityTest, MismatchedKeyExits2WithoutShowingIt) {
 
 TEST(ChstreamdSecurityTest, ServesOnlyAuthenticatedClients) {
   ASSERT_OK_AND_ASSIGN(ingest::sim::TestPki pki, ingest::sim::MakeTestPki());
-  ASSERT_OK_AND_ASSIGN(testing::ClientPki client, testing::MakeClientPki());
+  ASSERT_OK_AND_ASSIGN(ingest::sim::ClientPki client, ingest::sim::MakeClientPki());
   const std::string dir = Dir("serving");
   Write(dir, "server.crt", pki.server_cert_pem, 0644);
   Write(dir, "server.key", pki.server_key_pem, 0644);  // warned about

@@ -33,7 +33,6 @@
 #include "server/grpc_server.h"
 #include "server/subscription_hub.h"
 #include "storage/store.h"
-#include "tests/server/test_client_pki.h"
 #include "tests/testing/reflection_client.h"
 
 namespace chstream::server {
@@ -203,7 +202,7 @@ class GrpcTlsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_OK_AND_ASSIGN(pki_, ingest::sim::MakeTestPki());
-    ASSERT_OK_AND_ASSIGN(client_pki_, testing::MakeClientPki());
+    ASSERT_OK_AND_ASSIGN(client_pki_, ingest::sim::MakeClientPki());
     cert_ = WriteFile("server.crt", pki_.server_cert_pem, 0644);
     key_ = WriteFile("server.key", pki_.server_key_pem);
     client_ca_ = WriteFile("client-ca.crt", client_pki_.ca_pem, 0644);
@@ -217,7 +216,7 @@ class GrpcTlsTest : public ::testing::Test {
   }
 
   ingest::sim::TestPki pki_;
-  testing::ClientPki client_pki_;
+  ingest::sim::ClientPki client_pki_;
   std::string cert_, key_, client_ca_;
 };
 
