@@ -592,11 +592,15 @@ void StreamClient::HandleLine(std::string_view line) {
   }
   last_accepted_ = event.timepoint;
   resume_from_head_ = false;
-  const absl::Duration waited = sink_->Append(std::move(event));
-  absl::MutexLock lock(&mu_);
-  ++status_.events_total;
-  status_.last_event_at = now;
-  status_.reader_wait += waited;
+  {
+    // Counted before the hand-off: the writer may commit the event (and a
+    // snapshot show it committed) before Append returns, and a snapshot must
+    // never show fewer events received than committed.
+    absl::MutexLock lock(&mu_);
+    ++status_.events_total;
+    status_.last_event_at = now;
+  }
+  AddReaderWait(sink_->Append(std::move(event)));
 }
 
 }  // namespace chstream::ingest

@@ -384,8 +384,9 @@ TEST(IngestStatusTest, CircuitBreakerOpensAfterConsecutiveFailures) {
   ASSERT_OK_AND_ASSIGN(auto pipeline, Pipeline::Open(TestDbPath()));
   IngesterOptions io = ClientOptions(*sim, {kStream});
   io.policy.breaker_failures = 3;
-  io.policy.breaker_cooldown = absl::Milliseconds(300);
-  io.policy.breaker_max_cooldown = absl::Milliseconds(600);
+  // Long enough that the poll below sees the open state before the trial.
+  io.policy.breaker_cooldown = absl::Seconds(1);
+  io.policy.breaker_max_cooldown = absl::Seconds(2);
   ASSERT_OK(pipeline->StartIngester(io));
 
   ASSERT_TRUE(pipeline->WaitForStatus(
@@ -402,8 +403,12 @@ TEST(IngestStatusTest, CircuitBreakerOpensAfterConsecutiveFailures) {
   EXPECT_EQ(open.last_http_status, 503);
   EXPECT_TRUE(absl::StrContains(open.last_error, "HTTP 503"))
       << open.last_error;
-  EXPECT_GT(open.next_retry_at,
-            opened_by + io.policy.breaker_cooldown - absl::Milliseconds(100));
+  EXPECT_GT(open.next_retry_at, opened_by);
+  {
+    const std::vector<absl::Time> attempts = logs.AttemptTimes(kStream);
+    ASSERT_EQ(attempts.size(), 3u);
+    EXPECT_GE(open.next_retry_at, attempts[2] + io.policy.breaker_cooldown);
+  }
 
   // The upstream recovers; the half-open trial succeeds.
   sim->SetFaults(kStream, Faults{});

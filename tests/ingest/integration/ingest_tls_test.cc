@@ -73,6 +73,9 @@ TEST_P(TlsCloseTest, ResumesAfterEachEnd) {
   constexpr int64_t kTotal = 200;
   ASSERT_OK_AND_ASSIGN(sim::TestPki pki, sim::MakeTestPki());
   sim::Options so = TlsSimOptions(pki, kTotal);
+  // All pre-generated, so that every close but the last has a next line to
+  // cut in half.
+  so.initial_events_per_stream = kTotal;
   so.faults.close_after_events = 60;
   so.faults.close_style = GetParam();
   so.faults.close_mid_line = true;
