@@ -304,8 +304,8 @@ class SimulatorHandle {
     const absl::Time deadline = absl::Now() + absl::Seconds(30);
     while (line.find('\n') == std::string::npos) {
       pollfd p{out[0], POLLIN, 0};
-      const int left = static_cast<int>(
-          absl::ToInt64Milliseconds(deadline - absl::Now()));
+      const int left =
+          static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
       if (left <= 0 || ::poll(&p, 1, left) <= 0) break;
       char buf[256];
       const ssize_t n = ::read(out[0], buf, sizeof(buf));
@@ -396,7 +396,8 @@ int RunMode(const Flags& flags, bool tls, const char* argv0) {
   }
 
   const std::set<int64_t> tasks_before_writer = Tasks();
-  const int64_t checkpointer_tid = NewTask(tasks_before_store, tasks_before_writer);
+  const int64_t checkpointer_tid =
+      NewTask(tasks_before_store, tasks_before_writer);
   absl::Mutex mu;
   uint64_t committed = 0;
   absl::Time first_commit = absl::InfinitePast();
@@ -416,7 +417,8 @@ int RunMode(const Flags& flags, bool tls, const char* argv0) {
       Clock::Real());
   writer.Start();
   const std::set<int64_t> tasks_before_ingester = Tasks();
-  const int64_t writer_tid = NewTask(tasks_before_writer, tasks_before_ingester);
+  const int64_t writer_tid =
+      NewTask(tasks_before_writer, tasks_before_ingester);
   ingest::WriterSink sink(&writer);
 
   ingest::IngesterOptions io;

@@ -131,9 +131,8 @@ class Chstreamd {
     if (pid_ <= 0) return status_;
     ::kill(pid_, sig);
     int status = -1;
-    if (!WaitUntil(
-            [&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; },
-            timeout)) {
+    if (!WaitUntil([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; },
+                   timeout)) {
       return -1;  // the destructor kills it
     }
     pid_ = -1;
@@ -141,9 +140,7 @@ class Chstreamd {
     return status;
   }
 
-  std::string LogTail() const {
-    return Tail(ReadFileOrEmpty(log_path_), 30);
-  }
+  std::string LogTail() const { return Tail(ReadFileOrEmpty(log_path_), 30); }
 
   // The request targets of the connection attempts it logged, in order.
   std::vector<std::string> Targets() const {
@@ -262,10 +259,9 @@ TEST(ChstreamdKillTest, RandomSigkillsLoseAndDuplicateNothing) {
       when = "right after connecting";
     } else {
       // After a random number of further events reached it (or all of them).
-      const int64_t target =
-          std::min(kTotal, EventsSent(*sim) +
-                               std::uniform_int_distribution<int64_t>(
-                                   50, 600)(rng));
+      const int64_t target = std::min(
+          kTotal, EventsSent(*sim) +
+                      std::uniform_int_distribution<int64_t>(50, 600)(rng));
       ASSERT_TRUE(WaitUntil([&] { return EventsSent(*sim) >= target; },
                             absl::Seconds(30)))
           << "events sent " << EventsSent(*sim) << " of " << target << "\n"
@@ -300,9 +296,9 @@ TEST(ChstreamdKillTest, RandomSigkillsLoseAndDuplicateNothing) {
       absl::Seconds(30)));
   const std::vector<sim::Simulator::LogEntry> log = sim->Log(kStream);
   ASSERT_EQ(log.size(), static_cast<size_t>(kTotal));
-  ASSERT_TRUE(WaitUntil(
-      [&] { return CommittedTimepoint(db) >= log.back().timepoint; },
-      absl::Seconds(60)))
+  ASSERT_TRUE(
+      WaitUntil([&] { return CommittedTimepoint(db) >= log.back().timepoint; },
+                absl::Seconds(60)))
       << "committed " << CommittedTimepoint(db) << " of "
       << log.back().timepoint << "\n"
       << child->LogTail();

@@ -6,12 +6,12 @@
 // Each runs the real Ingester -> WriterSink -> EventWriter -> Store over
 // real sockets on 127.0.0.1 and a SQLite file in TEST_TMPDIR, and checks
 // that the store ends with exactly the simulator's log.
+#include <algorithm>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
-#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -77,14 +77,13 @@ TEST_P(ChunkingFaultTest, StoresExactlyTheLog) {
 
 INSTANTIATE_TEST_SUITE_P(
     Knobs, ChunkingFaultTest,
-    ::testing::Values(ChunkingCase{"SplitRandom", Faults{.split_random = 17}},
-                      ChunkingCase{"Coalesce", Faults{.coalesce = true}},
-                      ChunkingCase{"LoneNewlineChunks",
-                                   Faults{.lone_newline_chunks = true}},
-                      ChunkingCase{"AllChunkingKnobs",
-                                   Faults{.split_random = 99,
-                                          .coalesce = true,
-                                          .lone_newline_chunks = true}}),
+    ::testing::Values(
+        ChunkingCase{"SplitRandom", Faults{.split_random = 17}},
+        ChunkingCase{"Coalesce", Faults{.coalesce = true}},
+        ChunkingCase{"LoneNewlineChunks", Faults{.lone_newline_chunks = true}},
+        ChunkingCase{"AllChunkingKnobs", Faults{.split_random = 99,
+                                                .coalesce = true,
+                                                .lone_newline_chunks = true}}),
     [](const ::testing::TestParamInfo<ChunkingCase>& info) {
       return std::string(info.param.name);
     });
@@ -187,7 +186,8 @@ TEST(IngestFaultsTest, OversizedLinesAreDeadLetteredWithTheirPrefix) {
   for (size_t i = 0; i < dead.size(); ++i) {
     const std::string& line = oversized[i].line;
     // (Compared as booleans: the lines are ~100 KB.)
-    const std::string prefix = line.substr(0, LineFramer::kOversizedPrefixBytes);
+    const std::string prefix =
+        line.substr(0, LineFramer::kOversizedPrefixBytes);
     EXPECT_TRUE(dead[i].raw == prefix)
         << "raw is " << dead[i].raw.size() << " bytes, expected "
         << prefix.size() << "; first difference at "
@@ -195,11 +195,11 @@ TEST(IngestFaultsTest, OversizedLinesAreDeadLetteredWithTheirPrefix) {
                          dead[i].raw.end())
                    .first -
                prefix.begin();
-    EXPECT_EQ(dead[i].reason,
-              absl::StrCat("line of ", line.size(),
-                           " bytes exceeds --max_line_bytes=", kMaxLine,
-                           " (first ", LineFramer::kOversizedPrefixBytes,
-                           " bytes kept)"));
+    EXPECT_EQ(
+        dead[i].reason,
+        absl::StrCat("line of ", line.size(),
+                     " bytes exceeds --max_line_bytes=", kMaxLine, " (first ",
+                     LineFramer::kOversizedPrefixBytes, " bytes kept)"));
   }
 }
 
@@ -266,16 +266,15 @@ TEST_P(CloseAfterEventsTest, ReconnectsFromLastTimepointAndStoresExactLog) {
   if (c.style == CloseStyle::kReset) {
     // An RST may discard bytes in flight; the client then asks again.
     EXPECT_GE(connections, kTotal / kPerConnection + 1);
-    EXPECT_LE(done.partial_lines_total,
-              static_cast<uint64_t>(connections - 1));
+    EXPECT_LE(done.partial_lines_total, static_cast<uint64_t>(connections - 1));
   } else {
     EXPECT_EQ(connections, kTotal / kPerConnection + 1);
     EXPECT_EQ(live.reconnects_total,
               static_cast<uint64_t>(kTotal / kPerConnection));
     // Every close but the last (after the final event) cut a line in half.
-    EXPECT_EQ(done.partial_lines_total,
-              c.mid_line ? static_cast<uint64_t>(kTotal / kPerConnection - 1)
-                         : 0u);
+    EXPECT_EQ(
+        done.partial_lines_total,
+        c.mid_line ? static_cast<uint64_t>(kTotal / kPerConnection - 1) : 0u);
     // One "ended" line per close (Stop() logs none).
     ASSERT_EQ(ended.size(), static_cast<size_t>(kTotal / kPerConnection));
     for (int i = 0; i < kTotal / kPerConnection; ++i) {
@@ -297,16 +296,15 @@ TEST_P(CloseAfterEventsTest, ReconnectsFromLastTimepointAndStoresExactLog) {
   EXPECT_EQ(static_cast<int64_t>(targets.size()), connections);
 }
 
-INSTANTIATE_TEST_SUITE_P(Styles, CloseAfterEventsTest,
-                         ::testing::Values(CloseCase{CloseStyle::kReset, false},
-                                           CloseCase{CloseStyle::kReset, true},
-                                           CloseCase{CloseStyle::kTruncate,
-                                                     false},
-                                           CloseCase{CloseStyle::kTruncate,
-                                                     true},
-                                           CloseCase{CloseStyle::kClean, false},
-                                           CloseCase{CloseStyle::kClean, true}),
-                         CloseCaseName);
+INSTANTIATE_TEST_SUITE_P(
+    Styles, CloseAfterEventsTest,
+    ::testing::Values(CloseCase{CloseStyle::kReset, false},
+                      CloseCase{CloseStyle::kReset, true},
+                      CloseCase{CloseStyle::kTruncate, false},
+                      CloseCase{CloseStyle::kTruncate, true},
+                      CloseCase{CloseStyle::kClean, false},
+                      CloseCase{CloseStyle::kClean, true}),
+    CloseCaseName);
 
 // ---------------------------------------------------------------------------
 // Lifecycle.
@@ -413,7 +411,9 @@ TEST(IngestFaultsTest, MaxConnectionAgeEndsCleanlyAndReconnectsQuickly) {
   ASSERT_TRUE(RunToCompletion(*sim, *pipeline, kStream, kTotal));
   // Connections keep ageing out (heartbeats only) once the log is complete.
   ASSERT_TRUE(WaitUntil(
-      [&] { return logs.Find("upstream connection ended", kStream).size() >= 3; },
+      [&] {
+        return logs.Find("upstream connection ended", kStream).size() >= 3;
+      },
       absl::Seconds(10)));
   pipeline->StopIngester();
   const StreamStatusSnapshot done = pipeline->Status(kStream);
@@ -447,8 +447,7 @@ class RawStream {
   RawStream(uint16_t port, const std::string& path, const std::string& key)
       : socket_(io_) {
     namespace asio = boost::asio;
-    asio::ip::tcp::endpoint endpoint(asio::ip::make_address("127.0.0.1"),
-                                     port);
+    asio::ip::tcp::endpoint endpoint(asio::ip::make_address("127.0.0.1"), port);
     socket_.connect(endpoint);
     const std::string request = absl::StrCat(
         "GET ", path, " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic ",
@@ -508,7 +507,8 @@ TEST(IngestFaultsTest, ConnectionCapEvictsTheOldestWhichReconnects) {
   const std::vector<std::string> targets = logs.Targets(kStream);
   ASSERT_GE(targets.size(), 2u);
   EXPECT_NE(targets[1], targets[0]);
-  EXPECT_TRUE(absl::StartsWith(targets[1], "/companies?timepoint=")) << targets[1];
+  EXPECT_TRUE(absl::StartsWith(targets[1], "/companies?timepoint="))
+      << targets[1];
 }
 
 }  // namespace

@@ -35,8 +35,7 @@ std::string CurrentTestName() {
       ::testing::UnitTest::GetInstance()->current_test_info();
   if (info == nullptr) return "no-test";
   return absl::StrReplaceAll(
-      absl::StrCat(info->test_suite_name(), ".", info->name()),
-      {{"/", "_"}});
+      absl::StrCat(info->test_suite_name(), ".", info->name()), {{"/", "_"}});
 }
 
 std::string Describe(const storage::Event& e) {
@@ -123,8 +122,7 @@ std::string WriteTestFile(std::string_view name, std::string_view contents) {
   return path;
 }
 
-bool WaitUntil(const std::function<bool()>& predicate,
-               absl::Duration timeout) {
+bool WaitUntil(const std::function<bool()>& predicate, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   while (!predicate()) {
     if (absl::Now() >= deadline) return false;
@@ -186,8 +184,8 @@ absl::Status Pipeline::StartIngester(IngesterOptions options,
     return absl::FailedPreconditionError("an ingester is running");
   }
   if (sink_ == nullptr) return absl::FailedPreconditionError("closed");
-  auto ingester =
-      std::make_unique<Ingester>(std::move(options), sink_.get(), Clock::Real());
+  auto ingester = std::make_unique<Ingester>(std::move(options), sink_.get(),
+                                             Clock::Real());
   {
     absl::MutexLock lock(&mu_);
     live_ingester_ = ingester.get();
@@ -276,8 +274,8 @@ bool RunToCompletion(const sim::Simulator& sim, const Pipeline& pipeline,
             return it != s.events_generated.end() && it->second >= total;
           },
           timeout)) {
-    ADD_FAILURE() << "the simulator did not generate " << total << " "
-                  << stream << " events";
+    ADD_FAILURE() << "the simulator did not generate " << total << " " << stream
+                  << " events";
     return false;
   }
   const std::vector<sim::Simulator::LogEntry> log = sim.Log(stream);
@@ -350,8 +348,8 @@ std::vector<storage::Event> EventsOf(const std::vector<storage::Event>& all,
     const storage::Event& got = stored[i];
     const sim::Simulator::LogEntry& want = log[i];
     if (got.stream != stream) {
-      problem(absl::StrCat("#", i, " ", Describe(got), ": stream ",
-                           got.stream));
+      problem(
+          absl::StrCat("#", i, " ", Describe(got), ": stream ", got.stream));
     }
     if (got.timepoint != want.timepoint) {
       problem(absl::StrCat("#", i, " ", Describe(got), ": expected timepoint ",
@@ -360,8 +358,8 @@ std::vector<storage::Event> EventsOf(const std::vector<storage::Event>& all,
     }
     auto parsed = parser.Parse(stream, want.line, absl::UnixEpoch());
     if (auto* error = std::get_if<ParseError>(&parsed)) {
-      problem(absl::StrCat("#", i, ": the simulator's line does not parse: ",
-                           error->reason));
+      problem(absl::StrCat(
+          "#", i, ": the simulator's line does not parse: ", error->reason));
       continue;
     }
     const storage::Event& e = std::get<storage::Event>(parsed);
@@ -413,8 +411,8 @@ std::vector<storage::Event> EventsOf(const std::vector<storage::Event>& all,
   if (::testing::AssertionResult r = PositionsAreDense(*all); !r) return r;
   if (store.HeadPosition() != all->size()) {
     return ::testing::AssertionFailure()
-           << "head position " << store.HeadPosition() << " but "
-           << all->size() << " events stored";
+           << "head position " << store.HeadPosition() << " but " << all->size()
+           << " events stored";
   }
   return EventsMatchLog(*all, stream, log);
 }
@@ -504,7 +502,8 @@ std::string JsonStringField(std::string_view line, std::string_view key) {
       case 'u': {
         uint32_t code = 0;
         if (i + 4 < line.size() &&
-            absl::SimpleHexAtoi(Av(line.substr(i + 1, 4)), &code) && code < 0x80) {
+            absl::SimpleHexAtoi(Av(line.substr(i + 1, 4)), &code) &&
+            code < 0x80) {
           out.push_back(static_cast<char>(code));
           i += 4;
         } else {

@@ -111,10 +111,10 @@ class Pipeline {
   // StopIngester() once stopped).
   StreamStatusSnapshot Status(std::string_view stream) const;
   // Polls Status(stream) until `predicate` holds.
-  bool WaitForStatus(std::string_view stream,
-                     const std::function<bool(const StreamStatusSnapshot&)>&
-                         predicate,
-                     absl::Duration timeout) const;
+  bool WaitForStatus(
+      std::string_view stream,
+      const std::function<bool(const StreamStatusSnapshot&)>& predicate,
+      absl::Duration timeout) const;
   // Blocks until `stream`'s committed timepoint is >= `timepoint`.
   bool WaitForTimepoint(std::string_view stream, int64_t timepoint,
                         absl::Duration timeout) const;

@@ -1,6 +1,8 @@
 // The comparison helpers of the ingest integration tests must be able to
 // fail: missing, extra, reordered or altered events and holes in positions
 // are all reported.
+#include "tests/ingest/integration/ingest_harness.h"
+
 #include <string>
 #include <vector>
 
@@ -10,7 +12,6 @@
 #include "ingest/event_parser.h"
 #include "ingest/simulator/event_generator.h"
 #include "ingest/simulator/simulator.h"
-#include "tests/ingest/integration/ingest_harness.h"
 
 namespace chstream::ingest::testing {
 namespace {

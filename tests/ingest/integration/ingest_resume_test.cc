@@ -49,9 +49,8 @@ TEST(IngestResumeTest, RestartResumesAfterTheLastCommittedTimepoint) {
   second->StopIngester();
   const StreamStatusSnapshot second_status = second->Status(kStream);
 
-  EXPECT_EQ(logs.Targets(kStream),
-            std::vector<std::string>{
-                absl::StrCat("/companies?timepoint=", last + 1)});
+  EXPECT_EQ(logs.Targets(kStream), std::vector<std::string>{absl::StrCat(
+                                       "/companies?timepoint=", last + 1)});
   EXPECT_TRUE(StoreMatchesLog(*second->store(), kStream, sim->Log(kStream)));
   EXPECT_EQ(second_status.duplicates_total, 0u);
   EXPECT_EQ(first_status.events_total + second_status.events_total,
@@ -93,9 +92,8 @@ TEST_P(InclusiveReplayTest, DuplicatesAreDroppedAndCounted) {
   const StreamStatusSnapshot done = pipeline->Status(kStream);
 
   if (overlap == 1) {
-    EXPECT_EQ(logs.Targets(kStream),
-              std::vector<std::string>{
-                  absl::StrCat("/companies?timepoint=", last)});
+    EXPECT_EQ(logs.Targets(kStream), std::vector<std::string>{absl::StrCat(
+                                         "/companies?timepoint=", last)});
   }
   EXPECT_TRUE(StoreMatchesLog(*pipeline->store(), kStream, sim->Log(kStream)));
   EXPECT_EQ(done.duplicates_total, static_cast<uint64_t>(overlap));

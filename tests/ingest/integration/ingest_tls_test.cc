@@ -59,9 +59,8 @@ TEST_P(TrustedTlsTest, StoresExactlyTheLog) {
 INSTANTIATE_TEST_SUITE_P(Hosts, TrustedTlsTest,
                          ::testing::Values("127.0.0.1", "localhost"),
                          [](const ::testing::TestParamInfo<const char*>& info) {
-                           return std::string(info.param[0] == 'l'
-                                                  ? "HostName"
-                                                  : "IpAddress");
+                           return std::string(
+                               info.param[0] == 'l' ? "HostName" : "IpAddress");
                          });
 
 // TLS connections that end after N events: cleanly (terminating chunk and
@@ -98,16 +97,13 @@ TEST_P(TlsCloseTest, ResumesAfterEachEnd) {
   EXPECT_EQ(sim->GetStats().Requests("/companies", 200), 4);
 }
 
-INSTANTIATE_TEST_SUITE_P(Styles, TlsCloseTest,
-                         ::testing::Values(sim::CloseStyle::kClean,
-                                           sim::CloseStyle::kTruncate),
-                         [](const ::testing::TestParamInfo<sim::CloseStyle>&
-                                info) {
-                           return std::string(info.param ==
-                                                      sim::CloseStyle::kClean
-                                                  ? "Clean"
-                                                  : "Truncate");
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Styles, TlsCloseTest,
+    ::testing::Values(sim::CloseStyle::kClean, sim::CloseStyle::kTruncate),
+    [](const ::testing::TestParamInfo<sim::CloseStyle>& info) {
+      return std::string(info.param == sim::CloseStyle::kClean ? "Clean"
+                                                               : "Truncate");
+    });
 
 // Runs a client that cannot verify the server: returns its status once the
 // breaker has opened (after 3 failed handshakes), having checked that it
@@ -168,8 +164,8 @@ TEST(IngestTlsTest, NoExtraCaMeansTheTestCertificateIsNotTrusted) {
   ASSERT_OK_AND_ASSIGN(auto pipeline, Pipeline::Open(TestDbPath()));
   const StreamStatusSnapshot s =
       RunUntilBreakerOpens(*sim, ClientOptions(*sim, {kStream}), *pipeline);
-  EXPECT_TRUE(absl::StrContains(s.last_error,
-                                "certificate verification failed: "))
+  EXPECT_TRUE(
+      absl::StrContains(s.last_error, "certificate verification failed: "))
       << s.last_error;
 }
 
@@ -178,28 +174,27 @@ class WrongNameTest : public ::testing::TestWithParam<const char*> {};
 TEST_P(WrongNameTest, CertificateForAnotherNameFails) {
   const std::string host = GetParam();
   ASSERT_OK_AND_ASSIGN(sim::TestPki pki, sim::MakeTestPki());
-  ASSERT_OK_AND_ASSIGN(
-      auto sim, sim::Simulator::Start(TlsSimOptions(pki, 50, /*wrong_name=*/true)));
+  ASSERT_OK_AND_ASSIGN(auto sim, sim::Simulator::Start(TlsSimOptions(
+                                     pki, 50, /*wrong_name=*/true)));
   ASSERT_OK_AND_ASSIGN(auto pipeline, Pipeline::Open(TestDbPath()));
   IngesterOptions io = ClientOptions(*sim, {kStream});
   io.upstream_url = absl::StrCat("https://", host, ":", sim->port());
   io.ca_file = WriteTestFile("ca.pem", pki.ca_pem);  // the right CA
   const StreamStatusSnapshot s = RunUntilBreakerOpens(*sim, io, *pipeline);
-  EXPECT_TRUE(absl::StrContains(s.last_error,
-                                "certificate verification failed: "))
+  EXPECT_TRUE(
+      absl::StrContains(s.last_error, "certificate verification failed: "))
       << s.last_error;
-  EXPECT_TRUE(absl::StrContains(
-      s.last_error, host == "localhost" ? "hostname mismatch"
-                                        : "IP address mismatch"))
+  EXPECT_TRUE(absl::StrContains(s.last_error, host == "localhost"
+                                                  ? "hostname mismatch"
+                                                  : "IP address mismatch"))
       << s.last_error;
 }
 
 INSTANTIATE_TEST_SUITE_P(Hosts, WrongNameTest,
                          ::testing::Values("127.0.0.1", "localhost"),
                          [](const ::testing::TestParamInfo<const char*>& info) {
-                           return std::string(info.param[0] == 'l'
-                                                  ? "HostName"
-                                                  : "IpAddress");
+                           return std::string(
+                               info.param[0] == 'l' ? "HostName" : "IpAddress");
                          });
 
 }  // namespace
