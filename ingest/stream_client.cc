@@ -501,6 +501,10 @@ void StreamClient::OnAttemptDone(const Outcome& outcome) {
     status_.last_error = log::Redact(outcome.detail);
     if (outcome.kind == Outcome::Kind::kHttpStatus) {
       status_.last_http_status = outcome.http_status;
+      ++status_.http_responses[outcome.http_status];
+      ++status_.reconnects_by_cause[absl::StrCat("http_", outcome.http_status)];
+    } else {
+      ++status_.reconnects_by_cause[OutcomeKindName(outcome.kind)];
     }
     status_.next_retry_at = d.stop ? absl::InfinitePast() : d.next_attempt_at;
     ++status_.reconnects_total;
@@ -526,6 +530,7 @@ void StreamClient::HandleConnected(int http_status) {
   status_.state = StreamState::kStreaming;
   status_.connected_since = clock_->Now();
   status_.last_http_status = http_status;
+  ++status_.http_responses[http_status];
   status_.last_error.clear();
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -34,6 +35,11 @@ struct StreamStatusSnapshot {
   uint64_t malformed_total = 0;
   uint64_t duplicates_total = 0;
   uint64_t reconnects_total = 0;
+  // How connections or attempts ended: "end_of_stream", "network_error",
+  // "tls_error", "idle_timeout", or "http_<status>".
+  std::map<std::string, uint64_t> reconnects_by_cause;
+  // Every upstream response by HTTP status (200 included).
+  std::map<int, uint64_t> http_responses;
   uint64_t bytes_total = 0;
   uint64_t partial_lines_total = 0;
   std::string last_error;

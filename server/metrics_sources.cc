@@ -7,6 +7,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "base/log.h"
@@ -50,6 +51,19 @@ void CollectStreams(const std::vector<ingest::StreamStatusSnapshot>& streams,
     out.AddCounter("chstream_ingest_reconnects_total",
                    "Upstream connections or connection attempts that ended.",
                    stream, D(s.reconnects_total));
+    for (const auto& [cause, n] : s.reconnects_by_cause) {
+      out.AddCounter("chstream_ingest_reconnect_causes_total",
+                     "Upstream connections or attempts that ended, by cause "
+                     "(end_of_stream, network_error, tls_error, idle_timeout, "
+                     "http_<status>).",
+                     {{"stream", s.stream}, {"cause", cause}}, D(n));
+    }
+    for (const auto& [code, n] : s.http_responses) {
+      out.AddCounter("chstream_ingest_http_responses_total",
+                     "Upstream responses by HTTP status.",
+                     {{"stream", s.stream}, {"code", absl::StrCat(code)}},
+                     D(n));
+    }
     out.AddCounter("chstream_ingest_partial_lines_total",
                    "Partial last lines dropped at the end of a response.",
                    stream, D(s.partial_lines_total));

@@ -26,6 +26,8 @@ ingest::StreamStatusSnapshot CompaniesStream() {
   s.malformed_total = 2;
   s.duplicates_total = 7;
   s.reconnects_total = 3;
+  s.reconnects_by_cause = {{"http_503", 2}, {"idle_timeout", 1}};
+  s.http_responses = {{200, 1}, {503, 2}};
   s.bytes_total = 4096000;
   s.partial_lines_total = 1;
   s.last_http_status = 503;
@@ -55,6 +57,12 @@ TEST(MetricsSourcesTest, ExportsStreamSnapshots) {
            "chstream_ingest_malformed_total{stream=\"companies\"} 2\n",
            "chstream_ingest_duplicates_total{stream=\"companies\"} 7\n",
            "chstream_ingest_reconnects_total{stream=\"companies\"} 3\n",
+           "chstream_ingest_reconnect_causes_total{stream=\"companies\","
+           "cause=\"http_503\"} 2\n",
+           "chstream_ingest_reconnect_causes_total{stream=\"companies\","
+           "cause=\"idle_timeout\"} 1\n",
+           "chstream_ingest_http_responses_total{stream=\"companies\","
+           "code=\"503\"} 2\n",
            "chstream_ingest_partial_lines_total{stream=\"companies\"} 1\n",
            "chstream_ingest_gaps_total{stream=\"companies\"} 1\n",
            "chstream_ingest_reader_wait_seconds_total{stream=\"companies\"} "
