@@ -55,7 +55,8 @@ CompanyStreamService::CompanyStreamService(storage::Store* store,
                   options_.page_size,
                   /*max_scan=*/20000,
                   options_.subscriber_queue,
-                  options_.max_subscriber_lag} {}
+                  options_.max_subscriber_lag,
+                  &pages_read_} {}
 
 absl::Status CompanyStreamService::FillStatus(v1::GetStatusResponse* out) {
   out->Clear();

@@ -10,6 +10,7 @@
 // holds no mutable state of its own beyond what its dependencies guard.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -70,6 +71,8 @@ class CompanyStreamService final : public v1::CompanyStream::CallbackService {
   void SetHealthFiller(HealthFiller filler);
 
   SubscriberRegistry& subscribers() { return registry_; }
+  // Storage pages read by ReplayEvents and Subscribe catch-up so far.
+  uint64_t pages_read() const { return pages_read_.load(); }
 
  private:
   storage::Store* const store_;
@@ -78,6 +81,7 @@ class CompanyStreamService final : public v1::CompanyStream::CallbackService {
   Clock* const clock_;
   const ServiceOptions options_;
   SubscriberRegistry registry_;
+  std::atomic<uint64_t> pages_read_{0};
   const StreamContext stream_ctx_;
   absl::Mutex health_mu_;
   HealthFiller health_filler_ ABSL_GUARDED_BY(health_mu_);

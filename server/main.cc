@@ -186,6 +186,7 @@ int Run(int argc, char** argv) {
   sources.writer = [&writer] { return writer.GetStats(); };
   sources.store = [&store] { return store->Stats(); };
   sources.subscribers = [&service] { return service.subscribers().Snapshot(); };
+  sources.replay_pages = [&service] { return service.pages_read(); };
   RegisterChstreamMetrics(metrics, sources);
   // /readyz: ready once serving, while every stream is healthy.
   std::atomic<bool> ready{false};

@@ -260,6 +260,14 @@ void RegisterChstreamMetrics(MetricsRegistry& registry,
       CollectStore(*stats, out);
     });
   }
+  if (sources.replay_pages) {
+    registry.AddCollector([fn = sources.replay_pages](Collection& out) {
+      out.AddCounter("chstream_replay_pages_read_total",
+                     "Storage pages read to serve ReplayEvents and Subscribe "
+                     "catch-up.",
+                     {}, D(fn()));
+    });
+  }
   if (sources.subscribers) {
     auto totals = std::make_shared<SubscriberTotals>();
     registry.AddCollector([fn = sources.subscribers, totals](Collection& out) {

@@ -63,6 +63,8 @@ struct MetricsSources {
   // An error skips the store families for that scrape (and logs it).
   std::function<absl::StatusOr<storage::StoreStats>()> store;
   std::function<std::vector<v1::SubscriberStatus>()> subscribers;
+  // Storage pages read to serve ReplayEvents and Subscribe catch-up.
+  std::function<uint64_t()> replay_pages;
 };
 
 // Adds one collector per non-empty source. `sources` are copied; what they

@@ -195,6 +195,7 @@ class ReplayReactor final : public StreamWriter<v1::Event> {
       up_to = up_to_;
       remaining = remaining_;
     }
+    if (ctx_.pages_read != nullptr) ctx_.pages_read->fetch_add(1);
     absl::StatusOr<storage::Page> page = ctx_.store->ReadPage(
         after, up_to, filter_,
         static_cast<size_t>(std::min<uint64_t>(ctx_.page_size, remaining)),
@@ -370,6 +371,7 @@ class SubscribeReactor final : public StreamWriter<v1::SubscribeResponse> {
       absl::MutexLock lock(&mu_);
       after = last_;
     }
+    if (ctx_.pages_read != nullptr) ctx_.pages_read->fetch_add(1);
     absl::StatusOr<storage::Page> page = ctx_.store->ReadPage(
         after, kNoLimit, filter_, ctx_.page_size, ctx_.max_scan);
     {

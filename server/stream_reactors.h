@@ -49,6 +49,8 @@ struct StreamContext {
   size_t max_scan = 20000;
   size_t subscriber_queue = 1024;
   absl::Duration max_subscriber_lag = absl::ZeroDuration();
+  // Counts storage pages read for replay and catch-up (may be null).
+  std::atomic<uint64_t>* pages_read = nullptr;
 };
 
 // The live Subscribe calls: limits, status listing, heartbeat ticks and

@@ -83,7 +83,9 @@ TEST(ReplayTest, EveryStartPoint) {
   v1::ReplayEventsRequest req;
   EXPECT_THAT(Replay(server, req), ElementsAreArray(Range(1, 30)));  // unset
   req.mutable_start()->set_beginning(true);
+  const uint64_t pages_before = server.service()->pages_read();
   EXPECT_THAT(Replay(server, req), ElementsAreArray(Range(1, 30)));
+  EXPECT_GT(server.service()->pages_read(), pages_before);
   req.mutable_start()->set_after_position(25);
   EXPECT_THAT(Replay(server, req), ElementsAreArray(Range(26, 30)));
   req.mutable_start()->set_after_position(30);

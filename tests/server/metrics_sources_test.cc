@@ -37,6 +37,15 @@ ingest::StreamStatusSnapshot CompaniesStream() {
   return s;
 }
 
+TEST(MetricsSourcesTest, ExportsReplayPages) {
+  MetricsRegistry registry;
+  MetricsSources sources;
+  sources.replay_pages = [] { return uint64_t{42}; };
+  RegisterChstreamMetrics(registry, sources);
+  EXPECT_THAT(registry.Render(),
+              HasSubstr("chstream_replay_pages_read_total 42\n"));
+}
+
 TEST(MetricsSourcesTest, ExportsStreamSnapshots) {
   MetricsRegistry registry;
   MetricsSources sources;
