@@ -205,6 +205,10 @@ TEST(ChstreamdKillTest, RandomSigkillsLoseAndDuplicateNothing) {
   const std::string binary = resolved;
   const std::string dir = TmpDir();
   const std::string db = TestDbPath();
+  // --start_timepoint: with nothing stored yet (the first run, or a run
+  // killed before its first commit) start at the first event instead of the
+  // head, so that nothing published before the connection is missed. The
+  // child runs in TEST_TMPDIR, where there is no .env file to pick up.
   const std::vector<std::string> args = {
       absl::StrCat("--db_path=", db),
       "--grpc_address=127.0.0.1:0",
