@@ -11,7 +11,6 @@
 #include <grpcpp/grpcpp.h>
 
 #include <filesystem>
-#include <regex>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -38,9 +37,7 @@ std::string TempDir() { return std::getenv("TEST_TMPDIR"); }
 
 // The "host:port" a chstreamd logged for `field` in its "serving" line.
 std::string LoggedAddress(const std::string& output, const std::string& field) {
-  std::smatch m;
-  std::regex re("\"" + field + "\":\"([^\"]+)\"");
-  return std::regex_search(output, m, re) ? m[1].str() : "";
+  return testing::LoggedField(output, field);
 }
 
 std::string HttpGet(const std::string& host_port, const std::string& target) {

@@ -39,6 +39,15 @@ std::string ReadFileOrEmpty(const std::string& path) {
   return ss.str();
 }
 
+std::string LoggedField(const std::string& output, const std::string& field) {
+  const std::string key = "\"" + field + "\":\"";
+  const size_t start = output.find(key);
+  if (start == std::string::npos) return "";
+  const size_t from = start + key.size();
+  const size_t end = output.find('"', from);
+  return end == std::string::npos ? "" : output.substr(from, end - from);
+}
+
 ChildProcess::ChildProcess(const std::string& binary,
                            const std::vector<std::string>& args,
                            const std::vector<std::string>& env,

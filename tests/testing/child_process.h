@@ -53,4 +53,8 @@ bool WaitUntil(const std::function<bool()>& done, absl::Duration timeout);
 
 std::string ReadFileOrEmpty(const std::string& path);
 
+// The first string value of `"field":"..."` in a process's JSON log output
+// (e.g. the address chstreamd logged), or "".
+std::string LoggedField(const std::string& output, const std::string& field);
+
 }  // namespace chstream::testing
