@@ -16,13 +16,19 @@
 // (by at most the parse + writer-queue + commit time). Client and server
 // share this machine's clock.
 //
+// --client=raw (the default) decodes only position and received_at from the
+// wire; --client=parsed parses every SubscribeResponse in full (including
+// the google.protobuf.Struct data), which on 2 cores measures this
+// process's parsing as much as the server.
+//
 // Prints p50/p90/p99/p99.9/max over the measured window (after
 // --warmup_seconds), delivered events per subscriber, and chstreamd's CPU
 // and peak RSS. Stops by itself after --seconds.
 //
 //   bazel run --config=opt //bench:fanout_bench --
 //       [--subscribers=100] [--channels=4] [--seconds=30] [--rate=200]
-//       [--warmup_seconds=3] [--chstreamd=path/to/chstreamd]
+//       [--warmup_seconds=3] [--client=raw|parsed]
+//       [--chstreamd=path/to/chstreamd]
 //
 // Thread-safety: each reactor's callbacks are serialised by gRPC; the
 // driver reads a reactor's samples only after its OnDone.
@@ -45,6 +51,9 @@
 #include <string>
 #include <vector>
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
@@ -54,6 +63,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/bench_util.h"
 #include "chstream/v1/chstream.grpc.pb.h"
 
 namespace chstream::bench {
@@ -67,6 +77,7 @@ struct Flags {
   double rate = 200;
   std::string chstreamd;
   std::string dir = "/tmp";
+  std::string client = "raw";  // or "parsed"
 };
 
 bool ParseFlags(int argc, char** argv, Flags* flags) {
@@ -95,6 +106,9 @@ bool ParseFlags(int argc, char** argv, Flags* flags) {
       flags->chstreamd = v;
     } else if (value("dir", &v)) {
       flags->dir = v;
+    } else if (value("client", &v)) {
+      flags->client = v;
+      ok = v == "raw" || v == "parsed";
     } else {
       std::fprintf(stderr, "unknown flag %s\n", arg.c_str());
       ok = false;
@@ -105,212 +119,17 @@ bool ParseFlags(int argc, char** argv, Flags* flags) {
 }
 
 // ---------------------------------------------------------------------------
-// chstreamd as a child process.
-
-bool IsExecutable(const std::string& path) {
-  return !path.empty() && access(path.c_str(), X_OK) == 0;
-}
-
-// --chstreamd, else the data dependency in the runfiles, else bazel-bin.
-std::string FindChstreamd(const std::string& flag, const char* argv0) {
-  if (!flag.empty()) return flag;
-  std::vector<std::string> candidates;
-  if (const char* dir = getenv("RUNFILES_DIR")) {
-    candidates.push_back(absl::StrCat(dir, "/chstream/server/chstreamd"));
-  }
-  candidates.push_back(absl::StrCat(argv0, ".runfiles/chstream/server/chstreamd"));
-  candidates.push_back("server/chstreamd");
-  candidates.push_back("bazel-bin/server/chstreamd");
-  for (const std::string& c : candidates) {
-    if (IsExecutable(c)) return c;
-  }
-  return "";
-}
-
-// kB from a "Key:   1234 kB" line of /proc/PID/status; -1 if absent.
-int64_t ProcStatusKb(pid_t pid, const std::string& key) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key + ":", 0) != 0) continue;
-    std::string digits;
-    for (char c : line) {
-      if (c >= '0' && c <= '9') digits.push_back(c);
-    }
-    int64_t kb = 0;
-    if (absl::SimpleAtoi(digits, &kb)) return kb;
-  }
-  return -1;
-}
-
-// utime + stime of a process, in seconds, from /proc/PID/stat.
-double ProcCpuSeconds(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
-  std::string text((std::istreambuf_iterator<char>(in)),
-                   std::istreambuf_iterator<char>());
-  const size_t paren = text.rfind(')');
-  if (paren == std::string::npos) return -1;
-  std::istringstream fields(text.substr(paren + 2));
-  std::string field;
-  double ticks = 0;
-  // Fields after "(comm)": state is field 3; utime and stime are 14, 15.
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i == 14 || i == 15) ticks += std::stod(field);
-  }
-  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-class Daemon {
- public:
-  // Starts `binary` with `args` (and `env` added), its stdout and stderr
-  // going to `log_path`, and waits until it logs "chstreamd serving".
-  static absl::StatusOr<std::unique_ptr<Daemon>> Start(
-      const std::string& binary, const std::vector<std::string>& args,
-      const std::vector<std::pair<std::string, std::string>>& env,
-      const std::string& log_path, absl::Duration timeout) {
-    const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return absl::InternalError("cannot create " + log_path);
-    std::vector<std::string> argv_storage = {binary};
-    argv_storage.insert(argv_storage.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (std::string& a : argv_storage) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const pid_t pid = fork();
-    if (pid < 0) return absl::InternalError("fork failed");
-    if (pid == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the benchmark
-      dup2(fd, STDOUT_FILENO);
-      dup2(fd, STDERR_FILENO);
-      for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
-      execv(binary.c_str(), argv.data());
-      _exit(127);
-    }
-    close(fd);
-    auto daemon = std::unique_ptr<Daemon>(new Daemon(pid, log_path));
-    const absl::Time deadline = absl::Now() + timeout;
-    while (absl::Now() < deadline) {
-      int status = 0;
-      if (waitpid(pid, &status, WNOHANG) == pid) {
-        daemon->pid_ = -1;
-        return absl::InternalError(
-            absl::StrCat("chstreamd exited early (status ", status,
-                         "); see ", log_path));
-      }
-      std::ifstream in(log_path);
-      std::string line;
-      while (std::getline(in, line)) {
-        if (line.find("\"chstreamd serving\"") == std::string::npos) continue;
-        const std::string key = "\"grpc_address\":\"";
-        const size_t at = line.find(key);
-        if (at == std::string::npos) continue;
-        const size_t end = line.find('"', at + key.size());
-        daemon->grpc_address_ = line.substr(at + key.size(), end - at - key.size());
-        return daemon;
-      }
-      absl::SleepFor(absl::Milliseconds(50));
-    }
-    return absl::DeadlineExceededError("chstreamd did not start; see " +
-                                       log_path);
-  }
-
-  ~Daemon() { Stop(); }
-
-  pid_t pid() const { return pid_; }
-  const std::string& grpc_address() const { return grpc_address_; }
-
-  // SIGTERM, then SIGKILL after 15 s. Returns the exit status (-1 if
-  // killed or already stopped).
-  int Stop() {
-    if (pid_ <= 0) return -1;
-    kill(pid_, SIGTERM);
-    const absl::Time deadline = absl::Now() + absl::Seconds(15);
-    int status = 0;
-    while (waitpid(pid_, &status, WNOHANG) == 0) {
-      if (absl::Now() > deadline) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, &status, 0);
-        pid_ = -1;
-        return -1;
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-
- private:
-  Daemon(pid_t pid, std::string log_path)
-      : pid_(pid), log_path_(std::move(log_path)) {}
-
-  pid_t pid_;
-  std::string log_path_;
-  std::string grpc_address_;
-};
-
-// ---------------------------------------------------------------------------
 // Subscribers.
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address,
-                                           int index) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(-1);
-  // Distinct arguments and a local subchannel pool: one TCP connection per
-  // channel.
-  args.SetInt("chstream.bench.channel", index);
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                   args);
-}
-
-class Subscriber final : public grpc::ClientReadReactor<v1::SubscribeResponse> {
+// What one subscriber saw. Callbacks of one reactor are serialised by gRPC;
+// the driver reads the samples only after WaitDone().
+class Subscriber {
  public:
-  Subscriber(v1::CompanyStream::Stub* stub, absl::Time measure_from,
-             absl::Time measure_until)
-      : measure_from_(measure_from), measure_until_(measure_until) {
-    v1::SubscribeRequest request;
-    request.mutable_start()->set_now(true);
-    stub->async()->Subscribe(&ctx_, &request, this);
-    StartRead(&response_);
-    StartCall();
-  }
+  Subscriber(absl::Time measure_from, absl::Time measure_until)
+      : measure_from_(measure_from), measure_until_(measure_until) {}
+  virtual ~Subscriber() = default;
 
-  void OnReadDone(bool ok) override {
-    if (!ok) return;  // OnDone follows
-    const absl::Time now = absl::Now();
-    switch (response_.message_case()) {
-      case v1::SubscribeResponse::kEvent: {
-        const v1::Event& e = response_.event();
-        if (e.position() <= last_position_) ++out_of_order_;
-        last_position_ = e.position();
-        ++events_;
-        if (now >= measure_from_ && now < measure_until_) {
-          const absl::Time received_at =
-              absl::FromUnixSeconds(e.received_at().seconds()) +
-              absl::Nanoseconds(e.received_at().nanos());
-          latencies_ms_.push_back(
-              static_cast<float>(absl::ToDoubleMilliseconds(now - received_at)));
-        }
-        break;
-      }
-      case v1::SubscribeResponse::kCaughtUp:
-        caught_up_.store(true, std::memory_order_release);
-        break;
-      case v1::SubscribeResponse::kFellBehind:
-        ++fell_behind_;
-        break;
-      default:
-        break;
-    }
-    StartRead(&response_);
-  }
-
-  void OnDone(const grpc::Status& status) override {
-    absl::MutexLock lock(&mu_);
-    status_ = status;
-    done_ = true;
-  }
-
-  void Cancel() { ctx_.TryCancel(); }
+  virtual void Cancel() = 0;
   bool caught_up() const { return caught_up_.load(std::memory_order_acquire); }
   bool WaitDone(absl::Time deadline) {
     absl::MutexLock lock(&mu_);
@@ -327,11 +146,28 @@ class Subscriber final : public grpc::ClientReadReactor<v1::SubscribeResponse> {
     return status_;
   }
 
+ protected:
+  void RecordEvent(uint64_t position, absl::Time received_at) {
+    const absl::Time now = absl::Now();
+    if (position <= last_position_) ++out_of_order_;
+    last_position_ = position;
+    ++events_;
+    if (now >= measure_from_ && now < measure_until_) {
+      latencies_ms_.push_back(
+          static_cast<float>(absl::ToDoubleMilliseconds(now - received_at)));
+    }
+  }
+  void RecordCaughtUp() { caught_up_.store(true, std::memory_order_release); }
+  void RecordFellBehind() { ++fell_behind_; }
+  void RecordDone(const grpc::Status& status) {
+    absl::MutexLock lock(&mu_);
+    status_ = status;
+    done_ = true;
+  }
+
  private:
   const absl::Time measure_from_;
   const absl::Time measure_until_;
-  grpc::ClientContext ctx_;
-  v1::SubscribeResponse response_;
   std::atomic<bool> caught_up_{false};
   uint64_t last_position_ = 0;
   uint64_t events_ = 0;
@@ -343,10 +179,152 @@ class Subscriber final : public grpc::ClientReadReactor<v1::SubscribeResponse> {
   grpc::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
-double Percentile(const std::vector<float>& sorted, double q) {
-  if (sorted.empty()) return 0;
-  return sorted[static_cast<size_t>(q * static_cast<double>(sorted.size() - 1))];
+absl::Time FromTimestamp(int64_t seconds, int32_t nanos) {
+  return absl::FromUnixSeconds(seconds) + absl::Nanoseconds(nanos);
 }
+
+// --client=parsed: what a typical C++ client does, the full
+// SubscribeResponse (Event.data as a google.protobuf.Struct) parsed.
+class ParsedSubscriber final
+    : public Subscriber,
+      public grpc::ClientReadReactor<v1::SubscribeResponse> {
+ public:
+  ParsedSubscriber(grpc::Channel* channel, absl::Time measure_from,
+                   absl::Time measure_until)
+      : Subscriber(measure_from, measure_until),
+        stub_(v1::CompanyStream::NewStub(
+            std::shared_ptr<grpc::Channel>(channel, [](grpc::Channel*) {}))) {
+    v1::SubscribeRequest request;
+    request.mutable_start()->set_now(true);
+    stub_->async()->Subscribe(&ctx_, &request, this);
+    StartRead(&response_);
+    StartCall();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // OnDone follows
+    switch (response_.message_case()) {
+      case v1::SubscribeResponse::kEvent:
+        RecordEvent(response_.event().position(),
+                    FromTimestamp(response_.event().received_at().seconds(),
+                                  response_.event().received_at().nanos()));
+        break;
+      case v1::SubscribeResponse::kCaughtUp:
+        RecordCaughtUp();
+        break;
+      case v1::SubscribeResponse::kFellBehind:
+        RecordFellBehind();
+        break;
+      default:
+        break;
+    }
+    StartRead(&response_);
+  }
+  void OnDone(const grpc::Status& status) override { RecordDone(status); }
+  void Cancel() override { ctx_.TryCancel(); }
+
+ private:
+  std::unique_ptr<v1::CompanyStream::Stub> stub_;
+  grpc::ClientContext ctx_;
+  v1::SubscribeResponse response_;
+};
+
+// --client=raw: a generic (ByteBuffer) call that decodes only the fields it
+// measures (SubscribeResponse.event.position and .received_at, and which
+// oneof case arrived), so that the figure is the server's, not the cost of
+// building google.protobuf.Struct objects in this process.
+class RawSubscriber final
+    : public Subscriber,
+      public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  RawSubscriber(grpc::GenericStub* stub, absl::Time measure_from,
+                absl::Time measure_until)
+      : Subscriber(measure_from, measure_until) {
+    v1::SubscribeRequest request;
+    request.mutable_start()->set_now(true);
+    const std::string bytes = request.SerializeAsString();
+    grpc::Slice slice(bytes);
+    request_ = grpc::ByteBuffer(&slice, 1);
+    stub->PrepareBidiStreamingCall(&ctx_, "/chstream.v1.CompanyStream/Subscribe",
+                                   grpc::StubOptions(), this);
+    StartWriteLast(&request_, grpc::WriteOptions());
+    StartRead(&response_);
+    StartCall();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // OnDone follows
+    std::vector<grpc::Slice> slices;
+    if (response_.Dump(&slices).ok()) {
+      bytes_.clear();
+      for (const grpc::Slice& s : slices) {
+        bytes_.append(reinterpret_cast<const char*>(s.begin()), s.size());
+      }
+      Decode(bytes_);
+    }
+    StartRead(&response_);
+  }
+  void OnDone(const grpc::Status& status) override { RecordDone(status); }
+  void Cancel() override { ctx_.TryCancel(); }
+
+ private:
+  using Input = google::protobuf::io::CodedInputStream;
+
+  void Decode(const std::string& bytes) {
+    Input in(reinterpret_cast<const uint8_t*>(bytes.data()),
+             static_cast<int>(bytes.size()));
+    const uint32_t tag = in.ReadTag();
+    switch (tag >> 3) {
+      case 1:  // event
+        DecodeEvent(&in);
+        break;
+      case 2:  // caught_up
+        RecordCaughtUp();
+        break;
+      case 3:  // fell_behind
+        RecordFellBehind();
+        break;
+      default:  // heartbeat
+        break;
+    }
+  }
+
+  void DecodeEvent(Input* in) {
+    uint32_t length = 0;
+    if (!in->ReadVarint32(&length)) return;
+    const Input::Limit limit = in->PushLimit(static_cast<int>(length));
+    uint64_t position = 0;
+    int64_t seconds = 0;
+    int32_t nanos = 0;
+    while (const uint32_t tag = in->ReadTag()) {
+      const uint32_t field = tag >> 3;
+      if (field == 1) {
+        in->ReadVarint64(&position);
+      } else if (field == 10) {  // received_at: Timestamp
+        uint32_t ts_length = 0;
+        in->ReadVarint32(&ts_length);
+        const Input::Limit ts = in->PushLimit(static_cast<int>(ts_length));
+        while (const uint32_t ts_tag = in->ReadTag()) {
+          uint64_t v = 0;
+          in->ReadVarint64(&v);
+          if ((ts_tag >> 3) == 1) seconds = static_cast<int64_t>(v);
+          if ((ts_tag >> 3) == 2) nanos = static_cast<int32_t>(v);
+        }
+        in->PopLimit(ts);
+      } else if (!google::protobuf::internal::WireFormatLite::SkipField(in,
+                                                                         tag)) {
+        break;
+      }
+    }
+    in->PopLimit(limit);
+    RecordEvent(position, FromTimestamp(seconds, nanos));
+  }
+
+  grpc::ClientContext ctx_;
+  grpc::ByteBuffer request_;
+  grpc::ByteBuffer response_;
+  std::string bytes_;
+};
 
 int Run(const Flags& flags, const char* argv0) {
   const std::string binary = FindChstreamd(flags.chstreamd, argv0);
@@ -377,16 +355,18 @@ int Run(const Flags& flags, const char* argv0) {
               pid, (*daemon)->grpc_address().c_str(), flags.rate,
               log_path.c_str());
 
-  std::vector<std::unique_ptr<v1::CompanyStream::Stub>> stubs;
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  std::vector<std::unique_ptr<grpc::GenericStub>> generic_stubs;
   for (int i = 0; i < flags.channels; ++i) {
-    stubs.push_back(v1::CompanyStream::NewStub(
-        MakeChannel((*daemon)->grpc_address(), i)));
+    channels.push_back(MakeChannel((*daemon)->grpc_address(), i));
+    generic_stubs.push_back(std::make_unique<grpc::GenericStub>(channels[i]));
   }
-  auto head = [&stubs]() -> uint64_t {
+  auto status_stub = v1::CompanyStream::NewStub(channels[0]);
+  auto head = [&status_stub]() -> uint64_t {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     v1::GetStatusResponse status;
-    if (!stubs[0]->GetStatus(&ctx, v1::GetStatusRequest(), &status).ok()) {
+    if (!status_stub->GetStatus(&ctx, v1::GetStatusRequest(), &status).ok()) {
       return 0;
     }
     return status.store().head_position();
@@ -397,8 +377,14 @@ int Run(const Flags& flags, const char* argv0) {
   const absl::Time end = start + absl::Seconds(flags.seconds);
   std::vector<std::unique_ptr<Subscriber>> subs;
   for (int i = 0; i < flags.subscribers; ++i) {
-    subs.push_back(std::make_unique<Subscriber>(
-        stubs[i % stubs.size()].get(), measure_from, end));
+    const size_t c = static_cast<size_t>(i) % channels.size();
+    if (flags.client == "raw") {
+      subs.push_back(std::make_unique<RawSubscriber>(generic_stubs[c].get(),
+                                                     measure_from, end));
+    } else {
+      subs.push_back(std::make_unique<ParsedSubscriber>(channels[c].get(),
+                                                        measure_from, end));
+    }
   }
   // All live (caught_up received) before the measured window opens.
   while (absl::Now() < measure_from) {
@@ -431,9 +417,9 @@ int Run(const Flags& flags, const char* argv0) {
   std::sort(all.begin(), all.end());
   const double window = flags.seconds - flags.warmup_seconds;
   std::printf(
-      "subscribers %d (live at window start %zu, finished %zu, ended with an "
-      "error other than CANCELLED %llu) on %d channels\n",
-      flags.subscribers, live, finished,
+      "subscribers %d (%s client; live at window start %zu, finished %zu, "
+      "ended with an error other than CANCELLED %llu) on %d channels\n",
+      flags.subscribers, flags.client.c_str(), live, finished,
       static_cast<unsigned long long>(errors), flags.channels);
   std::printf(
       "committed in window: %llu events (%.0f events/s); delivered per "
@@ -469,7 +455,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: fanout_bench [--subscribers=N] [--channels=N] "
                  "[--seconds=N] [--warmup_seconds=N] [--rate=R] "
-                 "[--chstreamd=PATH] [--dir=DIR]\n");
+                 "[--client=raw|parsed] [--chstreamd=PATH] [--dir=DIR]\n");
     return 2;
   }
   return chstream::bench::Run(flags, argv[0]);

@@ -47,6 +47,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/bench_util.h"
 #include "chstream/v1/chstream.grpc.pb.h"
 
 namespace chstream::bench {
@@ -98,162 +99,7 @@ bool ParseFlags(int argc, char** argv, Flags* flags) {
 }
 
 // ---------------------------------------------------------------------------
-// chstreamd as a child process.
-
-bool IsExecutable(const std::string& path) {
-  return !path.empty() && access(path.c_str(), X_OK) == 0;
-}
-
-// --chstreamd, else the data dependency in the runfiles, else bazel-bin.
-std::string FindChstreamd(const std::string& flag, const char* argv0) {
-  if (!flag.empty()) return flag;
-  std::vector<std::string> candidates;
-  if (const char* dir = getenv("RUNFILES_DIR")) {
-    candidates.push_back(absl::StrCat(dir, "/chstream/server/chstreamd"));
-  }
-  candidates.push_back(absl::StrCat(argv0, ".runfiles/chstream/server/chstreamd"));
-  candidates.push_back("server/chstreamd");
-  candidates.push_back("bazel-bin/server/chstreamd");
-  for (const std::string& c : candidates) {
-    if (IsExecutable(c)) return c;
-  }
-  return "";
-}
-
-// kB from a "Key:   1234 kB" line of /proc/PID/status; -1 if absent.
-int64_t ProcStatusKb(pid_t pid, const std::string& key) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key + ":", 0) != 0) continue;
-    std::string digits;
-    for (char c : line) {
-      if (c >= '0' && c <= '9') digits.push_back(c);
-    }
-    int64_t kb = 0;
-    if (absl::SimpleAtoi(digits, &kb)) return kb;
-  }
-  return -1;
-}
-
-// utime + stime of a process, in seconds, from /proc/PID/stat.
-double ProcCpuSeconds(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
-  std::string text((std::istreambuf_iterator<char>(in)),
-                   std::istreambuf_iterator<char>());
-  const size_t paren = text.rfind(')');
-  if (paren == std::string::npos) return -1;
-  std::istringstream fields(text.substr(paren + 2));
-  std::string field;
-  double ticks = 0;
-  // Fields after "(comm)": state is field 3; utime and stime are 14, 15.
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i == 14 || i == 15) ticks += std::stod(field);
-  }
-  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-class Daemon {
- public:
-  // Starts `binary` with `args` (and `env` added), its stdout and stderr
-  // going to `log_path`, and waits until it logs "chstreamd serving".
-  static absl::StatusOr<std::unique_ptr<Daemon>> Start(
-      const std::string& binary, const std::vector<std::string>& args,
-      const std::vector<std::pair<std::string, std::string>>& env,
-      const std::string& log_path, absl::Duration timeout) {
-    const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return absl::InternalError("cannot create " + log_path);
-    std::vector<std::string> argv_storage = {binary};
-    argv_storage.insert(argv_storage.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (std::string& a : argv_storage) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const pid_t pid = fork();
-    if (pid < 0) return absl::InternalError("fork failed");
-    if (pid == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the benchmark
-      dup2(fd, STDOUT_FILENO);
-      dup2(fd, STDERR_FILENO);
-      for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
-      execv(binary.c_str(), argv.data());
-      _exit(127);
-    }
-    close(fd);
-    auto daemon = std::unique_ptr<Daemon>(new Daemon(pid, log_path));
-    const absl::Time deadline = absl::Now() + timeout;
-    while (absl::Now() < deadline) {
-      int status = 0;
-      if (waitpid(pid, &status, WNOHANG) == pid) {
-        daemon->pid_ = -1;
-        return absl::InternalError(
-            absl::StrCat("chstreamd exited early (status ", status,
-                         "); see ", log_path));
-      }
-      std::ifstream in(log_path);
-      std::string line;
-      while (std::getline(in, line)) {
-        if (line.find("\"chstreamd serving\"") == std::string::npos) continue;
-        const std::string key = "\"grpc_address\":\"";
-        const size_t at = line.find(key);
-        if (at == std::string::npos) continue;
-        const size_t end = line.find('"', at + key.size());
-        daemon->grpc_address_ = line.substr(at + key.size(), end - at - key.size());
-        return daemon;
-      }
-      absl::SleepFor(absl::Milliseconds(50));
-    }
-    return absl::DeadlineExceededError("chstreamd did not start; see " +
-                                       log_path);
-  }
-
-  ~Daemon() { Stop(); }
-
-  pid_t pid() const { return pid_; }
-  const std::string& grpc_address() const { return grpc_address_; }
-
-  // SIGTERM, then SIGKILL after 15 s. Returns the exit status (-1 if
-  // killed or already stopped).
-  int Stop() {
-    if (pid_ <= 0) return -1;
-    kill(pid_, SIGTERM);
-    const absl::Time deadline = absl::Now() + absl::Seconds(15);
-    int status = 0;
-    while (waitpid(pid_, &status, WNOHANG) == 0) {
-      if (absl::Now() > deadline) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, &status, 0);
-        pid_ = -1;
-        return -1;
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-
- private:
-  Daemon(pid_t pid, std::string log_path)
-      : pid_(pid), log_path_(std::move(log_path)) {}
-
-  pid_t pid_;
-  std::string log_path_;
-  std::string grpc_address_;
-};
-
-// ---------------------------------------------------------------------------
 // Subscribers.
-
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address,
-                                           int index) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(-1);
-  // Distinct arguments and a local subchannel pool: one TCP connection per
-  // channel.
-  args.SetInt("chstream.bench.channel", index);
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                   args);
-}
 
 class Subscriber final : public grpc::ClientReadReactor<v1::SubscribeResponse> {
  public:
@@ -350,11 +196,6 @@ class Subscriber final : public grpc::ClientReadReactor<v1::SubscribeResponse> {
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status status_ ABSL_GUARDED_BY(mu_);
 };
-
-double Percentile(const std::vector<float>& sorted, double q) {
-  if (sorted.empty()) return 0;
-  return sorted[static_cast<size_t>(q * static_cast<double>(sorted.size() - 1))];
-}
 
 double Mb(int64_t kb) { return static_cast<double>(kb) / 1024; }
 
