@@ -7,7 +7,16 @@ namespace chstream {
 void AppendJsonString(std::string* out, std::string_view s,
                       bool go_html_escape) {
   out->push_back('"');
-  for (unsigned char c : s) {
+  // Characters that need no escape are copied a run at a time.
+  size_t run = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    const bool html = c == '<' || c == '>' || c == '&';
+    if (c >= 0x20 && c != '"' && c != '\\' && !(html && go_html_escape)) {
+      continue;
+    }
+    out->append(s.data() + run, i - run);
+    run = i + 1;
     switch (c) {
       case '"':
         out->append("\\\"");
@@ -24,23 +33,11 @@ void AppendJsonString(std::string* out, std::string_view s,
       case '\t':
         out->append("\\t");
         break;
-      case '<':
-      case '>':
-      case '&':
-        if (go_html_escape) {
-          absl::StrAppendFormat(out, "\\u%04x", c);
-        } else {
-          out->push_back(static_cast<char>(c));
-        }
-        break;
-      default:
-        if (c < 0x20) {
-          absl::StrAppendFormat(out, "\\u%04x", c);
-        } else {
-          out->push_back(static_cast<char>(c));
-        }
+      default:  // other control characters; <, >, & when go_html_escape
+        absl::StrAppendFormat(out, "\\u%04x", c);
     }
   }
+  out->append(s.data() + run, s.size() - run);
   out->push_back('"');
 }
 
