@@ -3,9 +3,7 @@
 // SIGKILL) and restarted while events are committed, it must end with every
 // committed event in its output exactly once, in order.
 #include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -24,6 +22,7 @@
 #include "gtest/gtest.h"
 #include "server/proto_convert.h"
 #include "tests/integration/test_server.h"
+#include "tests/testing/child_process.h"
 
 extern char** environ;
 
@@ -108,71 +107,25 @@ std::string ExpectedOutput(TestServer& server, uint64_t after = 0) {
   return out;
 }
 
-// A subscriber child process.
-class Subscriber {
- public:
-  explicit Subscriber(const std::vector<std::string>& args) {
-    std::vector<std::string> argv_storage = {kSubscriber};
-    argv_storage.insert(argv_storage.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (std::string& a : argv_storage) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sigset_t none, defaults;
-    sigemptyset(&none);
-    sigemptyset(&defaults);
-    sigaddset(&defaults, SIGINT);
-    sigaddset(&defaults, SIGTERM);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &defaults);
-    posix_spawnattr_setflags(&attr,
-                             POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    const int rc =
-        posix_spawn(&pid_, kSubscriber, nullptr, &attr, argv.data(), environ);
-    posix_spawnattr_destroy(&attr);
-    EXPECT_EQ(rc, 0) << "cannot start " << kSubscriber;
-    if (rc != 0) pid_ = -1;
-  }
-
-  ~Subscriber() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      int status;
-      ::waitpid(pid_, &status, 0);
-    }
-  }
-
-  bool running() const { return pid_ > 0; }
-
-  // Sends `sig` and returns the wait status (or -1 if it did not end within
-  // the deadline, after which it is killed).
-  int KillAndWait(int sig) {
-    if (pid_ <= 0) return -1;
-    ::kill(pid_, sig);
-    return Wait();
-  }
-
-  // Waits for the process to end on its own.
-  int Wait() {
-    if (pid_ <= 0) return -1;
-    int status = -1;
-    const bool ended = WaitFor([&] {
-      const pid_t r = ::waitpid(pid_, &status, WNOHANG);
-      return r == pid_;
-    });
-    if (!ended) return -1;  // the destructor kills it
-    pid_ = -1;
-    return status;
-  }
-
- private:
-  pid_t pid_ = -1;
-};
-
-bool ExitedWith(int status, int code) {
-  return status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == code;
+std::vector<std::string> Environment() {
+  std::vector<std::string> out;
+  for (char** e = environ; *e != nullptr; ++e) out.push_back(*e);
+  return out;
 }
+
+// A subscriber child process in this directory and environment, its
+// stdout and stderr appended to TEST_TMPDIR/subscriber.log. Exit codes as
+// ChildProcess returns them (128 + signal when killed by one; -1 if it did
+// not end within a minute, after which the destructor kills it).
+class Subscriber : public ::chstream::testing::ChildProcess {
+ public:
+  explicit Subscriber(const std::vector<std::string>& args)
+      : ChildProcess(kSubscriber, args, Environment(), ".",
+                     TestPath("subscriber.log")) {}
+
+  int KillAndWait(int sig) { return SignalAndWait(sig, absl::Minutes(1)); }
+  int Wait() { return ChildProcess::Wait(absl::Minutes(1)); }
+};
 
 TEST(SubscriberTest, BinaryIsInRunfiles) {
   EXPECT_EQ(::access(kSubscriber, X_OK), 0) << kSubscriber;
@@ -212,20 +165,18 @@ TEST(SubscriberTest, KilledAndRestartedWhileEventsFlowDeliversEachEventOnce) {
     SCOPED_TRACE(absl::StrCat("signal ", sig));
     const uint64_t before = LastOutputPosition(output);
     Subscriber sub(args);
-    ASSERT_TRUE(sub.running());
+    ASSERT_TRUE(sub.started());
     // Let this incarnation make real progress while commits go on.
     ASSERT_TRUE(
         WaitFor([&] { return LastOutputPosition(output) >= before + 60; }));
-    const int status = sub.KillAndWait(sig);
+    const int code = sub.KillAndWait(sig);
     const uint64_t last = LastOutputPosition(output);
     if (sig == SIGTERM) {
-      EXPECT_TRUE(ExitedWith(status, 0)) << "wait status " << status;
+      EXPECT_EQ(code, 0);
       // A clean stop saves exactly what was processed.
       EXPECT_EQ(SavedPosition(position), std::optional<uint64_t>(last));
     } else {
-      EXPECT_TRUE(status != -1 && WIFSIGNALED(status) &&
-                  WTERMSIG(status) == SIGKILL)
-          << "wait status " << status;
+      EXPECT_EQ(code, 128 + SIGKILL);
       // Never ahead of the output; usually behind it.
       const std::optional<uint64_t> saved = SavedPosition(position);
       ASSERT_TRUE(saved.has_value());
@@ -240,7 +191,7 @@ TEST(SubscriberTest, KilledAndRestartedWhileEventsFlowDeliversEachEventOnce) {
   {
     Subscriber sub(args);
     ASSERT_TRUE(WaitFor([&] { return LastOutputPosition(output) == head; }));
-    EXPECT_TRUE(ExitedWith(sub.KillAndWait(SIGTERM), 0));
+    EXPECT_EQ(sub.KillAndWait(SIGTERM), 0);
   }
   EXPECT_EQ(SavedPosition(position), std::optional<uint64_t>(head));
 
@@ -276,7 +227,7 @@ TEST(SubscriberTest, ResumesAfterTheOutputWhenItIsAheadOfThePositionFile) {
                   "--position_file=" + position, "--output=" + output,
                   "--start=beginning"});
   ASSERT_TRUE(WaitFor([&] { return LastOutputPosition(output) == 30; }));
-  EXPECT_TRUE(ExitedWith(sub.KillAndWait(SIGINT), 0));
+  EXPECT_EQ(sub.KillAndWait(SIGINT), 0);
   EXPECT_EQ(ReadAll(output), all);
   EXPECT_EQ(SavedPosition(position), std::optional<uint64_t>(30));
 }
@@ -298,7 +249,7 @@ TEST(SubscriberTest, StartNowResumesWhereItSubscribed) {
       absl::StatusOr<std::optional<uint64_t>> p = ReadPositionFile(position);
       return p.ok() && p->has_value();
     }));
-    EXPECT_TRUE(ExitedWith(sub.KillAndWait(SIGTERM), 0));
+    EXPECT_EQ(sub.KillAndWait(SIGTERM), 0);
   }
   EXPECT_EQ(SavedPosition(position), std::optional<uint64_t>(25));
   EXPECT_EQ(ReadAll(output), "");
@@ -306,7 +257,7 @@ TEST(SubscriberTest, StartNowResumesWhereItSubscribed) {
   {
     Subscriber sub(args);
     ASSERT_TRUE(WaitFor([&] { return LastOutputPosition(output) == 30; }));
-    EXPECT_TRUE(ExitedWith(sub.KillAndWait(SIGTERM), 0));
+    EXPECT_EQ(sub.KillAndWait(SIGTERM), 0);
   }
   EXPECT_EQ(ReadAll(output), ExpectedOutput(server, 25));
 }
@@ -325,7 +276,7 @@ TEST(SubscriberTest, FilterFlagsSelectEvents) {
     absl::StatusOr<std::optional<uint64_t>> p = ReadPositionFile(position);
     return p.ok() && p->has_value() && **p == 30;
   }));
-  EXPECT_TRUE(ExitedWith(sub.KillAndWait(SIGTERM), 0));
+  EXPECT_EQ(sub.KillAndWait(SIGTERM), 0);
   const std::vector<std::string> lines =
       absl::StrSplit(ReadAll(output), '\n', absl::SkipEmpty());
   // Timepoints 1..30: companies are those not divisible by 3; company
@@ -336,24 +287,23 @@ TEST(SubscriberTest, FilterFlagsSelectEvents) {
 }
 
 TEST(SubscriberTest, ExitCodes) {
-  EXPECT_TRUE(ExitedWith(Subscriber({"--help"}).Wait(), 0));
-  EXPECT_TRUE(ExitedWith(Subscriber({"--start=yesterday"}).Wait(), 2));
+  EXPECT_EQ(Subscriber({"--help"}).Wait(), 0);
+  EXPECT_EQ(Subscriber({"--start=yesterday"}).Wait(), 2);
   TestServer server;
   // Rejected by the server as INVALID_ARGUMENT: fatal, not retried.
-  EXPECT_TRUE(ExitedWith(
-      Subscriber({"--address=" + server.address(),
-                  "--position_file=" + TestPath("bad.position"),
-                  "--output=" + TestPath("bad.jsonl"), "--streams=company"})
-          .Wait(),
-      1));
+  EXPECT_EQ(Subscriber({"--address=" + server.address(),
+                        "--position_file=" + TestPath("bad.position"),
+                        "--output=" + TestPath("bad.jsonl"),
+                        "--streams=company"})
+                .Wait(),
+            1);
   // An output file that is not the subscriber's.
   { std::ofstream(TestPath("foreign.txt")) << "not json\n"; }
-  EXPECT_TRUE(
-      ExitedWith(Subscriber({"--address=" + server.address(),
-                             "--position_file=" + TestPath("f.position"),
-                             "--output=" + TestPath("foreign.txt")})
-                     .Wait(),
-                 1));
+  EXPECT_EQ(Subscriber({"--address=" + server.address(),
+                        "--position_file=" + TestPath("f.position"),
+                        "--output=" + TestPath("foreign.txt")})
+                .Wait(),
+            1);
 }
 
 }  // namespace

@@ -4,17 +4,12 @@
 // 5-10 times and restarted each time, then left to finish. The SQLite file
 // must end with exactly the simulator's log: no gap, no duplicate, positions
 // dense.
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sqlite3.h>
 #include <stdlib.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <climits>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
 #include <random>
 #include <sstream>
@@ -28,8 +23,7 @@
 #include "ingest/simulator/simulator.h"
 #include "storage/store.h"
 #include "tests/ingest/integration/ingest_harness.h"
-
-extern char** environ;
+#include "tests/testing/child_process.h"
 
 namespace chstream::ingest::testing {
 namespace {
@@ -42,13 +36,6 @@ std::string TmpDir() {
   return dir != nullptr && *dir != '\0' ? dir : "/tmp";
 }
 
-std::string ReadFileOrEmpty(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
 // The last `n` lines of `text`.
 std::string Tail(const std::string& text, int n) {
   size_t at = text.size();
@@ -59,107 +46,24 @@ std::string Tail(const std::string& text, int n) {
   return text.substr(at);
 }
 
-// One chstreamd child process, its output in a file.
-class Chstreamd {
- public:
-  Chstreamd(const std::string& binary, const std::vector<std::string>& args,
-            const std::vector<std::string>& env, const std::string& dir,
-            const std::string& log_path)
-      : log_path_(log_path) {
-    std::vector<std::string> argv_storage = {binary};
-    argv_storage.insert(argv_storage.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (std::string& a : argv_storage) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::vector<std::string> env_storage = env;
-    std::vector<char*> envp;
-    for (std::string& e : env_storage) envp.push_back(e.data());
-    envp.push_back(nullptr);
+using ::chstream::testing::ChildProcess;
 
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addchdir_np(&actions, dir.c_str());
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null",
-                                     O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sigset_t none, defaults;
-    sigemptyset(&none);
-    sigemptyset(&defaults);
-    sigaddset(&defaults, SIGINT);
-    sigaddset(&defaults, SIGTERM);
-    sigaddset(&defaults, SIGPIPE);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &defaults);
-    posix_spawnattr_setflags(&attr,
-                             POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    const int rc = posix_spawn(&pid_, binary.c_str(), &actions, &attr,
-                               argv.data(), envp.data());
-    posix_spawnattr_destroy(&attr);
-    posix_spawn_file_actions_destroy(&actions);
-    EXPECT_EQ(rc, 0) << "cannot start " << binary;
-    if (rc != 0) pid_ = -1;
-  }
+std::string LogTail(const ChildProcess& child) {
+  return Tail(child.Output(), 30);
+}
 
-  ~Chstreamd() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      int status;
-      ::waitpid(pid_, &status, 0);
+// The request targets of the connection attempts chstreamd logged, in order.
+std::vector<std::string> Targets(const ChildProcess& child) {
+  std::vector<std::string> out;
+  std::istringstream in(child.Output());
+  std::string line;
+  while (std::getline(in, line)) {
+    if (JsonStringField(line, "msg") == "connecting to upstream") {
+      out.push_back(JsonStringField(line, "target"));
     }
   }
-
-  // True while the process has not exited.
-  bool Running() {
-    if (pid_ <= 0) return false;
-    int status;
-    const pid_t r = ::waitpid(pid_, &status, WNOHANG);
-    if (r == pid_) {
-      pid_ = -1;
-      status_ = status;
-      return false;
-    }
-    return true;
-  }
-
-  // Sends `sig` and waits (up to `timeout`) for the exit; returns the wait
-  // status, or -1.
-  int SignalAndWait(int sig, absl::Duration timeout) {
-    if (pid_ <= 0) return status_;
-    ::kill(pid_, sig);
-    int status = -1;
-    if (!WaitUntil([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; },
-                   timeout)) {
-      return -1;  // the destructor kills it
-    }
-    pid_ = -1;
-    status_ = status;
-    return status;
-  }
-
-  std::string LogTail() const { return Tail(ReadFileOrEmpty(log_path_), 30); }
-
-  // The request targets of the connection attempts it logged, in order.
-  std::vector<std::string> Targets() const {
-    std::vector<std::string> out;
-    std::istringstream in(ReadFileOrEmpty(log_path_));
-    std::string line;
-    while (std::getline(in, line)) {
-      if (JsonStringField(line, "msg") == "connecting to upstream") {
-        out.push_back(JsonStringField(line, "target"));
-      }
-    }
-    return out;
-  }
-
- private:
-  const std::string log_path_;
-  pid_t pid_ = -1;
-  int status_ = -1;
-};
+  return out;
+}
 
 // The stream's committed timepoint, read through a separate read-only
 // connection while chstreamd writes (0 before anything is committed).
@@ -230,7 +134,7 @@ TEST(ChstreamdKillTest, RandomSigkillsLoseAndDuplicateNothing) {
   const int kills = std::uniform_int_distribution<int>(5, 10)(rng);
   int run = 0;
   auto start = [&] {
-    return std::make_unique<Chstreamd>(
+    return std::make_unique<ChildProcess>(
         binary, args, env, dir,
         absl::StrCat(dir, "/chstreamd-", run++, ".log"));
   };
@@ -246,7 +150,7 @@ TEST(ChstreamdKillTest, RandomSigkillsLoseAndDuplicateNothing) {
 
   for (int k = 0; k < kills; ++k) {
     const int64_t committed_at_start = CommittedTimepoint(db);
-    std::unique_ptr<Chstreamd> child = start();
+    std::unique_ptr<ChildProcess> child = start();
     const int moment = std::uniform_int_distribution<int>(0, 9)(rng);
     std::string when;
     if (moment == 0) {
@@ -259,7 +163,7 @@ TEST(ChstreamdKillTest, RandomSigkillsLoseAndDuplicateNothing) {
             return s.Requests("/companies", 200) > requests;
           },
           absl::Seconds(20)))
-          << child->LogTail();
+          << LogTail(*child);
       when = "right after connecting";
     } else {
       // After a random number of further events reached it (or all of them).
@@ -269,18 +173,16 @@ TEST(ChstreamdKillTest, RandomSigkillsLoseAndDuplicateNothing) {
       ASSERT_TRUE(WaitUntil([&] { return EventsSent(*sim) >= target; },
                             absl::Seconds(30)))
           << "events sent " << EventsSent(*sim) << " of " << target << "\n"
-          << child->LogTail();
+          << LogTail(*child);
       when = absl::StrCat("after ", target, " events were sent");
     }
     ASSERT_TRUE(child->Running()) << "chstreamd exited on its own:\n"
-                                  << child->LogTail();
-    const int status = child->SignalAndWait(SIGKILL, absl::Seconds(10));
-    ASSERT_TRUE(status != -1 && WIFSIGNALED(status) &&
-                WTERMSIG(status) == SIGKILL)
-        << "kill " << k << " " << when << ": status " << status;
+                                  << LogTail(*child);
+    const int code = child->SignalAndWait(SIGKILL, absl::Seconds(10));
+    ASSERT_EQ(code, 128 + SIGKILL) << "kill " << k << " " << when;
     std::cerr << "kill " << k + 1 << "/" << kills << " " << when
               << "; committed timepoint " << CommittedTimepoint(db) << "\n";
-    const std::vector<std::string> targets = child->Targets();
+    const std::vector<std::string> targets = Targets(*child);
     if (!targets.empty()) {
       EXPECT_EQ(targets.front(), expected_target(committed_at_start))
           << "run " << k;
@@ -291,7 +193,7 @@ TEST(ChstreamdKillTest, RandomSigkillsLoseAndDuplicateNothing) {
 
   // The last run is left alone until it has stored everything.
   const int64_t committed_at_start = CommittedTimepoint(db);
-  std::unique_ptr<Chstreamd> child = start();
+  std::unique_ptr<ChildProcess> child = start();
   ASSERT_TRUE(sim->WaitFor(
       [](const sim::Stats& s) {
         auto it = s.events_generated.find(kStream);
@@ -305,14 +207,12 @@ TEST(ChstreamdKillTest, RandomSigkillsLoseAndDuplicateNothing) {
                 absl::Seconds(60)))
       << "committed " << CommittedTimepoint(db) << " of "
       << log.back().timepoint << "\n"
-      << child->LogTail();
-  ASSERT_TRUE(child->Running()) << child->LogTail();
-  ASSERT_FALSE(child->Targets().empty());
-  EXPECT_EQ(child->Targets().front(), expected_target(committed_at_start));
-  const int status = child->SignalAndWait(SIGTERM, absl::Seconds(20));
-  EXPECT_TRUE(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0)
-      << "status " << status << "\n"
-      << child->LogTail();
+      << LogTail(*child);
+  ASSERT_TRUE(child->Running()) << LogTail(*child);
+  ASSERT_FALSE(Targets(*child).empty());
+  EXPECT_EQ(Targets(*child).front(), expected_target(committed_at_start));
+  EXPECT_EQ(child->SignalAndWait(SIGTERM, absl::Seconds(20)), 0)
+      << LogTail(*child);
   child.reset();
 
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<storage::Store> store,
