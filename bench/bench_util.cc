@@ -55,8 +55,8 @@ int64_t ProcStatusKb(pid_t pid, const std::string& key) {
   return -1;
 }
 
-double ProcCpuSeconds(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+double StatCpuSeconds(const std::string& stat_path) {
+  std::ifstream in(stat_path);
   std::string text((std::istreambuf_iterator<char>(in)),
                    std::istreambuf_iterator<char>());
   const size_t paren = text.rfind(')');
@@ -65,10 +65,16 @@ double ProcCpuSeconds(pid_t pid) {
   std::string field;
   double ticks = 0;
   // Fields after "(comm)": state is field 3; utime and stime are 14, 15.
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
+  int i = 3;
+  for (; i <= 15 && fields >> field; ++i) {
     if (i == 14 || i == 15) ticks += std::stod(field);
   }
+  if (i <= 15) return -1;
   return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+double ProcCpuSeconds(pid_t pid) {
+  return StatCpuSeconds(absl::StrCat("/proc/", pid, "/stat"));
 }
 
 double SelfCpuSeconds() {

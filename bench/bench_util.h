@@ -27,6 +27,10 @@ std::string FindChstreamd(const std::string& flag, const char* argv0);
 // kB from a "Key:   1234 kB" line of /proc/PID/status; -1 if absent.
 int64_t ProcStatusKb(pid_t pid, const std::string& key);
 
+// utime + stime, in seconds, from a /proc/.../stat file (a process's or one
+// of its threads' /proc/self/task/TID/stat); -1 if unreadable.
+double StatCpuSeconds(const std::string& stat_path);
+
 // utime + stime of a process, in seconds, from /proc/PID/stat.
 double ProcCpuSeconds(pid_t pid);
 

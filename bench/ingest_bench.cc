@@ -53,6 +53,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/clock.h"
+#include "bench/bench_util.h"
 #include "base/log.h"
 #include "ingest/ingester.h"
 #include "ingest/simulator/event_generator.h"
@@ -131,46 +132,6 @@ bool ParseFlags(const std::vector<std::string>& args, Flags* f) {
   return true;
 }
 
-// kB from a "Vm...:   1234 kB" line of /proc/<pid>/status.
-int64_t ProcStatusKb(const std::string& status_path, const std::string& key) {
-  std::ifstream in(status_path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key + ":", 0) != 0) continue;
-    std::string digits;
-    for (char c : line) {
-      if (c >= '0' && c <= '9') digits.push_back(c);
-    }
-    int64_t kb = -1;
-    if (absl::SimpleAtoi(digits, &kb)) return kb;
-  }
-  return -1;
-}
-
-// User + system CPU seconds from a /proc/.../stat file.
-double StatCpuSeconds(const std::string& path) {
-  std::ifstream in(path);
-  std::string text((std::istreambuf_iterator<char>(in)),
-                   std::istreambuf_iterator<char>());
-  const size_t close = text.rfind(')');
-  if (close == std::string::npos) return -1;
-  std::vector<std::string> fields =
-      absl::StrSplit(text.substr(close + 2), ' ', absl::SkipEmpty());
-  // Fields after the command: state(0) ... utime(11) stime(12).
-  int64_t utime = 0, stime = 0;
-  if (fields.size() < 13 || !absl::SimpleAtoi(fields[11], &utime) ||
-      !absl::SimpleAtoi(fields[12], &stime)) {
-    return -1;
-  }
-  return static_cast<double>(utime + stime) /
-         static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-// ... of another process.
-double ProcessCpuSeconds(pid_t pid) {
-  return StatCpuSeconds(absl::StrCat("/proc/", pid, "/stat"));
-}
-
 // This process's threads (task ids).
 std::set<int64_t> Tasks() {
   std::set<int64_t> out;
@@ -201,13 +162,6 @@ int64_t NewTask(const std::set<int64_t>& before,
 double TaskCpuSeconds(int64_t tid) {
   if (tid < 0) return -1;
   return StatCpuSeconds(absl::StrCat("/proc/self/task/", tid, "/stat"));
-}
-
-double SelfCpuSeconds() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 std::string FindSimulatorBinary(const Flags& flags, const char* argv0) {
@@ -330,10 +284,10 @@ class SimulatorHandle {
   bool separate() const { return pid_ > 0; }
   int64_t PeakRssKb() const {
     return pid_ > 0
-               ? ProcStatusKb(absl::StrCat("/proc/", pid_, "/status"), "VmHWM")
+               ? ProcStatusKb(pid_, "VmHWM")
                : -1;
   }
-  double CpuSeconds() const { return pid_ > 0 ? ProcessCpuSeconds(pid_) : -1; }
+  double CpuSeconds() const { return pid_ > 0 ? ProcCpuSeconds(pid_) : -1; }
 
   void Stop() {
     if (in_process_ != nullptr) in_process_->Stop();
@@ -476,7 +430,7 @@ int RunMode(const Flags& flags, bool tls, const char* argv0) {
   ingester.Stop();
   writer.Stop();
   (*sim)->Stop();
-  const int64_t rss_kb = ProcStatusKb("/proc/self/status", "VmHWM");
+  const int64_t rss_kb = ProcStatusKb(getpid(), "VmHWM");
   const storage::EventWriter::Stats ws = writer.GetStats();
   const uint64_t head = (*store)->HeadPosition();
   absl::StatusOr<storage::StoreStats> ss = (*store)->Stats();
