@@ -475,6 +475,47 @@ TEST(SubscribeTest, HeartbeatsWhileIdle) {
   reader->Finish();
 }
 
+// Messages that have more behind them are written with gRPC's buffer hint
+// (held until a later write flushes them). With the clock frozen no
+// heartbeat can do that flushing: every message of a catch-up run and of
+// each live burst must still arrive on its own.
+TEST(SubscribeTest, EveryMessageOfABurstArrivesWithoutAHeartbeat) {
+  FakeClock clock(absl::FromUnixSeconds(1'800'000'000));
+  TestServerOptions options;
+  options.clock = &clock;
+  TestServer server(options);
+  server.CommitAndWait(SomeEvents(300));
+  auto stub = server.stub();
+  grpc::ClientContext ctx;
+  // A held message shows up as DEADLINE_EXCEEDED, not as a hung test.
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(1));
+  v1::SubscribeRequest req;
+  req.mutable_start()->set_beginning(true);
+  auto reader = stub->Subscribe(&ctx, req);
+  v1::SubscribeResponse msg;
+  uint64_t expected = 1;
+  for (; expected <= 300; ++expected) {
+    ASSERT_TRUE(reader->Read(&msg)) << reader->Finish().error_message();
+    ASSERT_TRUE(msg.has_event()) << msg.DebugString();
+    ASSERT_EQ(msg.event().position(), expected);
+  }
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_caught_up()) << msg.DebugString();
+  int64_t timepoint = 10'000;
+  for (int burst : {1, 2, 3, 50, 400}) {
+    SCOPED_TRACE(absl::StrCat("burst of ", burst));
+    server.CommitAndWait(SomeEvents(burst, timepoint));
+    timepoint += burst;
+    for (int i = 0; i < burst; ++i, ++expected) {
+      ASSERT_TRUE(reader->Read(&msg)) << reader->Finish().error_message();
+      ASSERT_TRUE(msg.has_event()) << msg.DebugString();
+      ASSERT_EQ(msg.event().position(), expected);
+    }
+  }
+  ctx.TryCancel();
+  reader->Finish();
+}
+
 TEST(SubscribeTest, InvalidArguments) {
   TestServer server;
   server.CommitAndWait(SomeEvents(3));
