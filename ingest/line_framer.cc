@@ -22,6 +22,7 @@ void LineFramer::Feed(std::string_view bytes, Visitor& visitor) {
 
     if (discarding_) {
       discarded_total_ += segment.size();
+      KeepPrefix(segment);
       if (!complete) return;
       visitor.OnOversizedLine(buffer_, discarded_total_);
       buffer_.clear();
@@ -69,13 +70,20 @@ void LineFramer::Feed(std::string_view bytes, Visitor& visitor) {
 void LineFramer::StartDiscarding(std::string_view more, size_t total_so_far) {
   if (buffer_.size() >= kOversizedPrefixBytes) {
     buffer_.resize(kOversizedPrefixBytes);
-  } else {
-    buffer_.append(more.substr(0, kOversizedPrefixBytes - buffer_.size()));
   }
   // Give back what a long partial line made the buffer grow to.
   buffer_.shrink_to_fit();
+  KeepPrefix(more);
   discarding_ = true;
   discarded_total_ = total_so_far;
+}
+
+void LineFramer::KeepPrefix(std::string_view more) {
+  // With max_line_bytes under 64 KiB the prefix is still being filled
+  // while the rest of the line is discarded.
+  if (buffer_.size() < kOversizedPrefixBytes) {
+    buffer_.append(more.substr(0, kOversizedPrefixBytes - buffer_.size()));
+  }
 }
 
 void LineFramer::Emit(std::string_view line, Visitor& visitor) {

@@ -78,9 +78,10 @@ class LineFramer {
   // Reports one complete line (without its '\n').
   void Emit(std::string_view line, Visitor& visitor);
   // Switches to discarding the current line, keeping its first 64 KiB:
-  // `held` (the buffered start of the line, possibly buffer_ itself) followed
-  // by `more`.
+  // what buffer_ holds of it followed by `more`.
   void StartDiscarding(std::string_view more, size_t total_so_far);
+  // Appends `more` to the kept prefix until that holds 64 KiB.
+  void KeepPrefix(std::string_view more);
 
   const size_t max_line_bytes_;
   // The incomplete current line, or while discarding its first 64 KiB.
