@@ -3,6 +3,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
+#include "base/thread_name.h"
 
 namespace chstream::ingest {
 
@@ -87,7 +88,10 @@ absl::Status Ingester::Start(const std::vector<storage::StreamState>& states) {
         }));
   }
   work_.emplace(io_.get_executor());
-  thread_ = std::thread([this] { io_.run(); });
+  thread_ = std::thread([this] {
+    SetCurrentThreadName("chs-ingest");
+    io_.run();
+  });
   for (auto& c : clients_) c->Start();
   log::Info("following upstream streams",
             {{"url", url->ToString()},

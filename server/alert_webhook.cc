@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/thread_name.h"
 #include "ingest/upstream_url.h"
 
 namespace chstream::server {
@@ -262,7 +263,10 @@ absl::StatusOr<std::unique_ptr<AlertWebhook>> AlertWebhook::Start(
   }
   impl->options = std::move(options);
   Impl* raw = impl.get();
-  impl->thread = std::thread([raw] { raw->Run(); });
+  impl->thread = std::thread([raw] {
+    SetCurrentThreadName("chs-alerts");
+    raw->Run();
+  });
   return std::unique_ptr<AlertWebhook>(new AlertWebhook(std::move(impl)));
 }
 

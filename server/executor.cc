@@ -1,9 +1,14 @@
 #include "server/executor.h"
 
+#include "base/thread_name.h"
+
 namespace chstream::server {
 
 Executor::Executor(int threads) {
-  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Run(); });
+  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] {
+      SetCurrentThreadName("chs-exec");
+      Run();
+    });
 }
 
 Executor::~Executor() {

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/thread_name.h"
 #include "grpc/health/v1/health.pb.h"
 
 namespace chstream::server {
@@ -55,6 +56,7 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   s->SetHealth("", true);
   s->SetHealth(kServiceName, true);
   s->ticker_ = std::thread([raw = s.get()] {
+    SetCurrentThreadName("chs-ticker");
     while (!raw->stop_ticker_.WaitForNotificationWithTimeout(
         absl::Milliseconds(200))) {
       raw->service_->subscribers().Tick();

@@ -7,6 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "base/json.h"
 #include "base/log.h"
+#include "base/thread_name.h"
 #include "server/proto_convert.h"
 
 namespace chstream::server {
@@ -401,6 +402,7 @@ void HealthMonitor::Start() {
   stop_ = std::make_unique<absl::Notification>();
   Tick();
   thread_ = std::thread([this, stop = stop_.get()] {
+    SetCurrentThreadName("chs-health");
     while (!stop->WaitForNotificationWithTimeout(options_.tick_interval)) {
       Tick();
     }

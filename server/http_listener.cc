@@ -21,6 +21,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "base/log.h"
+#include "base/thread_name.h"
 
 namespace chstream::server {
 namespace {
@@ -385,6 +386,7 @@ absl::StatusOr<std::unique_ptr<HttpListener>> HttpListener::Start(
   impl->DoAccept();
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] {
+    SetCurrentThreadName("chs-http");
     // Handlers do not throw; this is the third-party boundary regardless.
     try {
       raw->ioc.run();

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/thread_name.h"
 
 namespace chstream::storage {
 namespace {
@@ -50,7 +51,10 @@ void EventWriter::Start() {
     if (started_ || stopping_) return;
     started_ = true;
   }
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    SetCurrentThreadName("chs-writer");
+    Run();
+  });
 }
 
 void EventWriter::Stop() {

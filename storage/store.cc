@@ -14,6 +14,7 @@
 #include "base/json.h"
 #include "base/log.h"
 #include "base/status_macros.h"
+#include "base/thread_name.h"
 #include "storage/schema.h"
 #include "storage/sqlite.h"
 
@@ -680,7 +681,10 @@ absl::Status Store::Init(bool is_new) {
   // Checkpoints fsync according to the connection that runs them.
   CHS_RETURN_IF_ERROR(checkpointer_->db.Exec(absl::StrCat(
       "PRAGMA synchronous = ", options_.synchronous_full ? "FULL" : "NORMAL")));
-  checkpointer_->thread = std::thread([c = checkpointer_.get()] { c->Run(); });
+  checkpointer_->thread = std::thread([c = checkpointer_.get()] {
+    SetCurrentThreadName("chs-checkpoint");
+    c->Run();
+  });
   return absl::OkStatus();
 }
 

@@ -25,6 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "base/log.h"
 #include "base/status_macros.h"
+#include "base/thread_name.h"
 
 namespace chstream::ingest::sim {
 
@@ -1129,7 +1130,10 @@ void Simulator::Impl::Run() {
   }
   asio::post(acceptor.get_executor(), [this] { DoAccept(); });
   for (int i = 0; i < options.threads; ++i) {
-    threads.emplace_back([this] { ioc.run(); });
+    threads.emplace_back([this] {
+      SetCurrentThreadName("chs-simulator");
+      ioc.run();
+    });
   }
 }
 
