@@ -108,6 +108,10 @@ class JsonOut {
   // `key` must outlive the enclosing object (string literals).
   void Key(std::string_view key) {
     Level& level = stack_.back();
+#ifndef NDEBUG
+    // The upstream writes keys in order; so must the generator. Checked in
+    // test builds only: in --config=opt this compare was ~3% of the ingest
+    // benchmark's CPU.
     if (level.sorted && !level.first && !(level.last_key < key)) {
       std::fprintf(stderr, "event_generator: key \"%.*s\" after \"%.*s\"\n",
                    static_cast<int>(key.size()), key.data(),
@@ -115,6 +119,7 @@ class JsonOut {
                    level.last_key.data());
       std::abort();
     }
+#endif
     if (!level.first) out_->push_back(',');
     level.first = false;
     level.last_key = key;
