@@ -25,6 +25,13 @@ bool IsExecutable(const std::string& path) {
 
 }  // namespace
 
+bool FlagValue(const std::string& arg, const char* name, std::string* value) {
+  const std::string prefix = absl::StrCat("--", name, "=");
+  if (arg.rfind(prefix, 0) != 0) return false;
+  *value = arg.substr(prefix.size());
+  return true;
+}
+
 std::string FindChstreamd(const std::string& flag, const char* argv0) {
   if (!flag.empty()) return flag;
   std::vector<std::string> candidates;

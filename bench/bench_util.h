@@ -20,6 +20,9 @@
 
 namespace chstream::bench {
 
+// If `arg` is "--<name>=<value>", sets *value and returns true.
+bool FlagValue(const std::string& arg, const char* name, std::string* value);
+
 // --chstreamd, else the data dependency in the runfiles, else bazel-bin.
 // Empty if none is executable.
 std::string FindChstreamd(const std::string& flag, const char* argv0);

@@ -83,30 +83,24 @@ struct Flags {
 bool ParseFlags(int argc, char** argv, Flags* flags) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    auto value = [&](const char* name, std::string* out) {
-      const std::string prefix = absl::StrCat("--", name, "=");
-      if (arg.rfind(prefix, 0) != 0) return false;
-      *out = arg.substr(prefix.size());
-      return true;
-    };
     std::string v;
     bool ok = true;
-    if (value("subscribers", &v)) {
+    if (FlagValue(arg, "subscribers", &v)) {
       ok = absl::SimpleAtoi(v, &flags->subscribers) && flags->subscribers > 0;
-    } else if (value("channels", &v)) {
+    } else if (FlagValue(arg, "channels", &v)) {
       ok = absl::SimpleAtoi(v, &flags->channels) && flags->channels > 0;
-    } else if (value("seconds", &v)) {
+    } else if (FlagValue(arg, "seconds", &v)) {
       ok = absl::SimpleAtoi(v, &flags->seconds) && flags->seconds > 0;
-    } else if (value("warmup_seconds", &v)) {
+    } else if (FlagValue(arg, "warmup_seconds", &v)) {
       ok = absl::SimpleAtoi(v, &flags->warmup_seconds) &&
            flags->warmup_seconds >= 0;
-    } else if (value("rate", &v)) {
+    } else if (FlagValue(arg, "rate", &v)) {
       ok = absl::SimpleAtod(v, &flags->rate) && flags->rate > 0;
-    } else if (value("chstreamd", &v)) {
+    } else if (FlagValue(arg, "chstreamd", &v)) {
       flags->chstreamd = v;
-    } else if (value("dir", &v)) {
+    } else if (FlagValue(arg, "dir", &v)) {
       flags->dir = v;
-    } else if (value("client", &v)) {
+    } else if (FlagValue(arg, "client", &v)) {
       flags->client = v;
       ok = v == "raw" || v == "parsed";
     } else {

@@ -74,26 +74,20 @@ struct Flags {
 bool ParseFlags(int argc, char** argv, Flags* flags) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    auto value = [&](const char* name, std::string* out) {
-      const std::string prefix = absl::StrCat("--", name, "=");
-      if (arg.rfind(prefix, 0) != 0) return false;
-      *out = arg.substr(prefix.size());
-      return true;
-    };
     std::string v;
-    if (value("events", &v)) {
+    if (FlagValue(arg, "events", &v)) {
       if (!absl::SimpleAtoi(v, &flags->events) || flags->events <= 0) {
         return false;
       }
-    } else if (value("db", &v)) {
+    } else if (FlagValue(arg, "db", &v)) {
       flags->db = v;
-    } else if (value("chstreamd", &v)) {
+    } else if (FlagValue(arg, "chstreamd", &v)) {
       flags->chstreamd = v;
-    } else if (value("batch", &v)) {
+    } else if (FlagValue(arg, "batch", &v)) {
       if (!absl::SimpleAtoi(v, &flags->batch) || flags->batch <= 0) {
         return false;
       }
-    } else if (value("modes", &v)) {
+    } else if (FlagValue(arg, "modes", &v)) {
       flags->modes = absl::StrSplit(v, ',', absl::SkipEmpty());
     } else {
       std::fprintf(stderr, "unknown flag %s\n", arg.c_str());
