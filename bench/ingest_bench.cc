@@ -89,33 +89,27 @@ struct Flags {
 
 bool ParseFlags(const std::vector<std::string>& args, Flags* f) {
   for (const std::string& arg : args) {
-    auto value = [&](const char* name, std::string* out) {
-      const std::string prefix = absl::StrCat("--", name, "=");
-      if (arg.rfind(prefix, 0) != 0) return false;
-      *out = arg.substr(prefix.size());
-      return true;
-    };
     std::string v;
     bool ok = true;
-    if (value("events", &v)) {
+    if (FlagValue(arg, "events", &v)) {
       ok = absl::SimpleAtoi(v, &f->events) && f->events > 0;
-    } else if (value("mode", &v)) {
+    } else if (FlagValue(arg, "mode", &v)) {
       f->mode = v;
       ok = v == "http" || v == "https" || v == "both";
-    } else if (value("simulator", &v)) {
+    } else if (FlagValue(arg, "simulator", &v)) {
       f->simulator = v;
       ok = v == "process" || v == "inprocess";
-    } else if (value("simulator_binary", &v)) {
+    } else if (FlagValue(arg, "simulator_binary", &v)) {
       f->simulator_binary = v;
-    } else if (value("dir", &v)) {
+    } else if (FlagValue(arg, "dir", &v)) {
       f->dir = v;
-    } else if (value("queue_capacity", &v)) {
+    } else if (FlagValue(arg, "queue_capacity", &v)) {
       ok = absl::SimpleAtoi(v, &f->queue_capacity) && f->queue_capacity > 0;
-    } else if (value("max_batch", &v)) {
+    } else if (FlagValue(arg, "max_batch", &v)) {
       ok = absl::SimpleAtoi(v, &f->max_batch) && f->max_batch > 0;
-    } else if (value("max_delay_ms", &v)) {
+    } else if (FlagValue(arg, "max_delay_ms", &v)) {
       ok = absl::SimpleAtod(v, &f->max_delay_ms) && f->max_delay_ms >= 0;
-    } else if (value("sim_retention", &v)) {
+    } else if (FlagValue(arg, "sim_retention", &v)) {
       ok = absl::SimpleAtoi(v, &f->sim_retention) && f->sim_retention > 0;
     } else if (arg == "--sync_full") {
       f->sync_full = true;
