@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -15,7 +16,10 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 
 namespace chstream::bench {
@@ -47,6 +51,71 @@ double Percentile(const std::vector<float>& sorted, double q);
 // get distinct TCP connections.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address,
                                            int index = 0);
+
+// What one Subscribe call of a benchmark saw (the reactors derive from it). Callbacks of one reactor are serialised by gRPC;
+// the driver reads the samples only after WaitDone().
+class BenchSubscriber {
+ public:
+  // Latencies are kept for events received in [measure_from, measure_until).
+  BenchSubscriber(absl::Time measure_from, absl::Time measure_until)
+      : measure_from_(measure_from), measure_until_(measure_until) {}
+  virtual ~BenchSubscriber() = default;
+
+  virtual void Cancel() = 0;
+  bool caught_up() const { return caught_up_.load(std::memory_order_acquire); }
+  bool WaitDone(absl::Time deadline) {
+    absl::MutexLock lock(&mu_);
+    return mu_.AwaitWithDeadline(absl::Condition(&done_), deadline);
+  }
+
+  // Valid after WaitDone() returned true.
+  const std::vector<float>& latencies_ms() const { return latencies_ms_; }
+  uint64_t events() const { return events_; }
+  uint64_t fell_behind() const { return fell_behind_; }
+  uint64_t out_of_order() const { return out_of_order_; }
+  grpc::Status status() const {
+    absl::MutexLock lock(&mu_);
+    return status_;
+  }
+
+ protected:
+  // An event, with the time chstreamd read it (Event.received_at).
+  void RecordEvent(uint64_t position, absl::Time received_at) {
+    const absl::Time now = absl::Now();
+    if (position <= last_position_) ++out_of_order_;
+    last_position_ = position;
+    ++events_;
+    if (now >= measure_from_ && now < measure_until_) {
+      latencies_ms_.push_back(
+          static_cast<float>(absl::ToDoubleMilliseconds(now - received_at)));
+    }
+  }
+  void RecordCaughtUp() { caught_up_.store(true, std::memory_order_release); }
+  void RecordFellBehind() { ++fell_behind_; }
+  void RecordDone(const grpc::Status& status) {
+    absl::MutexLock lock(&mu_);
+    status_ = status;
+    done_ = true;
+  }
+
+ private:
+  const absl::Time measure_from_;
+  const absl::Time measure_until_;
+  std::atomic<bool> caught_up_{false};
+  uint64_t last_position_ = 0;
+  uint64_t events_ = 0;
+  uint64_t fell_behind_ = 0;
+  uint64_t out_of_order_ = 0;
+  std::vector<float> latencies_ms_;
+  mutable absl::Mutex mu_;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
+};
+
+// A google.protobuf.Timestamp's fields as an absl::Time.
+inline absl::Time FromTimestamp(int64_t seconds, int32_t nanos) {
+  return absl::FromUnixSeconds(seconds) + absl::Nanoseconds(nanos);
+}
 
 // chstreamd as a child process (killed if the benchmark dies).
 class Daemon {

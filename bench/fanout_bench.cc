@@ -115,77 +115,15 @@ bool ParseFlags(int argc, char** argv, Flags* flags) {
 // ---------------------------------------------------------------------------
 // Subscribers.
 
-// What one subscriber saw. Callbacks of one reactor are serialised by gRPC;
-// the driver reads the samples only after WaitDone().
-class Subscriber {
- public:
-  Subscriber(absl::Time measure_from, absl::Time measure_until)
-      : measure_from_(measure_from), measure_until_(measure_until) {}
-  virtual ~Subscriber() = default;
-
-  virtual void Cancel() = 0;
-  bool caught_up() const { return caught_up_.load(std::memory_order_acquire); }
-  bool WaitDone(absl::Time deadline) {
-    absl::MutexLock lock(&mu_);
-    return mu_.AwaitWithDeadline(absl::Condition(&done_), deadline);
-  }
-
-  // Valid after WaitDone() returned true.
-  const std::vector<float>& latencies_ms() const { return latencies_ms_; }
-  uint64_t events() const { return events_; }
-  uint64_t fell_behind() const { return fell_behind_; }
-  uint64_t out_of_order() const { return out_of_order_; }
-  grpc::Status status() const {
-    absl::MutexLock lock(&mu_);
-    return status_;
-  }
-
- protected:
-  void RecordEvent(uint64_t position, absl::Time received_at) {
-    const absl::Time now = absl::Now();
-    if (position <= last_position_) ++out_of_order_;
-    last_position_ = position;
-    ++events_;
-    if (now >= measure_from_ && now < measure_until_) {
-      latencies_ms_.push_back(
-          static_cast<float>(absl::ToDoubleMilliseconds(now - received_at)));
-    }
-  }
-  void RecordCaughtUp() { caught_up_.store(true, std::memory_order_release); }
-  void RecordFellBehind() { ++fell_behind_; }
-  void RecordDone(const grpc::Status& status) {
-    absl::MutexLock lock(&mu_);
-    status_ = status;
-    done_ = true;
-  }
-
- private:
-  const absl::Time measure_from_;
-  const absl::Time measure_until_;
-  std::atomic<bool> caught_up_{false};
-  uint64_t last_position_ = 0;
-  uint64_t events_ = 0;
-  uint64_t fell_behind_ = 0;
-  uint64_t out_of_order_ = 0;
-  std::vector<float> latencies_ms_;
-  mutable absl::Mutex mu_;
-  bool done_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::Status status_ ABSL_GUARDED_BY(mu_);
-};
-
-absl::Time FromTimestamp(int64_t seconds, int32_t nanos) {
-  return absl::FromUnixSeconds(seconds) + absl::Nanoseconds(nanos);
-}
-
 // --client=parsed: what a typical C++ client does, the full
 // SubscribeResponse (Event.data as a google.protobuf.Struct) parsed.
 class ParsedSubscriber final
-    : public Subscriber,
+    : public BenchSubscriber,
       public grpc::ClientReadReactor<v1::SubscribeResponse> {
  public:
   ParsedSubscriber(grpc::Channel* channel, absl::Time measure_from,
                    absl::Time measure_until)
-      : Subscriber(measure_from, measure_until),
+      : BenchSubscriber(measure_from, measure_until),
         stub_(v1::CompanyStream::NewStub(
             std::shared_ptr<grpc::Channel>(channel, [](grpc::Channel*) {}))) {
     v1::SubscribeRequest request;
@@ -228,12 +166,12 @@ class ParsedSubscriber final
 // oneof case arrived), so that the figure is the server's, not the cost of
 // building google.protobuf.Struct objects in this process.
 class RawSubscriber final
-    : public Subscriber,
+    : public BenchSubscriber,
       public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   RawSubscriber(grpc::GenericStub* stub, absl::Time measure_from,
                 absl::Time measure_until)
-      : Subscriber(measure_from, measure_until) {
+      : BenchSubscriber(measure_from, measure_until) {
     v1::SubscribeRequest request;
     request.mutable_start()->set_now(true);
     const std::string bytes = request.SerializeAsString();
@@ -369,7 +307,7 @@ int Run(const Flags& flags, const char* argv0) {
   const absl::Time start = absl::Now();
   const absl::Time measure_from = start + absl::Seconds(flags.warmup_seconds);
   const absl::Time end = start + absl::Seconds(flags.seconds);
-  std::vector<std::unique_ptr<Subscriber>> subs;
+  std::vector<std::unique_ptr<BenchSubscriber>> subs;
   for (int i = 0; i < flags.subscribers; ++i) {
     const size_t c = static_cast<size_t>(i) % channels.size();
     if (flags.client == "raw") {

@@ -95,10 +95,14 @@ bool ParseFlags(int argc, char** argv, Flags* flags) {
 // ---------------------------------------------------------------------------
 // Subscribers.
 
-class Subscriber final : public grpc::ClientReadReactor<v1::SubscribeResponse> {
+// A filtered subscriber that also checks every event against its filter and
+// notes which company numbers and resource kinds it saw.
+class Subscriber final : public BenchSubscriber,
+                         public grpc::ClientReadReactor<v1::SubscribeResponse> {
  public:
   Subscriber(v1::CompanyStream::Stub* stub, const v1::EventFilter& filter)
-      : filter_(filter) {
+      : BenchSubscriber(absl::InfinitePast(), absl::InfiniteFuture()),
+        filter_(filter) {
     v1::SubscribeRequest request;
     request.mutable_start()->set_now(true);
     *request.mutable_filter() = filter;
@@ -109,28 +113,21 @@ class Subscriber final : public grpc::ClientReadReactor<v1::SubscribeResponse> {
 
   void OnReadDone(bool ok) override {
     if (!ok) return;  // OnDone follows
-    const absl::Time now = absl::Now();
     switch (response_.message_case()) {
       case v1::SubscribeResponse::kEvent: {
         const v1::Event& e = response_.event();
-        if (e.position() <= last_position_) ++out_of_order_;
         if (!Matches(e)) ++mismatched_;
-        last_position_ = e.position();
-        ++events_;
         numbers_.insert(e.company_number());
         kinds_.insert(e.resource_kind());
-        const absl::Time received_at =
-            absl::FromUnixSeconds(e.received_at().seconds()) +
-            absl::Nanoseconds(e.received_at().nanos());
-        latencies_ms_.push_back(
-            static_cast<float>(absl::ToDoubleMilliseconds(now - received_at)));
+        RecordEvent(e.position(), FromTimestamp(e.received_at().seconds(),
+                                                e.received_at().nanos()));
         break;
       }
       case v1::SubscribeResponse::kCaughtUp:
-        caught_up_.store(true, std::memory_order_release);
+        RecordCaughtUp();
         break;
       case v1::SubscribeResponse::kFellBehind:
-        ++fell_behind_;
+        RecordFellBehind();
         break;
       default:
         break;
@@ -138,31 +135,13 @@ class Subscriber final : public grpc::ClientReadReactor<v1::SubscribeResponse> {
     StartRead(&response_);
   }
 
-  void OnDone(const grpc::Status& status) override {
-    absl::MutexLock lock(&mu_);
-    status_ = status;
-    done_ = true;
-  }
-
-  void Cancel() { ctx_.TryCancel(); }
-  bool caught_up() const { return caught_up_.load(std::memory_order_acquire); }
-  bool WaitDone(absl::Time deadline) {
-    absl::MutexLock lock(&mu_);
-    return mu_.AwaitWithDeadline(absl::Condition(&done_), deadline);
-  }
+  void OnDone(const grpc::Status& status) override { RecordDone(status); }
+  void Cancel() override { ctx_.TryCancel(); }
 
   // Valid after WaitDone() returned true.
-  const std::vector<float>& latencies_ms() const { return latencies_ms_; }
   const std::set<std::string>& numbers() const { return numbers_; }
   const std::set<std::string>& kinds() const { return kinds_; }
-  uint64_t events() const { return events_; }
-  uint64_t fell_behind() const { return fell_behind_; }
-  uint64_t out_of_order() const { return out_of_order_; }
   uint64_t mismatched() const { return mismatched_; }
-  grpc::Status status() const {
-    absl::MutexLock lock(&mu_);
-    return status_;
-  }
 
  private:
   bool Matches(const v1::Event& e) const {
@@ -177,18 +156,9 @@ class Subscriber final : public grpc::ClientReadReactor<v1::SubscribeResponse> {
   const v1::EventFilter filter_;
   grpc::ClientContext ctx_;
   v1::SubscribeResponse response_;
-  std::atomic<bool> caught_up_{false};
-  uint64_t last_position_ = 0;
-  uint64_t events_ = 0;
-  uint64_t fell_behind_ = 0;
-  uint64_t out_of_order_ = 0;
   uint64_t mismatched_ = 0;
   std::set<std::string> numbers_;
   std::set<std::string> kinds_;
-  std::vector<float> latencies_ms_;
-  mutable absl::Mutex mu_;
-  bool done_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
 double Mb(int64_t kb) { return static_cast<double>(kb) / 1024; }
