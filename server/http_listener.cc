@@ -44,13 +44,8 @@ std::chrono::milliseconds ToChrono(absl::Duration d) {
   return std::chrono::milliseconds(absl::ToInt64Milliseconds(d));
 }
 
-// The path label of chstream_http_requests_total (a closed set, so that
-// clients cannot create series at will).
-std::string_view PathLabel(std::string_view path) {
-  if (path == "/metrics" || path == "/healthz" || path == "/readyz") {
-    return path;
-  }
-  return "other";
+bool IsBuiltInPath(std::string_view path) {
+  return path == "/metrics" || path == "/healthz" || path == "/readyz";
 }
 
 }  // namespace
@@ -108,6 +103,10 @@ struct HttpListener::Impl {
   void Route(const http::request<http::empty_body>& req,
              http::response<http::string_body>* res);
   void CountRequest(std::string_view path, unsigned code);
+  // The path label of chstream_http_requests_total: the built-in and
+  // configured paths, else "other" (a closed set, so that clients cannot
+  // create series at will).
+  std::string_view PathLabel(std::string_view path) const;
 
   const Options options;
   MetricsRegistry* const registry;
@@ -332,10 +331,28 @@ void HttpListener::Impl::Route(const http::request<http::empty_body>& req,
       res->result(http::status::service_unavailable);
       res->body() = absl::StrCat("not ready: ", ready.message(), "\n");
     }
+  } else if (auto it = options.handlers.find(std::string(path));
+             it != options.handlers.end()) {
+    HttpResponse answer = it->second();
+    res->result(static_cast<http::status>(answer.status));
+    res->set(http::field::content_type, answer.content_type);
+    if (!answer.cache_control.empty()) {
+      res->set(http::field::cache_control, answer.cache_control);
+    }
+    res->body() = std::move(answer.body);
   } else {
     res->result(http::status::not_found);
     res->body() = "not found\n";
   }
+}
+
+std::string_view HttpListener::Impl::PathLabel(std::string_view path) const {
+  if (IsBuiltInPath(path)) return path;
+  if (auto it = options.handlers.find(std::string(path));
+      it != options.handlers.end()) {
+    return it->first;
+  }
+  return "other";
 }
 
 void HttpListener::Impl::CountRequest(std::string_view path, unsigned code) {
@@ -367,6 +384,12 @@ absl::StatusOr<std::unique_ptr<HttpListener>> HttpListener::Start(
   if (options.max_connections == 0 || options.max_header_bytes == 0) {
     return absl::InvalidArgumentError(
         "max_connections and max_header_bytes must be positive");
+  }
+  for (const auto& [path, handler] : options.handlers) {
+    if (path.empty() || path[0] != '/' || IsBuiltInPath(path) || !handler) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("invalid extra route \"", path, "\""));
+    }
   }
   auto impl = std::make_unique<Impl>(std::move(options), registry,
                                      std::move(readiness));

@@ -7,6 +7,8 @@
 //   GET /healthz  200 "ok" while the process runs
 //   GET /readyz   200 "ready" when the readiness callback returns OK, else
 //                 503 with the status message as the body
+//   Options::handlers  extra GET paths answered by a callback (the status
+//                 page, server/status_page.h)
 //   other paths   404;  methods other than GET/HEAD  405 (Allow: GET, HEAD)
 //   a header block over max_header_bytes  431;  any request body  413
 //
@@ -36,6 +38,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -48,8 +51,21 @@ namespace chstream::server {
 
 class HttpSession;  // one connection (http_listener.cc)
 
+// What an extra route (HttpListener::Options::handlers) answers.
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+  // Dynamic pages must not be served from a cache.
+  std::string cache_control = "no-store";
+};
+
 class HttpListener {
  public:
+  // Runs on the listener thread, one request at a time: must not block for
+  // long.
+  using Handler = std::function<HttpResponse()>;
+
   struct Options {
     // "host:port", "[v6]:port" or ":port" (all interfaces); the host must be
     // an IP literal or "localhost". Port 0 picks a free port (see port()).
@@ -58,6 +74,10 @@ class HttpListener {
     absl::Duration write_timeout = absl::Seconds(10);
     size_t max_header_bytes = 8 * 1024;
     size_t max_connections = 64;
+    // Extra GET/HEAD paths (exact match, without the query string) and their
+    // handlers. They cannot replace /metrics, /healthz or /readyz. Each path
+    // is its own label value in chstream_http_requests_total.
+    std::map<std::string, Handler> handlers = {};
   };
   // OK means ready; otherwise /readyz answers 503 with the message.
   using ReadinessFn = std::function<absl::Status()>;

@@ -291,6 +291,56 @@ TEST_F(HttpListenerTest, CountsRequestsByPathAndCode) {
                               "code=\"405\"} 1\n"));
 }
 
+// Verifies the extra routes (the status page's): their status, type and body,
+// Cache-Control, HEAD, and their own label in chstream_http_requests_total.
+TEST_F(HttpListenerTest, ServesExtraRoutes) {
+  int calls = 0;
+  HttpListener::Options options;
+  options.handlers["/status.json"] = [&calls] {
+    ++calls;
+    return HttpResponse{.status = 200,
+                        .content_type = "application/json",
+                        .body = absl::StrCat("{\"calls\":", calls, "}")};
+  };
+  options.handlers["/broken"] = [] {
+    return HttpResponse{.status = 503, .body = "no status\n"};
+  };
+  Start(options);
+  ASSERT_OK_AND_ASSIGN(TestResponse r, HttpRequest(listener_->port(), "GET",
+                                                   "/status.json?x=1"));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.Header("content-type"), "application/json");
+  EXPECT_EQ(r.Header("cache-control"), "no-store");
+  EXPECT_EQ(r.body, "{\"calls\":1}");
+  ASSERT_OK_AND_ASSIGN(r,
+                       HttpRequest(listener_->port(), "HEAD", "/status.json"));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.Header("content-length"), "11");
+  ASSERT_OK_AND_ASSIGN(r, HttpRequest(listener_->port(), "GET", "/broken"));
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(r.body, "no status\n");
+  ASSERT_OK_AND_ASSIGN(r, HttpRequest(listener_->port(), "GET", "/status"));
+  EXPECT_EQ(r.status, 404);
+  const std::string text = registry_.Render();
+  EXPECT_THAT(text,
+              HasSubstr("chstream_http_requests_total{path=\"/status.json\","
+                        "code=\"200\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("chstream_http_requests_total{path=\"/broken\","
+                              "code=\"503\"} 1\n"));
+}
+
+TEST(HttpListenerStartTest, RejectsExtraRoutesThatShadowBuiltIns) {
+  MetricsRegistry registry;
+  for (const char* path : {"/metrics", "/readyz", "relative", ""}) {
+    HttpListener::Options options{.address = "127.0.0.1:0"};
+    options.handlers[path] = [] { return HttpResponse{}; };
+    EXPECT_THAT(
+        HttpListener::Start(options, &registry, nullptr),
+        StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("route")))
+        << path;
+  }
+}
+
 TEST_F(HttpListenerTest, StopClosesOpenConnections) {
   Start();
   std::unique_ptr<TestConnection> idle = Connect();
