@@ -30,6 +30,7 @@
 #include "server/http_listener.h"
 #include "server/metrics.h"
 #include "server/metrics_sources.h"
+#include "server/status_page.h"
 #include "server/subscription_hub.h"
 #include "server/version.h"
 #include "storage/event_writer.h"
@@ -198,6 +199,19 @@ int Run(int argc, char** argv) {
   std::atomic<HealthMonitor*> live_monitor{nullptr};
   HttpListener::Options http_options;
   http_options.address = config.metrics_address;
+  // The status page (server/status_page.h): GET /, /status.json, /history.json.
+  IngestHistory ingest_history({}, stream_snapshots, clock);
+  StatusPageSources page_sources;
+  page_sources.status = [&service](v1::GetStatusResponse* r) {
+    return service.FillStatus(r);
+  };
+  page_sources.alerts = [&live_monitor] {
+    HealthMonitor* monitor = live_monitor.load();
+    return monitor != nullptr ? monitor->Transitions()
+                              : std::vector<HealthTransition>{};
+  };
+  page_sources.history = &ingest_history;
+  http_options.handlers = StatusPageHandlers(std::move(page_sources));
   absl::StatusOr<std::unique_ptr<HttpListener>> http = HttpListener::Start(
       http_options, &metrics, [&ready, &live_monitor]() -> absl::Status {
         if (!ready.load()) {
@@ -261,6 +275,7 @@ int Run(int argc, char** argv) {
   }
   live_ingester.store(&ingester);
   ready.store(true);
+  ingest_history.Start();
 
   // --- Health monitor (server/health_monitor.h): drives grpc.health
   // "ingest", GetStatus.health, alerts (log + optional webhook), metrics.
@@ -335,6 +350,7 @@ int Run(int argc, char** argv) {
   // --- End of health monitor block.
   (*grpc)->SetHealth("", false);
   (*grpc)->SetHealth(kServiceName, false);
+  ingest_history.Stop();
   ingester.Stop();
   live_ingester.store(nullptr);
   writer.Stop();
