@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <regex>
 #include <string>
 #include <vector>
@@ -26,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "ingest/simulator/simulator.h"
 #include "tests/testing/child_process.h"
 
 namespace chstream {
@@ -39,18 +41,21 @@ constexpr char kChstreamd[] = "server/chstreamd";
 
 std::string TempDir() { return std::getenv("TEST_TMPDIR"); }
 
-// What the companies row of the streams table shows.
-struct CompaniesRow {
+// What a stream's row of the streams table shows.
+struct StreamRow {
   bool found = false;
   std::string state;
   uint64_t events = 0;
+  std::string last_error;  // "" for none
+  std::string next_retry;  // "in 3s", "now" or "–"
 };
 
-// Reads the row out of Chromium's --dump-dom output. The page marks it
-// <tr data-stream="companies"> with data-field cells (status_page.html).
-CompaniesRow ParseCompaniesRow(const std::string& dom) {
-  CompaniesRow row;
-  const size_t start = dom.find("<tr data-stream=\"companies\">");
+// Reads a stream's row out of Chromium's --dump-dom output. The page marks
+// it <tr data-stream="..."> with data-field cells (status_page.html).
+StreamRow ParseStreamRow(const std::string& dom, const std::string& stream) {
+  StreamRow row;
+  const size_t start =
+      dom.find(absl::StrCat("<tr data-stream=\"", stream, "\">"));
   if (start == std::string::npos) return row;
   const size_t end = dom.find("</tr>", start);
   if (end == std::string::npos) return row;
@@ -67,7 +72,27 @@ CompaniesRow ParseCompaniesRow(const std::string& dom) {
           std::regex(R"re(data-field="events" data-value="([0-9]+)")re"))) {
     row.found = absl::SimpleAtoi(std::string(m[1]), &row.events);
   }
+  if (std::regex_search(tr, m,
+                        std::regex(R"re(<td class="error">([^<]*)</td>)re"))) {
+    row.last_error = m[1];
+  }
+  // The last cell.
+  const size_t last = tr.rfind("<td");
+  const size_t text = tr.find('>', last);
+  if (last != std::string::npos && text != std::string::npos) {
+    row.next_retry = tr.substr(text + 1, tr.find("</td>", text) - text - 1);
+  }
   return row;
+}
+
+// The text of the <tbody> of the table with this id ("" if none).
+std::string TableBody(const std::string& dom, const std::string& id) {
+  const size_t table = dom.find(absl::StrCat("<table id=\"", id, "\""));
+  if (table == std::string::npos) return "";
+  const size_t body = dom.find("<tbody>", table);
+  const size_t end = dom.find("</tbody>", table);
+  if (body == std::string::npos || end == std::string::npos) return "";
+  return dom.substr(body, end - body);
 }
 
 class StatusPageBrowserTest : public ::testing::Test {
@@ -76,7 +101,9 @@ class StatusPageBrowserTest : public ::testing::Test {
     ASSERT_EQ(access(kChromium, X_OK), 0)
         << kChromium << " is missing: install Debian's \"chromium\" package "
         << "(tools/setup does)";
-    home_ = TempDir() + "/home";
+    home_ = absl::StrCat(
+        TempDir(), "/home-",
+        ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::create_directories(home_);
     // Chromium puts its singleton socket in TMPDIR, and TEST_TMPDIR is too
     // long for a Unix socket path (108 bytes): a short private directory.
@@ -104,6 +131,8 @@ class StatusPageBrowserTest : public ::testing::Test {
         "--disable-sync",
         "--disable-dev-shm-usage",
         "--hide-scrollbars",
+        // Console messages (script errors) go to the output too.
+        "--enable-logging=stderr",
         absl::StrCat("--user-data-dir=", profile),
         // Enough virtual time for the page's first refresh (its fetches run
         // in real time; virtual time waits for them).
@@ -113,6 +142,7 @@ class StatusPageBrowserTest : public ::testing::Test {
     args.insert(args.end(), extra.begin(), extra.end());
     args.push_back(url);
     const std::string log = absl::StrCat(home_, "/chromium-", runs_, ".log");
+    std::filesystem::remove(log);
     ChildProcess chromium(
         kChromium, args,
         {"PATH=/usr/bin:/bin", "HOME=" + home_, "TMPDIR=" + tmp_,
@@ -125,38 +155,65 @@ class StatusPageBrowserTest : public ::testing::Test {
     return code == 0 ? chromium.Output() : "";
   }
 
+  // Saves a screenshot of `url` as an undeclared test output `name`.
+  void Screenshot(const std::string& url, const std::string& name) {
+    const char* outputs = std::getenv("TEST_UNDECLARED_OUTPUTS_DIR");
+    const std::string png =
+        absl::StrCat(outputs != nullptr ? outputs : TempDir(), "/", name);
+    RunChromium(url, {absl::StrCat("--screenshot=", png)});
+    const std::string bytes = testing::ReadFileOrEmpty(png);
+    ASSERT_GT(bytes.size(), 1000u);
+    EXPECT_EQ(bytes.substr(0, 8), "\x89PNG\r\n\x1a\n");
+  }
+
+  // Starts chstreamd with `args` (plus port 0 listeners and a database in
+  // a directory of its own) and returns the status page's URL.
+  std::string StartChstreamd(const std::vector<std::string>& args,
+                             std::vector<std::string> env) {
+    // A directory per test: the log is appended to, and an earlier run's
+    // "serving" line would give the wrong address.
+    const std::string dir = absl::StrCat(
+        TempDir(), "/",
+        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::create_directories(dir);
+    std::vector<std::string> all = {"--grpc_address=127.0.0.1:0",
+                                    "--metrics_address=127.0.0.1:0",
+                                    "--db_path=chstream.db"};
+    all.insert(all.end(), args.begin(), args.end());
+    env.push_back("PATH=/usr/bin:/bin");
+    env.push_back("TZ=UTC");
+    chstreamd_ = std::make_unique<ChildProcess>(kChstreamd, all, env, dir,
+                                                dir + "/out.log");
+    EXPECT_TRUE(chstreamd_->started());
+    EXPECT_TRUE(WaitUntil(
+        [&] {
+          return absl::StrContains(chstreamd_->Output(), "chstreamd serving");
+        },
+        absl::Seconds(30)))
+        << chstreamd_->Output();
+    return absl::StrCat(
+        "http://",
+        testing::LoggedField(chstreamd_->Output(), "metrics_address"), "/");
+  }
+
+  std::unique_ptr<ChildProcess> chstreamd_;
   std::string home_;
   std::string tmp_;
   int runs_ = 0;
 };
 
 TEST_F(StatusPageBrowserTest, ShowsTheCompaniesStreamStreaming) {
-  const std::string dir = TempDir() + "/chstreamd";
-  std::filesystem::create_directories(dir);
-  ChildProcess chstreamd(
-      kChstreamd,
-      {"--grpc_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
-       "--db_path=chstream.db", "--simulator_rate=50"},
-      {"PATH=/usr/bin:/bin", "TZ=UTC"}, dir, dir + "/out.log");
-  ASSERT_TRUE(chstreamd.started());
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        return absl::StrContains(chstreamd.Output(), "chstreamd serving");
-      },
-      absl::Seconds(30)))
-      << chstreamd.Output();
-  const std::string url = absl::StrCat(
-      "http://", testing::LoggedField(chstreamd.Output(), "metrics_address"),
-      "/");
+  const std::string url = StartChstreamd({"--simulator_rate=50"}, {});
+  ASSERT_FALSE(HasFailure());
 
   // Load the page until its DOM shows events arriving (the simulator starts
   // publishing a moment after chstreamd serves).
   std::string dom;
-  CompaniesRow row;
+  StreamRow row;
   const bool shown = WaitUntil(
       [&] {
         dom = RunChromium(url, {"--dump-dom"});
-        row = ParseCompaniesRow(dom);
+        row = ParseStreamRow(dom, "companies");
         return row.found && row.state == "streaming" && row.events > 0;
       },
       absl::Seconds(90));
@@ -169,17 +226,66 @@ TEST_F(StatusPageBrowserTest, ShowsTheCompaniesStreamStreaming) {
   EXPECT_THAT(dom, ::testing::Not(
                        ::testing::HasSubstr("<dd id=\"store-head\">–</dd>")));
   EXPECT_THAT(dom, ::testing::ContainsRegex("class=\"badge ok\">healthy<"));
+  EXPECT_EQ(row.last_error, "");
+  EXPECT_EQ(row.next_retry, "–");
+  EXPECT_THAT(dom, ::testing::Not(::testing::HasSubstr("Uncaught")));
 
   // A screenshot, taken the same way (docs/status-page.png is one).
-  const char* outputs = std::getenv("TEST_UNDECLARED_OUTPUTS_DIR");
-  const std::string png = absl::StrCat(outputs != nullptr ? outputs : TempDir(),
-                                       "/status-page.png");
-  RunChromium(url, {absl::StrCat("--screenshot=", png)});
-  const std::string bytes = testing::ReadFileOrEmpty(png);
-  ASSERT_GT(bytes.size(), 1000u);
-  EXPECT_EQ(bytes.substr(0, 8), "\x89PNG\r\n\x1a\n");
+  Screenshot(url, "status-page.png");
 
-  EXPECT_EQ(chstreamd.SignalAndWait(SIGTERM, absl::Seconds(10)), 0);
+  EXPECT_EQ(chstreamd_->SignalAndWait(SIGTERM, absl::Seconds(10)), 0);
+}
+
+// Verifies the failure side: a stream the upstream keeps refusing shows its
+// state, last error and next retry, the health issue it raises, the alert
+// for its transition and the overall state.
+TEST_F(StatusPageBrowserTest, ShowsAFailingStreamWithItsIssueAndAlert) {
+  ingest::sim::Options sim_options;
+  sim_options.keys = {"browser-test-key"};
+  auto sim = ingest::sim::Simulator::Start(sim_options);
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  (*sim)->SetFaults(
+      "filings",
+      ingest::sim::Faults{.fail_first_attempts = 1000000, .fail_status = 503});
+  const std::string url =
+      StartChstreamd({"--streams=companies,filings", "--disconnected_after=1s",
+                      absl::StrCat("--upstream_url=", (*sim)->url())},
+                     {"CH_STREAMING_API_KEY=browser-test-key"});
+  ASSERT_FALSE(HasFailure());
+
+  std::string dom;
+  StreamRow filings;
+  const bool shown = WaitUntil(
+      [&] {
+        dom = RunChromium(url, {"--dump-dom"});
+        filings = ParseStreamRow(dom, "filings");
+        return filings.found && filings.state != "streaming" &&
+               !filings.state.empty() && !filings.last_error.empty() &&
+               absl::StrContains(TableBody(dom, "issues"), "filings") &&
+               absl::StrContains(TableBody(dom, "alerts"), "filings");
+      },
+      absl::Seconds(90));
+  EXPECT_TRUE(shown) << "filings: state \"" << filings.state << "\", error \""
+                     << filings.last_error << "\"; chstreamd:\n"
+                     << chstreamd_->Output() << "\nDOM:\n"
+                     << dom;
+  EXPECT_THAT(filings.state,
+              ::testing::AnyOf("backing off", "circuit open", "connecting"));
+  EXPECT_THAT(filings.last_error, ::testing::HasSubstr("503"));
+  EXPECT_THAT(filings.next_retry,
+              ::testing::AnyOf(::testing::StartsWith("in "), "now"));
+  EXPECT_THAT(TableBody(dom, "issues"),
+              ::testing::ContainsRegex(
+                  "<td>filings</td><td>(disconnected|circuit_open)</td>"));
+  EXPECT_THAT(TableBody(dom, "alerts"),
+              ::testing::HasSubstr("class=\"badge ok\">healthy</span> → "));
+  EXPECT_THAT(
+      dom, ::testing::ContainsRegex(
+               "id=\"overall\" class=\"badge (warn|bad)\">(degraded|failed)<"));
+  EXPECT_EQ(ParseStreamRow(dom, "companies").state, "streaming");
+  EXPECT_THAT(dom, ::testing::Not(::testing::HasSubstr("Uncaught")));
+  Screenshot(url, "status-page-failing.png");
+  EXPECT_EQ(chstreamd_->SignalAndWait(SIGTERM, absl::Seconds(10)), 0);
 }
 
 }  // namespace
