@@ -589,23 +589,20 @@ std::variant<storage::CompanyFields, std::string> ReadCompanyFields(
 // True if `value` has containers nested deeper than `limit` levels (`value`
 // itself, if a container, is level 1). Recurses at most limit + 1 deep.
 bool NestedDeeperThan(element value, int limit) {
-  if (limit < 0) return true;
-  switch (value.type()) {
-    case element_type::OBJECT:
-      if (limit == 0) return true;
-      for (const auto field : value.get_object().value_unsafe()) {
-        if (NestedDeeperThan(field.value, limit - 1)) return true;
-      }
-      return false;
-    case element_type::ARRAY:
-      if (limit == 0) return true;
-      for (element item : value.get_array().value_unsafe()) {
-        if (NestedDeeperThan(item, limit - 1)) return true;
-      }
-      return false;
-    default:
-      return false;
+  object obj;
+  array arr;
+  if (!value.get_object().get(obj)) {
+    if (limit == 0) return true;
+    for (const auto field : obj) {
+      if (NestedDeeperThan(field.value, limit - 1)) return true;
+    }
+  } else if (!value.get_array().get(arr)) {
+    if (limit == 0) return true;
+    for (element item : arr) {
+      if (NestedDeeperThan(item, limit - 1)) return true;
+    }
   }
+  return false;
 }
 
 // A member of an object seen while scanning for known keys.
