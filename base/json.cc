@@ -1,6 +1,7 @@
 #include "base/json.h"
 
 #include "absl/strings/str_format.h"
+#include "base/utf8.h"
 
 namespace chstream {
 
@@ -11,6 +12,20 @@ void AppendJsonString(std::string* out, std::string_view s,
   size_t run = 0;
   for (size_t i = 0; i < s.size(); ++i) {
     const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x80) {
+      // Multi-byte characters are copied; invalid bytes become U+FFFD.
+      const size_t n = Utf8SequenceLength(s.substr(i));
+      if (n > 0) {
+        i += n - 1;
+        continue;
+      }
+      out->append(s.data() + run, i - run);
+      out->append(kUtf8Replacement);
+      const size_t bad = i + Utf8InvalidPrefixLength(s.substr(i));
+      run = bad;
+      i = bad - 1;
+      continue;
+    }
     const bool html = c == '<' || c == '>' || c == '&';
     if (c >= 0x20 && c != '"' && c != '\\' && !(html && go_html_escape)) {
       continue;

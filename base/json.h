@@ -12,7 +12,9 @@
 namespace chstream {
 
 // Appends `s` as a JSON string literal (with quotes). Control characters,
-// '"' and '\\' are escaped; other bytes, UTF-8 included, are copied as is.
+// '"' and '\\' are escaped; valid UTF-8 is copied as is and invalid byte
+// sequences become U+FFFD (base/utf8.h), so that the result is always valid
+// JSON text (log lines carry text from the upstream).
 // With `go_html_escape`, '<', '>' and '&' become \u003c, \u003e, \u0026 as
 // Go's encoding/json writes them.
 void AppendJsonString(std::string* out, std::string_view s,

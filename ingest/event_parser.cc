@@ -10,6 +10,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "base/json.h"
+#include "base/utf8.h"
 
 namespace chstream::ingest {
 namespace {
@@ -31,11 +32,16 @@ std::string_view TrimAsciiWhitespace(std::string_view s) {
   return std::string_view(trimmed.data(), trimmed.size());
 }
 constexpr int kMaxJsonDepth = 1024;  // simdjson's default
+// Deeper `data` is dead-lettered: as a google.protobuf.Struct each JSON level
+// costs two message levels (Struct -> Value), and protobuf parsers stop at
+// 100, so a deeper event could not be read by C++, Java or Python clients.
+constexpr int kMaxDataDepth = 32;
 
 // `s` as a JSON string literal, shortened for use in a reason.
 std::string Quote(std::string_view s) {
   if (s.size() <= kMaxQuotedValueBytes) return JsonString(s);
-  return absl::StrCat(JsonString(s.substr(0, kMaxQuotedValueBytes)), "...");
+  // Cut at a character boundary: reasons are logged and stored as text.
+  return absl::StrCat(JsonString(TruncateUtf8(s, kMaxQuotedValueBytes)), "...");
 }
 
 const char* TypeName(element value) {
@@ -499,42 +505,104 @@ std::string NormaliseCompanyNumber(std::string_view raw) {
   return absl::AsciiStrToUpper(Absl(TrimAsciiWhitespace(raw)));
 }
 
-// `field` of `obj` as a string, or "" when missing or not a string.
-std::string StringField(object obj, std::string_view field) {
+// Reads `obj[field]` into *dest when it is a string; leaves *dest empty
+// when it is missing or null. Returns the reason otherwise.
+std::optional<std::string> ReadOptionalString(object obj,
+                                              std::string_view field,
+                                              std::string_view path,
+                                              std::string* dest) {
+  element value;
+  if (obj[field].get(value) || value.is_null()) return std::nullopt;
   std::string_view s;
-  if (obj[field].get_string().get(s)) return "";
-  return std::string(s);
+  if (value.get_string().get(s)) {
+    return absl::StrCat(Absl(path), Absl(field), " must be a string, got ",
+                        TypeName(value));
+  }
+  dest->assign(s);
+  return std::nullopt;
 }
 
-storage::CompanyFields ReadCompanyFields(object data) {
+// The typed company-profile fields (upstream-api.md §6.3). Missing or null
+// fields stay empty; a field of another type is a reason to reject the line
+// (it would otherwise be stored as empty, silently).
+std::variant<storage::CompanyFields, std::string> ReadCompanyFields(
+    object data) {
   storage::CompanyFields company;
-  company.company_name = StringField(data, "company_name");
-  company.company_status = StringField(data, "company_status");
-  company.company_type = StringField(data, "type");
-  company.jurisdiction = StringField(data, "jurisdiction");
-  company.date_of_creation = StringField(data, "date_of_creation");
-  company.date_of_cessation = StringField(data, "date_of_cessation");
-  object address;
-  if (!data["registered_office_address"].get_object().get(address)) {
-    storage::Address& a = company.registered_office_address;
-    a.premises = StringField(address, "premises");
-    a.address_line_1 = StringField(address, "address_line_1");
-    a.address_line_2 = StringField(address, "address_line_2");
-    a.locality = StringField(address, "locality");
-    a.region = StringField(address, "region");
-    a.postal_code = StringField(address, "postal_code");
-    a.country = StringField(address, "country");
-    a.care_of = StringField(address, "care_of");
-    a.po_box = StringField(address, "po_box");
+  const std::pair<const char*, std::string*> fields[] = {
+      {"company_name", &company.company_name},
+      {"company_status", &company.company_status},
+      {"type", &company.company_type},
+      {"jurisdiction", &company.jurisdiction},
+      {"date_of_creation", &company.date_of_creation},
+      {"date_of_cessation", &company.date_of_cessation},
+  };
+  for (const auto& [name, dest] : fields) {
+    if (auto e = ReadOptionalString(data, name, "data.", dest)) return *e;
   }
-  array sic_codes;
-  if (!data["sic_codes"].get_array().get(sic_codes)) {
+  element value;
+  if (!data["registered_office_address"].get(value) && !value.is_null()) {
+    object address;
+    if (value.get_object().get(address)) {
+      return absl::StrCat(
+          "data.registered_office_address must be an object, got ",
+          TypeName(value));
+    }
+    storage::Address& a = company.registered_office_address;
+    const std::pair<const char*, std::string*> address_fields[] = {
+        {"premises", &a.premises},
+        {"address_line_1", &a.address_line_1},
+        {"address_line_2", &a.address_line_2},
+        {"locality", &a.locality},
+        {"region", &a.region},
+        {"postal_code", &a.postal_code},
+        {"country", &a.country},
+        {"care_of", &a.care_of},
+        {"po_box", &a.po_box},
+    };
+    for (const auto& [name, dest] : address_fields) {
+      if (auto e = ReadOptionalString(
+              address, name, "data.registered_office_address.", dest)) {
+        return *e;
+      }
+    }
+  }
+  if (!data["sic_codes"].get(value) && !value.is_null()) {
+    array sic_codes;
+    if (value.get_array().get(sic_codes)) {
+      return absl::StrCat("data.sic_codes must be an array of strings, got ",
+                          TypeName(value));
+    }
+    size_t k = 0;
     for (element code : sic_codes) {
       std::string_view s;
-      if (!code.get_string().get(s)) company.sic_codes.emplace_back(s);
+      if (code.get_string().get(s)) {
+        return absl::StrCat("data.sic_codes[", k, "] must be a string, got ",
+                            TypeName(code));
+      }
+      company.sic_codes.emplace_back(s);
+      ++k;
     }
   }
   return company;
+}
+
+// True if `value` has containers nested deeper than `limit` levels (`value`
+// itself, if a container, is level 1). Recurses at most limit + 1 deep.
+bool NestedDeeperThan(element value, int limit) {
+  object obj;
+  array arr;
+  if (!value.get_object().get(obj)) {
+    if (limit == 0) return true;
+    for (const auto field : obj) {
+      if (NestedDeeperThan(field.value, limit - 1)) return true;
+    }
+  } else if (!value.get_array().get(arr)) {
+    if (limit == 0) return true;
+    for (element item : arr) {
+      if (NestedDeeperThan(item, limit - 1)) return true;
+    }
+  }
+  return false;
 }
 
 // A member of an object seen while scanning for known keys.
@@ -830,24 +898,51 @@ std::variant<storage::Event, ParseError> EventParser::Parse(
                     : "data missing (required for changed events)");
   }
 
-  // 6. Normalise.
+  // 6. Per-kind checks of what chstream extracts from data, and its depth.
+  if (has_data) {
+    if (NestedDeeperThan(*data.value, kMaxDataDepth)) {
+      return fail(
+          absl::StrCat("data nested deeper than ", kMaxDataDepth, " levels"));
+    }
+  }
+  const bool is_profile = out.resource_kind == "company-profile";
+  std::string_view data_company_number;
+  if (has_data) {
+    element value;
+    if (!data_object["company_number"].get(value) && !value.is_null()) {
+      if (value.get_string().get(data_company_number)) {
+        return fail(absl::StrCat("data.company_number must be a string, got ",
+                                 TypeName(value)));
+      }
+    } else if (is_profile) {
+      return fail("data.company_number missing (required for company-profile)");
+    }
+    if (is_profile && data_company_number != out.resource_id) {
+      return fail(
+          absl::StrCat("data.company_number ", Quote(data_company_number),
+                       " differs from resource_id ", Quote(out.resource_id)));
+    }
+  }
+
+  // 7. Normalise.
   out.stream.assign(stream);
   out.received_at = received_at;
-  std::string_view data_company_number;
-  if (has_data &&
-      !data_object["company_number"].get_string().get(data_company_number) &&
-      !TrimAsciiWhitespace(data_company_number).empty()) {
+  if (!TrimAsciiWhitespace(data_company_number).empty()) {
     out.company_number = NormaliseCompanyNumber(data_company_number);
   } else {
     out.company_number =
         NormaliseCompanyNumber(CompanyNumberFromUri(out.resource_uri));
   }
   if (has_data) {
+    if (is_profile) {
+      auto company = ReadCompanyFields(data_object);
+      if (auto* reason = std::get_if<std::string>(&company)) {
+        return fail(std::move(*reason));
+      }
+      out.company = std::move(std::get<storage::CompanyFields>(company));
+    }
     out.data_json.assign(TopLevelMemberValue(line, data.index));
     encoder_.AppendStruct(data_object, &out.data_pb);
-    if (out.resource_kind == "company-profile") {
-      out.company = ReadCompanyFields(data_object);
-    }
   }
   return out;
 }

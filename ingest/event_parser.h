@@ -15,7 +15,14 @@
 //       type: "changed" or "deleted";
 //       fields_changed: optional array of strings (null = absent);
 //   - data: object, required for "changed"; optional for "deleted", where
-//     null counts as absent.
+//     null counts as absent; containers nested at most 32 levels deep
+//     (data itself is level 1): a deeper Struct is beyond protobuf parsers'
+//     recursion limit of 100 (two message levels per JSON level);
+//   - what chstream extracts from data has the right type (null counts as
+//     absent): data.company_number is a string, for every kind; for
+//     company-profile it is required and equal to resource_id, and the typed
+//     fields below are strings (registered_office_address an object of
+//     strings, sic_codes an array of strings).
 // Normalisation:
 //   - company_number: data.company_number when it is a non-blank string,
 //     else from resource_uri (CompanyNumberFromUri); then upper-cased and
@@ -24,14 +31,17 @@
 //   - data_pb: the data object as google.protobuf.Struct wire bytes
 //     (struct_encoder.h).
 //   - company: for resource_kind "company-profile" with data, the typed
-//     fields (storage::CompanyFields); a missing field or one of the wrong
-//     type is left empty, a non-string sic_codes element is skipped.
+//     fields (storage::CompanyFields); a missing or null field is left
+//     empty.
 //   - position stays 0 (assigned at commit); stream and received_at are the
 //     caller's.
 // Reasons are specific, e.g. "event.timepoint missing",
 // "invalid JSON at byte 17: expected ':' after object key",
 // "event.type must be changed or deleted, got \"updated\"",
-// "published_at not a timestamp: ...". ParseError.timepoint is set whenever
+// "published_at not a timestamp: ...",
+// "data.company_number must be a string, got object",
+// "data nested deeper than 32 levels". Values quoted in reasons are cut to
+// 64 bytes at a UTF-8 character boundary. ParseError.timepoint is set whenever
 // event.timepoint could be read, even if something else was wrong.
 //
 // Speed: simdjson's DOM parser (runtime-dispatched SIMD kernels) over a

@@ -218,6 +218,7 @@ struct Simulator::Impl {
     // Guarded by Impl::mu.
     std::unique_ptr<EventGenerator> generator;
     std::deque<LogEntry> log;
+    size_t log_bytes = 0;         // sum of log[i].line.size()
     int64_t first_index = 0;      // absolute index of log.front()
     int64_t floor_timepoint = 0;  // lowest replayable timepoint
     int64_t head_timepoint = 0;   // newest event's, 0 before any
@@ -273,6 +274,8 @@ struct Simulator::Impl {
   void AppendLocked(StreamState& s, int64_t count,
                     std::vector<std::shared_ptr<Session>>* wake)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  // Drops the stream's oldest retained event (it must have one).
+  void PopOldestLocked(StreamState& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
   // May the stream still generate on its own (pace or demand)?
   bool UnderCapLocked(const StreamState& s) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
@@ -303,6 +306,8 @@ struct Simulator::Impl {
   bool stopped ABSL_GUARDED_BY(mu) = false;
   Faults global_faults ABSL_GUARDED_BY(mu);
   Stats stats ABSL_GUARDED_BY(mu);
+  // Bytes of event lines retained, all streams together.
+  size_t retained_bytes ABSL_GUARDED_BY(mu) = 0;
   uint64_t next_session_id ABSL_GUARDED_BY(mu) = 1;
   std::map<uint64_t, std::weak_ptr<Session>> sessions ABSL_GUARDED_BY(mu);
   // Streaming sessions per key, oldest first.
@@ -965,15 +970,31 @@ void Simulator::Impl::AppendLocked(
     LogEntry entry;
     entry.timepoint = s.generator->Next(now, &entry.line);
     s.head_timepoint = entry.timepoint;
+    s.log_bytes += entry.line.size();
+    retained_bytes += entry.line.size();
     s.log.push_back(std::move(entry));
   }
   s.generated += count;
   stats.events_generated[s.name] += count;
   if (options.retention_events >= 0) {
     while (static_cast<int64_t>(s.log.size()) > options.retention_events) {
-      s.floor_timepoint = s.log.front().timepoint + 1;
-      s.log.pop_front();
-      ++s.first_index;
+      PopOldestLocked(s);
+    }
+  }
+  if (options.retention_bytes >= 0) {
+    // Over the shared budget: the stream holding the most gives way, so
+    // that the streams end up with equal shares (a slow stream keeps a
+    // longer history) and a stream that starts late still keeps its own.
+    while (retained_bytes > static_cast<size_t>(options.retention_bytes)) {
+      StreamState* largest = nullptr;
+      for (const auto& candidate : streams) {
+        if (candidate != nullptr && candidate->log.size() > 1 &&
+            (largest == nullptr || candidate->log_bytes > largest->log_bytes)) {
+          largest = candidate.get();
+        }
+      }
+      if (largest == nullptr) break;  // every stream is down to its newest
+      PopOldestLocked(*largest);
     }
   }
   for (const auto& waiter : s.waiters) {
@@ -983,6 +1004,15 @@ void Simulator::Impl::AppendLocked(
     }
   }
   s.waiters.clear();
+}
+
+void Simulator::Impl::PopOldestLocked(StreamState& s) {
+  const size_t bytes = s.log.front().line.size();
+  s.log_bytes -= bytes;
+  retained_bytes -= bytes;
+  s.floor_timepoint = s.log.front().timepoint + 1;
+  s.log.pop_front();
+  ++s.first_index;
 }
 
 absl::Status Simulator::Impl::Init() {
@@ -1007,6 +1037,10 @@ absl::Status Simulator::Impl::Init() {
   if (options.retention_events == 0 || options.retention_events < -1) {
     return absl::InvalidArgumentError(
         "retention_events must be -1 (all) or positive");
+  }
+  if (options.retention_bytes == 0 || options.retention_bytes < -1) {
+    return absl::InvalidArgumentError(
+        "retention_bytes must be -1 (no cap) or positive");
   }
   if (options.max_connections_per_key < 1) {
     return absl::InvalidArgumentError(
@@ -1074,7 +1108,8 @@ absl::Status Simulator::Impl::Init() {
       const StreamKind kind = static_cast<StreamKind>(i);
       auto s = std::make_unique<StreamState>(ioc, kind);
       GeneratorOptions generator_options = options.generator;
-      if (auto first = options.first_timepoints.find(std::string(StreamName(kind)));
+      if (auto first =
+              options.first_timepoints.find(std::string(StreamName(kind)));
           first != options.first_timepoints.end()) {
         generator_options.first_timepoint = first->second;
       }

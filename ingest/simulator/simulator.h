@@ -31,9 +31,10 @@
 // wall-clock values (published_at, the reconnect-rate window, connection
 // ages) come from Options::clock.
 //
-// Memory: every generated event is kept until it falls out of the retention
-// window; with retention_events = -1 (keep all) and a fast rate the log grows
-// without bound, so long runs should set retention_events.
+// Memory: generated events are kept for replay until they fall out of the
+// retention window: at most retention_bytes of event lines, all streams
+// together (32 MiB by default, so chstreamd's embedded simulator stays flat
+// however long it runs), and at most retention_events per stream.
 //
 //   Options options;
 //   options.keys = {"test-key"};
@@ -162,6 +163,15 @@ struct Options {
   absl::Duration heartbeat_interval = absl::Seconds(30);
   // Events kept per stream for replay (-1 = all, otherwise > 0).
   int64_t retention_events = -1;
+  // Bytes of event lines kept for replay, all streams together (-1 = no
+  // cap, otherwise > 0). When over it, the stream holding the most drops its
+  // oldest events, so the streams share it equally. A timepoint older than a
+  // stream's window gets 416, as from the real upstream after ~3 days. The
+  // default is ~3.6 MiB per stream once all nine produce: about 5 minutes of
+  // companies events at chstreamd's default 10 events/s (hours on the slow
+  // streams), a few seconds at 2,000/s; a reconnect resumes inside it. Each
+  // entry costs ~70 bytes of RSS beyond its line.
+  int64_t retention_bytes = 32 << 20;
   // Status for a negative or non-numeric timepoint: 416 (default) or 400
   // (what CH's Go cache does).
   int invalid_timepoint_status = 416;

@@ -121,345 +121,391 @@ Flag Boolean(const char* name, const char* help,
 }
 
 const std::vector<Flag>& Flags() {
-  static const auto* flags = new std::vector<Flag>{
-      // --- Server.
-      Value("address", "127.0.0.1", "Address to listen on.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              f.options.address = std::string(v);
-              return absl::OkStatus();
-            }),
-      Value("port", "0",
-            "Port to listen on (0 picks a free one; the URL is "
-            "printed on stdout).",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseInt("port", v, &f.options.port);
-            }),
-      Value("keys", "sim-key",
-            "Comma-separated stream keys accepted as the Basic auth username.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              f.options.keys = ParseList(v);
-              if (f.options.keys.empty()) return Bad("keys", v, "a key");
-              return absl::OkStatus();
-            }),
-      Value("tls_cert", "",
-            "PEM certificate chain file; with --tls_key, "
-            "serves HTTPS.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              f.tls_cert_path = std::string(v);
-              return absl::OkStatus();
-            }),
-      Value("tls_key", "", "PEM private key file for --tls_cert.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              f.tls_key_path = std::string(v);
-              return absl::OkStatus();
-            }),
-      Value("threads", "1", "io_context threads.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseInt("threads", v, &f.options.threads);
-            }),
-      Value("log_level", "info", "debug, info, warning or error.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              f.log_level = std::string(v);
-              return absl::OkStatus();
-            }),
+  static const auto*
+      flags =
+          new std::vector<Flag>{
+              // --- Server.
+              Value("address", "127.0.0.1", "Address to listen on.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      f.options.address = std::string(v);
+                      return absl::OkStatus();
+                    }),
+              Value("port", "0",
+                    "Port to listen on (0 picks a free one; the URL is "
+                    "printed on stdout).",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseInt("port", v, &f.options.port);
+                    }),
+              Value("keys", "sim-key",
+                    "Comma-separated stream keys accepted as the Basic auth "
+                    "username.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      f.options.keys = ParseList(v);
+                      if (f.options.keys.empty())
+                        return Bad("keys", v, "a key");
+                      return absl::OkStatus();
+                    }),
+              Value("tls_cert", "",
+                    "PEM certificate chain file; with --tls_key, "
+                    "serves HTTPS.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      f.tls_cert_path = std::string(v);
+                      return absl::OkStatus();
+                    }),
+              Value("tls_key", "", "PEM private key file for --tls_cert.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      f.tls_key_path = std::string(v);
+                      return absl::OkStatus();
+                    }),
+              Value("threads", "1", "io_context threads.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseInt("threads", v, &f.options.threads);
+                    }),
+              Value("log_level", "info", "debug, info, warning or error.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      f.log_level = std::string(v);
+                      return absl::OkStatus();
+                    }),
 
-      // --- Events.
-      Value("seed", "1", "Seed of the deterministic event generator.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseUint64("seed", v, &f.options.seed);
-            }),
-      Value("rate", "10",
-            "Events/s on /companies; the other streams get proportionally "
-            "less. 0 = as fast as the client reads (benchmarks).",
-            [](SimulatorFlags& f, absl::string_view v) {
-              CHS_RETURN_IF_ERROR(
-                  ParseDouble("rate", v, &f.options.companies_rate));
-              if (f.options.companies_rate < 0) return Bad("rate", v, ">= 0");
-              return absl::OkStatus();
-            }),
-      Value("rates", "",
-            "Per-stream rates overriding --rate, e.g. filings=5,officers=0.5.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              for (const std::string& item : ParseList(v)) {
-                std::pair<std::string, std::string> kv =
-                    absl::StrSplit(item, absl::MaxSplits('=', 1));
-                double rate;
-                if (!StreamKindFromName(kv.first) ||
-                    absl::StartsWith(kv.first, "/") ||
-                    !absl::SimpleAtod(kv.second, &rate) || rate < 0) {
-                  return Bad("rates", item, "stream=rate");
-                }
-                f.options.stream_rates[kv.first] = rate;
-              }
-              return absl::OkStatus();
-            }),
-      Value("streams", "(all nine)",
-            "Comma-separated streams that produce events; the others only "
-            "send heartbeats.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              f.options.streams = ParseList(v);
-              for (const std::string& s : f.options.streams) {
-                if (!StreamKindFromName(s) || absl::StartsWith(s, "/")) {
-                  return Bad("streams", s, "a stream name such as companies");
-                }
-              }
-              return absl::OkStatus();
-            }),
-      Value("initial_events", "0",
-            "Events generated per stream before serving (replayable at once).",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseInt("initial_events", v,
-                              &f.options.initial_events_per_stream);
-            }),
-      Value("max_events", "-1",
-            "Cap on events per stream (-1 = none); then only heartbeats.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseInt("max_events", v,
-                              &f.options.max_events_per_stream);
-            }),
-      Value("retention_events", "200000",
-            "Events kept per stream for ?timepoint= replay (-1 = all; memory "
-            "grows without bound).",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseInt("retention_events", v,
-                              &f.options.retention_events);
-            }),
-      Value("gap_probability", "0.02", "Chance that a timepoint skips ahead.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseProbability("gap_probability", v,
-                                      &f.options.generator.gap_probability);
-            }),
-      Value("max_gap", "10", "Largest timepoint gap.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseInt("max_gap", v, &f.options.generator.max_gap);
-            }),
-      Value("duplicate_probability", "0.03",
-            "Chance that an event re-emits a recent resource unchanged.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseProbability(
-                  "duplicate_probability", v,
-                  &f.options.generator.duplicate_probability);
-            }),
-      Value("delete_probability", "0.02", "Chance of a deleted event.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseProbability("delete_probability", v,
-                                      &f.options.generator.delete_probability);
-            }),
-      Value("deleted_without_data_probability", "0.5",
-            "Share of deleted events with no data.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseProbability(
-                  "deleted_without_data_probability", v,
-                  &f.options.generator.deleted_without_data_probability);
-            }),
-      Value("large_event_probability", "0.001",
-            "Chance of a ~100 KB event (companies, charges).",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseProbability(
-                  "large_event_probability", v,
-                  &f.options.generator.large_event_probability);
-            }),
-      Value("non_ascii_probability", "0.05",
-            "Share of names with non-ASCII characters.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseProbability(
-                  "non_ascii_probability", v,
-                  &f.options.generator.non_ascii_probability);
-            }),
-      Value("company_pool_size", "2000", "Distinct companies drawn from.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseInt("company_pool_size", v,
-                              &f.options.generator.company_pool_size);
-            }),
-      Value("published_at", "(per stream)",
-            "published_at styles to mix: plain, micros_z, offset.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              auto& formats = f.options.generator.published_at_formats;
-              formats.clear();
-              for (const std::string& item : ParseList(v)) {
-                if (item == "plain") {
-                  formats.push_back(PublishedAtFormat::kPlainUtc);
-                } else if (item == "micros_z") {
-                  formats.push_back(PublishedAtFormat::kMicrosZ);
-                } else if (item == "offset") {
-                  formats.push_back(PublishedAtFormat::kMicrosOffset);
-                } else {
-                  return Bad("published_at", item, "plain, micros_z or offset");
-                }
-              }
-              return absl::OkStatus();
-            }),
-      Boolean("go_html_escape", "Escape <, > and & as Go's json.Marshal does.",
-              [](SimulatorFlags& f) -> bool& {
-                return f.options.generator.go_html_escape;
-              }),
-      Boolean("profile_only",
-              "/companies sends only ~1.3 KB company-profile changes "
-              "(throughput benchmarks).",
-              [](SimulatorFlags& f) -> bool& {
-                return f.options.generator.profile_only;
-              }),
+              // --- Events.
+              Value("seed", "1", "Seed of the deterministic event generator.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseUint64("seed", v, &f.options.seed);
+                    }),
+              Value("rate", "10",
+                    "Events/s on /companies; the other streams get "
+                    "proportionally "
+                    "less. 0 = as fast as the client reads (benchmarks).",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      CHS_RETURN_IF_ERROR(
+                          ParseDouble("rate", v, &f.options.companies_rate));
+                      if (f.options.companies_rate < 0)
+                        return Bad("rate", v, ">= 0");
+                      return absl::OkStatus();
+                    }),
+              Value("rates", "",
+                    "Per-stream rates overriding --rate, e.g. "
+                    "filings=5,officers=0.5.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      for (const std::string& item : ParseList(v)) {
+                        std::pair<std::string, std::string> kv =
+                            absl::StrSplit(item, absl::MaxSplits('=', 1));
+                        double rate;
+                        if (!StreamKindFromName(kv.first) ||
+                            absl::StartsWith(kv.first, "/") ||
+                            !absl::SimpleAtod(kv.second, &rate) || rate < 0) {
+                          return Bad("rates", item, "stream=rate");
+                        }
+                        f.options.stream_rates[kv.first] = rate;
+                      }
+                      return absl::OkStatus();
+                    }),
+              Value("streams", "(all nine)",
+                    "Comma-separated streams that produce events; the others "
+                    "only "
+                    "send heartbeats.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      f.options.streams = ParseList(v);
+                      for (const std::string& s : f.options.streams) {
+                        if (!StreamKindFromName(s) ||
+                            absl::StartsWith(s, "/")) {
+                          return Bad("streams", s,
+                                     "a stream name such as companies");
+                        }
+                      }
+                      return absl::OkStatus();
+                    }),
+              Value("initial_events", "0",
+                    "Events generated per stream before serving (replayable at "
+                    "once).",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseInt("initial_events", v,
+                                      &f.options.initial_events_per_stream);
+                    }),
+              Value(
+                  "max_events", "-1",
+                  "Cap on events per stream (-1 = none); then only heartbeats.",
+                  [](SimulatorFlags& f, absl::string_view v) {
+                    return ParseInt("max_events", v,
+                                    &f.options.max_events_per_stream);
+                  }),
+              Value("retention_events", "200000",
+                    "Events kept per stream for ?timepoint= replay (-1 = all; "
+                    "memory "
+                    "grows without bound).",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseInt("retention_events", v,
+                                      &f.options.retention_events);
+                    }),
+              Value(
+                  "retention_bytes", "33554432",
+                  "Bytes of event lines kept for replay, all streams together "
+                  "(-1 = no cap); the stream holding the most gives way first.",
+                  [](SimulatorFlags& f, absl::string_view v) {
+                    return ParseInt("retention_bytes", v,
+                                    &f.options.retention_bytes);
+                  }),
+              Value("gap_probability", "0.02",
+                    "Chance that a timepoint skips ahead.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseProbability(
+                          "gap_probability", v,
+                          &f.options.generator.gap_probability);
+                    }),
+              Value("max_gap", "10", "Largest timepoint gap.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseInt("max_gap", v,
+                                      &f.options.generator.max_gap);
+                    }),
+              Value(
+                  "duplicate_probability", "0.03",
+                  "Chance that an event re-emits a recent resource unchanged.",
+                  [](SimulatorFlags& f, absl::string_view v) {
+                    return ParseProbability(
+                        "duplicate_probability", v,
+                        &f.options.generator.duplicate_probability);
+                  }),
+              Value("delete_probability", "0.02", "Chance of a deleted event.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseProbability(
+                          "delete_probability", v,
+                          &f.options.generator.delete_probability);
+                    }),
+              Value(
+                  "deleted_without_data_probability", "0.5",
+                  "Share of deleted events with no data.",
+                  [](SimulatorFlags& f, absl::string_view v) {
+                    return ParseProbability(
+                        "deleted_without_data_probability", v,
+                        &f.options.generator.deleted_without_data_probability);
+                  }),
+              Value("large_event_probability", "0.001",
+                    "Chance of a ~100 KB event (companies, charges).",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseProbability(
+                          "large_event_probability", v,
+                          &f.options.generator.large_event_probability);
+                    }),
+              Value("non_ascii_probability", "0.05",
+                    "Share of names with non-ASCII characters.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseProbability(
+                          "non_ascii_probability", v,
+                          &f.options.generator.non_ascii_probability);
+                    }),
+              Value("company_pool_size", "2000",
+                    "Distinct companies drawn from.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseInt("company_pool_size", v,
+                                      &f.options.generator.company_pool_size);
+                    }),
+              Value("published_at", "(per stream)",
+                    "published_at styles to mix: plain, micros_z, offset.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      auto& formats = f.options.generator.published_at_formats;
+                      formats.clear();
+                      for (const std::string& item : ParseList(v)) {
+                        if (item == "plain") {
+                          formats.push_back(PublishedAtFormat::kPlainUtc);
+                        } else if (item == "micros_z") {
+                          formats.push_back(PublishedAtFormat::kMicrosZ);
+                        } else if (item == "offset") {
+                          formats.push_back(PublishedAtFormat::kMicrosOffset);
+                        } else {
+                          return Bad("published_at", item,
+                                     "plain, micros_z or offset");
+                        }
+                      }
+                      return absl::OkStatus();
+                    }),
+              Boolean("go_html_escape",
+                      "Escape <, > and & as Go's json.Marshal does.",
+                      [](SimulatorFlags& f) -> bool& {
+                        return f.options.generator.go_html_escape;
+                      }),
+              Boolean("profile_only",
+                      "/companies sends only ~1.3 KB company-profile changes "
+                      "(throughput benchmarks).",
+                      [](SimulatorFlags& f) -> bool& {
+                        return f.options.generator.profile_only;
+                      }),
 
-      // --- Protocol.
-      Value("heartbeat_seconds", "30", "Interval between \"\\n\" heartbeats.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              CHS_RETURN_IF_ERROR(ParseSeconds("heartbeat_seconds", v,
-                                               &f.options.heartbeat_interval));
-              if (f.options.heartbeat_interval <= absl::ZeroDuration()) {
-                return Bad("heartbeat_seconds", v, "> 0");
-              }
-              return absl::OkStatus();
-            }),
-      Flag{"headers_immediately", "false",
-           "Send the response headers at once instead of with the first "
-           "body byte.",
-           /*is_bool=*/true,
-           [](SimulatorFlags& f, absl::string_view v) {
-             bool immediately;
-             CHS_RETURN_IF_ERROR(
-                 ParseBool("headers_immediately", v, &immediately));
-             f.options.headers_on_first_byte = !immediately;
-             return absl::OkStatus();
-           }},
-      Value("invalid_timepoint_status", "416",
-            "Status for a negative or non-numeric timepoint: 416 or 400.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              CHS_RETURN_IF_ERROR(
-                  ParseInt("invalid_timepoint_status", v,
-                           &f.options.invalid_timepoint_status));
-              if (f.options.invalid_timepoint_status != 400 &&
-                  f.options.invalid_timepoint_status != 416) {
-                return Bad("invalid_timepoint_status", v, "400 or 416");
-              }
-              return absl::OkStatus();
-            }),
-      Value("future_timepoint", "416",
-            "A timepoint beyond the head: 416, or tail (serve from the head).",
-            [](SimulatorFlags& f, absl::string_view v) {
-              if (v == "416") {
-                f.options.future_timepoint_tails = false;
-              } else if (v == "tail") {
-                f.options.future_timepoint_tails = true;
-              } else {
-                return Bad("future_timepoint", v, "416 or tail");
-              }
-              return absl::OkStatus();
-            }),
-      Value("max_connections_per_key", "10",
-            "Concurrent streams per key before --cap_mode applies.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseInt("max_connections_per_key", v,
-                              &f.options.max_connections_per_key);
-            }),
-      Value("cap_mode", "reject",
-            "Over the cap: reject (429) or evict (end the key's oldest).",
-            [](SimulatorFlags& f, absl::string_view v) {
-              if (v == "reject") {
-                f.options.cap_mode = CapMode::kRejectWith429;
-              } else if (v == "evict") {
-                f.options.cap_mode = CapMode::kEvictOldest;
-              } else {
-                return Bad("cap_mode", v, "reject or evict");
-              }
-              return absl::OkStatus();
-            }),
-      Value("max_connects_per_minute", "0",
-            "More requests than this per key per minute get 429 (0 = off).",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseInt("max_connects_per_minute", v,
-                              &f.options.max_connects_per_minute);
-            }),
+              // --- Protocol.
+              Value(
+                  "heartbeat_seconds", "30",
+                  "Interval between \"\\n\" heartbeats.",
+                  [](SimulatorFlags& f, absl::string_view v) {
+                    CHS_RETURN_IF_ERROR(ParseSeconds(
+                        "heartbeat_seconds", v, &f.options.heartbeat_interval));
+                    if (f.options.heartbeat_interval <= absl::ZeroDuration()) {
+                      return Bad("heartbeat_seconds", v, "> 0");
+                    }
+                    return absl::OkStatus();
+                  }),
+              Flag{"headers_immediately", "false",
+                   "Send the response headers at once instead of with the "
+                   "first "
+                   "body byte.",
+                   /*is_bool=*/true,
+                   [](SimulatorFlags& f, absl::string_view v) {
+                     bool immediately;
+                     CHS_RETURN_IF_ERROR(
+                         ParseBool("headers_immediately", v, &immediately));
+                     f.options.headers_on_first_byte = !immediately;
+                     return absl::OkStatus();
+                   }},
+              Value(
+                  "invalid_timepoint_status", "416",
+                  "Status for a negative or non-numeric timepoint: 416 or 400.",
+                  [](SimulatorFlags& f, absl::string_view v) {
+                    CHS_RETURN_IF_ERROR(
+                        ParseInt("invalid_timepoint_status", v,
+                                 &f.options.invalid_timepoint_status));
+                    if (f.options.invalid_timepoint_status != 400 &&
+                        f.options.invalid_timepoint_status != 416) {
+                      return Bad("invalid_timepoint_status", v, "400 or 416");
+                    }
+                    return absl::OkStatus();
+                  }),
+              Value("future_timepoint", "416",
+                    "A timepoint beyond the head: 416, or tail (serve from the "
+                    "head).",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      if (v == "416") {
+                        f.options.future_timepoint_tails = false;
+                      } else if (v == "tail") {
+                        f.options.future_timepoint_tails = true;
+                      } else {
+                        return Bad("future_timepoint", v, "416 or tail");
+                      }
+                      return absl::OkStatus();
+                    }),
+              Value("max_connections_per_key", "10",
+                    "Concurrent streams per key before --cap_mode applies.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseInt("max_connections_per_key", v,
+                                      &f.options.max_connections_per_key);
+                    }),
+              Value(
+                  "cap_mode", "reject",
+                  "Over the cap: reject (429) or evict (end the key's oldest).",
+                  [](SimulatorFlags& f, absl::string_view v) {
+                    if (v == "reject") {
+                      f.options.cap_mode = CapMode::kRejectWith429;
+                    } else if (v == "evict") {
+                      f.options.cap_mode = CapMode::kEvictOldest;
+                    } else {
+                      return Bad("cap_mode", v, "reject or evict");
+                    }
+                    return absl::OkStatus();
+                  }),
+              Value("max_connects_per_minute", "0",
+                    "More requests than this per key per minute get 429 (0 = "
+                    "off).",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseInt("max_connects_per_minute", v,
+                                      &f.options.max_connects_per_minute);
+                    }),
 
-      // --- Faults.
-      Value("split_random", "0",
-            "Non-zero: seed for cutting lines into chunks at random offsets.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseUint64("split_random", v,
-                                 &f.options.faults.split_random);
-            }),
-      Boolean(
-          "coalesce", "Many lines per chunk.",
-          [](SimulatorFlags& f) -> bool& { return f.options.faults.coalesce; }),
-      Boolean("lone_newline_chunks",
-              "Send each line's \"\\n\" as its own "
-              "chunk.",
-              [](SimulatorFlags& f) -> bool& {
-                return f.options.faults.lone_newline_chunks;
-              }),
-      Value("malformed_every", "0",
-            "An extra malformed line after every N events (0 = off).",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseInt("malformed_every", v,
-                              &f.options.faults.malformed_every);
-            }),
-      Value("close_after_events", "0",
-            "End each connection after N events (0 = off).",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseInt("close_after_events", v,
-                              &f.options.faults.close_after_events);
-            }),
-      Value("close_style", "reset",
-            "How --close_after_events ends: reset (RST), truncate (FIN, no "
-            "last chunk) or clean.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              if (v == "reset") {
-                f.options.faults.close_style = CloseStyle::kReset;
-              } else if (v == "truncate") {
-                f.options.faults.close_style = CloseStyle::kTruncate;
-              } else if (v == "clean") {
-                f.options.faults.close_style = CloseStyle::kClean;
-              } else {
-                return Bad("close_style", v, "reset, truncate or clean");
-              }
-              return absl::OkStatus();
-            }),
-      Boolean("close_mid_line",
-              "Send half of the next line before --close_after_events closes.",
-              [](SimulatorFlags& f) -> bool& {
-                return f.options.faults.close_mid_line;
-              }),
-      Boolean(
-          "stall", "Send heartbeats but no events.",
-          [](SimulatorFlags& f) -> bool& { return f.options.faults.stall; }),
-      Boolean("heartbeats_die", "Send no heartbeats.",
-              [](SimulatorFlags& f) -> bool& {
-                return f.options.faults.heartbeats_die;
-              }),
-      Value("max_connection_age_seconds", "86400",
-            "Connections end cleanly after this long.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseSeconds("max_connection_age_seconds", v,
-                                  &f.options.faults.max_connection_age);
-            }),
-      Value("slow_reader_timeout_seconds", "0",
-            "Reset a client whose write has been pending this long (0 = "
-            "never).",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseSeconds("slow_reader_timeout_seconds", v,
-                                  &f.options.faults.slow_reader_timeout);
-            }),
-      Value("fail_first_attempts", "0",
-            "The first N requests per stream get --fail_status.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseInt("fail_first_attempts", v,
-                              &f.options.faults.fail_first_attempts);
-            }),
-      Value("fail_status", "503", "401, 429, 500, 502, 503 or 504.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseInt("fail_status", v, &f.options.faults.fail_status);
-            }),
-      Value("fail_delay_seconds", "0", "Delay before a failure response.",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseSeconds("fail_delay_seconds", v,
-                                  &f.options.faults.fail_delay);
-            }),
-      Value("retry_after_seconds", "-1",
-            "Retry-After on 429s (-1 = none, as upstream).",
-            [](SimulatorFlags& f, absl::string_view v) {
-              return ParseInt("retry_after_seconds", v,
-                              &f.options.faults.retry_after_seconds);
-            }),
-  };
+              // --- Faults.
+              Value("split_random", "0",
+                    "Non-zero: seed for cutting lines into chunks at random "
+                    "offsets.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseUint64("split_random", v,
+                                         &f.options.faults.split_random);
+                    }),
+              Boolean("coalesce", "Many lines per chunk.",
+                      [](SimulatorFlags& f) -> bool& {
+                        return f.options.faults.coalesce;
+                      }),
+              Boolean("lone_newline_chunks",
+                      "Send each line's \"\\n\" as its own "
+                      "chunk.",
+                      [](SimulatorFlags& f) -> bool& {
+                        return f.options.faults.lone_newline_chunks;
+                      }),
+              Value("malformed_every", "0",
+                    "An extra malformed line after every N events (0 = off).",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseInt("malformed_every", v,
+                                      &f.options.faults.malformed_every);
+                    }),
+              Value("close_after_events", "0",
+                    "End each connection after N events (0 = off).",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseInt("close_after_events", v,
+                                      &f.options.faults.close_after_events);
+                    }),
+              Value("close_style", "reset",
+                    "How --close_after_events ends: reset (RST), truncate "
+                    "(FIN, no "
+                    "last chunk) or clean.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      if (v == "reset") {
+                        f.options.faults.close_style = CloseStyle::kReset;
+                      } else if (v == "truncate") {
+                        f.options.faults.close_style = CloseStyle::kTruncate;
+                      } else if (v == "clean") {
+                        f.options.faults.close_style = CloseStyle::kClean;
+                      } else {
+                        return Bad("close_style", v,
+                                   "reset, truncate or clean");
+                      }
+                      return absl::OkStatus();
+                    }),
+              Boolean("close_mid_line",
+                      "Send half of the next line before --close_after_events "
+                      "closes.",
+                      [](SimulatorFlags& f) -> bool& {
+                        return f.options.faults.close_mid_line;
+                      }),
+              Boolean("stall", "Send heartbeats but no events.",
+                      [](SimulatorFlags& f) -> bool& {
+                        return f.options.faults.stall;
+                      }),
+              Boolean("heartbeats_die", "Send no heartbeats.",
+                      [](SimulatorFlags& f) -> bool& {
+                        return f.options.faults.heartbeats_die;
+                      }),
+              Value("max_connection_age_seconds", "86400",
+                    "Connections end cleanly after this long.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseSeconds("max_connection_age_seconds", v,
+                                          &f.options.faults.max_connection_age);
+                    }),
+              Value(
+                  "slow_reader_timeout_seconds", "0",
+                  "Reset a client whose write has been pending this long (0 = "
+                  "never).",
+                  [](SimulatorFlags& f, absl::string_view v) {
+                    return ParseSeconds("slow_reader_timeout_seconds", v,
+                                        &f.options.faults.slow_reader_timeout);
+                  }),
+              Value("fail_first_attempts", "0",
+                    "The first N requests per stream get --fail_status.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseInt("fail_first_attempts", v,
+                                      &f.options.faults.fail_first_attempts);
+                    }),
+              Value("fail_status", "503", "401, 429, 500, 502, 503 or 504.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseInt("fail_status", v,
+                                      &f.options.faults.fail_status);
+                    }),
+              Value("fail_delay_seconds", "0",
+                    "Delay before a failure response.",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseSeconds("fail_delay_seconds", v,
+                                          &f.options.faults.fail_delay);
+                    }),
+              Value("retry_after_seconds", "-1",
+                    "Retry-After on 429s (-1 = none, as upstream).",
+                    [](SimulatorFlags& f, absl::string_view v) {
+                      return ParseInt("retry_after_seconds", v,
+                                      &f.options.faults.retry_after_seconds);
+                    }),
+          };
   return *flags;
 }
 

@@ -308,7 +308,7 @@ TEST(EventParserTest, CompanyNumberNormalisation) {
       {"/company/00000001/appointments/x", R"({"company_number":" sc571653 "})",
        "SC571653"},
       // Otherwise from the URI, also normalised.
-      {"/company/ni000001/appointments/x", R"({"company_number":42})",
+      {"/company/ni000001/appointments/x", R"({"company_number":null})",
        "NI000001"},
       {"/company/00000002/charges/y", R"({"company_number":"  "})", "00000002"},
       {"/company/00000003", R"({})", "00000003"},
@@ -324,34 +324,107 @@ TEST(EventParserTest, CompanyNumberNormalisation) {
   }
 }
 
-TEST(EventParserTest, CompanyFieldsTolerateMissingAndWrongTypes) {
+// A company-profile line with `data` and `id` substituted.
+std::string ProfileLine(const std::string& id, const std::string& data) {
+  return absl::StrCat(
+      R"({"resource_kind":"company-profile","resource_uri":"/company/X1","resource_id":)",
+      id, R"(,"data":)", data,
+      R"(,"event":{"timepoint":5,"published_at":"2022-08-02T15:21:06","type":"changed"}})");
+}
+
+TEST(EventParserTest, CompanyFieldsToleratesMissingAndNull) {
   EventParser parser;
-  const std::string line = absl::StrCat(
-      R"({"resource_kind":"company-profile","resource_uri":"/company/X1","resource_id":"X1",)",
-      R"("data":{"company_name":5,"company_status":"dissolved","type":null,)",
-      R"("date_of_cessation":"2020-01-01","registered_office_address":"nowhere",)",
-      R"("sic_codes":["1",2,"3",null]},)",
-      R"("event":{"timepoint":5,"published_at":"2022-08-02T15:21:06","type":"changed"}})");
-  const storage::Event event = ParseOk(parser, "companies", line);
+  const storage::Event event = ParseOk(
+      parser, "companies",
+      ProfileLine(
+          R"("X1")",
+          R"({"company_number":"X1","company_name":null,"company_status":"dissolved",)"
+          R"("date_of_cessation":"2020-01-01","registered_office_address":{"premises":"1","region":null},)"
+          R"("sic_codes":["1","3"]})"));
   ASSERT_TRUE(event.company.has_value());
   storage::CompanyFields expected;
   expected.company_status = "dissolved";
   expected.date_of_cessation = "2020-01-01";
+  expected.registered_office_address.premises = "1";
   expected.sic_codes = {"1", "3"};
   EXPECT_EQ(*event.company, expected);
+  EXPECT_EQ(event.company_number, "X1");
+}
 
-  // Address fields of the wrong type are skipped one by one.
-  const std::string line2 = absl::StrCat(
-      R"({"resource_kind":"company-profile","resource_uri":"/company/X1","resource_id":"X1",)",
-      R"("data":{"registered_office_address":{"premises":"1","region":7,"po_box":"PO 9","care_of":"C"},"sic_codes":"x"},)",
-      R"("event":{"timepoint":5,"published_at":"2022-08-02T15:21:06","type":"changed"}})");
-  const storage::Event event2 = ParseOk(parser, "companies", line2);
-  ASSERT_TRUE(event2.company.has_value());
-  EXPECT_EQ(event2.company->registered_office_address.premises, "1");
-  EXPECT_EQ(event2.company->registered_office_address.region, "");
-  EXPECT_EQ(event2.company->registered_office_address.po_box, "PO 9");
-  EXPECT_EQ(event2.company->registered_office_address.care_of, "C");
-  EXPECT_THAT(event2.company->sic_codes, IsEmpty());
+// Issue 9 item 6: a field chstream extracts, of the wrong type, used to be
+// accepted (and stored as empty or taken from elsewhere); now the line is
+// dead-lettered with a reason naming the field.
+TEST(EventParserTest, CompanyProfileFieldsOfTheWrongTypeAreRejected) {
+  EventParser parser;
+  struct Case {
+    std::string id;
+    std::string data;
+    std::string reason;
+  };
+  const Case cases[] = {
+      {R"("01234567")", R"({"company_number":{"oops":[1,2,3]}})",
+       "data.company_number must be a string, got object"},
+      {R"("01234567")", R"({"company_name":"A"})",
+       "data.company_number missing (required for company-profile)"},
+      {R"("01234567")", R"({"company_number":"01234568"})",
+       "data.company_number \"01234568\" differs from resource_id "
+       "\"01234567\""},
+      {R"("X1")", R"({"company_number":"X1","company_name":5})",
+       "data.company_name must be a string, got integer"},
+      {R"("X1")", R"({"company_number":"X1","type":["ltd"]})",
+       "data.type must be a string, got array"},
+      {R"("X1")",
+       R"({"company_number":"X1","registered_office_address":"nowhere"})",
+       "data.registered_office_address must be an object, got string"},
+      {R"("X1")",
+       R"({"company_number":"X1","registered_office_address":{"region":7}})",
+       "data.registered_office_address.region must be a string, got integer"},
+      {R"("X1")", R"({"company_number":"X1","sic_codes":"x"})",
+       "data.sic_codes must be an array of strings, got string"},
+      {R"("X1")", R"({"company_number":"X1","sic_codes":["1",2]})",
+       "data.sic_codes[1] must be a string, got integer"},
+  };
+  for (const Case& c : cases) {
+    const ParseError error = ParseFails(parser, ProfileLine(c.id, c.data));
+    EXPECT_EQ(error.reason, c.reason) << c.data;
+    EXPECT_EQ(error.timepoint, 5) << c.data;
+  }
+}
+
+TEST(EventParserTest, CompanyNumberOfOtherKindsMustBeAString) {
+  EventParser parser;
+  const ParseError error =
+      ParseFails(parser, Line("", R"({"company_number":42})"));
+  EXPECT_EQ(error.reason, "data.company_number must be a string, got integer");
+  EXPECT_EQ(error.timepoint, 5);
+}
+
+// Nests `depth` objects: depth 1 is {"a":1}.
+std::string NestedData(int depth) {
+  std::string data = "1";
+  for (int i = 0; i < depth; ++i) data = absl::StrCat(R"({"a":)", data, "}");
+  return data;
+}
+
+// Issue 9 item 8: data nested deeper than 32 levels used to be encoded into
+// a Struct that protobuf parsers (recursion limit 100, two levels per JSON
+// level) reject, so that a client could not read the event at all.
+TEST(EventParserTest, DataDeeperThan32LevelsIsRejected) {
+  EventParser parser;
+  const storage::Event ok =
+      ParseOk(parser, "officers", Line("", NestedData(32)));
+  EXPECT_EQ(ok.data_json, NestedData(32));
+  EXPECT_EQ(ParseFails(parser, Line("", NestedData(33))).reason,
+            "data nested deeper than 32 levels");
+  // Arrays count as levels too.
+  std::string arrays = "[1]";
+  for (int i = 1; i < 32; ++i) arrays = absl::StrCat("[", arrays, "]");
+  EXPECT_EQ(ParseFails(parser, Line("", absl::StrCat(R"({"a":)", arrays, "}")))
+                .reason,
+            "data nested deeper than 32 levels");
+  // Far deeper still: rejected by the JSON parser's own depth limit.
+  EXPECT_THAT(ParseFails(parser, Line("", NestedData(5000))).reason,
+              HasSubstr("nesting too deep"));
 }
 
 TEST(EventParserTest, ParserIsReusableAcrossSizes) {

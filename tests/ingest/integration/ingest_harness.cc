@@ -74,6 +74,7 @@ sim::Options SimOptions(int64_t total, int64_t initial, double rate,
   o.max_events_per_stream = total;
   o.heartbeat_interval = absl::Milliseconds(25);
   o.retention_events = -1;
+  o.retention_bytes = -1;
   // Plenty of the awkward cases: non-ASCII names (UTF-8 split across
   // chunks), ~100 KB events (lines across read buffers), Go's HTML escaping.
   o.generator.non_ascii_probability = 0.3;

@@ -21,6 +21,7 @@ TEST(SimulatorFlagsTest, DefaultsSuitTheBinary) {
   EXPECT_FALSE(flags.help);
   EXPECT_THAT(flags.options.keys, ElementsAre("sim-key"));
   EXPECT_EQ(flags.options.retention_events, 200'000);
+  EXPECT_EQ(flags.options.retention_bytes, 32 << 20);
   EXPECT_EQ(flags.options.address, "127.0.0.1");
   EXPECT_EQ(flags.options.port, 0);
   EXPECT_EQ(flags.options.companies_rate, 10);
@@ -43,6 +44,7 @@ TEST(SimulatorFlagsTest, ParsesEveryKindOfValue) {
                                             "--initial_events=7",
                                             "--max_events=100",
                                             "--retention_events=-1",
+                                            "--retention_bytes=-1",
                                             "--heartbeat_seconds=0.05",
                                             "--headers_immediately",
                                             "--invalid_timepoint_status=400",
@@ -84,6 +86,7 @@ TEST(SimulatorFlagsTest, ParsesEveryKindOfValue) {
   EXPECT_EQ(o.initial_events_per_stream, 7);
   EXPECT_EQ(o.max_events_per_stream, 100);
   EXPECT_EQ(o.retention_events, -1);
+  EXPECT_EQ(o.retention_bytes, -1);
   EXPECT_EQ(o.heartbeat_interval, absl::Milliseconds(50));
   EXPECT_FALSE(o.headers_on_first_byte);
   EXPECT_EQ(o.invalid_timepoint_status, 400);
@@ -155,6 +158,7 @@ TEST(SimulatorFlagsTest, HelpListsEveryFlag) {
                            "initial_events",
                            "max_events",
                            "retention_events",
+                           "retention_bytes",
                            "heartbeat_seconds",
                            "headers_immediately",
                            "invalid_timepoint_status",
