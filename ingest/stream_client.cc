@@ -456,8 +456,8 @@ void StreamClient::Connect() {
   }
   log::Info("connecting to upstream",
             {{"stream", options_.stream},
-             {"url", options_.upstream.ToString()},
-             {"target", target}});
+             // Not the request target: the base path may be a secret.
+             {"url", options_.upstream.ToString()}});
   session_ = std::make_shared<Session>(this, target);
   asio::co_spawn(io_, session_->Run(),
                  [this, keep = session_](std::exception_ptr error,

@@ -4,6 +4,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "base/log.h"
 
 namespace chstream::ingest {
 
@@ -15,7 +16,8 @@ std::string UpstreamUrl::HostHeader() const {
 }
 
 std::string UpstreamUrl::ToString() const {
-  return absl::StrCat(tls ? "https://" : "http://", HostHeader(), base_path);
+  return log::RedactUrl(
+      absl::StrCat(tls ? "https://" : "http://", HostHeader(), base_path));
 }
 
 absl::StatusOr<UpstreamUrl> ParseUpstreamUrl(absl::string_view url) {
@@ -26,25 +28,36 @@ absl::StatusOr<UpstreamUrl> ParseUpstreamUrl(absl::string_view url) {
   } else if (absl::ConsumePrefix(&rest, "http://")) {
     out.tls = false;
   } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("upstream URL '", url, "' must start with https:// or http://"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "URL '", log::RedactUrl(std::string_view(url.data(), url.size())),
+        "' must start with https:// or http://"));
   }
   size_t slash = rest.find('/');
   absl::string_view authority = rest.substr(0, slash);
-  absl::string_view path =
-      slash == absl::string_view::npos ? absl::string_view() : rest.substr(slash);
+  absl::string_view path = slash == absl::string_view::npos
+                               ? absl::string_view()
+                               : rest.substr(slash);
   while (absl::ConsumeSuffix(&path, "/")) {
+  }
+  if (authority.find('@') != absl::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "URL '", log::RedactUrl(std::string_view(url.data(), url.size())),
+        "' carries user info (a name or password before '@'), which is not "
+        "supported"));
   }
   out.base_path = std::string(path);
   out.port = out.tls ? "443" : "80";
-  if (absl::ConsumePrefix(&authority, "[")) {  // [::1]:8080
+  if (absl::ConsumePrefix(&authority, "[")) { // [::1]:8080
     size_t close = authority.find(']');
     if (close == absl::string_view::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("bad IPv6 host in '", url, "'"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "bad IPv6 host in URL '",
+          log::RedactUrl(std::string_view(url.data(), url.size())), "'"));
     }
     out.host = std::string(authority.substr(0, close));
     authority.remove_prefix(close + 1);
-    if (absl::ConsumePrefix(&authority, ":")) out.port = std::string(authority);
+    if (absl::ConsumePrefix(&authority, ":"))
+      out.port = std::string(authority);
   } else {
     size_t colon = authority.rfind(':');
     out.host = std::string(authority.substr(0, colon));
@@ -55,10 +68,11 @@ absl::StatusOr<UpstreamUrl> ParseUpstreamUrl(absl::string_view url) {
   int port;
   if (out.host.empty() || !absl::SimpleAtoi(out.port, &port) || port <= 0 ||
       port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("upstream URL '", url, "' needs a host and a valid port"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "URL '", log::RedactUrl(std::string_view(url.data(), url.size())),
+        "' needs a host and a valid port"));
   }
   return out;
 }
 
-}  // namespace chstream::ingest
+} // namespace chstream::ingest

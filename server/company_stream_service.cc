@@ -103,7 +103,7 @@ absl::Status CompanyStreamService::FillStatus(v1::GetStatusResponse* out) {
   }
   *out->mutable_started_at() = ToTimestamp(options_.started_at);
   out->set_version(options_.version);
-  out->set_upstream(options_.upstream);
+  out->set_upstream(log::RedactUrl(options_.upstream));
   HealthFiller health;
   {
     absl::MutexLock lock(&health_mu_);

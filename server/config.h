@@ -43,7 +43,9 @@ struct Config {
   bool allow_insecure_remote = false;
   // Storage.
   std::string db_path = "chstream.db";
-  bool sync_full = false;
+  // --synchronous: full (true, the default: commits are durable before
+  // they are published) or normal. (Named after the older --sync_full.)
+  bool sync_full = true;
   int batch_max_events = 4096;
   absl::Duration batch_max_delay = absl::Milliseconds(5);
   int writer_queue = 16384;
@@ -77,6 +79,9 @@ struct Config {
   std::string env_file;  // the .env file that was read ("" if none)
   // The CH_STREAMING_API_KEY_FILE that was read ("" if none).
   std::string api_key_file;
+
+  // Not errors, for the caller to log: unknown CHSTREAM_* variables.
+  std::vector<std::string> warnings;
 
   // Secrets (never printed).
   std::vector<std::string> api_keys;

@@ -71,6 +71,7 @@ int Run(int argc, char** argv) {
     return 2;
   }
   Config config = *std::move(loaded);
+  for (const std::string& warning : config.warnings) log::Warning(warning);
   for (const std::string& key : config.api_keys) log::AddSecret(key);
   log::Level level;
   if (log::ParseLevel(config.log_level, &level)) log::SetMinLevel(level);
@@ -158,7 +159,7 @@ int Run(int argc, char** argv) {
   ServiceOptions service_options;
   service_options.version = kVersion;
   service_options.upstream =
-      config.UseSimulator() ? "simulator" : config.upstream_url;
+      config.UseSimulator() ? "simulator" : log::RedactUrl(config.upstream_url);
   service_options.started_at = started_at;
   service_options.max_subscribers = config.max_subscribers;
   service_options.subscriber_queue =

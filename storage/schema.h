@@ -13,6 +13,9 @@
 //   version 1: events, companies, stream_state, dead_letters;
 //              unique (stream, timepoint) and published_at indexes
 //   version 2: gaps (timepoint gaps recorded after an upstream 416)
+//   version 3: store_identity: the store's random id (store_id, created
+//              here for new and older databases alike) and whether a
+//              process has the store open with synchronous=normal
 //
 // Deliberately absent: an index on events(company_number). Company numbers
 // arrive in random order, so such an index dirties a random page per event;
@@ -44,9 +47,9 @@ namespace chstream::storage {
 inline constexpr int32_t kApplicationId = 0x43485354;
 
 struct Migration {
-  int version;              // the user_version after this migration
-  const char* description;  // one line, for logs
-  const char* sql;          // DDL run inside the migration's transaction
+  int version;             // the user_version after this migration
+  const char *description; // one line, for logs
+  const char *sql;         // DDL run inside the migration's transaction
 };
 
 // All migrations in order; element i has version i + 1.
@@ -57,8 +60,8 @@ int LatestSchemaVersion();
 
 // What InspectDatabaseFile found, without modifying anything.
 struct DatabaseFile {
-  bool is_new = false;   // missing or empty (0 bytes): create it
-  int user_version = 0;  // for an existing chstream database
+  bool is_new = false;  // missing or empty (0 bytes): create it
+  int user_version = 0; // for an existing chstream database
 };
 
 // Decides whether `path` may be opened as a chstream database, reading it
@@ -70,7 +73,7 @@ struct DatabaseFile {
 // - unreadable structure, or (with `check_integrity`) a failed
 //   PRAGMA quick_check: DataLoss.
 // Every error message names the path and the reason.
-absl::StatusOr<DatabaseFile> InspectDatabaseFile(const std::string& path,
+absl::StatusOr<DatabaseFile> InspectDatabaseFile(const std::string &path,
                                                  bool check_integrity);
 
 // Applies the migrations after the database's current user_version up to and
@@ -78,6 +81,6 @@ absl::StatusOr<DatabaseFile> InspectDatabaseFile(const std::string& path,
 // application_id and user_version. A database already at or beyond
 // `target_version` is left alone. REQUIRES: 0 <= target_version <=
 // LatestSchemaVersion() and `db` opened read-write.
-absl::Status Migrate(Database& db, int target_version);
+absl::Status Migrate(Database &db, int target_version);
 
-}  // namespace chstream::storage
+} // namespace chstream::storage

@@ -63,5 +63,24 @@ TEST_F(LogTest, DropsLinesBelowMinLevel) {
   EXPECT_THAT(lines_[0], HasSubstr("shown"));
 }
 
+// Verifies that a URL keeps only scheme, host and port: user info, path and
+// query may hold secrets (Slack/Teams webhooks carry theirs in the path).
+TEST(RedactUrlTest, KeepsSchemeHostAndPortOnly) {
+  EXPECT_EQ(RedactUrl("https://stream.companieshouse.gov.uk"),
+            "https://stream.companieshouse.gov.uk");
+  EXPECT_EQ(RedactUrl("https://hooks.slack.com/services/T0/B0/XyZsecret"),
+            "https://hooks.slack.com/...");
+  EXPECT_EQ(RedactUrl("https://user:pass@host:8443/p?token=t#f"),
+            "https://host:8443/...");
+  EXPECT_EQ(RedactUrl("http://[::1]:8080?q=secret"), "http://[::1]:8080/...");
+  EXPECT_EQ(RedactUrl("http://h/"), "http://h");
+  EXPECT_EQ(RedactUrl("HTTP://user@h"), "http://h");
+  // Not a URL: passed through only when nothing in it could be a secret.
+  EXPECT_EQ(RedactUrl("simulator"), "simulator");
+  EXPECT_EQ(RedactUrl("user:pass@host/x"), "[URL redacted]");
+  EXPECT_EQ(RedactUrl("://pass@"), "[URL redacted]");
+  EXPECT_EQ(RedactUrl(""), "");
+}
+
 }  // namespace
 }  // namespace chstream::log

@@ -172,6 +172,41 @@ TEST(AlertWebhookTest, RedactsSecrets) {
   EXPECT_THAT(server.requests()[0].body, HasSubstr("[REDACTED]"));
 }
 
+// Verifies that the webhook's URL is logged without its path and query:
+// Slack and Teams webhooks carry their secret in the path.
+TEST(AlertWebhookTest, LogsTheUrlWithoutPathOrQuery) {
+  std::vector<std::string> lines;
+  absl::Mutex lines_mu;
+  log::SetSinkForTest([&](std::string_view line) {
+    absl::MutexLock lock(&lines_mu);
+    lines.emplace_back(line);
+  });
+  TestHttpServer server({500});
+  AlertWebhook::Options o =
+      FastOptions(server.url("/services/T000/B000/XyZhooksecret?token=tok42"));
+  o.max_attempts = 2;
+  ASSERT_OK_AND_ASSIGN(auto webhook, AlertWebhook::Start(o));
+  webhook->Enqueue("{}");
+  ASSERT_TRUE(webhook->WaitForSettled(1, absl::Seconds(20)));
+  webhook->Stop();
+  log::SetSinkForTest(nullptr);
+  ASSERT_EQ(server.requests().size(), 2u);
+  EXPECT_EQ(server.requests()[0].target,
+            "/services/T000/B000/XyZhooksecret?token=tok42");
+  absl::MutexLock lock(&lines_mu);
+  ASSERT_GE(lines.size(), 3u);  // two failed attempts, then gave up
+  for (const std::string& line : lines) {
+    EXPECT_THAT(line, Not(HasSubstr("XyZhooksecret"))) << line;
+    EXPECT_THAT(line, Not(HasSubstr("tok42"))) << line;
+  }
+  EXPECT_THAT(lines.back(), HasSubstr("127.0.0.1"));
+
+  absl::Status bad =
+      AlertWebhook::Start(FastOptions("https://user:hunter2@host/x")).status();
+  EXPECT_THAT(bad, StatusIs(absl::StatusCode::kInvalidArgument,
+                            Not(HasSubstr("hunter2"))));
+}
+
 // Verifies an endpoint that accepts but never answers neither blocks
 // Enqueue (the queue drops the oldest) nor Stop (the request is cancelled).
 TEST(AlertWebhookTest, DeadEndpointDoesNotBlock) {

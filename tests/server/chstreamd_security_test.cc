@@ -56,11 +56,14 @@ struct Exit {
 };
 
 // Runs chstreamd to its exit (it is expected to refuse to start).
-Exit RunToExit(const std::string& name, std::vector<std::string> args) {
+Exit RunToExit(const std::string& name, std::vector<std::string> args,
+               const std::vector<std::string>& extra_env = {}) {
   const std::string dir = Dir(name);
   args.push_back("--db_path=chstream.db");
   args.push_back("--metrics_address=127.0.0.1:0");
-  ChildProcess child(kBinary, args, kEnv, dir, dir + "/out.log");
+  std::vector<std::string> env = kEnv;
+  env.insert(env.end(), extra_env.begin(), extra_env.end());
+  ChildProcess child(kBinary, args, env, dir, dir + "/out.log");
   EXPECT_TRUE(child.started());
   const int code = child.Wait(absl::Seconds(30));
   return {code, child.Output()};
@@ -77,6 +80,75 @@ TEST(ChstreamdSecurityTest, RefusesPlaintextRemoteBinding) {
   ASSERT_EQ(Lines(e.output).size(), 1u) << e.output;
   EXPECT_THAT(e.output, HasSubstr("chstreamd: refusing to serve gRPC"));
   EXPECT_THAT(e.output, HasSubstr("--allow_insecure_remote"));
+}
+
+// Verifies that a blank boolean, as a deployment template leaves it, is not
+// read as true: it used to serve plaintext on every interface.
+TEST(ChstreamdSecurityTest, BlankInsecureRemoteExits2NamingTheVariable) {
+  Exit e = RunToExit("blank_bool", {"--grpc_address=0.0.0.0:0"},
+                     {"CHSTREAM_ALLOW_INSECURE_REMOTE="});
+  EXPECT_EQ(e.code, 2) << e.output;
+  ASSERT_EQ(Lines(e.output).size(), 1u) << e.output;
+  EXPECT_THAT(e.output, HasSubstr("chstreamd: invalid environment value ''"));
+  EXPECT_THAT(e.output, HasSubstr("CHSTREAM_ALLOW_INSECURE_REMOTE"));
+}
+
+// Verifies that an upstream URL with user info is refused without showing
+// the password.
+TEST(ChstreamdSecurityTest, UrlWithUserInfoIsRefusedWithoutEchoingIt) {
+  Exit e = RunToExit("userinfo",
+                     {"--upstream_url=https://user:hunter2@127.0.0.1:1/x"},
+                     {"CH_STREAMING_API_KEY=test-key-3f9a"});
+  EXPECT_EQ(e.code, 2) << e.output;
+  ASSERT_EQ(Lines(e.output).size(), 1u) << e.output;
+  EXPECT_THAT(e.output, HasSubstr("--upstream_url"));
+  EXPECT_THAT(e.output, HasSubstr("user info"));
+  EXPECT_THAT(e.output, Not(HasSubstr("hunter2")));
+}
+
+// Verifies chstreamd's start-up lines, its connection log and GetStatus
+// show URLs without path or query, and that a misspelt variable is warned
+// about (naming the setting it resembles) without stopping the start.
+TEST(ChstreamdSecurityTest, UrlsAreShownWithoutPathAndUnknownVariablesWarn) {
+  const std::string dir = Dir("urls");
+  std::vector<std::string> env = kEnv;
+  env.push_back("CH_STREAMING_API_KEY=test-key-3f9a");
+  env.push_back("CHSTREAM_SYNC_FUL=true");
+  ChildProcess child(
+      kBinary,
+      {"--grpc_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
+       "--db_path=chstream.db",
+       "--upstream_url=http://127.0.0.1:1/up-s3cret?token=tok42",
+       "--alert_webhook_url=http://127.0.0.1:1/services/T0/B0/hook-s3cret"},
+      env, dir, dir + "/out.log");
+  ASSERT_TRUE(child.started());
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        const std::string out = child.Output();
+        return absl::StrContains(out, "chstreamd serving") &&
+               absl::StrContains(out, "connecting to upstream");
+      },
+      absl::Seconds(30)))
+      << child.Output();
+  const std::string address =
+      testing::LoggedField(child.Output(), "grpc_address");
+  ASSERT_FALSE(address.empty());
+  auto stub = v1::CompanyStream::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::GetStatusResponse status;
+  ASSERT_TRUE(stub->GetStatus(&ctx, v1::GetStatusRequest(), &status).ok());
+  EXPECT_EQ(status.upstream(), "http://127.0.0.1:1/...");
+  EXPECT_EQ(child.SignalAndWait(SIGTERM, absl::Seconds(10)), 0);
+
+  const std::string output = child.Output();
+  EXPECT_THAT(output, HasSubstr("CHSTREAM_SYNC_FUL "));
+  EXPECT_THAT(output, HasSubstr("CHSTREAM_SYNC_FULL"));
+  EXPECT_THAT(output, HasSubstr("\"upstream\":\"http://127.0.0.1:1/...\""));
+  for (const char* secret : {"up-s3cret", "tok42", "hook-s3cret"}) {
+    EXPECT_THAT(output, Not(HasSubstr(secret))) << output;
+  }
 }
 
 TEST(ChstreamdSecurityTest, MissingTlsFilesExit2) {

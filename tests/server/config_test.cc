@@ -11,7 +11,9 @@ namespace chstream::server {
 namespace {
 
 using ::chstream::testing::StatusIs;
+using ::testing::Contains;
 using ::testing::ElementsAre;
+using ::testing::IsEmpty;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using Env = absl::flat_hash_map<std::string, std::string>;
@@ -155,6 +157,85 @@ TEST(ConfigTest, HelpListsEverySettingWithItsDefault) {
         "CH_STREAMING_API_KEY"}) {
     EXPECT_THAT(exit_request.output, HasSubstr(name));
   }
+}
+
+// Verifies that an empty boolean (a deployment template's blank
+// `CHSTREAM_ALLOW_INSECURE_REMOTE=`) is an error naming the variable, not
+// "true", in the environment and in a .env file; a bare --flag still means
+// true.
+TEST(ConfigTest, EmptyBooleanIsAnErrorNamingTheVariable) {
+  EXPECT_THAT(Load({"--grpc_address=0.0.0.0:50051"},
+                   {{"CHSTREAM_ALLOW_INSECURE_REMOTE", ""}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("CHSTREAM_ALLOW_INSECURE_REMOTE"),
+                             HasSubstr("empty"))));
+  const std::string env_file = TempPath("empty_bool.env");
+  WriteFile(env_file, "CHSTREAM_SIMULATE=\n");
+  EXPECT_THAT(Load({"--env_file=" + env_file}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("CHSTREAM_SIMULATE"),
+                             HasSubstr(env_file), HasSubstr("empty"))));
+  EXPECT_THAT(Load({"--allow_insecure_remote="}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--allow_insecure_remote")));
+
+  ASSERT_OK_AND_ASSIGN(Config bare, Load({"--allow_insecure_remote"}));
+  EXPECT_TRUE(bare.allow_insecure_remote);
+  ASSERT_OK_AND_ASSIGN(Config off, Load({"--noallow_insecure_remote"},
+                                        {{"CHSTREAM_ALLOW_INSECURE_REMOTE",
+                                          "true"}}));
+  EXPECT_FALSE(off.allow_insecure_remote);
+  ASSERT_OK_AND_ASSIGN(Config env_true,
+                       Load({}, {{"CHSTREAM_ALLOW_INSECURE_REMOTE", "yes"}}));
+  EXPECT_TRUE(env_true.allow_insecure_remote);
+}
+
+// Verifies that a misspelt CHSTREAM_* variable (environment or .env) is a
+// warning naming it and the nearest setting, and not an error: orchestrators
+// inject variables such as CHSTREAM_PORT.
+TEST(ConfigTest, UnknownVariableIsAWarningNamingTheNearestSetting) {
+  ASSERT_OK_AND_ASSIGN(Config c, Load({}, {{"CHSTREAM_SYNC_FUL", "true"},
+                                           {"CHSTREAM_PORT", "8080"},
+                                           {"OTHER_VARIABLE", "x"},
+                                           {"CHSTREAM_ENV_FILE_X", "y"}}));
+  ASSERT_EQ(c.warnings.size(), 3u);
+  EXPECT_THAT(c.warnings, Contains(AllOf(HasSubstr("CHSTREAM_SYNC_FUL"),
+                                         HasSubstr("CHSTREAM_SYNC_FULL"))));
+  EXPECT_THAT(c.warnings, Contains(HasSubstr("CHSTREAM_PORT")));
+  EXPECT_THAT(c.warnings, Contains(AllOf(HasSubstr("CHSTREAM_ENV_FILE_X"),
+                                         HasSubstr("CHSTREAM_ENV_FILE"))));
+
+  const std::string env_file = TempPath("misspelt.env");
+  WriteFile(env_file, "CHSTREAM_GRPC_ADRESS=127.0.0.1:1\n");
+  ASSERT_OK_AND_ASSIGN(Config d, Load({"--env_file=" + env_file}));
+  ASSERT_EQ(d.warnings.size(), 1u);
+  EXPECT_THAT(d.warnings[0], AllOf(HasSubstr("CHSTREAM_GRPC_ADRESS"),
+                                   HasSubstr(env_file),
+                                   HasSubstr("CHSTREAM_GRPC_ADDRESS")));
+
+  ASSERT_OK_AND_ASSIGN(Config clean, Load({}));
+  EXPECT_THAT(clean.warnings, IsEmpty());
+}
+
+// Verifies --synchronous (full by default: a position reaches a client only
+// once durable) and the older --sync_full, kept as an alias.
+TEST(ConfigTest, SynchronousDefaultsToFullAndSyncFullStillWorks) {
+  ASSERT_OK_AND_ASSIGN(Config def, Load({}));
+  EXPECT_TRUE(def.sync_full);
+  ASSERT_OK_AND_ASSIGN(Config normal, Load({"--synchronous=normal"}));
+  EXPECT_FALSE(normal.sync_full);
+  ASSERT_OK_AND_ASSIGN(Config env_normal,
+                       Load({}, {{"CHSTREAM_SYNCHRONOUS", "NORMAL"}}));
+  EXPECT_FALSE(env_normal.sync_full);
+  ASSERT_OK_AND_ASSIGN(Config old_true, Load({"--sync_full"}));
+  EXPECT_TRUE(old_true.sync_full);
+  ASSERT_OK_AND_ASSIGN(Config old_false,
+                       Load({}, {{"CHSTREAM_SYNC_FULL", "false"}}));
+  EXPECT_FALSE(old_false.sync_full);
+  EXPECT_THAT(Load({"--synchronous=off"}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("--synchronous"),
+                             HasSubstr("full or normal"))));
 }
 
 TEST(ParseEnvFileTest, QuotesCommentsExport) {
