@@ -282,8 +282,9 @@ const std::vector<Setting> &Settings() {
        "(refused otherwise).",
        Bool(&Config::allow_insecure_remote)},
       {"metrics_address", "127.0.0.1:9464",
-       "Address of the operations HTTP listener: /metrics (Prometheus), "
-       "/healthz, /readyz (HOST:PORT; port 0 picks one).",
+       "Address of the operations HTTP listener: / (status page), "
+       "/status.json, /history.json, /metrics (Prometheus), /healthz, "
+       "/readyz (HOST:PORT; port 0 picks one).",
        Address(&Config::metrics_address, "127.0.0.1:9464")},
       {"db_path", "./chstream.db",
        "SQLite database file (created if missing; relative to where you ran "
