@@ -1,0 +1,136 @@
+// File: server/daemon.h
+//
+// chstreamd as an object: owns every part of the server (store, simulator,
+// subscription hub, executor, gRPC service, single writer, metrics, HTTP
+// listener, gRPC server, ingester, health monitor), starts them in order and
+// stops them in reverse, like Envoy's Server::InstanceImpl. main.cc only
+// loads the Config, calls Daemon::Start, waits for a signal and calls Stop;
+// tests run the whole daemon in-process on port 0.
+//
+// Start order: store -> simulator -> hub, executor, service -> writer ->
+// metrics, HTTP listener -> gRPC server -> ingester -> health monitor.
+// Stop order: readiness and health off -> the writer stops accepting (so an
+// ingest thread blocked on a full queue returns at once) -> ingester ->
+// writer (commits what is queued; gives up a failing batch quickly) -> gRPC
+// server -> HTTP listener -> simulator; then the parts are destroyed with
+// the executor before the service it runs page reads for, and the store
+// last.
+//
+// Each part's options come from a small function of the Config below, so
+// that a setting is copied in exactly one place.
+//
+// Thread-safety: Start, Stop and the destructor from one thread; the
+// accessors from any thread between Start and Stop.
+//
+//   int exit_code = 1;
+//   absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+//       Daemon::Start(config, Clock::Real(), &exit_code);
+//   if (!daemon.ok()) return exit_code;
+//   ... (*daemon)->grpc_port() ...
+//   (*daemon)->Stop();
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "base/clock.h"
+#include "ingest/ingester.h"
+#include "ingest/simulator/simulator.h"
+#include "ingest/writer_sink.h"
+#include "server/alert_webhook.h"
+#include "server/company_stream_service.h"
+#include "server/config.h"
+#include "server/executor.h"
+#include "server/grpc_server.h"
+#include "server/health_monitor.h"
+#include "server/http_listener.h"
+#include "server/metrics.h"
+#include "server/status_page.h"
+#include "server/subscription_hub.h"
+#include "storage/event_writer.h"
+#include "storage/store.h"
+
+namespace chstream::server {
+
+// Each part's options, derived from the Config.
+storage::Store::Options StoreOptionsFrom(const Config &config);
+storage::EventWriter::Options WriterOptionsFrom(const Config &config);
+ServiceOptions ServiceOptionsFrom(const Config &config, absl::Time started_at);
+// `upstream_url` and `keys`: the configured ones, or the simulator's.
+ingest::IngesterOptions IngesterOptionsFrom(const Config &config,
+                                            std::string upstream_url,
+                                            std::vector<std::string> keys);
+HealthMonitor::Options HealthOptionsFrom(const Config &config);
+// The embedded simulator continues after what `states` says is stored, so
+// that a restart resumes without a gap.
+ingest::sim::Options
+SimulatorOptionsFrom(const Config &config,
+                     const std::vector<storage::StreamState> &states);
+
+class Daemon {
+public:
+  // Starts every part. On failure, everything started is stopped again and
+  // `*exit_code` (if not null) is set to what chstreamd exits with: 2 for a
+  // setting that cannot work (security files, remote exposure, upstream
+  // URL), 1 for a runtime failure (database, listeners). `clock` must
+  // outlive the daemon.
+  static absl::StatusOr<std::unique_ptr<Daemon>>
+  Start(Config config, Clock *clock, int *exit_code);
+  ~Daemon(); // Stop()
+  Daemon(const Daemon &) = delete;
+  Daemon &operator=(const Daemon &) = delete;
+
+  // Stops every part in reverse order and destroys them. Returns within
+  // seconds in any state (a failing disk included). Idempotent.
+  void Stop();
+
+  // The bound ports (useful with port 0).
+  int grpc_port() const;
+  int http_port() const;
+
+  const Config &config() const { return config_; }
+  // Null once stopped.
+  storage::Store *store() const { return store_.get(); }
+  storage::EventWriter *writer() const { return writer_.get(); }
+  HealthMonitor *health_monitor() const { return health_.get(); }
+  CompanyStreamService *service() const { return service_.get(); }
+
+private:
+  Daemon(Config config, Clock *clock);
+  absl::Status StartParts(int *exit_code);
+  std::vector<ingest::StreamStatusSnapshot> StreamSnapshots() const;
+  absl::Status Readiness() const;
+
+  const Config config_;
+  Clock *const clock_;
+  bool started_ = false; // every part started
+  bool stopped_ = false;
+
+  // In start order; Stop() ends and destroys them in reverse.
+  std::unique_ptr<storage::Store> store_;
+  std::unique_ptr<ingest::sim::Simulator> simulator_;
+  std::unique_ptr<SubscriptionHub> hub_;
+  std::unique_ptr<Executor> executor_;
+  std::unique_ptr<CompanyStreamService> service_;
+  std::unique_ptr<storage::EventWriter> writer_;
+  std::unique_ptr<MetricsRegistry> metrics_;
+  std::unique_ptr<IngestHistory> history_;
+  std::unique_ptr<HttpListener> http_;
+  std::unique_ptr<GrpcServer> grpc_;
+  std::unique_ptr<ingest::WriterSink> sink_;
+  std::unique_ptr<ingest::Ingester> ingester_;
+  std::unique_ptr<AlertWebhook> webhook_;
+  std::unique_ptr<HealthMonitor> health_;
+
+  // Published to other threads (status, metrics, the commit callback,
+  // /readyz) only while the part runs.
+  std::atomic<ingest::Ingester *> live_ingester_{nullptr};
+  std::atomic<bool> ready_{false};
+  std::atomic<HealthMonitor *> live_monitor_{nullptr};
+};
+
+} // namespace chstream::server
