@@ -163,6 +163,8 @@ int Run(int argc, char** argv) {
   service_options.subscriber_queue =
       static_cast<size_t>(config.subscriber_queue);
   service_options.max_subscriber_lag = config.max_subscriber_lag;
+  service_options.subscriber_write_timeout = config.subscriber_write_timeout;
+  service_options.max_replays = config.max_replays;
   CompanyStreamService service(store.get(), &hub, &executor, stream_snapshots,
                                clock, service_options);
 
