@@ -47,16 +47,27 @@ CompanyStreamService::CompanyStreamService(storage::Store* store,
       stream_status_(std::move(stream_status)),
       clock_(clock),
       options_(std::move(options)),
-      registry_(options_.max_subscribers),
-      stream_ctx_{store,
-                  hub,
-                  executor,
-                  clock,
-                  options_.page_size,
-                  /*max_scan=*/20000,
-                  options_.subscriber_queue,
-                  options_.max_subscriber_lag,
-                  &pages_read_} {}
+      registry_(options_.max_subscribers, options_.max_replays) {
+  Executor* reads = options_.read_executor;
+  if (reads == nullptr) {
+    own_read_executor_ =
+        std::make_unique<Executor>(std::max(1, options_.read_threads));
+    reads = own_read_executor_.get();
+  }
+  stream_ctx_.store = store;
+  stream_ctx_.hub = hub;
+  stream_ctx_.executor = executor;
+  stream_ctx_.read_executor = reads;
+  stream_ctx_.clock = clock;
+  stream_ctx_.page_size = options_.page_size;
+  stream_ctx_.max_scan = options_.max_scan;
+  stream_ctx_.subscriber_queue = {options_.subscriber_queue,
+                                  options_.subscriber_queue_bytes};
+  stream_ctx_.max_subscriber_lag = options_.max_subscriber_lag;
+  stream_ctx_.write_timeout = options_.subscriber_write_timeout;
+  stream_ctx_.pages_read = &pages_read_;
+  stream_ctx_.before_start_write = options_.before_start_write;
+}
 
 absl::Status CompanyStreamService::FillStatus(v1::GetStatusResponse* out) {
   out->Clear();
@@ -66,10 +77,13 @@ absl::Status CompanyStreamService::FillStatus(v1::GetStatusResponse* out) {
       ps->set_stream(s.stream);
       ps->set_state(static_cast<v1::StreamState>(static_cast<int>(s.state)));
       ps->set_last_timepoint(s.last_timepoint.value_or(0));
-      SetTime(s.last_published_at, ps, &v1::StreamStatus::mutable_last_published_at);
+      SetTime(s.last_published_at, ps,
+              &v1::StreamStatus::mutable_last_published_at);
       SetTime(s.last_event_at, ps, &v1::StreamStatus::mutable_last_event_at);
-      SetTime(s.last_heartbeat_at, ps, &v1::StreamStatus::mutable_last_heartbeat_at);
-      SetTime(s.connected_since, ps, &v1::StreamStatus::mutable_connected_since);
+      SetTime(s.last_heartbeat_at, ps,
+              &v1::StreamStatus::mutable_last_heartbeat_at);
+      SetTime(s.connected_since, ps,
+              &v1::StreamStatus::mutable_connected_since);
       SetTime(s.next_retry_at, ps, &v1::StreamStatus::mutable_next_retry_at);
       ps->set_events_total(s.events_total);
       ps->set_heartbeats_total(s.heartbeats_total);
@@ -145,9 +159,8 @@ grpc::ServerUnaryReactor* CompanyStreamService::GetCompany(
 }
 
 grpc::ServerWriteReactor<v1::Event>* CompanyStreamService::ReplayEvents(
-    grpc::CallbackServerContext* /*ctx*/,
-    const v1::ReplayEventsRequest* request) {
-  return NewReplayReactor(stream_ctx_, *request);
+    grpc::CallbackServerContext* ctx, const v1::ReplayEventsRequest* request) {
+  return NewReplayReactor(stream_ctx_, &registry_, ctx, *request);
 }
 
 grpc::ServerWriteReactor<v1::SubscribeResponse>*

@@ -34,9 +34,25 @@ struct ServiceOptions {
   absl::Time started_at = absl::UnixEpoch();
   int max_subscribers = 1000;
   size_t subscriber_queue = 1024;
+  // A subscriber's live queue also overflows beyond this many bytes.
+  size_t subscriber_queue_bytes = 8 << 20;
   absl::Duration max_subscriber_lag = absl::ZeroDuration();
+  // A write to a ReplayEvents or Subscribe call not completed within this
+  // ends the call (RESOURCE_EXHAUSTED); 0 = never.
+  absl::Duration subscriber_write_timeout = absl::Seconds(30);
+  // Concurrent ReplayEvents calls; 0 = no limit.
+  int max_replays = 32;
   // Events per storage page during replay and catch-up.
   size_t page_size = 512;
+  // Positions examined per storage page at most (a narrow filter).
+  size_t max_scan = 20000;
+  // Storage reads for replay and catch-up run on their own executor, apart
+  // from live sends: `read_executor` if set (must outlive the service),
+  // else one of `read_threads` threads owned by the service.
+  Executor* read_executor = nullptr;
+  int read_threads = 2;
+  // Tests only (StreamContext::before_start_write).
+  std::function<void()> before_start_write;
 };
 
 class CompanyStreamService final : public v1::CompanyStream::CallbackService {
@@ -45,6 +61,8 @@ class CompanyStreamService final : public v1::CompanyStream::CallbackService {
       std::function<std::vector<ingest::StreamStatusSnapshot>()>;
 
   // `store`, `hub`, `executor` and `clock` must outlive the service.
+  // `executor` runs live delivery; storage reads run on
+  // options.read_executor or the service's own read threads.
   CompanyStreamService(storage::Store* store, SubscriptionHub* hub,
                        Executor* executor, StreamStatusFn stream_status,
                        Clock* clock, ServiceOptions options);
@@ -82,9 +100,12 @@ class CompanyStreamService final : public v1::CompanyStream::CallbackService {
   const ServiceOptions options_;
   SubscriberRegistry registry_;
   std::atomic<uint64_t> pages_read_{0};
-  const StreamContext stream_ctx_;
+  StreamContext stream_ctx_;
   absl::Mutex health_mu_;
   HealthFiller health_filler_ ABSL_GUARDED_BY(health_mu_);
+  // Last: destroyed first, running its pending reads while everything
+  // they touch is still alive.
+  std::unique_ptr<Executor> own_read_executor_;
 };
 
 }  // namespace chstream::server

@@ -375,6 +375,15 @@ const std::vector<Setting> &Settings() {
        "RESOURCE_EXHAUSTED (0 = never).",
        Duration(&Config::max_subscriber_lag, absl::ZeroDuration(),
                 absl::Hours(24 * 7))},
+      {"subscriber_write_timeout", "30s",
+       "End a Subscribe or ReplayEvents call whose write (one message) has "
+       "not completed within this with RESOURCE_EXHAUSTED: the client "
+       "stopped reading. Frees its slot and queue (0 = never).",
+       Duration(&Config::subscriber_write_timeout, absl::ZeroDuration(),
+                absl::Hours(24))},
+      {"max_replays", "32",
+       "Concurrent ReplayEvents calls allowed; beyond it RESOURCE_EXHAUSTED.",
+       Int(&Config::max_replays, 1, 100000)},
       {"stall_after", "15m",
        "Health: a busy stream (--busy_streams) that is connected and gets "
        "heartbeats but no event for this long is degraded (stalled).",

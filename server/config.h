@@ -35,6 +35,8 @@ struct Config {
   int max_subscribers = 1000;
   int subscriber_queue = 1024;
   absl::Duration max_subscriber_lag = absl::ZeroDuration();  // 0 = never end
+  absl::Duration subscriber_write_timeout = absl::Seconds(30);  // 0 = never
+  int max_replays = 32;
   // gRPC security (server/grpc_credentials.h). Paths are resolved.
   std::string grpc_tls_cert;         // PEM chain; TLS when set (with key)
   std::string grpc_tls_key;          // PEM private key

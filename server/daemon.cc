@@ -50,6 +50,8 @@ ServiceOptions ServiceOptionsFrom(const Config &config, absl::Time started_at) {
   o.max_subscribers = config.max_subscribers;
   o.subscriber_queue = static_cast<size_t>(config.subscriber_queue);
   o.max_subscriber_lag = config.max_subscriber_lag;
+  o.subscriber_write_timeout = config.subscriber_write_timeout;
+  o.max_replays = config.max_replays;
   return o;
 }
 

@@ -4,8 +4,10 @@
 
 namespace chstream::server {
 
-Executor::Executor(int threads) {
-  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] {
+Executor::Executor(int threads, std::function<void()> before_task)
+    : before_task_(std::move(before_task)) {
+  for (int i = 0; i < threads; ++i)
+    threads_.emplace_back([this] {
       SetCurrentThreadName("chs-exec");
       Run();
     });
@@ -34,6 +36,7 @@ void Executor::Run() {
       task = std::move(tasks_.front());
       tasks_.pop_front();
     }
+    if (before_task_) before_task_();
     task();
   }
 }

@@ -23,7 +23,9 @@ namespace chstream::server {
 
 class Executor {
  public:
-  explicit Executor(int threads);
+  // `before_task`, if set, runs on the executor's thread before each task
+  // (tests use it to make each storage read take time on a FakeClock).
+  explicit Executor(int threads, std::function<void()> before_task = nullptr);
   ~Executor();
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
@@ -38,6 +40,7 @@ class Executor {
     return stopping_ || !tasks_.empty();
   }
 
+  const std::function<void()> before_task_;
   absl::Mutex mu_;
   std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -44,14 +44,27 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   builder.AddChannelArgument(
       GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10'000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // Enforcement: a client pinging more often than that gets a strike; after
+  // kMaxPingStrikes the connection is closed with GOAWAY
+  // (ENHANCE_YOUR_CALM, "too_many_pings").
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, kMaxPingStrikes);
+  // One connection cannot open an unbounded number of calls (each open
+  // Subscribe or ReplayEvents also counts against --max_subscribers or
+  // --max_replays).
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             kMaxConcurrentStreamsPerConnection);
+  // Requests are small (the largest, a filter of 1,000 company numbers, is
+  // ~12 KB): refuse anything larger before parsing it.
+  builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, kMaxMetadataBytes);
   if (!interceptors.empty()) {
     builder.experimental().SetInterceptorCreators(std::move(interceptors));
   }
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot listen on --grpc_address=", address,
-        " (address in use, or not an address of this machine?)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on --grpc_address=", address,
+                     " (address in use, or not an address of this machine?)"));
   }
   s->SetHealth("", true);
   s->SetHealth(kServiceName, true);

@@ -14,13 +14,13 @@
 //   server->Shutdown(absl::Seconds(4));
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/support/server_interceptor.h>
+
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
-#include <grpcpp/support/server_interceptor.h>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
@@ -30,6 +30,13 @@
 namespace chstream::server {
 
 inline constexpr char kServiceName[] = "chstream.v1.CompanyStream";
+
+// Limits the server sets on every connection (documented in README,
+// "Connecting clients").
+inline constexpr int kMaxConcurrentStreamsPerConnection = 100;
+inline constexpr int kMaxReceiveMessageBytes = 256 << 10;
+inline constexpr int kMaxMetadataBytes = 16 << 10;
+inline constexpr int kMaxPingStrikes = 2;
 
 class GrpcServer {
  public:

@@ -21,7 +21,7 @@ void SetStructBytes(const std::string& bytes, int field,
                     google::protobuf::Message* msg) {
   if (bytes.empty()) return;
   msg->GetReflection()->MutableUnknownFields(msg)->AddLengthDelimited(field,
-                                                                       bytes);
+                                                                      bytes);
 }
 
 }  // namespace
@@ -132,6 +132,26 @@ absl::StatusOr<std::string> NormalizeCompanyNumber(absl::string_view text) {
 }
 
 absl::StatusOr<storage::Filter> FromProto(const v1::EventFilter& f) {
+  // Caps first, before any per-entry work: a huge list is refused cheaply.
+  const auto too_many = [](absl::string_view field, int size, int cap) {
+    return absl::InvalidArgumentError(absl::StrCat("filter.", field, " has ",
+                                                   size, " entries; at most ",
+                                                   cap, " are allowed"));
+  };
+  if (f.company_numbers_size() > kMaxFilterCompanyNumbers) {
+    return too_many("company_numbers", f.company_numbers_size(),
+                    kMaxFilterCompanyNumbers);
+  }
+  if (f.streams_size() > kMaxFilterValues) {
+    return too_many("streams", f.streams_size(), kMaxFilterValues);
+  }
+  if (f.resource_kinds_size() > kMaxFilterValues) {
+    return too_many("resource_kinds", f.resource_kinds_size(),
+                    kMaxFilterValues);
+  }
+  if (f.types_size() > kMaxFilterValues) {
+    return too_many("types", f.types_size(), kMaxFilterValues);
+  }
   storage::Filter out;
   for (const std::string& s : f.streams()) {
     bool known = false;
@@ -155,8 +175,8 @@ absl::StatusOr<storage::Filter> FromProto(const v1::EventFilter& f) {
   for (const std::string& n : f.company_numbers()) {
     absl::StatusOr<std::string> norm = NormalizeCompanyNumber(n);
     if (!norm.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "filter.company_numbers: ", norm.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("filter.company_numbers: ", norm.status().message()));
     }
     out.company_numbers.push_back(*std::move(norm));
   }
@@ -174,23 +194,35 @@ absl::StatusOr<storage::Filter> FromProto(const v1::EventFilter& f) {
   return out;
 }
 
-std::string FilterToString(const v1::EventFilter& f) {
+std::string FilterToString(const storage::Filter& f) {
+  // Short lists whole; longer ones as a count and the first few, so that
+  // GetStatus stays small whatever the filters (a list can hold 1,000
+  // company numbers).
+  constexpr size_t kShown = 5;
+  const auto part = [](absl::string_view name, absl::string_view noun,
+                       const std::vector<std::string>& values) {
+    if (values.size() <= kShown) {
+      return absl::StrCat(name, "=", absl::StrJoin(values, "|"));
+    }
+    return absl::StrCat(
+        name, "=", values.size(), " ", noun, " (",
+        absl::StrJoin(values.begin(), values.begin() + kShown, "|"), "|...)");
+  };
   std::vector<std::string> parts;
-  if (f.streams_size() > 0) {
-    parts.push_back(absl::StrCat("streams=", absl::StrJoin(f.streams(), "|")));
+  if (!f.streams.empty())
+    parts.push_back(part("streams", "streams", f.streams));
+  if (!f.resource_kinds.empty()) {
+    parts.push_back(part("kinds", "resource kinds", f.resource_kinds));
   }
-  if (f.resource_kinds_size() > 0) {
-    parts.push_back(
-        absl::StrCat("kinds=", absl::StrJoin(f.resource_kinds(), "|")));
+  if (!f.company_numbers.empty()) {
+    parts.push_back(part("companies", "company numbers", f.company_numbers));
   }
-  if (f.company_numbers_size() > 0) {
-    parts.push_back(
-        absl::StrCat("companies=", absl::StrJoin(f.company_numbers(), "|")));
-  }
-  if (f.types_size() > 0) {
+  if (!f.types.empty()) {
     std::vector<std::string> types;
-    for (int t : f.types()) types.push_back(v1::EventType_Name(t));
-    parts.push_back(absl::StrCat("types=", absl::StrJoin(types, "|")));
+    for (storage::EventType t : f.types) {
+      types.push_back(v1::EventType_Name(static_cast<int>(t)));
+    }
+    parts.push_back(part("types", "types", types));
   }
   return parts.empty() ? "all" : absl::StrJoin(parts, " ");
 }

@@ -26,13 +26,21 @@ absl::Time FromTimestamp(const google::protobuf::Timestamp& ts);
 void ToProto(const storage::Event& event, v1::Event* out);
 void ToProto(const storage::CompanyRecord& company, v1::Company* out);
 
-// Validates a filter from a request: unknown stream names or resource kinds
-// are INVALID_ARGUMENT naming the allowed values; company numbers are
-// normalised.
+// Caps on a request's filter lists (INVALID_ARGUMENT beyond, naming the
+// cap): they bound the memory and matching work one request can cause.
+inline constexpr int kMaxFilterCompanyNumbers = 1000;
+inline constexpr int kMaxFilterValues = 100;  // streams, resource kinds, types
+
+// Validates a filter from a request: lists longer than the caps above,
+// unknown stream names or resource kinds are INVALID_ARGUMENT naming the cap
+// or the allowed values; company numbers are normalised.
 absl::StatusOr<storage::Filter> FromProto(const v1::EventFilter& filter);
 
-// A short human-readable form of a filter (for status and logs).
-std::string FilterToString(const v1::EventFilter& filter);
+// A short human-readable summary of a validated filter (for status and
+// logs): lists of up to 5 values whole, longer ones as
+// "companies=1000 company numbers (first five|...)"; bounded in size
+// whatever the filter.
+std::string FilterToString(const storage::Filter& filter);
 
 // Trims and upper-cases a company number, then checks it is 8 characters:
 // digits, or a 2-letter prefix and 6 digits. INVALID_ARGUMENT otherwise.

@@ -34,12 +34,14 @@ class ErrorReactor final : public grpc::ServerWriteReactor<T> {
 // message, read a page on the executor, finish) and then performs it outside
 // the lock (gRPC may run reactions inline).
 template <typename Response>
-class StreamWriter : public grpc::ServerWriteReactor<Response> {
+class StreamWriter : public grpc::ServerWriteReactor<Response>,
+                     public TickedStream {
  public:
-  void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
-  void Unref() {
+  void Ref() override { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void Unref() override {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
+  void Tick() override { Pump(); }
 
   void OnWriteDone(bool ok) override {
     {
@@ -57,36 +59,68 @@ class StreamWriter : public grpc::ServerWriteReactor<Response> {
     }
     Pump();
   }
+  void OnDone() final {
+    {
+      // After this, call_ is gone: CancelCall() must not touch it.
+      absl::MutexLock lock(&call_mu_);
+      call_done_ = true;
+    }
+    bool draining;
+    {
+      absl::MutexLock lock(&mu_);
+      draining = draining_;
+    }
+    if (draining) registry_->RemoveDraining(this);
+    OnCallDone();
+    Unref();
+  }
 
  protected:
   enum class Action { kNothing, kWrite, kRead, kFinish };
 
-  explicit StreamWriter(Executor* executor) : executor_(executor) {}
+  StreamWriter(const StreamContext& ctx, SubscriberRegistry* registry,
+               grpc::CallbackServerContext* call)
+      : executor_(ctx.executor),
+        read_executor_(ctx.read_executor != nullptr ? ctx.read_executor
+                                                    : ctx.executor),
+        clock_(ctx.clock),
+        write_timeout_(ctx.write_timeout),
+        before_start_write_(ctx.before_start_write),
+        registry_(registry),
+        call_(call) {}
   virtual ~StreamWriter() = default;
 
   // The next step. kWrite: msg_ is filled. kFinish: *status is set.
-  virtual Action Next(grpc::Status* status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  virtual Action Next(absl::Time now, grpc::Status* status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
   // After a kWrite: is another message certain to be written right after
   // this one (without waiting for storage or a commit)?
   virtual bool MoreReady() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return !pending_.empty();
   }
-  // Reads the next page of storage (on the executor).
+  // Reads the next page of storage (on the read executor).
   virtual void ReadPage() = 0;
-  // Called once, just before Finish().
+  // Called once, just before Finish(): release slots and queues here.
   virtual void OnFinishing() {}
+  // Called once from OnDone, before the last Unref.
+  virtual void OnCallDone() {}
+  // Why a stuck write ends the call, and where the client resumes.
+  virtual std::string StalledMessage() const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
 
   // The decisions every stream makes first; true if one was made.
   bool Settled(Action* action, grpc::Status* status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (writing_) {
+    if (writing_ && !write_stalled_) {
       *action = Action::kNothing;
+    } else if (!error_.ok()) {
+      // Before broken_: a stalled write's reason wins over the cancellation
+      // it may cause.
+      *action = Action::kFinish;
+      *status = ToGrpcStatus(error_);
     } else if (broken_) {
       *action = Action::kFinish;
       *status = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
-    } else if (!error_.ok()) {
-      *action = Action::kFinish;
-      *status = ToGrpcStatus(error_);
     } else if (!started_) {
       *action = Action::kNothing;  // waiting for the start point
     } else {
@@ -95,13 +129,11 @@ class StreamWriter : public grpc::ServerWriteReactor<Response> {
     return true;
   }
 
-  // Runs `fn` on the executor, keeping this reactor alive meanwhile.
-  void PostTask(std::function<void()> fn) {
-    Ref();
-    executor_->Post([this, fn = std::move(fn)] {
-      fn();
-      Unref();
-    });
+  // Runs `fn` on the live executor, keeping this reactor alive meanwhile.
+  void PostTask(std::function<void()> fn) { PostOn(executor_, std::move(fn)); }
+  // The same on the read executor (anything that reads storage).
+  void PostRead(std::function<void()> fn) {
+    PostOn(read_executor_, std::move(fn));
   }
 
   void Pump() {
@@ -109,11 +141,36 @@ class StreamWriter : public grpc::ServerWriteReactor<Response> {
     Action action = Action::kNothing;
     grpc::Status status;
     grpc::WriteOptions options;
+    bool cancel = false;
+    bool drain = false;
     {
       absl::MutexLock lock(&mu_);
-      if (!finished_) action = Next(&status);
+      const absl::Time now = clock_->Now();
+      if (finished_) {
+        // Finished with a write still pending: once the grace is over, the
+        // client is not going to read it; reset the stream.
+        cancel = writing_ && !cancel_requested_ &&
+                 now - finished_at_ >= kCancelGrace;
+        cancel_requested_ |= cancel;
+      } else {
+        if (writing_ && !write_stalled_ &&
+            write_timeout_ > absl::ZeroDuration() &&
+            now - write_started_at_ >= write_timeout_) {
+          write_stalled_ = true;
+          error_ = absl::ResourceExhaustedError(StalledMessage());
+        }
+        action = Next(now, &status);
+      }
+      if (action == Action::kFinish && in_start_write_) {
+        // Finish must not run concurrently with StartWrite (both send the
+        // initial metadata): the thread in StartWrite pumps again after it.
+        pump_after_write_call_ = true;
+        action = Action::kNothing;
+      }
       if (action == Action::kWrite) {
         writing_ = true;
+        in_start_write_ = true;
+        write_started_at_ = now;
         // While more messages follow at once, let gRPC buffer this one
         // (up to its 64 KiB per-stream write buffer) instead of one
         // sendmsg per message: the write completes as soon as it is
@@ -123,26 +180,48 @@ class StreamWriter : public grpc::ServerWriteReactor<Response> {
         if (wrote_once_ && MoreReady()) options.set_buffer_hint();
       }
       if (action == Action::kRead) reading_ = true;
-      if (action == Action::kFinish) finished_ = true;
+      if (action == Action::kFinish) {
+        finished_ = true;
+        finished_at_ = now;
+        drain = writing_;
+        draining_ = drain;
+      }
     }
     switch (action) {
-      case Action::kWrite:
+      case Action::kWrite: {
+        if (before_start_write_) before_start_write_();
         this->StartWrite(&msg_, options);
+        bool again;
+        {
+          absl::MutexLock lock(&mu_);
+          in_start_write_ = false;
+          again = std::exchange(pump_after_write_call_, false);
+        }
+        if (again) Pump();
         break;
+      }
       case Action::kRead:
-        PostTask([this] { ReadPage(); });
+        PostRead([this] { ReadPage(); });
         break;
       case Action::kFinish:
         OnFinishing();
+        // Before Finish: OnDone (which removes it) can only follow Finish.
+        if (drain) registry_->AddDraining(this);
         this->Finish(status);
         break;
       case Action::kNothing:
         break;
     }
+    if (cancel) CancelCall();
     Unref();
   }
 
   Executor* const executor_;
+  Executor* const read_executor_;
+  Clock* const clock_;
+  const absl::Duration write_timeout_;
+  const std::function<void()> before_start_write_;
+  SubscriberRegistry* const registry_;
   Response msg_;  // lent to gRPC until OnWriteDone
   mutable absl::Mutex mu_;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
@@ -156,7 +235,36 @@ class StreamWriter : public grpc::ServerWriteReactor<Response> {
   std::deque<storage::Event> pending_ ABSL_GUARDED_BY(mu_);
 
  private:
+  void PostOn(Executor* executor, std::function<void()> fn) {
+    Ref();
+    executor->Post([this, fn = std::move(fn)] {
+      fn();
+      Unref();
+    });
+  }
+
+  // Resets the stream of a finished call whose last write never completed.
+  // call_mu_ keeps OnDone (after which the context is freed) from running
+  // meanwhile; gRPC runs OnDone on its own threads, never inside TryCancel.
+  void CancelCall() {
+    absl::MutexLock lock(&call_mu_);
+    if (call_done_ || call_ == nullptr) return;
+    log::Warning("resetting a finished stream whose client does not read",
+                 {{"peer", call_->peer()}});
+    call_->TryCancel();
+  }
+
   std::atomic<int> refs_{1};
+  bool in_start_write_ ABSL_GUARDED_BY(mu_) = false;
+  bool pump_after_write_call_ ABSL_GUARDED_BY(mu_) = false;
+  bool write_stalled_ ABSL_GUARDED_BY(mu_) = false;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancel_requested_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time write_started_at_ ABSL_GUARDED_BY(mu_);
+  absl::Time finished_at_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex call_mu_;
+  grpc::CallbackServerContext* const call_ ABSL_GUARDED_BY(call_mu_);
+  bool call_done_ ABSL_GUARDED_BY(call_mu_) = false;
 };
 
 namespace {
@@ -172,19 +280,44 @@ std::string RangeText(uint64_t oldest, uint64_t head) {
 
 class ReplayReactor final : public StreamWriter<v1::Event> {
  public:
-  ReplayReactor(const StreamContext& ctx, const v1::ReplayEventsRequest& req,
-                storage::Filter filter)
-      : StreamWriter(ctx.executor),
+  ReplayReactor(const StreamContext& ctx, SubscriberRegistry* registry,
+                grpc::CallbackServerContext* call,
+                const v1::ReplayEventsRequest& req, storage::Filter filter)
+      : StreamWriter(ctx, registry, call),
         ctx_(ctx),
         request_(req),
         filter_(std::move(filter)),
         remaining_(req.limit() == 0 ? kNoLimit : req.limit()) {
-    PostTask([this] { Start(); });
+    registered_.store(true);
+    if (!registry_->AddReplay(this)) {
+      registered_.store(false);
+      absl::MutexLock lock(&mu_);
+      error_ = absl::ResourceExhaustedError(
+          absl::StrCat("too many concurrent ReplayEvents calls (--max_replays=",
+                       registry_->max_replays(),
+                       ") or the server is shutting down; retry later"));
+      started_ = true;
+    } else {
+      PostRead([this] { Start(); });
+    }
+    Pump();
   }
 
-  void OnDone() override { Unref(); }
-
  private:
+  void OnFinishing() override {
+    if (registered_.exchange(false)) registry_->RemoveReplay(this);
+  }
+
+  std::string StalledMessage() const override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return absl::StrCat(
+        "no write to this ReplayEvents call completed within "
+        "--subscriber_write_timeout=",
+        absl::FormatDuration(write_timeout_),
+        " (the client stopped reading); last position sent ", last_sent_,
+        "; resume with after_position");
+  }
+
   void Start() {
     const uint64_t head = ctx_.store->HeadPosition();
     absl::StatusOr<uint64_t> after =
@@ -196,6 +329,7 @@ class ReplayReactor final : public StreamWriter<v1::Event> {
         error_ = after.status();
       } else {
         after_ = *after;
+        last_sent_ = after_;
         up_to_ = head;
         exhausted_ = after_ >= up_to_ || remaining_ == 0;
       }
@@ -235,12 +369,13 @@ class ReplayReactor final : public StreamWriter<v1::Event> {
     Pump();
   }
 
-  Action Next(grpc::Status* status) override
+  Action Next(absl::Time /*now*/, grpc::Status* status) override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     Action action;
     if (Settled(&action, status)) return action;
     if (!pending_.empty()) {
       ToProto(pending_.front(), &msg_);
+      last_sent_ = pending_.front().position;
       pending_.pop_front();
       return Action::kWrite;
     }
@@ -254,10 +389,12 @@ class ReplayReactor final : public StreamWriter<v1::Event> {
   const StreamContext ctx_;
   const v1::ReplayEventsRequest request_;
   const storage::Filter filter_;
+  std::atomic<bool> registered_{false};
   bool exhausted_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t after_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t up_to_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t remaining_ ABSL_GUARDED_BY(mu_);
+  uint64_t last_sent_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace
@@ -270,54 +407,54 @@ class SubscribeReactor final : public StreamWriter<v1::SubscribeResponse> {
   SubscribeReactor(const StreamContext& ctx, SubscriberRegistry* registry,
                    grpc::CallbackServerContext* call,
                    const v1::SubscribeRequest& req, storage::Filter filter)
-      : StreamWriter(ctx.executor),
+      : StreamWriter(ctx, registry, call),
         ctx_(ctx),
-        registry_(registry),
         request_(req),
         filter_(filter),
         heartbeat_(absl::Seconds(req.heartbeat_seconds() == 0
                                      ? kDefaultHeartbeatSeconds
                                      : req.heartbeat_seconds())),
         peer_(call->peer()),
-        filter_text_(FilterToString(req.filter())),
-        connected_since_(ctx.clock->Now()) {
-    last_write_at_ = connected_since_;
+        filter_text_(FilterToString(filter)),
+        connected_since_(ctx.clock->Now()),
+        // 1. Live first: everything committed from here on reaches the
+        // queue. Set before the registry can list this reactor.
+        sub_(ctx_.hub->Register(std::move(filter), ctx_.subscriber_queue,
+                                [this] { ScheduleWake(); })),
+        // "now" is the head as of registration: later commits are queued.
+        head_at_registration_(ctx_.store->HeadPosition()) {
+    {
+      absl::MutexLock lock(&mu_);
+      last_write_at_ = connected_since_;
+    }
+    // Visible to GetStatus and the ticker only once fully constructed.
+    registered_.store(true);
     if (!registry_->Add(this)) {
+      registered_.store(false);
       absl::MutexLock lock(&mu_);
       error_ = absl::ResourceExhaustedError(
           "too many subscribers (--max_subscribers reached) or the server is "
           "shutting down; retry later");
       started_ = true;
-      registered_ = false;
     } else {
-      // 1. Live first: everything committed from here on reaches the queue.
-      sub_ = ctx_.hub->Register(std::move(filter), ctx_.subscriber_queue,
-                                [this] { ScheduleWake(); });
-      // "now" is the head as of registration: later commits are queued.
-      head_at_registration_ = ctx_.store->HeadPosition();
-      PostTask([this] { Start(); });
+      PostRead([this] { Start(); });
     }
     Pump();
   }
 
-  void OnDone() override {
+  void OnCallDone() override {
     Release();
     log::Info("subscriber ended",
               {{"peer", peer_}, {"events_sent", events_sent_.load()}});
-    Unref();
   }
 
   // Frees the live queue and the subscriber slot as soon as the call is
   // finished (OnDone may come much later if a write is stalled).
   void Release() {
     if (released_.exchange(true)) return;
-    if (sub_ != nullptr) ctx_.hub->Unregister(sub_->id());
-    if (registered_) registry_->Remove(this);
+    ctx_.hub->Unregister(sub_->id());
+    if (registered_.exchange(false)) registry_->Remove(this);
   }
-
-  // Called by the registry's ticker: sends a heartbeat if one is due, and
-  // enforces --max_subscriber_lag.
-  void Tick() { Pump(); }
 
   void BeginShutdown() {
     {
@@ -329,7 +466,7 @@ class SubscribeReactor final : public StreamWriter<v1::SubscribeResponse> {
 
   v1::SubscriberStatus Status() const {
     v1::SubscriberStatus s;
-    s.set_id(absl::StrCat(sub_ != nullptr ? sub_->id() : 0));
+    s.set_id(absl::StrCat(sub_->id()));
     s.set_peer(peer_);
     s.set_filter(filter_text_);
     {
@@ -337,7 +474,7 @@ class SubscribeReactor final : public StreamWriter<v1::SubscribeResponse> {
       s.set_live(mode_ == Mode::kLive);
       s.set_last_position(last_);
     }
-    s.set_queue_depth(sub_ != nullptr ? sub_->depth() : 0);
+    s.set_queue_depth(sub_->depth());
     s.set_events_sent(events_sent_.load());
     s.set_fell_behind_total(fell_behind_total_.load());
     *s.mutable_connected_since() = ToTimestamp(connected_since_);
@@ -345,6 +482,7 @@ class SubscribeReactor final : public StreamWriter<v1::SubscribeResponse> {
   }
 
   using StreamWriter::Ref;
+  using StreamWriter::Tick;
   using StreamWriter::Unref;
 
  private:
@@ -363,9 +501,9 @@ class SubscribeReactor final : public StreamWriter<v1::SubscribeResponse> {
   void Start() {
     // 2. Then read storage from the start point.
     const uint64_t head = head_at_registration_;
-    const bool has_start = request_.has_start() &&
-                           request_.start().from_case() !=
-                               v1::StartPoint::FROM_NOT_SET;
+    const bool has_start =
+        request_.has_start() &&
+        request_.start().from_case() != v1::StartPoint::FROM_NOT_SET;
     v1::StartPoint start = request_.start();
     if (!has_start) start.set_now(true);
     absl::StatusOr<uint64_t> after =
@@ -410,16 +548,26 @@ class SubscribeReactor final : public StreamWriter<v1::SubscribeResponse> {
 
   void OnFinishing() override { Release(); }
 
-  Action Next(grpc::Status* status) override
+  std::string StalledMessage() const override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    const absl::Time now = ctx_.clock->Now();
+    return absl::StrCat(
+        "no write to this subscriber completed within "
+        "--subscriber_write_timeout=",
+        absl::FormatDuration(write_timeout_),
+        " (the client stopped reading); last position ", last_,
+        "; resume with after_position");
+  }
+
+  Action Next(absl::Time now, grpc::Status* status) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     Action action = Action::kNothing;
     if (mode_ == Mode::kCatchUp &&
         ctx_.max_subscriber_lag > absl::ZeroDuration() &&
         fell_behind_at_ != absl::InfinitePast() &&
         now - fell_behind_at_ > ctx_.max_subscriber_lag) {
       // Checked even with a write in flight: a consumer that stopped
-      // reading must not hold its stream open for ever.
+      // reading must not hold its stream open for ever (Pump defers the
+      // Finish while a StartWrite call is running).
       *status = grpc::Status(
           grpc::StatusCode::RESOURCE_EXHAUSTED,
           absl::StrCat("subscriber stayed behind the head for longer than "
@@ -442,7 +590,20 @@ class SubscribeReactor final : public StreamWriter<v1::SubscribeResponse> {
       return Wrote(now);
     }
     if (mode_ == Mode::kCatchUp) {
-      if (!caught_up_) return reading_ ? Action::kNothing : Action::kRead;
+      if (!caught_up_) {
+        if (now - last_write_at_ >= heartbeat_) {
+          // A narrow filter over a long log sends nothing for a long time:
+          // say how far storage was scanned (everything matching up to
+          // last_ was sent, pending_ being empty) so that the client can
+          // resume past it, and that it sees the stream is alive.
+          msg_.Clear();
+          v1::Checkpoint* cp = msg_.mutable_checkpoint();
+          cp->set_position(last_);
+          cp->set_head_position(ctx_.store->HeadPosition());
+          return Wrote(now);
+        }
+        return reading_ ? Action::kNothing : Action::kRead;
+      }
       if (sub_->overflowed()) {
         // The queue overflowed while we were still reading storage: the
         // client never went live, so no fell_behind; re-arm, read on.
@@ -481,6 +642,12 @@ class SubscribeReactor final : public StreamWriter<v1::SubscribeResponse> {
       return Wrote(now);
     }
     if (now - last_write_at_ >= heartbeat_) {
+      // Idle: every published event up to `through` was examined, and the
+      // matching ones were sent (queue empty, nothing looked ahead): the
+      // heartbeat's last_position is also a checkpoint past the events the
+      // filter skipped.
+      uint64_t through = 0;
+      if (sub_->IdleThrough(&through) && through > last_) last_ = through;
       msg_.Clear();
       v1::Heartbeat* hb = msg_.mutable_heartbeat();
       hb->set_last_position(last_);
@@ -510,17 +677,16 @@ class SubscribeReactor final : public StreamWriter<v1::SubscribeResponse> {
   }
 
   const StreamContext ctx_;
-  SubscriberRegistry* const registry_;
   std::atomic<bool> released_{false};
+  std::atomic<bool> registered_{false};
   const v1::SubscribeRequest request_;
   const storage::Filter filter_;
   const absl::Duration heartbeat_;
   const std::string peer_;
   const std::string filter_text_;
   const absl::Time connected_since_;
-  bool registered_ = true;
-  std::shared_ptr<Subscription> sub_;
-  uint64_t head_at_registration_ = 0;
+  const std::shared_ptr<Subscription> sub_;
+  const uint64_t head_at_registration_;
   std::atomic<bool> wake_posted_{false};
   std::atomic<uint64_t> events_sent_{0};
   std::atomic<uint64_t> fell_behind_total_{0};
@@ -543,18 +709,48 @@ class SubscribeReactor final : public StreamWriter<v1::SubscribeResponse> {
 
 bool SubscriberRegistry::Add(SubscribeReactor* reactor) {
   absl::MutexLock lock(&mu_);
-  if (shutdown_ ||
-      reactors_.size() >= static_cast<size_t>(max_subscribers_)) {
+  if (shutdown_ || reactors_.size() >= static_cast<size_t>(max_subscribers_)) {
     return false;
   }
   reactors_.push_back(reactor);
   return true;
 }
 
+namespace {
+template <typename T>
+void Erase(std::vector<T*>* list, T* item) {
+  list->erase(std::remove(list->begin(), list->end(), item), list->end());
+}
+}  // namespace
+
 void SubscriberRegistry::Remove(SubscribeReactor* reactor) {
   absl::MutexLock lock(&mu_);
-  reactors_.erase(std::remove(reactors_.begin(), reactors_.end(), reactor),
-                  reactors_.end());
+  Erase(&reactors_, reactor);
+}
+
+bool SubscriberRegistry::AddReplay(TickedStream* replay) {
+  absl::MutexLock lock(&mu_);
+  if (shutdown_ || (max_replays_ > 0 &&
+                    replays_.size() >= static_cast<size_t>(max_replays_))) {
+    return false;
+  }
+  replays_.push_back(replay);
+  return true;
+}
+
+void SubscriberRegistry::RemoveReplay(TickedStream* replay) {
+  absl::MutexLock lock(&mu_);
+  Erase(&replays_, replay);
+}
+
+void SubscriberRegistry::AddDraining(TickedStream* stream) {
+  absl::MutexLock lock(&mu_);
+  draining_.push_back(stream);
+}
+
+void SubscriberRegistry::RemoveDraining(TickedStream* stream) {
+  absl::MutexLock lock(&mu_);
+  Erase(&draining_, stream);
 }
 
 std::vector<v1::SubscriberStatus> SubscriberRegistry::Snapshot() const {
@@ -565,18 +761,22 @@ std::vector<v1::SubscriberStatus> SubscriberRegistry::Snapshot() const {
 }
 
 namespace {
-template <typename Fn>
-void ForEachRef(absl::Mutex* mu, const std::vector<SubscribeReactor*>& list,
-                Fn fn) {
-  std::vector<SubscribeReactor*> refs;
+// Calls `fn` on each stream of the lists outside the lock, holding a
+// reference (a stream may leave the lists meanwhile).
+template <typename T, typename Fn>
+void ForEachRef(absl::Mutex* mu,
+                std::initializer_list<const std::vector<T*>*> lists, Fn fn) {
+  std::vector<T*> refs;
   {
     absl::MutexLock lock(mu);
-    for (SubscribeReactor* r : list) {
-      r->Ref();
-      refs.push_back(r);
+    for (const std::vector<T*>* list : lists) {
+      for (T* r : *list) {
+        r->Ref();
+        refs.push_back(r);
+      }
     }
   }
-  for (SubscribeReactor* r : refs) {
+  for (T* r : refs) {
     fn(r);
     r->Unref();
   }
@@ -584,7 +784,10 @@ void ForEachRef(absl::Mutex* mu, const std::vector<SubscribeReactor*>& list,
 }  // namespace
 
 void SubscriberRegistry::Tick() {
-  ForEachRef(&mu_, reactors_, [](SubscribeReactor* r) { r->Tick(); });
+  ForEachRef<SubscribeReactor>(&mu_, {&reactors_},
+                               [](SubscribeReactor* r) { r->Tick(); });
+  ForEachRef<TickedStream>(&mu_, {&replays_, &draining_},
+                           [](TickedStream* r) { r->Tick(); });
 }
 
 void SubscriberRegistry::Shutdown() {
@@ -592,8 +795,18 @@ void SubscriberRegistry::Shutdown() {
     absl::MutexLock lock(&mu_);
     shutdown_ = true;
   }
-  ForEachRef(&mu_, reactors_,
-             [](SubscribeReactor* r) { r->BeginShutdown(); });
+  ForEachRef<SubscribeReactor>(&mu_, {&reactors_},
+                               [](SubscribeReactor* r) { r->BeginShutdown(); });
+}
+
+size_t SubscriberRegistry::replays() const {
+  absl::MutexLock lock(&mu_);
+  return replays_.size();
+}
+
+size_t SubscriberRegistry::draining() const {
+  absl::MutexLock lock(&mu_);
+  return draining_.size();
 }
 
 size_t SubscriberRegistry::size() const {
@@ -628,8 +841,8 @@ absl::StatusOr<uint64_t> ResolveStart(storage::Store* store,
       if (p > head || p < floor) {
         return absl::OutOfRangeError(
             absl::StrCat("after_position ", p,
-                         p > head ? " is beyond the head" :
-                                    " is older than the oldest stored event",
+                         p > head ? " is beyond the head"
+                                  : " is older than the oldest stored event",
                          "; ", RangeText(oldest, head)));
       }
       return p;
@@ -664,10 +877,11 @@ absl::StatusOr<uint64_t> ResolveStart(storage::Store* store,
 }
 
 grpc::ServerWriteReactor<v1::Event>* NewReplayReactor(
-    const StreamContext& ctx, const v1::ReplayEventsRequest& request) {
+    const StreamContext& ctx, SubscriberRegistry* registry,
+    grpc::CallbackServerContext* call, const v1::ReplayEventsRequest& request) {
   absl::StatusOr<storage::Filter> filter = FromProto(request.filter());
   if (!filter.ok()) return new ErrorReactor<v1::Event>(filter.status());
-  return new ReplayReactor(ctx, request, *std::move(filter));
+  return new ReplayReactor(ctx, registry, call, request, *std::move(filter));
 }
 
 grpc::ServerWriteReactor<v1::SubscribeResponse>* NewSubscribeReactor(
@@ -683,8 +897,7 @@ grpc::ServerWriteReactor<v1::SubscribeResponse>* NewSubscribeReactor(
             "heartbeat_seconds must be from 1 to ", kMaxHeartbeatSeconds,
             " (0 = default ", kDefaultHeartbeatSeconds, ")")));
   }
-  return new SubscribeReactor(ctx, registry, call, request,
-                              *std::move(filter));
+  return new SubscribeReactor(ctx, registry, call, request, *std::move(filter));
 }
 
 }  // namespace chstream::server

@@ -8,23 +8,37 @@
 // Subscribe: registers a live queue in the SubscriptionHub first, then reads
 // storage from the start point, sends caught_up, then live events; falls
 // back to storage (fell_behind ... caught_up) when its queue overflows; sends
-// heartbeats while idle (prior-art A.10).
+// heartbeats while idle (prior-art A.10), and checkpoints while catching up
+// (how far storage has been scanned, so that a narrow filter over a long log
+// still makes visible progress).
 //
 // Both keep exactly one write in flight, never block in a reaction (storage
-// reads run on the Executor), and hold at most one page of events.
+// reads run on the read Executor, sends on the live one), and hold at most
+// one page of events.
+//
+// Stuck clients: a write that has not completed after `write_timeout` ends
+// the call with RESOURCE_EXHAUSTED (the status is queued behind the stuck
+// message; the slot and live queue are released at once). If gRPC has not
+// ended the call `kCancelGrace` later (the client still does not read), the
+// call is cancelled (ServerContext::TryCancel: the stream is reset, the
+// client sees CANCELLED) so that the reactor and the HTTP/2 stream are freed.
+// Finish is never called while a StartWrite call is still running on another
+// thread (a Finish decided then is deferred to the end of that call), and
+// TryCancel never after OnDone.
 //
 // Lifetime: a reactor deletes itself once gRPC has called OnDone and no
 // executor task refers to it any more.
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -39,50 +53,91 @@ namespace chstream::server {
 
 class SubscribeReactor;
 
+// How long a call whose Finish is stuck behind an unread message may stay
+// before it is cancelled (see the file comment).
+inline constexpr absl::Duration kCancelGrace = absl::Seconds(3);
+
 // Everything a streaming reactor needs, shared by all of them.
 struct StreamContext {
-  storage::Store* store;
-  SubscriptionHub* hub;
-  Executor* executor;
-  Clock* clock;
+  storage::Store* store = nullptr;
+  SubscriptionHub* hub = nullptr;
+  // Live delivery: wake-ups and sends.
+  Executor* executor = nullptr;
+  // Storage reads (start points, replay and catch-up pages), on their own
+  // threads so that many replays cannot delay live sends; null = executor.
+  Executor* read_executor = nullptr;
+  Clock* clock = nullptr;
   size_t page_size = 512;
   size_t max_scan = 20000;
-  size_t subscriber_queue = 1024;
+  QueueLimits subscriber_queue;
   absl::Duration max_subscriber_lag = absl::ZeroDuration();
+  // A write not completed within this ends the call; 0 = never.
+  absl::Duration write_timeout = absl::ZeroDuration();
   // Counts storage pages read for replay and catch-up (may be null).
   std::atomic<uint64_t>* pages_read = nullptr;
+  // Tests only: runs after a write was decided, just before StartWrite
+  // (where a concurrent Finish used to slip in).
+  std::function<void()> before_start_write;
 };
 
-// The live Subscribe calls: limits, status listing, heartbeat ticks and
-// shutdown.
+// What the registry holds of a streaming reactor: reference counting and a
+// periodic tick (heartbeats, checkpoints, write timeouts).
+class TickedStream {
+ public:
+  virtual void Ref() = 0;
+  virtual void Unref() = 0;
+  virtual void Tick() = 0;
+
+ protected:
+  virtual ~TickedStream() = default;
+};
+
+// The open streaming calls: limits (--max_subscribers, --max_replays),
+// status listing, ticks and shutdown. Also ticks calls that were finished
+// with a write still pending until gRPC ends them (see kCancelGrace).
 class SubscriberRegistry {
  public:
-  explicit SubscriberRegistry(int max_subscribers)
-      : max_subscribers_(max_subscribers) {}
+  // `max_replays` 0 = no limit.
+  explicit SubscriberRegistry(int max_subscribers, int max_replays = 0)
+      : max_subscribers_(max_subscribers), max_replays_(max_replays) {}
 
   // False when the limit is reached or the registry is shut down.
   bool Add(SubscribeReactor* reactor);
   void Remove(SubscribeReactor* reactor);
+  // The same for ReplayEvents calls and --max_replays.
+  bool AddReplay(TickedStream* replay);
+  void RemoveReplay(TickedStream* replay);
+  // A finished call whose last write is still pending; removed by OnDone.
+  void AddDraining(TickedStream* stream);
+  void RemoveDraining(TickedStream* stream);
 
   std::vector<v1::SubscriberStatus> Snapshot() const;
-  // Lets each subscriber send a heartbeat if one is due.
+  // Lets each stream send a heartbeat or checkpoint if one is due and
+  // enforce its timeouts.
   void Tick();
   // Ends every subscriber with UNAVAILABLE after its pending write; refuses
   // new ones.
   void Shutdown();
   size_t size() const;
+  size_t replays() const;
+  size_t draining() const;
+  int max_replays() const { return max_replays_; }
 
  private:
   const int max_subscribers_;
+  const int max_replays_;
   mutable absl::Mutex mu_;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<SubscribeReactor*> reactors_ ABSL_GUARDED_BY(mu_);
+  std::vector<TickedStream*> replays_ ABSL_GUARDED_BY(mu_);
+  std::vector<TickedStream*> draining_ ABSL_GUARDED_BY(mu_);
 };
 
 // Validates the request and returns a reactor (possibly one that only
 // finishes with an error status).
 grpc::ServerWriteReactor<v1::Event>* NewReplayReactor(
-    const StreamContext& ctx, const v1::ReplayEventsRequest& request);
+    const StreamContext& ctx, SubscriberRegistry* registry,
+    grpc::CallbackServerContext* call, const v1::ReplayEventsRequest& request);
 
 grpc::ServerWriteReactor<v1::SubscribeResponse>* NewSubscribeReactor(
     const StreamContext& ctx, SubscriberRegistry* registry,

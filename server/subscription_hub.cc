@@ -1,12 +1,60 @@
 #include "server/subscription_hub.h"
 
 namespace chstream::server {
+namespace {
+
+// The copy a queue shares: what serving reads (server/proto_convert.h
+// sends data_pb, never data_json or the typed company fields).
+SharedEvent ServingCopy(const storage::Event& e) {
+  auto copy = std::make_shared<storage::Event>();
+  copy->position = e.position;
+  copy->stream = e.stream;
+  copy->timepoint = e.timepoint;
+  copy->type = e.type;
+  copy->resource_kind = e.resource_kind;
+  copy->resource_id = e.resource_id;
+  copy->resource_uri = e.resource_uri;
+  copy->company_number = e.company_number;
+  copy->published_at = e.published_at;
+  copy->received_at = e.received_at;
+  copy->fields_changed = e.fields_changed;
+  copy->data_pb = e.data_pb;
+  return copy;
+}
+
+}  // namespace
+
+FilterMatcher::FilterMatcher(const storage::Filter& f)
+    : streams_(f.streams.begin(), f.streams.end()),
+      kinds_(f.resource_kinds.begin(), f.resource_kinds.end()),
+      companies_(f.company_numbers.begin(), f.company_numbers.end()) {
+  for (storage::EventType t : f.types) types_.insert(static_cast<int>(t));
+}
+
+bool FilterMatcher::Matches(const storage::Event& e) const {
+  return (streams_.empty() || streams_.contains(e.stream)) &&
+         (kinds_.empty() || kinds_.contains(e.resource_kind)) &&
+         (companies_.empty() || companies_.contains(e.company_number)) &&
+         (types_.empty() || types_.contains(static_cast<int>(e.type)));
+}
+
+size_t ApproximateBytes(const storage::Event& e) {
+  size_t n = sizeof(storage::Event) + e.stream.capacity() +
+             e.resource_kind.capacity() + e.resource_id.capacity() +
+             e.resource_uri.capacity() + e.company_number.capacity() +
+             e.data_json.capacity() + e.data_pb.capacity();
+  for (const std::string& f : e.fields_changed) {
+    n += sizeof(std::string) + f.capacity();
+  }
+  return n;
+}
 
 Subscription::Subscription(uint64_t id, storage::Filter filter,
-                           size_t capacity, std::function<void()> wake)
+                           QueueLimits limits, std::function<void()> wake)
     : id_(id),
-      filter_(std::move(filter)),
-      capacity_(capacity == 0 ? 1 : capacity),
+      matcher_(filter),
+      limits_{limits.events == 0 ? 1 : limits.events,
+              limits.bytes == 0 ? 1 : limits.bytes},
       wake_(std::move(wake)) {}
 
 bool Subscription::Pop(Item* item) {
@@ -14,6 +62,7 @@ bool Subscription::Pop(Item* item) {
   if (queue_.empty()) return false;
   *item = std::move(queue_.front());
   queue_.pop_front();
+  bytes_ -= ApproximateBytes(*item->event);
   return true;
 }
 
@@ -32,26 +81,47 @@ size_t Subscription::depth() const {
   return queue_.size();
 }
 
+size_t Subscription::bytes() const {
+  absl::MutexLock lock(&mu_);
+  return bytes_;
+}
+
+bool Subscription::IdleThrough(uint64_t* position) const {
+  absl::MutexLock lock(&mu_);
+  if (!queue_.empty() || overflowed_) return false;
+  *position = published_through_;
+  return true;
+}
+
 void Subscription::Detach() {
   absl::MutexLock lock(&mu_);
   wake_ = nullptr;
   queue_.clear();
+  bytes_ = 0;
 }
 
-bool Subscription::Offer(const EventBatch& batch) {
+bool Subscription::Offer(const std::vector<storage::Event>& batch,
+                         std::vector<SharedEvent>* shared) {
   absl::MutexLock lock(&mu_);
   if (overflowed_ || !wake_) return false;
   const bool was_empty = queue_.empty();
   bool added = false;
-  for (const storage::Event& e : *batch) {
-    if (!filter_.Matches(e)) continue;
-    if (queue_.size() >= capacity_) {
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const storage::Event& e = batch[i];
+    published_through_ = e.position;
+    if (!matcher_.Matches(e)) continue;
+    SharedEvent& copy = (*shared)[i];
+    if (copy == nullptr) copy = ServingCopy(e);
+    const size_t size = ApproximateBytes(*copy);
+    if (queue_.size() >= limits_.events || bytes_ + size > limits_.bytes) {
       // Lost events will be re-read from storage: release the memory now.
       queue_.clear();
+      bytes_ = 0;
       overflowed_ = true;
       return true;
     }
-    queue_.push_back(Item{batch, &e});
+    queue_.push_back(Item{copy});
+    bytes_ += size;
     added = true;
   }
   return added && was_empty;
@@ -65,10 +135,10 @@ void Subscription::Wake() {
 }
 
 std::shared_ptr<Subscription> SubscriptionHub::Register(
-    storage::Filter filter, size_t capacity, std::function<void()> wake) {
+    storage::Filter filter, QueueLimits limits, std::function<void()> wake) {
   absl::MutexLock lock(&mu_);
   auto sub = std::make_shared<Subscription>(next_id_++, std::move(filter),
-                                            capacity, std::move(wake));
+                                            limits, std::move(wake));
   subs_.emplace(sub->id(), sub);
   return sub;
 }
@@ -87,14 +157,19 @@ void SubscriptionHub::Unregister(uint64_t id) {
 
 void SubscriptionHub::Publish(const EventBatch& batch) {
   if (batch == nullptr || batch->empty()) return;
-  std::vector<std::shared_ptr<Subscription>> to_wake;
+  // Only the list is copied under the hub's lock: filtering is per
+  // subscription, under its own lock, so that a subscriber with a large
+  // filter never holds up Register/Unregister or the others.
+  std::vector<std::shared_ptr<Subscription>> subs;
   {
     absl::MutexLock lock(&mu_);
-    for (auto& [id, sub] : subs_) {
-      if (sub->Offer(batch)) to_wake.push_back(sub);
-    }
+    subs.reserve(subs_.size());
+    for (auto& [id, sub] : subs_) subs.push_back(sub);
   }
-  for (const std::shared_ptr<Subscription>& sub : to_wake) sub->Wake();
+  std::vector<SharedEvent> shared(batch->size());
+  for (const std::shared_ptr<Subscription>& sub : subs) {
+    if (sub->Offer(*batch, &shared)) sub->Wake();
+  }
 }
 
 size_t SubscriptionHub::size() const {

@@ -4,26 +4,42 @@
 // Publish() after each commit, in commit order; each subscriber has a
 // bounded queue holding only the events that match its filter.
 //
-// A queue that would overflow is not grown and not silently trimmed: it is
-// emptied and marked `overflowed`, and enqueueing stops until the subscriber
-// re-arms it. The subscriber then reports fell_behind, re-arms, and reads
-// storage from its last position until it reaches the head (prior-art A.10).
-// Because a subscription is armed before storage is read, every event is in
-// storage, in the queue, or both; positions remove the overlap.
+// A queue that would overflow (in events or in bytes) is not grown and not
+// silently trimmed: it is emptied and marked `overflowed`, and enqueueing
+// stops until the subscriber re-arms it. The subscriber then reports
+// fell_behind, re-arms, and reads storage from its last position until it
+// reaches the head (prior-art A.10). Because a subscription is armed before
+// storage is read, every event is in storage, in the queue, or both;
+// positions remove the overlap.
 //
-// Thread-safety: all methods are thread-safe. Publish is cheap: it filters,
-// copies pointers and calls each subscriber's wake callback (which must not
-// block).
+// Memory: queued events are shared per event (one copy, without the fields
+// serving does not use, for all the subscribers that matched it), never per
+// commit batch, so a subscriber that stops reading pins at most
+// `QueueLimits::bytes` of events, however large the batches were.
+//
+// Thread-safety: all methods are thread-safe. Publish holds the hub's lock
+// only to copy the list of subscriptions; filtering (a hash lookup per
+// field, prepared once per subscription) and enqueueing run under each
+// subscription's own lock, and each subscriber's wake callback (which must
+// not block) is called after that.
+//
+//   auto sub = hub.Register(filter, {.events = 1024, .bytes = 8 << 20},
+//                           [] { /* post a drain task */ });
+//   hub.Publish(commit_result.events);  // writer thread
+//   Subscription::Item item;
+//   while (sub->Pop(&item)) Send(*item.event);
 #pragma once
 
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "storage/event.h"
 #include "storage/store.h"
@@ -31,16 +47,37 @@
 namespace chstream::server {
 
 using EventBatch = std::shared_ptr<const std::vector<storage::Event>>;
+using SharedEvent = std::shared_ptr<const storage::Event>;
+
+// A storage::Filter prepared for O(1) checks per event: one hash set per
+// field instead of a linear scan of each list.
+class FilterMatcher {
+ public:
+  explicit FilterMatcher(const storage::Filter& filter);
+  bool Matches(const storage::Event& e) const;
+
+ private:
+  absl::flat_hash_set<std::string> streams_, kinds_, companies_;
+  absl::flat_hash_set<int> types_;
+};
+
+// What one subscriber's live queue may hold before it overflows.
+struct QueueLimits {
+  size_t events = 1024;
+  size_t bytes = 8 << 20;
+};
+
+// The bytes an event occupies in memory (the struct and its strings).
+size_t ApproximateBytes(const storage::Event& e);
 
 // One subscriber's live queue.
 class Subscription {
  public:
   struct Item {
-    EventBatch batch;  // keeps the event alive
-    const storage::Event* event;
+    SharedEvent event;
   };
 
-  Subscription(uint64_t id, storage::Filter filter, size_t capacity,
+  Subscription(uint64_t id, storage::Filter filter, QueueLimits limits,
                std::function<void()> wake);
 
   uint64_t id() const { return id_; }
@@ -52,22 +89,32 @@ class Subscription {
   // Clears the overflow mark and resumes enqueueing.
   void Rearm();
   size_t depth() const;
+  size_t bytes() const;
+  // When the queue is empty and not overflowed: true, and `*position` is
+  // the last position published since registration (0 if none), every
+  // event up to which has been examined and either queued and popped or
+  // skipped by the filter. False otherwise.
+  bool IdleThrough(uint64_t* position) const;
 
   // Stops wake-ups (the subscriber is going away).
   void Detach();
 
  private:
   friend class SubscriptionHub;
-  // Returns true if the subscriber should be woken.
-  bool Offer(const EventBatch& batch);
+  // Offers the batch's events; `shared` holds the batch's per-event copies,
+  // made on first use. Returns true if the subscriber should be woken.
+  bool Offer(const std::vector<storage::Event>& batch,
+             std::vector<SharedEvent>* shared);
   void Wake();
 
   const uint64_t id_;
-  const storage::Filter filter_;
-  const size_t capacity_;
+  const FilterMatcher matcher_;
+  const QueueLimits limits_;
   mutable absl::Mutex mu_;
   std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
+  size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool overflowed_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t published_through_ ABSL_GUARDED_BY(mu_) = 0;
   std::function<void()> wake_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -79,11 +126,12 @@ class SubscriptionHub {
   // under the subscription's lock: it must only post work elsewhere) when
   // the queue goes from empty to non-empty or overflows.
   std::shared_ptr<Subscription> Register(storage::Filter filter,
-                                         size_t capacity,
+                                         QueueLimits limits,
                                          std::function<void()> wake);
   void Unregister(uint64_t id);
 
-  // Called by the storage writer after each commit, in commit order.
+  // Called by the storage writer after each commit, in commit order (one
+  // thread).
   void Publish(const EventBatch& batch);
 
   size_t size() const;

@@ -210,6 +210,18 @@ ResumeLoop::CallOutcome ResumeLoop::RunOneCall(v1::CompanyStream::Stub* stub) {
         // Idle: a good moment to save what is unsaved.
         out.fatal = Checkpoint();
         break;
+      case v1::SubscribeResponse::kCheckpoint: {
+        // Catching up with a filter: everything matching up to here was
+        // sent. Save it, so that a reconnect resumes past what the server
+        // already scanned instead of scanning it again.
+        {
+          absl::MutexLock lock(&mu_);
+          ++stats_.server_checkpoints;
+        }
+        AdvanceTo(msg.checkpoint().position());
+        out.fatal = Checkpoint();
+        break;
+      }
       case v1::SubscribeResponse::MESSAGE_NOT_SET:
         break;  // a newer server's message kind: ignore
     }

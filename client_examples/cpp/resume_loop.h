@@ -9,11 +9,14 @@
 //      position at or below the last one processed (defence in depth: the
 //      server sends none).
 //   3. Checkpoint (EventProcessor::Checkpoint) every `checkpoint_events`
-//      events or `checkpoint_interval`, on caught_up, on a heartbeat when
-//      something is unsaved, and when stopping. caught_up and heartbeats
-//      also advance the cursor past events the filter skipped, so that a
-//      `start = now` subscriber that has seen no event yet still resumes
-//      from where it subscribed.
+//      events or `checkpoint_interval`, on caught_up, on a heartbeat or a
+//      server checkpoint when something is unsaved, and when stopping.
+//      caught_up, heartbeats and checkpoints also advance the cursor past
+//      events the filter skipped, so that a `start = now` subscriber that
+//      has seen no event yet still resumes from where it subscribed, and a
+//      narrow filter catching up over a long log resumes past what the
+//      server already scanned (it sends a checkpoint at least every
+//      heartbeat period while catching up).
 //   4. Watch the stream: if nothing arrives, not even a heartbeat, for
 //      `stall_heartbeats` x `heartbeat_seconds`, cancel the call and
 //      reconnect. fell_behind is logged (the server then serves this
@@ -100,8 +103,9 @@ struct ResumeLoopStats {
   uint64_t caught_up = 0;   // counted after the cursor was saved
   uint64_t fell_behind = 0;
   uint64_t heartbeats = 0;
-  uint64_t stalls = 0;        // calls cancelled by the watchdog
-  uint64_t failed_calls = 0;  // calls that ended other than by Stop()
+  uint64_t server_checkpoints = 0;  // checkpoint messages received
+  uint64_t stalls = 0;              // calls cancelled by the watchdog
+  uint64_t failed_calls = 0;        // calls that ended other than by Stop()
   uint64_t checkpoints = 0;
   std::optional<uint64_t> checkpointed;  // the last saved position
   std::optional<uint64_t> processed;     // the last processed position

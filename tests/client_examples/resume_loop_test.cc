@@ -3,6 +3,7 @@
 // stall watchdog (FakeClock), retries, fatal errors and Stop().
 #include "client_examples/cpp/resume_loop.h"
 
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <optional>
@@ -269,6 +270,39 @@ TEST(ResumeLoopTest, SilentStreamIsCancelledAndResumed) {
   ASSERT_TRUE(WaitFor([&] { return processor.positions().size() == 6; }));
   EXPECT_THAT(runner.Stop(), IsOk());
   EXPECT_THAT(processor.positions(), ElementsAreArray(Range(1, 6)));
+}
+
+// Verifies item 5 of issue 9: a narrow filter catching up over a long log
+// (each storage read takes 1 s on the shared FakeClock: ~50 s in all, far
+// more than the 3-heartbeat stall limit) gets through. The server's
+// checkpoints keep the stream alive and move the cursor, so that even a
+// call the watchdog cancels resumes past what was already scanned.
+TEST(ResumeLoopTest, NarrowFilterCatchUpGetsThroughOnCheckpoints) {
+  FakeClock clock;
+  TestServerOptions server_options;
+  server_options.clock = &clock;
+  server_options.max_scan = 100;
+  server_options.before_read = [&clock] { clock.Advance(absl::Seconds(1)); };
+  TestServer server(server_options);
+  for (int i = 0; i < 5; ++i) server.CommitAndWait(Events(1000, 1000 * i + 1));
+  server.CommitAndWait({MakeEvent("companies", 90'000, "SC000001")});
+  RecordingProcessor processor;
+  ResumeLoopOptions options = TestOptions(server.address());
+  options.clock = &clock;
+  options.watchdog_tick = absl::Milliseconds(1);
+  options.heartbeat_seconds = 1;
+  options.filter.add_company_numbers("SC000001");
+  Runner runner(options, &processor);
+  ASSERT_TRUE(WaitFor([&] { return processor.positions().size() == 1; }))
+      << "calls: " << runner.loop().stats().calls
+      << ", stalls: " << runner.loop().stats().stalls;
+  EXPECT_THAT(processor.positions(), ElementsAre(5001));
+  const ResumeLoopStats stats = runner.loop().stats();
+  EXPECT_GE(stats.server_checkpoints, 1u);
+  EXPECT_THAT(runner.Stop(), IsOk());
+  // Saved cursors only ever move forward.
+  std::vector<uint64_t> saved = processor.checkpoints();
+  EXPECT_TRUE(std::is_sorted(saved.begin(), saved.end()));
 }
 
 TEST(ResumeLoopTest, RetriesWhileTheServerIsUnreachableUntilStopped) {

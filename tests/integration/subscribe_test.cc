@@ -1,13 +1,16 @@
 // ReplayEvents and Subscribe over a real channel: start points, filters,
 // limits, errors, the replay-to-live hand-over under concurrent commits,
-// slow subscribers, heartbeats, limits, cancellation and shutdown.
+// slow subscribers, heartbeats, checkpoints, limits, cancellation, stuck
+// clients (--subscriber_write_timeout) and shutdown.
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
 #include <atomic>
 #include <random>
 #include <thread>
 
-#include <grpcpp/grpcpp.h>
-
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -17,6 +20,7 @@
 namespace chstream {
 namespace {
 
+using server::kCancelGrace;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 using testing::MakeEvent;
@@ -294,8 +298,8 @@ void RunRandomizedHandover(size_t queue, int seed) {
         break;
       case 3:
         req.mutable_start()->mutable_stream_timepoint()->set_stream("filings");
-        req.mutable_start()->mutable_stream_timepoint()->set_timepoint(
-            rng() % 60);
+        req.mutable_start()->mutable_stream_timepoint()->set_timepoint(rng() %
+                                                                       60);
         break;
     }
     if (rng() % 2 == 0) req.mutable_filter()->add_streams("companies");
@@ -320,7 +324,8 @@ void RunRandomizedHandover(size_t queue, int seed) {
         if (msg.has_event()) {
           r.positions.push_back(msg.event().position());
         } else if (msg.has_caught_up()) {
-          if (!r.first_caught_up) r.first_caught_up = msg.caught_up().position();
+          if (!r.first_caught_up)
+            r.first_caught_up = msg.caught_up().position();
           ++r.caught_up;
         } else if (msg.has_fell_behind()) {
           ++r.fell_behind;
@@ -334,8 +339,8 @@ void RunRandomizedHandover(size_t queue, int seed) {
   // Commit the rest in small random batches while the subscribers start.
   int timepoint = 51;
   for (int committed = 50; committed < kTotalEvents;) {
-    const int n = std::min(1 + static_cast<int>(rng() % 10),
-                           kTotalEvents - committed);
+    const int n =
+        std::min(1 + static_cast<int>(rng() % 10), kTotalEvents - committed);
     server.CommitAndWait(SomeEvents(n, timepoint));
     timepoint += n;
     committed += n;
@@ -385,20 +390,22 @@ void RunRandomizedHandover(size_t queue, int seed) {
       const Received& r = received[i].r;
       if (!r.first_caught_up) return false;
       return r.positions.size() >= expected_for(i, now_position(r)).size();
-    })) << "subscriber " << i;
+    })) << "subscriber "
+        << i;
     contexts[i].TryCancel();
   }
   for (std::thread& t : threads) t.join();
 
   for (int i = 0; i < kSubscribers; ++i) {
-    SCOPED_TRACE(absl::StrCat("subscriber ", i, ": ",
-                              requests[i].ShortDebugString()));
+    SCOPED_TRACE(
+        absl::StrCat("subscriber ", i, ": ", requests[i].ShortDebugString()));
     absl::MutexLock lock(&received[i].mu);
     const Received& r = received[i].r;
     EXPECT_EQ(r.status.error_code(), grpc::StatusCode::CANCELLED)
         << r.status.error_message();
     ASSERT_TRUE(r.first_caught_up.has_value());
-    EXPECT_THAT(r.positions, ElementsAreArray(expected_for(i, now_position(r))));
+    EXPECT_THAT(r.positions,
+                ElementsAreArray(expected_for(i, now_position(r))));
     if (queue == 1 && r.positions.size() > 1) {
       EXPECT_GE(r.caught_up, 1);
     }
@@ -431,7 +438,8 @@ TEST(SubscribeTest, SlowSubscriberFallsBehindAndCatchesUp) {
   ASSERT_TRUE(msg.has_caught_up());
   // Commit a burst in several transactions before reading anything: each
   // 20-event commit overflows a live queue of 1.
-  for (int i = 0; i < 10; ++i) server.CommitAndWait(SomeEvents(20, 100 + 20 * i));
+  for (int i = 0; i < 10; ++i)
+    server.CommitAndWait(SomeEvents(20, 100 + 20 * i));
   // Events 1..200, served from storage after each overflow, then the
   // caught_up that ends the last catch-up (nothing is committed after 200,
   // so it always comes; a commit racing the catch-up would be read from
@@ -656,6 +664,479 @@ TEST(SubscribeTest, LaggingSubscriberIsEndedWithResourceExhausted) {
   grpc::Status s = reader->Finish();
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(s.error_message(), HasSubstr("--max_subscriber_lag"));
+}
+
+// ---------------------------------------------------------------------------
+// Clients that stop reading (--subscriber_write_timeout).
+
+// A stub on its own connection whose HTTP/2 window stays at the 64 KiB
+// default (no BDP probing): a few hundred KB of unread messages stall the
+// server's writes, as they do for a stopped (SIGSTOP) process.
+std::unique_ptr<v1::CompanyStream::Stub> NonReadingStub(TestServer& server) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  // A channel of its own, not shared with other stubs.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return v1::CompanyStream::NewStub(grpc::CreateCustomChannel(
+      server.address(), grpc::InsecureChannelCredentials(), args));
+}
+
+// Events carrying `bytes` of data each.
+std::vector<storage::Event> BigEvents(int n, int64_t first_timepoint,
+                                      size_t bytes) {
+  std::vector<storage::Event> events = SomeEvents(n, first_timepoint);
+  const std::string payload(bytes, 'x');
+  for (storage::Event& e : events) {
+    e.data_pb = testing::StructWithString("blob", payload);
+  }
+  return events;
+}
+
+// Commits in chunks (each chunk well under a subscriber queue's limits).
+void CommitInChunks(TestServer& server, std::vector<storage::Event> events,
+                    size_t chunk) {
+  for (size_t i = 0; i < events.size(); i += chunk) {
+    const size_t end = std::min(events.size(), i + chunk);
+    server.CommitAndWait({std::make_move_iterator(events.begin() + i),
+                          std::make_move_iterator(events.begin() + end)});
+  }
+}
+
+struct FrozenCall {
+  std::unique_ptr<v1::CompanyStream::Stub> stub;
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReader<v1::SubscribeResponse>> reader;
+};
+
+// Verifies item 1 of issue 9: subscribers that stop reading (live, and one
+// catching up) are ended within --subscriber_write_timeout + 5 s, their
+// slots, live queues and reactors are released, and a subscriber that keeps
+// reading sees every event and no fell_behind.
+TEST(SubscriberWriteTimeoutTest, FrozenSubscribersAreEndedAndReleased) {
+  constexpr absl::Duration kTimeout = absl::Seconds(2);
+  TestServerOptions options;
+  options.subscriber_write_timeout = kTimeout;
+  options.max_subscribers = 4;
+  TestServer server(options);
+  server.CommitAndWait(BigEvents(300, 1, 4000));
+
+  // The healthy subscriber reads everything from now on.
+  std::atomic<int> healthy_events{0}, healthy_fell_behind{0};
+  std::atomic<bool> healthy_live{false};
+  grpc::ClientContext healthy_ctx;
+  std::thread healthy([&] {
+    auto stub = server.stub();
+    v1::SubscribeRequest req;
+    req.set_heartbeat_seconds(3600);
+    auto reader = stub->Subscribe(&healthy_ctx, req);
+    v1::SubscribeResponse msg;
+    while (reader->Read(&msg)) {
+      if (msg.has_caught_up()) healthy_live = true;
+      if (msg.has_event()) ++healthy_events;
+      if (msg.has_fell_behind()) ++healthy_fell_behind;
+    }
+    reader->Finish();
+  });
+  ASSERT_TRUE(WaitFor([&] { return healthy_live.load(); }));
+
+  // Three that read their first message, then nothing: two live, one
+  // catching up from the 1.2 MB already stored.
+  std::vector<std::unique_ptr<FrozenCall>> frozen;
+  for (int i = 0; i < 3; ++i) {
+    auto call = std::make_unique<FrozenCall>();
+    call->stub = NonReadingStub(server);
+    v1::SubscribeRequest req;
+    req.set_heartbeat_seconds(3600);
+    if (i == 2) req.mutable_start()->set_beginning(true);
+    call->reader = call->stub->Subscribe(&call->ctx, req);
+    v1::SubscribeResponse msg;
+    ASSERT_TRUE(call->reader->Read(&msg));
+    frozen.push_back(std::move(call));
+  }
+  EXPECT_EQ(server.service()->subscribers().size(), 4u);
+
+  // 2.4 MB more, in chunks the healthy subscriber's queue always holds.
+  CommitInChunks(server, BigEvents(600, 1000, 4000), 50);
+  ASSERT_TRUE(WaitFor([&] { return healthy_events.load() == 600; }));
+
+  // The frozen ones are gone from the registry and the hub within the
+  // timeout + 5 s...
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return server.service()->subscribers().size() == 1 &&
+               server.hub()->size() == 1;
+      },
+      kTimeout + absl::Seconds(5)));
+  // ...and, the grace for them to read the status over, their calls are
+  // reset and the reactors freed.
+  EXPECT_TRUE(
+      WaitFor([&] { return server.service()->subscribers().draining() == 0; },
+              kCancelGrace + absl::Seconds(5)));
+  EXPECT_EQ(healthy_fell_behind.load(), 0);
+  EXPECT_EQ(healthy_events.load(), 600);
+
+  // A freed slot is usable at once.
+  {
+    grpc::ClientContext ctx;
+    auto stub = server.stub();
+    auto reader = stub->Subscribe(&ctx, v1::SubscribeRequest());
+    v1::SubscribeResponse msg;
+    ASSERT_TRUE(reader->Read(&msg));
+    EXPECT_TRUE(msg.has_caught_up());
+    ctx.TryCancel();
+    reader->Finish();
+  }
+  for (auto& call : frozen) {
+    v1::SubscribeResponse msg;
+    while (call->reader->Read(&msg)) {
+    }
+    const grpc::Status s = call->reader->Finish();
+    EXPECT_THAT(s.error_code(),
+                ::testing::AnyOf(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                 grpc::StatusCode::CANCELLED))
+        << s.error_message();
+  }
+  healthy_ctx.TryCancel();
+  healthy.join();
+}
+
+// Advances `clock` by more than the write timeout until no subscriber is
+// left (a write that started before an advance is then over the timeout).
+bool AdvanceUntilEnded(TestServer& server, FakeClock& clock) {
+  for (int i = 0; i < 50; ++i) {
+    clock.Advance(absl::Seconds(31));
+    if (WaitFor([&] { return server.service()->subscribers().size() == 0; },
+                absl::Seconds(1))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Verifies the two stages of ending a stuck call: the reason is queued
+// behind the unread messages (a client that reads again gets it), and a
+// client that still reads nothing kCancelGrace later is reset (CANCELLED),
+// which frees the reactor.
+TEST(SubscriberWriteTimeoutTest, StatusSaysWhyThenTheStreamIsReset) {
+  FakeClock clock(absl::FromUnixSeconds(1'800'000'000));
+  TestServerOptions options;
+  options.clock = &clock;
+  options.subscriber_write_timeout = absl::Seconds(30);
+  TestServer server(options);
+  v1::SubscribeRequest req;
+  req.set_heartbeat_seconds(3600);
+  int64_t timepoint = 1;
+  for (bool reads_again : {true, false}) {
+    SCOPED_TRACE(reads_again ? "reads again" : "never reads again");
+    FrozenCall call;
+    call.stub = NonReadingStub(server);
+    call.reader = call.stub->Subscribe(&call.ctx, req);
+    v1::SubscribeResponse msg;
+    ASSERT_TRUE(call.reader->Read(&msg));
+    ASSERT_TRUE(msg.has_caught_up());
+    server.CommitAndWait(BigEvents(300, timepoint, 4000));
+    timepoint += 300;
+    ASSERT_TRUE(AdvanceUntilEnded(server, clock));
+    EXPECT_EQ(server.hub()->size(), 0u);  // the live queue is freed at once
+    EXPECT_EQ(server.service()->subscribers().draining(), 1u);
+    if (!reads_again) {
+      clock.Advance(kCancelGrace + absl::Seconds(1));
+      EXPECT_TRUE(WaitFor(
+          [&] { return server.service()->subscribers().draining() == 0; }));
+    }
+    int events = 0;
+    while (call.reader->Read(&msg)) events += msg.has_event();
+    const grpc::Status s = call.reader->Finish();
+    if (reads_again) {
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+      EXPECT_THAT(s.error_message(),
+                  HasSubstr("--subscriber_write_timeout=30s"));
+      EXPECT_THAT(s.error_message(), HasSubstr("resume with after_position"));
+      EXPECT_GT(events, 0);
+      EXPECT_LT(events, 300);
+    } else {
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::CANCELLED);
+    }
+    EXPECT_TRUE(WaitFor(
+        [&] { return server.service()->subscribers().draining() == 0; }));
+  }
+}
+
+// Verifies that a ReplayEvents client that stops reading is ended too (and
+// frees its --max_replays slot), and that --max_replays is enforced.
+TEST(SubscriberWriteTimeoutTest, FrozenReplayIsEndedAndMaxReplaysEnforced) {
+  FakeClock clock(absl::FromUnixSeconds(1'800'000'000));
+  TestServerOptions options;
+  options.clock = &clock;
+  options.subscriber_write_timeout = absl::Seconds(30);
+  options.max_replays = 1;
+  TestServer server(options);
+  server.CommitAndWait(BigEvents(300, 1, 4000));
+  auto frozen_stub = NonReadingStub(server);
+  grpc::ClientContext frozen_ctx;
+  auto frozen =
+      frozen_stub->ReplayEvents(&frozen_ctx, v1::ReplayEventsRequest());
+  v1::Event e;
+  ASSERT_TRUE(frozen->Read(&e));
+  EXPECT_EQ(server.service()->subscribers().replays(), 1u);
+
+  grpc::Status s;
+  Replay(server, v1::ReplayEventsRequest(), &s);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("--max_replays=1"));
+
+  bool ended = false;
+  for (int i = 0; i < 50 && !ended; ++i) {
+    clock.Advance(absl::Seconds(31));
+    ended =
+        WaitFor([&] { return server.service()->subscribers().replays() == 0; },
+                absl::Seconds(1));
+  }
+  ASSERT_TRUE(ended);
+  // The slot is free: a replay that reads gets everything.
+  EXPECT_THAT(Replay(server, v1::ReplayEventsRequest()),
+              ElementsAreArray(Range(1, 300)));
+  while (frozen->Read(&e)) {
+  }
+  s = frozen->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("ReplayEvents"));
+}
+
+// Verifies that --max_subscriber_lag firing between the decision to write
+// and the StartWrite call (here: the ticker runs right there) does not call
+// Finish before that StartWrite (gRPC does not allow a write after Finish):
+// the Finish waits for the StartWrite call, and the client gets the
+// fell_behind being written, then the lag status.
+TEST(SubscribeTest, LagLimitFiringBeforeAStartWriteWaitsForIt) {
+  FakeClock clock(absl::FromUnixSeconds(1'800'000'000));
+  std::atomic<bool> armed{false};
+  TestServer* server_ptr = nullptr;
+  TestServerOptions options;
+  options.clock = &clock;
+  options.subscriber_queue = 1;
+  options.max_subscriber_lag = absl::Seconds(30);
+  options.before_start_write = [&] {
+    if (armed.exchange(false)) {
+      clock.Advance(absl::Seconds(31));
+      server_ptr->service()->subscribers().Tick();
+    }
+  };
+  TestServer server(options);
+  server_ptr = &server;
+  auto stub = server.stub();
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(1));
+  v1::SubscribeRequest req;
+  req.set_heartbeat_seconds(3600);
+  auto reader = stub->Subscribe(&ctx, req);
+  v1::SubscribeResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_caught_up());
+  // The next write is the fell_behind of this overflow (queue of one).
+  armed = true;
+  server.CommitAndWait(SomeEvents(20));
+  ASSERT_TRUE(reader->Read(&msg));
+  EXPECT_TRUE(msg.has_fell_behind()) << msg.DebugString();
+  while (reader->Read(&msg)) {
+  }
+  const grpc::Status s = reader->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("--max_subscriber_lag"));
+  EXPECT_TRUE(WaitFor([&] {
+    return server.service()->subscribers().size() == 0 &&
+           server.service()->subscribers().draining() == 0;
+  }));
+}
+
+// Verifies that GetStatus never lists a subscriber before its live queue
+// exists (its id would read "0").
+TEST(SubscribeTest, StatusNeverListsAHalfBuiltSubscriber) {
+  TestServer server;
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0}, seen{0};
+  std::thread poller([&] {
+    while (!stop.load()) {
+      for (const v1::SubscriberStatus& s :
+           server.service()->subscribers().Snapshot()) {
+        ++seen;
+        if (s.id() == "0") ++bad;
+      }
+    }
+  });
+  auto stub = server.stub();
+  for (int i = 0; i < 100; ++i) {
+    grpc::ClientContext ctx;
+    auto reader = stub->Subscribe(&ctx, v1::SubscribeRequest());
+    v1::SubscribeResponse msg;
+    ASSERT_TRUE(reader->Read(&msg));
+    ctx.TryCancel();
+    reader->Finish();
+  }
+  stop = true;
+  poller.join();
+  EXPECT_GT(seen.load(), 0);
+  EXPECT_EQ(bad.load(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Checkpoints.
+
+// Verifies item 5 of issue 9: catching up over a long log with a filter
+// that matches almost nothing, the subscriber gets a checkpoint at least
+// every heartbeat period (each storage read takes 1 s on the FakeClock),
+// each one further on and never past what was sent.
+TEST(CheckpointTest, NarrowFilterCatchUpSendsCheckpoints) {
+  FakeClock clock(absl::FromUnixSeconds(1'800'000'000));
+  TestServerOptions options;
+  options.clock = &clock;
+  options.max_scan = 100;  // 50 storage reads for 5,000 events
+  options.before_read = [&clock] { clock.Advance(absl::Seconds(1)); };
+  TestServer server(options);
+  CommitInChunks(server, SomeEvents(5000), 1000);
+  server.CommitAndWait({MakeEvent("companies", 90'000, "SC000001")});
+  auto stub = server.stub();
+  grpc::ClientContext ctx;
+  v1::SubscribeRequest req;
+  req.mutable_start()->set_beginning(true);
+  req.mutable_filter()->add_company_numbers("SC000001");
+  req.set_heartbeat_seconds(5);
+  auto reader = stub->Subscribe(&ctx, req);
+  std::vector<uint64_t> checkpoints;
+  v1::SubscribeResponse msg;
+  while (reader->Read(&msg) && !msg.has_event()) {
+    ASSERT_TRUE(msg.has_checkpoint()) << msg.DebugString();
+    checkpoints.push_back(msg.checkpoint().position());
+    EXPECT_EQ(msg.checkpoint().head_position(), 5001u);
+  }
+  ASSERT_TRUE(msg.has_event());
+  EXPECT_EQ(msg.event().position(), 5001u);
+  // ~50 s of reads at one checkpoint per 5 s.
+  EXPECT_GE(checkpoints.size(), 5u);
+  EXPECT_TRUE(std::is_sorted(checkpoints.begin(), checkpoints.end()));
+  EXPECT_LT(checkpoints.back(), 5001u);
+  EXPECT_GT(checkpoints.back(), 0u);
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_caught_up());
+  EXPECT_EQ(msg.caught_up().position(), 5001u);
+  ctx.TryCancel();
+  reader->Finish();
+}
+
+// Verifies that live with a filter, the heartbeat's last_position moves
+// past the events the filter skipped.
+TEST(CheckpointTest, LiveHeartbeatAdvancesPastSkippedEvents) {
+  FakeClock clock(absl::FromUnixSeconds(1'800'000'000));
+  TestServerOptions options;
+  options.clock = &clock;
+  TestServer server(options);
+  auto stub = server.stub();
+  grpc::ClientContext ctx;
+  v1::SubscribeRequest req;
+  req.mutable_filter()->add_company_numbers("SC000001");
+  req.set_heartbeat_seconds(5);
+  auto reader = stub->Subscribe(&ctx, req);
+  v1::SubscribeResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_caught_up());
+  server.CommitAndWait(SomeEvents(40));  // none matches
+  clock.Advance(absl::Seconds(6));
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_heartbeat()) << msg.DebugString();
+  EXPECT_EQ(msg.heartbeat().last_position(), 40u);
+  ctx.TryCancel();
+  reader->Finish();
+}
+
+// ---------------------------------------------------------------------------
+// Request limits and fairness.
+
+TEST(FilterLimitsTest, ListsAreCappedAndStatusShowsASummary) {
+  TestServer server;
+  auto stub = server.stub();
+  v1::SubscribeRequest big;
+  for (int i = 0; i < 1001; ++i) {
+    big.mutable_filter()->add_company_numbers(absl::StrFormat("%08d", i));
+  }
+  {
+    grpc::ClientContext ctx;
+    Received r = Follow(stub.get(), big, 0, &ctx);
+    EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(r.status.error_message(),
+                HasSubstr("filter.company_numbers has 1001 entries; at most "
+                          "1000 are allowed"));
+  }
+  {
+    v1::ReplayEventsRequest req;
+    for (int i = 0; i < 101; ++i) req.mutable_filter()->add_streams("filings");
+    grpc::Status s;
+    Replay(server, req, &s);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("at most 100"));
+  }
+  big.mutable_filter()->mutable_company_numbers()->RemoveLast();
+  grpc::ClientContext ctx;
+  auto reader = stub->Subscribe(&ctx, big);
+  v1::SubscribeResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_caught_up());
+  v1::GetStatusResponse status;
+  grpc::ClientContext sctx;
+  ASSERT_TRUE(stub->GetStatus(&sctx, v1::GetStatusRequest(), &status).ok());
+  ASSERT_EQ(status.subscribers_size(), 1);
+  EXPECT_EQ(status.subscribers(0).filter(),
+            "companies=1000 company numbers "
+            "(00000000|00000001|00000002|00000003|00000004|...)");
+  EXPECT_LT(status.ByteSizeLong(), 1000u);
+  ctx.TryCancel();
+  reader->Finish();
+}
+
+// Verifies that storage reads (replays, catch-up) run apart from live
+// delivery: with every storage read thread held, live events still arrive.
+TEST(FairnessTest, LiveDeliveryDoesNotWaitForStorageReads) {
+  absl::Mutex mu;
+  bool hold = false;
+  TestServerOptions options;
+  options.before_read = [&] {
+    absl::MutexLock lock(&mu);
+    mu.Await(absl::Condition(
+        +[](bool* h) { return !*h; }, &hold));
+  };
+  TestServer server(options);
+  auto stub = server.stub();
+  grpc::ClientContext ctx;
+  auto reader = stub->Subscribe(&ctx, v1::SubscribeRequest());
+  v1::SubscribeResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_caught_up());
+  {
+    absl::MutexLock lock(&mu);
+    hold = true;
+  }
+  server.CommitAndWait(SomeEvents(50));
+  // Replays take both read threads (and wait).
+  std::vector<std::thread> replays;
+  for (int i = 0; i < 4; ++i) {
+    replays.emplace_back([&] {
+      // Up to the head when its start point is read (50 or 53).
+      EXPECT_GE(Replay(server, v1::ReplayEventsRequest()).size(), 50u);
+    });
+  }
+  server.CommitAndWait(SomeEvents(3, 5000));
+  for (uint64_t p = 1; p <= 53; ++p) {
+    ASSERT_TRUE(reader->Read(&msg));
+    ASSERT_TRUE(msg.has_event()) << msg.DebugString();
+    EXPECT_EQ(msg.event().position(), p);
+  }
+  {
+    absl::MutexLock lock(&mu);
+    hold = false;
+  }
+  for (std::thread& t : replays) t.join();
+  ctx.TryCancel();
+  reader->Finish();
 }
 
 }  // namespace

@@ -47,6 +47,7 @@ TestServer::TestServer(TestServerOptions options) : options_(options) {
   EXPECT_TRUE(store.ok()) << store.status();
   store_ = *std::move(store);
   executor_ = std::make_unique<server::Executor>(2);
+  read_executor_ = std::make_unique<server::Executor>(2, options_.before_read);
   writer_ = std::make_unique<storage::EventWriter>(
       store_.get(), storage::EventWriter::Options(),
       [this](const storage::CommitResult& r) { hub_.Publish(r.events); },
@@ -60,6 +61,12 @@ TestServer::TestServer(TestServerOptions options) : options_(options) {
   so.subscriber_queue = options_.subscriber_queue;
   so.page_size = options_.page_size;
   so.max_subscriber_lag = options_.max_subscriber_lag;
+  so.subscriber_queue_bytes = options_.subscriber_queue_bytes;
+  so.max_scan = options_.max_scan;
+  so.subscriber_write_timeout = options_.subscriber_write_timeout;
+  so.max_replays = options_.max_replays;
+  so.read_executor = read_executor_.get();
+  so.before_start_write = options_.before_start_write;
   service_ = std::make_unique<server::CompanyStreamService>(
       store_.get(), &hub_, executor_.get(), nullptr, options_.clock, so);
   auto grpc = server::GrpcServer::Start("127.0.0.1:0", service_.get());
@@ -68,7 +75,12 @@ TestServer::TestServer(TestServerOptions options) : options_(options) {
   channel_ = grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
 }
 
-TestServer::~TestServer() { Shutdown(); }
+TestServer::~TestServer() {
+  Shutdown();
+  // Run what is still queued while the service it refers to is alive.
+  read_executor_.reset();
+  executor_.reset();
+}
 
 std::string TestServer::address() const {
   return absl::StrCat("127.0.0.1:", grpc_->port());
@@ -113,8 +125,8 @@ storage::Event MakeEvent(const std::string& stream, int64_t timepoint,
   } else {
     e.resource_kind = "filing-history";
     const std::string id = absl::StrCat("T", timepoint);
-    e.resource_uri = absl::StrCat("/company/", company_number,
-                                  "/filing-history/", id);
+    e.resource_uri =
+        absl::StrCat("/company/", company_number, "/filing-history/", id);
     e.resource_id = id;
     e.data_json = absl::StrCat("{\"transaction_id\":\"", id, "\"}");
     e.data_pb = StructWithString("transaction_id", id);

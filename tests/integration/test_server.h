@@ -5,11 +5,12 @@
 // integration tests with a real channel.
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "base/clock.h"
 #include "chstream/v1/chstream.grpc.pb.h"
@@ -27,7 +28,17 @@ struct TestServerOptions {
   int max_subscribers = 1000;
   size_t subscriber_queue = 1024;
   size_t page_size = 512;
+  size_t subscriber_queue_bytes = 8 << 20;
+  size_t max_scan = 20000;
   absl::Duration max_subscriber_lag = absl::ZeroDuration();
+  // Off unless a test sets it (tests advance FakeClocks by large steps).
+  absl::Duration subscriber_write_timeout = absl::ZeroDuration();
+  int max_replays = 0;
+  // Runs before each storage read task of the service (e.g. to make every
+  // page read take time on a FakeClock).
+  std::function<void()> before_read;
+  // Runs just before each StartWrite (ServiceOptions::before_start_write).
+  std::function<void()> before_start_write;
   Clock* clock = Clock::Real();
 };
 
@@ -58,6 +69,7 @@ class TestServer {
   std::unique_ptr<storage::Store> store_;
   server::SubscriptionHub hub_;
   std::unique_ptr<server::Executor> executor_;
+  std::unique_ptr<server::Executor> read_executor_;
   std::unique_ptr<storage::EventWriter> writer_;
   std::unique_ptr<server::CompanyStreamService> service_;
   std::unique_ptr<server::GrpcServer> grpc_;
@@ -66,9 +78,10 @@ class TestServer {
 
 // A realistic event of `stream` with the given timepoint; company-profile
 // events carry typed company fields and data.
-storage::Event MakeEvent(const std::string& stream, int64_t timepoint,
-                         const std::string& company_number,
-                         storage::EventType type = storage::EventType::kChanged);
+storage::Event MakeEvent(
+    const std::string& stream, int64_t timepoint,
+    const std::string& company_number,
+    storage::EventType type = storage::EventType::kChanged);
 
 // google.protobuf.Struct wire bytes for {key: value}.
 std::string StructWithString(const std::string& key, const std::string& value);

@@ -236,6 +236,17 @@ TEST(ConfigTest, SynchronousDefaultsToFullAndSyncFullStillWorks) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("--synchronous"),
                              HasSubstr("full or normal"))));
+
+TEST(ConfigTest, SubscriberWriteTimeoutAndMaxReplays) {
+  ASSERT_OK_AND_ASSIGN(Config d, Load({}));
+  EXPECT_EQ(d.subscriber_write_timeout, absl::Seconds(30));
+  EXPECT_EQ(d.max_replays, 32);
+  ASSERT_OK_AND_ASSIGN(
+      Config c, Load({"--max_replays=4"},
+                     {{"CHSTREAM_SUBSCRIBER_WRITE_TIMEOUT", "2s"}}));
+  EXPECT_EQ(c.subscriber_write_timeout, absl::Seconds(2));
+  EXPECT_EQ(c.max_replays, 4);
+  EXPECT_FALSE(Load({"--max_replays=0"}).ok());
 }
 
 TEST(ParseEnvFileTest, QuotesCommentsExport) {
