@@ -236,6 +236,7 @@ TEST(ConfigTest, SynchronousDefaultsToFullAndSyncFullStillWorks) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("--synchronous"),
                              HasSubstr("full or normal"))));
+}
 
 TEST(ConfigTest, SubscriberWriteTimeoutAndMaxReplays) {
   ASSERT_OK_AND_ASSIGN(Config d, Load({}));
