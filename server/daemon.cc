@@ -36,6 +36,7 @@ storage::Store::Options StoreOptionsFrom(const Config& config) {
 storage::EventWriter::Options WriterOptionsFrom(const Config& config) {
   storage::EventWriter::Options o;
   o.queue_capacity = static_cast<size_t>(config.writer_queue);
+  o.queue_bytes = static_cast<size_t>(config.writer_queue_bytes);
   o.max_batch = static_cast<size_t>(config.batch_max_events);
   o.max_delay = config.batch_max_delay;
   return o;
@@ -275,12 +276,12 @@ absl::Status Daemon::StartParts(int* exit_code) {
                               [this](bool serving) {
                                 grpc_->SetHealth(kIngestHealthService, serving);
                               },
-                          .webhook = webhook_.get()});
+                          .webhook = webhook_.get(),
+                          .storage = [this] { return writer_->Health(); }});
   health_->RegisterMetrics(*metrics_);
   service_->SetHealthFiller(
       [this](v1::HealthStatus* h) { health_->FillHealth(h); });
   health_->Start();
-  live_monitor_.store(health_.get());
 
   log::Info("chstreamd serving",
             {{"version", kVersion},
@@ -301,7 +302,6 @@ void Daemon::Stop() {
   stopped_ = true;
   // Health first, so load balancers stop sending.
   ready_.store(false);
-  live_monitor_.store(nullptr);
   if (health_ != nullptr) health_->Stop();
   if (service_ != nullptr) service_->SetHealthFiller(nullptr);
   if (grpc_ != nullptr) grpc_->SetHealth(kIngestHealthService, false);
@@ -310,7 +310,12 @@ void Daemon::Stop() {
     grpc_->SetHealth("", false);
     grpc_->SetHealth(kServiceName, false);
   }
-  // Stop reading the upstream, then commit what was read.
+  // Stop reading the upstream, then commit what was read. The writer stops
+  // accepting first: an ingest thread blocked on a full queue (storage
+  // failing) returns at once, so the ingester can be joined. What it read
+  // and could not queue was not committed: the upstream sends it again
+  // after a restart.
+  if (writer_ != nullptr) writer_->StopAccepting();
   if (ingester_ != nullptr) ingester_->Stop();
   live_ingester_.store(nullptr);
   if (writer_ != nullptr) writer_->Stop();
@@ -349,10 +354,13 @@ std::vector<ingest::StreamStatusSnapshot> Daemon::StreamSnapshots() const {
 }
 
 absl::Status Daemon::Readiness() const {
+  // "Can serve reads": the store is open and gRPC is up. Independent of the
+  // upstream and of ingest health (grpc.health "ingest" and GetStatus carry
+  // that), so that a replica is not taken out of service because Companies
+  // House is down or a backlog is being caught up.
   if (!ready_.load())
     return absl::UnavailableError("starting or shutting down");
-  HealthMonitor* monitor = live_monitor_.load();
-  return monitor != nullptr ? monitor->Readiness() : absl::OkStatus();
+  return absl::OkStatus();
 }
 
 }  // namespace chstream::server

@@ -127,8 +127,8 @@ class Daemon {
   // Published to other threads (status, metrics, the commit callback,
   // /readyz) only while the part runs.
   std::atomic<ingest::Ingester*> live_ingester_{nullptr};
+  // /readyz: the store is open and gRPC serves.
   std::atomic<bool> ready_{false};
-  std::atomic<HealthMonitor*> live_monitor_{nullptr};
 };
 
 }  // namespace chstream::server
