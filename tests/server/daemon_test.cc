@@ -18,6 +18,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "storage/store.h"
+#include "tests/server/metrics_http_client.h"
 #include "tests/storage/test_util.h"
 
 namespace chstream::server {
@@ -77,6 +78,24 @@ TEST(DaemonTest, BadSettingFailsWithExitCode2) {
       Daemon::Start(c, Clock::Real(), &exit_code);
   EXPECT_FALSE(daemon.ok());
   EXPECT_EQ(exit_code, 2);
+}
+
+// Verifies --writer_queue_bytes (flag or CHSTREAM_WRITER_QUEUE_BYTES, 32 MiB
+// by default) reaches the writer's options.
+TEST(DaemonTest, WriterQueueBytesSettingReachesTheWriter) {
+  ConfigExit exit_request{-1, ""};
+  ASSERT_OK_AND_ASSIGN(Config defaults, LoadConfig({}, {}, &exit_request));
+  EXPECT_EQ(WriterOptionsFrom(defaults).queue_bytes, size_t{32} << 20);
+  ASSERT_OK_AND_ASSIGN(
+      Config from_env,
+      LoadConfig({}, {{"CHSTREAM_WRITER_QUEUE_BYTES", "1048576"}},
+                 &exit_request));
+  EXPECT_EQ(WriterOptionsFrom(from_env).queue_bytes, size_t{1} << 20);
+  ASSERT_OK_AND_ASSIGN(
+      Config from_flag,
+      LoadConfig({"--writer_queue_bytes=2097152"}, {}, &exit_request));
+  EXPECT_EQ(WriterOptionsFrom(from_flag).queue_bytes, size_t{2} << 20);
+  EXPECT_FALSE(LoadConfig({"--writer_queue_bytes=12"}, {}, &exit_request).ok());
 }
 
 // Verifies the parts are destroyed in an order that lets queued storage page
@@ -202,7 +221,11 @@ TEST(DaemonTest, FullDiskFailsHealthRecoversAndStopsInTime) {
       },
       absl::Seconds(10)));
   absl::StatusOr<v1::GetStatusResponse> during = Status(*stub);
-  ASSERT_TRUE(during.ok());  // reads are still served
+  ASSERT_TRUE(during.ok());  // reads are still served, and /readyz says so
+  ASSERT_OK_AND_ASSIGN(testing::TestResponse ready,
+                       testing::HttpRequest(daemon->http_port(), "GET",
+                                            "/readyz"));
+  EXPECT_EQ(ready.status, 200) << ready.body;
   const uint64_t head = during->store().head_position();
 
   // Space comes back: commits resume, health recovers.
