@@ -16,7 +16,8 @@
 //
 //   bazel run --config=opt //bench:ingest_bench -- --events=500000
 //       [--mode=http|https|both] [--sync_full] [--simulator=inprocess]
-//       [--dir=/tmp] [--queue_capacity=16384] [--max_batch=4096]
+//       [--dir=/tmp] [--queue_capacity=16384] [--queue_bytes=33554432]
+//       [--max_batch=4096]
 //       [--max_delay_ms=5] [--keep]
 #include <fcntl.h>
 #include <poll.h>
@@ -36,6 +37,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <set>
@@ -82,6 +84,9 @@ struct Flags {
   bool sync_full = false;
   bool keep = false;
   int64_t queue_capacity = 16384;
+  // EventWriter::Options::queue_bytes (chstreamd's --writer_queue_bytes);
+  // 0 = no byte bound (items only, as before --writer_queue_bytes).
+  int64_t queue_bytes = 32 << 20;
   int64_t max_batch = 4096;
   double max_delay_ms = 5;
   int64_t sim_retention = 20'000;
@@ -105,6 +110,8 @@ bool ParseFlags(const std::vector<std::string>& args, Flags* f) {
       f->dir = v;
     } else if (FlagValue(arg, "queue_capacity", &v)) {
       ok = absl::SimpleAtoi(v, &f->queue_capacity) && f->queue_capacity > 0;
+    } else if (FlagValue(arg, "queue_bytes", &v)) {
+      ok = absl::SimpleAtoi(v, &f->queue_bytes) && f->queue_bytes >= 0;
     } else if (FlagValue(arg, "max_batch", &v)) {
       ok = absl::SimpleAtoi(v, &f->max_batch) && f->max_batch > 0;
     } else if (FlagValue(arg, "max_delay_ms", &v)) {
@@ -352,6 +359,9 @@ int RunMode(const Flags& flags, bool tls, const char* argv0) {
   std::atomic<ingest::Ingester*> live{nullptr};
   storage::EventWriter::Options wo;
   wo.queue_capacity = static_cast<size_t>(flags.queue_capacity);
+  wo.queue_bytes = flags.queue_bytes > 0
+                       ? static_cast<size_t>(flags.queue_bytes)
+                       : std::numeric_limits<size_t>::max() / 2;
   wo.max_batch = static_cast<size_t>(flags.max_batch);
   wo.max_delay = absl::Milliseconds(flags.max_delay_ms);
   storage::EventWriter writer(

@@ -61,7 +61,11 @@ class Ingester {
   // `states` are the per-stream committed timepoints from storage. Fails on
   // a bad URL or CA file, or more streams than keys x cap.
   absl::Status Start(const std::vector<storage::StreamState>& states);
-  // Closes every connection and joins the io thread. Idempotent.
+  // Closes every connection and joins the io thread. Idempotent. The io
+  // thread may be inside the sink (EventSink::Append blocks while the
+  // writer queue is full, e.g. on a full disk): the caller must make the
+  // sink return first (Daemon calls EventWriter::StopAccepting, after which
+  // a WriterSink's push returns at once), or Stop waits for it.
   void Stop();
 
   std::vector<StreamStatusSnapshot> Snapshot() const;

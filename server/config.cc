@@ -361,8 +361,13 @@ const std::vector<Setting> &Settings() {
        Duration(&Config::batch_max_delay, absl::ZeroDuration(),
                 absl::Seconds(10))},
       {"writer_queue", "16384",
-       "Events the writer queue holds; when full, upstream readers wait.",
+       "Items (events, dead letters) the writer queue holds; when full, "
+       "upstream readers wait.",
        Int(&Config::writer_queue, 1, 1 << 22)},
+      {"writer_queue_bytes", "33554432",
+       "Bytes of events the writer queue (and the batch being committed) "
+       "holds; when full, upstream readers wait. Bounds ingest memory.",
+       Int64(&Config::writer_queue_bytes, 1 << 16, int64_t{1} << 32)},
       {"max_subscribers", "1000",
        "Concurrent Subscribe calls allowed; beyond it RESOURCE_EXHAUSTED.",
        Int(&Config::max_subscribers, 1, 1000000)},

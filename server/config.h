@@ -50,7 +50,8 @@ struct Config {
   bool sync_full = true;
   int batch_max_events = 4096;
   absl::Duration batch_max_delay = absl::Milliseconds(5);
-  int writer_queue = 16384;
+  int writer_queue = 16384;                 // items
+  int64_t writer_queue_bytes = 32 << 20;    // EventWriter::ItemBytes
   // Upstream.
   std::vector<std::string> streams = {"companies"};
   std::string upstream_url = "https://stream.companieshouse.gov.uk";

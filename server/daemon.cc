@@ -21,27 +21,28 @@ std::string RandomKey() {
   return absl::StrCat("sim-", rd(), rd());
 }
 
-std::string Host(const std::string &address) {
+std::string Host(const std::string& address) {
   return address.substr(0, address.rfind(':'));
 }
 
-} // namespace
+}  // namespace
 
-storage::Store::Options StoreOptionsFrom(const Config &config) {
+storage::Store::Options StoreOptionsFrom(const Config& config) {
   storage::Store::Options o;
   o.synchronous_full = config.sync_full;
   return o;
 }
 
-storage::EventWriter::Options WriterOptionsFrom(const Config &config) {
+storage::EventWriter::Options WriterOptionsFrom(const Config& config) {
   storage::EventWriter::Options o;
   o.queue_capacity = static_cast<size_t>(config.writer_queue);
+  o.queue_bytes = static_cast<size_t>(config.writer_queue_bytes);
   o.max_batch = static_cast<size_t>(config.batch_max_events);
   o.max_delay = config.batch_max_delay;
   return o;
 }
 
-ServiceOptions ServiceOptionsFrom(const Config &config, absl::Time started_at) {
+ServiceOptions ServiceOptionsFrom(const Config& config, absl::Time started_at) {
   ServiceOptions o;
   o.version = kVersion;
   o.upstream =
@@ -55,7 +56,7 @@ ServiceOptions ServiceOptionsFrom(const Config &config, absl::Time started_at) {
   return o;
 }
 
-ingest::IngesterOptions IngesterOptionsFrom(const Config &config,
+ingest::IngesterOptions IngesterOptionsFrom(const Config& config,
                                             std::string upstream_url,
                                             std::vector<std::string> keys) {
   ingest::IngesterOptions o;
@@ -77,10 +78,10 @@ ingest::IngesterOptions IngesterOptionsFrom(const Config &config,
   return o;
 }
 
-HealthMonitor::Options HealthOptionsFrom(const Config &config) {
+HealthMonitor::Options HealthOptionsFrom(const Config& config) {
   HealthMonitor::Options o;
   o.streams = config.streams;
-  HealthThresholds &t = o.thresholds;
+  HealthThresholds& t = o.thresholds;
   t.stall_after = config.stall_after;
   t.busy_streams = config.busy_streams;
   t.heartbeat_stale_after = config.heartbeat_stale_after;
@@ -91,41 +92,40 @@ HealthMonitor::Options HealthOptionsFrom(const Config &config) {
   return o;
 }
 
-ingest::sim::Options
-SimulatorOptionsFrom(const Config &config,
-                     const std::vector<storage::StreamState> &states) {
+ingest::sim::Options SimulatorOptionsFrom(
+    const Config& config, const std::vector<storage::StreamState>& states) {
   ingest::sim::Options o;
   o.keys = {RandomKey()};
   o.seed = std::random_device{}();
   o.companies_rate = config.simulator_rate;
   // The simulator's log starts afresh in every process.
-  for (const storage::StreamState &st : states) {
+  for (const storage::StreamState& st : states) {
     if (st.last_timepoint)
       o.first_timepoints[st.stream] = *st.last_timepoint + 1;
   }
   return o;
 }
 
-Daemon::Daemon(Config config, Clock *clock)
+Daemon::Daemon(Config config, Clock* clock)
     : config_(std::move(config)), clock_(clock) {}
 
 Daemon::~Daemon() { Stop(); }
 
-absl::StatusOr<std::unique_ptr<Daemon>>
-Daemon::Start(Config config, Clock *clock, int *exit_code) {
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(Config config,
+                                                      Clock* clock,
+                                                      int* exit_code) {
   std::unique_ptr<Daemon> daemon(new Daemon(std::move(config), clock));
   int code = 1;
   if (absl::Status s = daemon->StartParts(&code); !s.ok()) {
     daemon->Stop();
-    if (exit_code != nullptr)
-      *exit_code = code;
+    if (exit_code != nullptr) *exit_code = code;
     return s;
   }
   return daemon;
 }
 
-absl::Status Daemon::StartParts(int *exit_code) {
-  const Config &config = config_;
+absl::Status Daemon::StartParts(int* exit_code) {
+  const Config& config = config_;
   // gRPC security (server/grpc_credentials.h, server/file_permissions.h):
   // warn about secret files others can read; refuse a plaintext remote
   // listener; build TLS/mTLS/token credentials (bad files: exit 2).
@@ -133,8 +133,7 @@ absl::Status Daemon::StartParts(int *exit_code) {
   WarnAboutExposedSecretFiles(config);
   CHS_RETURN_IF_ERROR(CheckRemoteExposure(config));
   absl::StatusOr<GrpcSecurity> security = BuildGrpcSecurity(config);
-  if (!security.ok())
-    return security.status();
+  if (!security.ok()) return security.status();
   log::Info("gRPC security", {{"tls", security->tls},
                               {"mutual_tls", security->mutual_tls},
                               {"bearer_tokens", security->tokens}});
@@ -193,9 +192,9 @@ absl::Status Daemon::StartParts(int *exit_code) {
   // The single writer: commits, then publishes to subscribers.
   writer_ = std::make_unique<storage::EventWriter>(
       store_.get(), WriterOptionsFrom(config),
-      [this](const storage::CommitResult &result) {
+      [this](const storage::CommitResult& result) {
         hub_->Publish(result.events);
-        if (ingest::Ingester *ingester = live_ingester_.load()) {
+        if (ingest::Ingester* ingester = live_ingester_.load()) {
           ingester->OnCommitted(result);
         }
       },
@@ -220,11 +219,11 @@ absl::Status Daemon::StartParts(int *exit_code) {
   history_ = std::make_unique<IngestHistory>(IngestHistory::Options{},
                                              snapshots, clock_);
   StatusPageSources page_sources;
-  page_sources.status = [this](v1::GetStatusResponse *r) {
+  page_sources.status = [this](v1::GetStatusResponse* r) {
     return service_->FillStatus(r);
   };
   page_sources.alerts = [this] {
-    HealthMonitor *monitor = live_monitor_.load();
+    HealthMonitor* monitor = live_monitor_.load();
     return monitor != nullptr ? monitor->Transitions()
                               : std::vector<HealthTransition>{};
   };
@@ -241,9 +240,9 @@ absl::Status Daemon::StartParts(int *exit_code) {
 
   GrpcMetricsInterceptorFactory::Options interceptor_options;
   interceptor_options.known_methods = MethodNames(kServiceName);
-  for (const char *name :
+  for (const char* name :
        {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}) {
-    for (std::string &m : MethodNames(name)) {
+    for (std::string& m : MethodNames(name)) {
       interceptor_options.known_methods.push_back(std::move(m));
     }
   }
@@ -296,10 +295,11 @@ absl::Status Daemon::StartParts(int *exit_code) {
                               [this](bool serving) {
                                 grpc_->SetHealth(kIngestHealthService, serving);
                               },
-                          .webhook = webhook_.get()});
+                          .webhook = webhook_.get(),
+                          .storage = [this] { return writer_->Health(); }});
   health_->RegisterMetrics(*metrics_);
   service_->SetHealthFiller(
-      [this](v1::HealthStatus *h) { health_->FillHealth(h); });
+      [this](v1::HealthStatus* h) { health_->FillHealth(h); });
   health_->Start();
   live_monitor_.store(health_.get());
 
@@ -319,39 +319,33 @@ absl::Status Daemon::StartParts(int *exit_code) {
 }
 
 void Daemon::Stop() {
-  if (stopped_)
-    return;
+  if (stopped_) return;
   stopped_ = true;
   // Health first, so load balancers stop sending.
   ready_.store(false);
   live_monitor_.store(nullptr);
-  if (health_ != nullptr)
-    health_->Stop();
-  if (service_ != nullptr)
-    service_->SetHealthFiller(nullptr);
-  if (grpc_ != nullptr)
-    grpc_->SetHealth(kIngestHealthService, false);
-  if (webhook_ != nullptr)
-    webhook_->Stop();
+  if (health_ != nullptr) health_->Stop();
+  if (service_ != nullptr) service_->SetHealthFiller(nullptr);
+  if (grpc_ != nullptr) grpc_->SetHealth(kIngestHealthService, false);
+  if (webhook_ != nullptr) webhook_->Stop();
+  if (history_ != nullptr) history_->Stop();
   if (grpc_ != nullptr) {
     grpc_->SetHealth("", false);
     grpc_->SetHealth(kServiceName, false);
   }
-  if (history_ != nullptr)
-    history_->Stop();
-  // Stop reading the upstream, then commit what was read.
-  if (ingester_ != nullptr)
-    ingester_->Stop();
+  // Stop reading the upstream, then commit what was read. The writer stops
+  // accepting first: an ingest thread blocked on a full queue (storage
+  // failing) returns at once, so the ingester can be joined. What it read
+  // and could not queue was not committed: the upstream sends it again
+  // after a restart.
+  if (writer_ != nullptr) writer_->StopAccepting();
+  if (ingester_ != nullptr) ingester_->Stop();
   live_ingester_.store(nullptr);
-  if (writer_ != nullptr)
-    writer_->Stop();
+  if (writer_ != nullptr) writer_->Stop();
   // End the calls, then the listeners.
-  if (grpc_ != nullptr)
-    grpc_->Shutdown(absl::Seconds(3));
-  if (http_ != nullptr)
-    http_->Stop();
-  if (simulator_ != nullptr)
-    simulator_->Stop();
+  if (grpc_ != nullptr) grpc_->Shutdown(absl::Seconds(3));
+  if (http_ != nullptr) http_->Stop();
+  if (simulator_ != nullptr) simulator_->Stop();
 
   // Destroy in reverse order of construction.
   health_.reset();
@@ -370,8 +364,7 @@ void Daemon::Stop() {
   hub_.reset();
   simulator_.reset();
   store_.reset();
-  if (started_)
-    log::Info("stopped");
+  if (started_) log::Info("stopped");
 }
 
 int Daemon::grpc_port() const { return grpc_ != nullptr ? grpc_->port() : 0; }
@@ -379,16 +372,19 @@ int Daemon::grpc_port() const { return grpc_ != nullptr ? grpc_->port() : 0; }
 int Daemon::http_port() const { return http_ != nullptr ? http_->port() : 0; }
 
 std::vector<ingest::StreamStatusSnapshot> Daemon::StreamSnapshots() const {
-  ingest::Ingester *ingester = live_ingester_.load();
+  ingest::Ingester* ingester = live_ingester_.load();
   return ingester != nullptr ? ingester->Snapshot()
                              : std::vector<ingest::StreamStatusSnapshot>{};
 }
 
 absl::Status Daemon::Readiness() const {
+  // "Can serve reads": the store is open and gRPC is up. Independent of the
+  // upstream and of ingest health (grpc.health "ingest" and GetStatus carry
+  // that), so that a replica is not taken out of service because Companies
+  // House is down or a backlog is being caught up.
   if (!ready_.load())
     return absl::UnavailableError("starting or shutting down");
-  HealthMonitor *monitor = live_monitor_.load();
-  return monitor != nullptr ? monitor->Readiness() : absl::OkStatus();
+  return absl::OkStatus();
 }
 
-} // namespace chstream::server
+}  // namespace chstream::server

@@ -57,32 +57,32 @@
 namespace chstream::server {
 
 // Each part's options, derived from the Config.
-storage::Store::Options StoreOptionsFrom(const Config &config);
-storage::EventWriter::Options WriterOptionsFrom(const Config &config);
-ServiceOptions ServiceOptionsFrom(const Config &config, absl::Time started_at);
+storage::Store::Options StoreOptionsFrom(const Config& config);
+storage::EventWriter::Options WriterOptionsFrom(const Config& config);
+ServiceOptions ServiceOptionsFrom(const Config& config, absl::Time started_at);
 // `upstream_url` and `keys`: the configured ones, or the simulator's.
-ingest::IngesterOptions IngesterOptionsFrom(const Config &config,
+ingest::IngesterOptions IngesterOptionsFrom(const Config& config,
                                             std::string upstream_url,
                                             std::vector<std::string> keys);
-HealthMonitor::Options HealthOptionsFrom(const Config &config);
+HealthMonitor::Options HealthOptionsFrom(const Config& config);
 // The embedded simulator continues after what `states` says is stored, so
 // that a restart resumes without a gap.
-ingest::sim::Options
-SimulatorOptionsFrom(const Config &config,
-                     const std::vector<storage::StreamState> &states);
+ingest::sim::Options SimulatorOptionsFrom(
+    const Config& config, const std::vector<storage::StreamState>& states);
 
 class Daemon {
-public:
+ public:
   // Starts every part. On failure, everything started is stopped again and
   // `*exit_code` (if not null) is set to what chstreamd exits with: 2 for a
   // setting that cannot work (security files, remote exposure, upstream
   // URL), 1 for a runtime failure (database, listeners). `clock` must
   // outlive the daemon.
-  static absl::StatusOr<std::unique_ptr<Daemon>>
-  Start(Config config, Clock *clock, int *exit_code);
-  ~Daemon(); // Stop()
-  Daemon(const Daemon &) = delete;
-  Daemon &operator=(const Daemon &) = delete;
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(Config config,
+                                                       Clock* clock,
+                                                       int* exit_code);
+  ~Daemon();  // Stop()
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
 
   // Stops every part in reverse order and destroys them. Returns within
   // seconds in any state (a failing disk included). Idempotent.
@@ -92,22 +92,22 @@ public:
   int grpc_port() const;
   int http_port() const;
 
-  const Config &config() const { return config_; }
+  const Config& config() const { return config_; }
   // Null once stopped.
-  storage::Store *store() const { return store_.get(); }
-  storage::EventWriter *writer() const { return writer_.get(); }
-  HealthMonitor *health_monitor() const { return health_.get(); }
-  CompanyStreamService *service() const { return service_.get(); }
+  storage::Store* store() const { return store_.get(); }
+  storage::EventWriter* writer() const { return writer_.get(); }
+  HealthMonitor* health_monitor() const { return health_.get(); }
+  CompanyStreamService* service() const { return service_.get(); }
 
-private:
-  Daemon(Config config, Clock *clock);
-  absl::Status StartParts(int *exit_code);
+ private:
+  Daemon(Config config, Clock* clock);
+  absl::Status StartParts(int* exit_code);
   std::vector<ingest::StreamStatusSnapshot> StreamSnapshots() const;
   absl::Status Readiness() const;
 
   const Config config_;
-  Clock *const clock_;
-  bool started_ = false; // every part started
+  Clock* const clock_;
+  bool started_ = false;  // every part started
   bool stopped_ = false;
 
   // In start order; Stop() ends and destroys them in reverse.
@@ -128,9 +128,11 @@ private:
 
   // Published to other threads (status, metrics, the commit callback,
   // /readyz) only while the part runs.
-  std::atomic<ingest::Ingester *> live_ingester_{nullptr};
+  std::atomic<ingest::Ingester*> live_ingester_{nullptr};
+  // /readyz: the store is open and gRPC serves.
   std::atomic<bool> ready_{false};
-  std::atomic<HealthMonitor *> live_monitor_{nullptr};
+  // The status page's alert list, while the health monitor runs.
+  std::atomic<HealthMonitor*> live_monitor_{nullptr};
 };
 
-} // namespace chstream::server
+}  // namespace chstream::server

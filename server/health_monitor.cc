@@ -29,8 +29,8 @@ std::string LastError(const ingest::StreamStatusSnapshot& s) {
     absl::StrAppend(&out, "last HTTP status ", s.last_http_status);
   }
   if (!s.last_error.empty()) {
-    absl::StrAppend(&out, out.empty() ? "" : ", ", "last error: ",
-                    s.last_error);
+    absl::StrAppend(&out, out.empty() ? "" : ", ",
+                    "last error: ", s.last_error);
   }
   return out.empty() ? std::string() : absl::StrCat(" (", out, ")");
 }
@@ -130,7 +130,8 @@ std::vector<HealthIssue> EvaluateStream(const ingest::StreamStatusSnapshot& s,
       break;
     case StreamState::kCircuitOpen: {
       const bool failed = down >= t.disconnected_failed_after;
-      add("circuit_open", failed ? HealthState::kFailed : HealthState::kDegraded,
+      add("circuit_open",
+          failed ? HealthState::kFailed : HealthState::kDegraded,
           absl::StrCat("circuit breaker open after repeated failures; not "
                        "connected for ",
                        Dur(down), " (failed after ",
@@ -166,10 +167,9 @@ std::vector<HealthIssue> EvaluateStream(const ingest::StreamStatusSnapshot& s,
       }
       if (s.lag_seconds > Secs(t.max_lag)) {
         add("lag", HealthState::kDegraded,
-            absl::StrCat("newest event received ",
-                         Dur(absl::Seconds(s.lag_seconds)),
-                         " after it was published (limit ", Dur(t.max_lag),
-                         ")"),
+            absl::StrCat(
+                "newest event received ", Dur(absl::Seconds(s.lag_seconds)),
+                " after it was published (limit ", Dur(t.max_lag), ")"),
             s.lag_seconds, Secs(t.max_lag));
       }
       break;
@@ -208,6 +208,23 @@ std::vector<HealthIssue> EvaluateStream(const ingest::StreamStatusSnapshot& s,
   return issues;
 }
 
+std::vector<HealthIssue> EvaluateStorage(
+    const storage::EventWriter::CommitHealth& commits, absl::Time now) {
+  if (commits.consecutive_failures == 0) return {};
+  HealthIssue issue;
+  issue.rule = "storage";
+  issue.severity = HealthState::kFailed;
+  const absl::Duration failing =
+      std::max(now - commits.failing_since, absl::ZeroDuration());
+  issue.message = absl::StrCat(
+      "storage commits fail (", commits.consecutive_failures, " attempts in ",
+      Dur(failing), "; retried with backoff, nothing is lost): ",
+      commits.last_error.message());
+  issue.since = commits.failing_since;
+  issue.value = Secs(failing);
+  return {issue};
+}
+
 std::string AlertJson(const HealthTransition& t) {
   std::string out = "{\"service\":\"chstream\",\"time\":";
   AppendJsonString(&out, FormatRfc3339(t.at));
@@ -220,8 +237,8 @@ std::string AlertJson(const HealthTransition& t) {
   out += ",\"rule\":";
   AppendJsonString(&out, t.issues.empty() ? "" : t.issues[0].rule);
   out += ",\"message\":";
-  AppendJsonString(&out, t.issues.empty() ? "all health rules pass"
-                                          : t.issues[0].message);
+  AppendJsonString(
+      &out, t.issues.empty() ? "all health rules pass" : t.issues[0].message);
   out += ",\"issues\":[";
   for (size_t i = 0; i < t.issues.size(); ++i) {
     const HealthIssue& issue = t.issues[i];
@@ -250,11 +267,10 @@ void HealthMonitor::RegisterMetrics(MetricsRegistry& registry) {
   constexpr char kAlertsHelp[] =
       "Health alerts raised, by the state a stream moved to (recovered = "
       "back to healthy).";
-  alerts_degraded_.store(&registry.AddCounter("chstream_alerts_total",
-                                              kAlertsHelp,
-                                              {{"state", "degraded"}}));
-  alerts_failed_.store(&registry.AddCounter("chstream_alerts_total",
-                                            kAlertsHelp, {{"state", "failed"}}));
+  alerts_degraded_.store(&registry.AddCounter(
+      "chstream_alerts_total", kAlertsHelp, {{"state", "degraded"}}));
+  alerts_failed_.store(&registry.AddCounter(
+      "chstream_alerts_total", kAlertsHelp, {{"state", "failed"}}));
   alerts_recovered_.store(&registry.AddCounter(
       "chstream_alerts_total", kAlertsHelp, {{"state", "recovered"}}));
   registry.AddCollector([this](Collection& out) {
@@ -263,17 +279,24 @@ void HealthMonitor::RegisterMetrics(MetricsRegistry& registry) {
     for (const auto& [stream, state] : r.streams) {
       for (HealthState s : {HealthState::kHealthy, HealthState::kDegraded,
                             HealthState::kFailed}) {
-        out.AddGauge("chstream_health_state",
-                     "Health of an upstream stream as the health monitor "
-                     "evaluates it (1 for the current state).",
-                     {{"stream", stream},
-                      {"state", std::string(HealthStateName(s))}},
-                     s == state ? 1 : 0);
+        out.AddGauge(
+            "chstream_health_state",
+            "Health of an upstream stream as the health monitor "
+            "evaluates it (1 for the current state).",
+            {{"stream", stream}, {"state", std::string(HealthStateName(s))}},
+            s == state ? 1 : 0);
       }
+    }
+    if (deps_.storage) {
+      out.AddGauge("chstream_storage_failing",
+                   "1 while storage commits fail (full disk, I/O error, "
+                   "read-only file): ingestion waits and retries.",
+                   {}, r.storage == HealthState::kFailed ? 1 : 0);
     }
     for (const HealthIssue& issue : r.issues) {
       out.AddGauge("chstream_health_issue",
-                   "A failing health rule of a stream (1 while it fails).",
+                   "A failing health rule of a stream, or of storage "
+                   "(stream=\"\"), 1 while it fails.",
                    {{"stream", issue.stream},
                     {"rule", issue.rule},
                     {"severity", std::string(HealthStateName(issue.severity))}},
@@ -326,6 +349,13 @@ HealthReport HealthMonitor::Tick() {
     report.overall = std::max(report.overall, state);
     for (HealthIssue& issue : issues) report.issues.push_back(std::move(issue));
   }
+  if (deps_.storage) {
+    std::vector<HealthIssue> issues = EvaluateStorage(deps_.storage(), now);
+    report.storage = WorstState(issues);
+    report.overall = std::max(report.overall, report.storage);
+    // Storage first: it stops every stream.
+    report.issues.insert(report.issues.begin(), issues.begin(), issues.end());
+  }
 
   std::vector<HealthTransition> changes;
   {
@@ -346,11 +376,22 @@ HealthReport HealthMonitor::Tick() {
       }
       changes.push_back(std::move(t));
     }
+    if (report.storage != report_.storage) {
+      HealthTransition t;
+      t.from = report_.storage;
+      t.to = report.storage;
+      t.at = now;
+      for (const HealthIssue& issue : report.issues) {
+        if (issue.rule == "storage") t.issues.push_back(issue);
+      }
+      changes.push_back(std::move(t));
+    }
   }
 
-  // Act first, publish after: whoever sees the new report (WaitFor,
-  // Readiness) also sees its serving status and alerts.
-  const int serving = report.overall == HealthState::kHealthy ? 1 : 0;
+  // Act first, publish after: whoever sees the new report (WaitFor) also
+  // sees its serving status and alerts. Degraded keeps SERVING: a replica
+  // catching up a backlog (lag) still serves everything it has.
+  const int serving = report.overall != HealthState::kFailed ? 1 : 0;
   if (serving != serving_) {
     serving_ = serving;
     if (deps_.set_serving) deps_.set_serving(serving == 1);
@@ -369,16 +410,18 @@ void HealthMonitor::Alert(const HealthTransition& t) {
   const HealthIssue* worst = t.issues.empty() ? nullptr : &t.issues[0];
   std::vector<std::string> rules;
   for (const HealthIssue& issue : t.issues) rules.push_back(issue.rule);
+  const bool storage = t.stream.empty();
   log::Level level = log::Level::kInfo;
-  std::string_view msg = "stream health recovered";
+  std::string_view msg =
+      storage ? "storage health recovered" : "stream health recovered";
   Counter* counter = alerts_recovered_.load();
   if (t.to == HealthState::kFailed) {
     level = log::Level::kError;
-    msg = "stream health failed";
+    msg = storage ? "storage health failed" : "stream health failed";
     counter = alerts_failed_.load();
   } else if (t.to == HealthState::kDegraded) {
     level = log::Level::kWarning;
-    msg = "stream health degraded";
+    msg = storage ? "storage health degraded" : "stream health degraded";
     counter = alerts_degraded_.load();
   }
   log::Write(level, msg,
@@ -426,22 +469,6 @@ std::vector<HealthTransition> HealthMonitor::Transitions() const {
   return {transitions_.begin(), transitions_.end()};
 }
 
-absl::Status HealthMonitor::Readiness() const {
-  absl::MutexLock lock(&mu_);
-  if (report_.evaluations == 0) {
-    return absl::UnavailableError("ingest health not evaluated yet");
-  }
-  if (report_.overall == HealthState::kHealthy) return absl::OkStatus();
-  std::vector<std::string> parts;
-  for (const HealthIssue& issue : report_.issues) {
-    parts.push_back(absl::StrCat(issue.stream, ": ", issue.rule, " (",
-                                 issue.message, ")"));
-  }
-  return absl::UnavailableError(log::Redact(absl::StrCat(
-      "ingest ", std::string(HealthStateName(report_.overall)), ": ",
-      absl::StrJoin(parts, "; "))));
-}
-
 void HealthMonitor::FillHealth(v1::HealthStatus* out) const {
   absl::MutexLock lock(&mu_);
   out->Clear();
@@ -466,13 +493,12 @@ bool HealthMonitor::WaitFor(
     const std::function<bool(const HealthReport&)>* predicate;
   } arg{this, &predicate};
   absl::MutexLock lock(&mu_);
-  return mu_.AwaitWithTimeout(
-      absl::Condition(
-          +[](Arg* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-            return (*a->predicate)(a->self->report_);
-          },
-          &arg),
-      timeout);
+  return mu_.AwaitWithTimeout(absl::Condition(
+                                  +[](Arg* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                                    return (*a->predicate)(a->self->report_);
+                                  },
+                                  &arg),
+                              timeout);
 }
 
 }  // namespace chstream::server

@@ -1,18 +1,21 @@
 // File: server/health_monitor.h
 //
-// Ingest health: turns the per-stream StreamStatusSnapshots into a health
-// state per stream (healthy -> degraded -> failed) with the rules that make
-// it so, and drives everything that reports it:
-//   - grpc.health.v1 service "ingest": SERVING only while every configured
-//     stream is healthy (through the `set_serving` callback, normally
-//     GrpcServer::SetHealth("ingest", ...));
+// Ingest health: turns the per-stream StreamStatusSnapshots and the state of
+// storage commits into a health state per stream and for storage (healthy ->
+// degraded -> failed) with the rules that make it so, and drives everything
+// that reports it:
+//   - grpc.health.v1 service "ingest": NOT_SERVING only while a configured
+//     stream is failed or storage fails; degraded rules (lag while catching
+//     up, a stall, ...) keep SERVING and raise alerts (through the
+//     `set_serving` callback, normally GrpcServer::SetHealth("ingest", ...)).
+//     /readyz does not follow it: it means "can serve reads" (Daemon);
 //   - the `health` section of GetStatus (FillHealth);
-//   - /readyz (Readiness());
-//   - alerts: one structured log line per state transition of a stream
-//     (warning when it becomes degraded, error when failed, info when it
-//     recovers) and, when an AlertWebhook is given, the same as JSON;
+//   - alerts: one structured log line per state transition of a stream or of
+//     storage (warning when it becomes degraded, error when failed, info when
+//     it recovers) and, when an AlertWebhook is given, the same as JSON;
 //   - metrics: chstream_health_state{stream,state}, chstream_health_issue
-//     {stream,rule,severity} and chstream_alerts_total{state}.
+//     {stream,rule,severity} and chstream_alerts_total{state}; storage shows
+//     as stream="" (chstream_health_issue{rule="storage"}).
 //
 // The rules (EvaluateStream, a pure function of the snapshot, the time, the
 // thresholds and the stream's history, so tests are exact):
@@ -33,6 +36,10 @@
 //   reconnects         more than max_reconnects_per_hour connection ends in
 //                      the last hour (sliding window over successive
 //                      snapshots' reconnects_total)                 degraded
+// and for storage (EvaluateStorage; its issues have stream ""):
+//   storage            the last commit attempt failed for a reason of the
+//                      environment (full disk, I/O error, read-only file):
+//                      the message carries the SQLite error         failed
 // A stream's state is the worst severity of its issues; the overall state
 // is the worst over the configured streams (a configured stream missing
 // from the snapshots counts as CONNECTING since the monitor first looked).
@@ -78,6 +85,7 @@
 #include "ingest/stream_status.h"
 #include "server/alert_webhook.h"
 #include "server/metrics.h"
+#include "storage/event_writer.h"
 
 namespace chstream::server {
 
@@ -107,7 +115,7 @@ struct HealthIssue {
   std::string stream;
   std::string rule;  // "stalled", "disconnected", ... (see the file comment)
   HealthState severity = HealthState::kDegraded;
-  std::string message;  // human text with the numbers
+  std::string message;                      // human text with the numbers
   absl::Time since = absl::InfinitePast();  // when the rule started failing
   double value = 0;      // the measured number (seconds, count)
   double threshold = 0;  // the limit it crossed (seconds, count; 0 if none)
@@ -133,6 +141,10 @@ std::vector<HealthIssue> EvaluateStream(const ingest::StreamStatusSnapshot& s,
                                         const HealthThresholds& thresholds,
                                         StreamHealthHistory& history);
 
+// The storage rule at `now`: one failed issue while `commits` fails.
+std::vector<HealthIssue> EvaluateStorage(
+    const storage::EventWriter::CommitHealth& commits, absl::Time now);
+
 // The worst severity among `issues` (kHealthy when empty).
 HealthState WorstState(const std::vector<HealthIssue>& issues);
 
@@ -141,17 +153,19 @@ struct HealthReport {
   absl::Time evaluated_at = absl::InfinitePast();
   HealthState overall = HealthState::kHealthy;
   std::map<std::string, HealthState> streams;  // configured streams
-  std::vector<HealthIssue> issues;             // worst first, by stream
+  HealthState storage = HealthState::kHealthy;
+  std::vector<HealthIssue> issues;  // worst first, by stream
   uint64_t evaluations = 0;
 };
 
-// A state change of one stream, as logged and POSTed.
+// A state change of one stream (or of storage), as logged and POSTed.
 struct HealthTransition {
-  std::string stream;
+  std::string stream;  // "" for storage
   HealthState from = HealthState::kHealthy;
   HealthState to = HealthState::kHealthy;
   absl::Time at = absl::InfinitePast();
-  std::vector<HealthIssue> issues;  // the stream's issues now (empty: recovered)
+  std::vector<HealthIssue>
+      issues;  // the stream's issues now (empty: recovered)
 };
 
 // The alert's JSON body (also used for the webhook): {"service":"chstream",
@@ -174,6 +188,8 @@ class HealthMonitor {
     // every change. May be empty.
     std::function<void(bool serving)> set_serving;
     AlertWebhook* webhook = nullptr;  // optional; must outlive the monitor
+    // The writer's commit health (EventWriter::Health). May be empty.
+    std::function<storage::EventWriter::CommitHealth()> storage;
   };
 
   HealthMonitor(Options options, Deps deps);
@@ -199,12 +215,6 @@ class HealthMonitor {
   HealthReport Report() const;
   // Every transition so far, oldest first (at most the last 1000).
   std::vector<HealthTransition> Transitions() const;
-
-  // OK when the last evaluation found every stream healthy; otherwise
-  // Unavailable naming each failing rule, e.g. "ingest degraded: companies:
-  // stalled (no event for 16m0s while heartbeats arrive; limit 15m)".
-  // Unavailable before the first evaluation.
-  absl::Status Readiness() const;
 
   // The GetStatus health section from the last evaluation.
   void FillHealth(v1::HealthStatus* out) const;

@@ -18,7 +18,7 @@
 namespace chstream::server {
 namespace {
 
-int Run(int argc, char **argv) {
+int Run(int argc, char** argv) {
   // Signals are taken synchronously by this thread (sigwait); block them
   // before any other thread starts so that none of them receives one.
   sigset_t signals;
@@ -45,13 +45,10 @@ int Run(int argc, char **argv) {
     return 2;
   }
   Config config = *std::move(loaded);
-  for (const std::string &key : config.api_keys)
-    log::AddSecret(key);
+  for (const std::string& key : config.api_keys) log::AddSecret(key);
   log::Level level;
-  if (log::ParseLevel(config.log_level, &level))
-    log::SetMinLevel(level);
-  for (const std::string &warning : config.warnings)
-    log::Warning(warning);
+  if (log::ParseLevel(config.log_level, &level)) log::SetMinLevel(level);
+  for (const std::string& warning : config.warnings) log::Warning(warning);
 
   int exit_code = 1;
   absl::StatusOr<std::unique_ptr<Daemon>> daemon =
@@ -69,7 +66,7 @@ int Run(int argc, char **argv) {
   return 0;
 }
 
-} // namespace
-} // namespace chstream::server
+}  // namespace
+}  // namespace chstream::server
 
-int main(int argc, char **argv) { return chstream::server::Run(argc, argv); }
+int main(int argc, char** argv) { return chstream::server::Run(argc, argv); }

@@ -3,18 +3,35 @@
 // The single writer thread in front of Store::Commit, with group commit.
 //
 // Producers (the ingest streams) Push() events, dead letters and gaps into a
-// bounded queue; Push blocks while the queue is full and reports how long it
-// waited, so back-pressure is visible instead of unbounded memory. The writer
+// queue bounded both in bytes (queue_bytes: what the queued items hold, the
+// memory bound) and in items (queue_capacity: bounds the per-item overhead
+// and the number of transactions a backlog needs). Push blocks while either
+// bound is reached and reports how long it waited, so back-pressure is
+// visible instead of unbounded memory; an item larger than queue_bytes is
+// still taken when the queue is empty, so it cannot block forever. The writer
 // thread waits for the first item, then collects up to max_batch items or
 // until max_delay has passed since the first one arrived (or a Flush/Stop
 // asks for it now), commits them as one transaction and then calls
 // `on_commit` with the result. Items are committed in push order.
 //
-// A failed commit is logged and retried with exponential backoff (10 ms up to
-// 1 s) with the same batch: nothing is dropped while running. Only once
-// Stop() has been called, after 4 more failed attempts, is the batch given
-// up, with an error log line naming how many items were lost
-// (Stats::items_dropped), so that shutdown cannot hang on a dead disk.
+// A failed commit is one of two kinds:
+//   - the environment (full disk, I/O error, read-only file, lock held by
+//     another process): logged and retried with exponential backoff (10 ms up
+//     to 1 s) with the same batch, for as long as it takes: when space comes
+//     back the writer carries on by itself. Health() reports the failure
+//     (since when, how many attempts, the SQLite error) so that the server's
+//     health turns failed within seconds.
+//   - the data (SQLITE_TOOBIG, a constraint: InvalidArgument from the
+//     store): the batch is split in halves until the item that fails alone is
+//     found; that event is dead-lettered instead (reason "cannot store: ...",
+//     the first 64 KiB of its data as the raw text) and everything else is
+//     committed in order (Stats::items_isolated).
+// Once Stop() or StopAccepting() has been called, a batch that still fails
+// after 3 more quick attempts is given up together with everything queued
+// behind it, with an error log line naming how many items were lost
+// (Stats::items_dropped), so that shutdown cannot hang on a dead disk. The
+// lost events were never committed, so the upstream sends them again after a
+// restart (the stream resumes from its last committed timepoint).
 //
 // Thread-safety: Push, Flush and GetStats from any thread; Start and Stop
 // from the owning thread. `on_commit` runs on the writer thread and must not
@@ -27,7 +44,8 @@
 //   absl::Duration waited;
 //   writer.Push(std::move(event), &waited);
 //   ...
-//   writer.Stop();  // commits what is queued
+//   writer.StopAccepting();  // producers' Push returns false from now on
+//   writer.Stop();           // commits what is queued
 #pragma once
 
 #include <cstddef>
@@ -52,6 +70,7 @@ class EventWriter {
  public:
   struct Options {
     size_t queue_capacity = 16384;  // items; >= 1
+    size_t queue_bytes = 32 << 20;  // ItemBytes() of the queued items; >= 1
     size_t max_batch = 4096;        // items per transaction; >= 1
     absl::Duration max_delay = absl::Milliseconds(5);
   };
@@ -74,13 +93,34 @@ class EventWriter {
 
   // Commits everything queued, then joins the writer thread (if Start was
   // never called, the queue is committed on the calling thread). Pushes that
-  // are blocked or arrive later return false. Idempotent.
+  // are blocked or arrive later return false. Returns within seconds even
+  // when every commit fails (see the file comment). Idempotent.
   void Stop();
+
+  // The first half of Stop(), for the producers: pushes that are blocked
+  // (on a full queue, e.g. because the disk is full) or arrive later return
+  // false at once, and a failing commit is given up quickly; what is queued
+  // is still committed. Lets the ingest thread stop before the writer does.
+  void StopAccepting();
 
   // Queues `item`, blocking while the queue is full. Sets `*waited` (if not
   // null) to the time spent blocked, by the injected clock. Returns false,
-  // without queuing, once Stop has been called.
+  // without queuing, once Stop or StopAccepting has been called.
   bool Push(Item item, absl::Duration* waited = nullptr);
+
+  // What an item counts against Options::queue_bytes: its strings' sizes
+  // plus the fixed size of the item.
+  static size_t ItemBytes(const Item& item);
+
+  // The state of storage as the last commit attempt found it.
+  struct CommitHealth {
+    // Failed attempts since the last successful commit (0 = healthy).
+    uint64_t consecutive_failures = 0;
+    // When the first of them failed (InfinitePast when healthy).
+    absl::Time failing_since = absl::InfinitePast();
+    absl::Status last_error;  // of the last failed attempt
+  };
+  CommitHealth Health() const;
 
   // Blocks until everything pushed before the call has been committed and
   // its on_commit has returned (or given up during Stop). Returns at once if
@@ -95,9 +135,14 @@ class EventWriter {
     uint64_t gaps = 0;          // gaps committed
     uint64_t queue_depth = 0;
     uint64_t queue_capacity = 0;
+    uint64_t queue_bytes = 0;           // ItemBytes of the queued items
+    uint64_t queue_bytes_capacity = 0;  // Options::queue_bytes
     uint64_t pushers_waiting = 0;  // Push calls blocked on a full queue now
     uint64_t commit_errors = 0;    // failed commit attempts (then retried)
     uint64_t items_dropped = 0;    // given up during Stop after errors
+    // Events that failed to commit alone for a reason of their own and were
+    // dead-lettered instead.
+    uint64_t items_isolated = 0;
     // Commit latency (Store::Commit duration). Counts are non-cumulative,
     // one per bound plus a last one for +Inf (see Histogram).
     std::vector<double> latency_bucket_bounds_seconds;
@@ -113,10 +158,16 @@ class EventWriter {
   Stats GetStats() const;
 
  private:
+  enum class Outcome { kCommitted, kGivenUp };
+
   void Run();
   // Waits for and takes the next batch; false when stopped and drained.
-  bool TakeBatch(Batch* batch, size_t* items);
-  void CommitWithRetry(Batch* batch, size_t items);
+  bool TakeBatch(std::vector<Item>* items);
+  // Commits items[begin, end), retrying, splitting, isolating (see the file
+  // comment). kGivenUp: stopping and storage still fails.
+  Outcome CommitItems(std::vector<Item>& items, size_t begin, size_t end);
+  // Drops everything queued (after kGivenUp); returns how many items.
+  size_t DropQueued();
 
   Store* const store_;
   const Options options_;
@@ -132,7 +183,10 @@ class EventWriter {
   absl::CondVar not_full_cv_;   // pushers: room in the queue, stop
   absl::CondVar processed_cv_;  // Flush: processed_ advanced
   absl::CondVar retry_cv_;      // writer backoff: cut short by Stop
-  std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::pair<Item, size_t>> queue_ ABSL_GUARDED_BY(mu_);  // bytes
+  size_t queue_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // ItemBytes of the batch taken and not yet processed.
+  size_t inflight_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Real time when the oldest queued item arrived (for max_delay).
   absl::Time oldest_item_at_ ABSL_GUARDED_BY(mu_);
   uint64_t pushed_ ABSL_GUARDED_BY(mu_) = 0;
@@ -141,10 +195,12 @@ class EventWriter {
   uint64_t flush_target_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t pushers_waiting_ ABSL_GUARDED_BY(mu_) = 0;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;  // Stop called
+  bool accepting_ ABSL_GUARDED_BY(mu_) = true;  // false after StopAccepting
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
 
   Stats stats_ ABSL_GUARDED_BY(mu_);
+  CommitHealth health_ ABSL_GUARDED_BY(mu_);
   Histogram latency_ ABSL_GUARDED_BY(mu_);
   Histogram batch_size_ ABSL_GUARDED_BY(mu_);
 };

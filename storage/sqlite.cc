@@ -37,6 +37,13 @@ absl::Status SqliteError(int rc, sqlite3* db, std::string_view context) {
       return absl::FailedPreconditionError(message);
     case SQLITE_FULL:
       return absl::ResourceExhaustedError(message);
+    // The data, not the environment: retrying the same values cannot help
+    // (EventWriter isolates and dead-letters the item).
+    case SQLITE_TOOBIG:
+    case SQLITE_CONSTRAINT:
+    case SQLITE_MISMATCH:
+    case SQLITE_RANGE:
+      return absl::InvalidArgumentError(message);
     default:
       return absl::InternalError(message);
   }
@@ -46,13 +53,15 @@ absl::Status SqliteError(int rc, sqlite3* db, std::string_view context) {
 
 Statement::Statement(Statement&& other) noexcept
     : stmt_(std::exchange(other.stmt_, nullptr)),
-      db_(std::exchange(other.db_, nullptr)) {}
+      db_(std::exchange(other.db_, nullptr)),
+      bind_rc_(std::exchange(other.bind_rc_, 0)) {}
 
 Statement& Statement::operator=(Statement&& other) noexcept {
   if (this != &other) {
     if (stmt_ != nullptr) sqlite3_finalize(stmt_);
     stmt_ = std::exchange(other.stmt_, nullptr);
     db_ = std::exchange(other.db_, nullptr);
+    bind_rc_ = std::exchange(other.bind_rc_, 0);
   }
   return *this;
 }
@@ -62,23 +71,37 @@ Statement::~Statement() {
 }
 
 void Statement::BindInt64(int index, int64_t value) {
-  sqlite3_bind_int64(stmt_, index, value);
+  KeepBindError(sqlite3_bind_int64(stmt_, index, value));
 }
 
 void Statement::BindText(int index, std::string_view value) {
   // A non-null pointer even for "" so that the value is '' and not NULL.
-  sqlite3_bind_text64(stmt_, index, value.empty() ? "" : value.data(),
-                      value.size(), SQLITE_STATIC, SQLITE_UTF8);
+  KeepBindError(sqlite3_bind_text64(stmt_, index,
+                                    value.empty() ? "" : value.data(),
+                                    value.size(), SQLITE_STATIC, SQLITE_UTF8));
 }
 
 void Statement::BindBlob(int index, std::string_view value) {
-  sqlite3_bind_blob64(stmt_, index, value.empty() ? "" : value.data(),
-                      value.size(), SQLITE_STATIC);
+  KeepBindError(sqlite3_bind_blob64(stmt_, index,
+                                    value.empty() ? "" : value.data(),
+                                    value.size(), SQLITE_STATIC));
 }
 
-void Statement::BindNull(int index) { sqlite3_bind_null(stmt_, index); }
+void Statement::BindNull(int index) {
+  KeepBindError(sqlite3_bind_null(stmt_, index));
+}
+
+void Statement::KeepBindError(int rc) {
+  if (rc != SQLITE_OK && bind_rc_ == SQLITE_OK) bind_rc_ = rc;
+}
 
 absl::StatusOr<bool> Statement::Step() {
+  if (bind_rc_ != SQLITE_OK) {
+    // A failed bind leaves the parameter NULL: running the statement would
+    // store NULL where a value was meant (e.g. SQLITE_TOOBIG).
+    // (The connection's message is not set by a bind: use the code's.)
+    return SqliteError(bind_rc_, nullptr, "bind");
+  }
   int rc = sqlite3_step(stmt_);
   if (rc == SQLITE_ROW) return true;
   if (rc == SQLITE_DONE) return false;
@@ -93,6 +116,7 @@ absl::Status Statement::Run() {
 }
 
 void Statement::Reset() {
+  bind_rc_ = SQLITE_OK;
   sqlite3_reset(stmt_);
   sqlite3_clear_bindings(stmt_);
 }

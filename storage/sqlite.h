@@ -31,7 +31,9 @@ namespace chstream::storage {
 // operation (`context`), the database file and SQLite's own message.
 // SQLITE_CORRUPT and SQLITE_NOTADB become DataLoss; SQLITE_BUSY and
 // SQLITE_LOCKED Unavailable; SQLITE_READONLY, SQLITE_CANTOPEN and SQLITE_PERM
-// FailedPrecondition; SQLITE_FULL ResourceExhausted; others Internal.
+// FailedPrecondition; SQLITE_FULL ResourceExhausted; SQLITE_TOOBIG,
+// SQLITE_CONSTRAINT, SQLITE_MISMATCH and SQLITE_RANGE (the data, not the
+// environment) InvalidArgument; others Internal.
 // `db` may be null.
 absl::Status SqliteError(int rc, sqlite3* db, std::string_view context);
 
@@ -50,6 +52,7 @@ class Statement {
 
   // Parameters are 1-based. Text and blobs are not copied (SQLITE_STATIC):
   // the bytes must stay valid until the statement is Reset() or destroyed.
+  // A failed bind (e.g. SQLITE_TOOBIG) is returned by the next Step/Run.
   void BindInt64(int index, int64_t value);
   void BindText(int index, std::string_view value);
   void BindBlob(int index, std::string_view value);
@@ -59,7 +62,8 @@ class Statement {
   absl::StatusOr<bool> Step();
   // Steps a statement that returns no rows (INSERT/UPDATE/DDL).
   absl::Status Run();
-  // Makes the statement ready to run again and drops its bindings.
+  // Makes the statement ready to run again and drops its bindings (and a
+  // pending bind error).
   void Reset();
 
   // Columns are 0-based. The views stay valid until the next Step/Reset.
@@ -69,8 +73,11 @@ class Statement {
   std::string_view ColumnBlob(int column) const;
 
  private:
+  void KeepBindError(int rc);
+
   sqlite3_stmt* stmt_ = nullptr;
   sqlite3* db_ = nullptr;
+  int bind_rc_ = 0;  // the first failed bind since Reset (SQLITE_OK = 0)
 };
 
 class Database {

@@ -573,6 +573,9 @@ absl::Status Store::Init(bool is_new) {
       "; PRAGMA journal_size_limit = ", 2 * options_.wal_limit_bytes)));
 
   CHS_ASSIGN_OR_RETURN(w.page_size, w.db.QueryInt64("PRAGMA page_size"));
+  if (options_.max_value_bytes > 0) {
+    sqlite3_limit(w.db.get(), SQLITE_LIMIT_LENGTH, options_.max_value_bytes);
+  }
   // Replaces SQLite's autocheckpoint hook: commits only record the WAL size
   // and checkpoints run on the checkpointer's thread.
   sqlite3_wal_hook(
@@ -788,6 +791,10 @@ void Store::MarkCleanShutdown() {
 
 // ------------------------------------------------------------------ Commit
 
+void Store::SetMaxPageCountForTest(int64_t pages) {
+  pending_max_page_count_.store(std::max<int64_t>(pages, 0));
+}
+
 absl::StatusOr<CommitResult> Store::Commit(Batch batch, absl::Time now) {
   return Commit(&batch, now);
 }
@@ -798,7 +805,12 @@ absl::StatusOr<CommitResult> Store::Commit(Batch *batch, absl::Time now) {
     result.events = std::make_shared<const std::vector<Event>>();
     return result;
   }
-  Writer &w = *writer_;
+  Writer& w = *writer_;
+  if (const int64_t pages = pending_max_page_count_.exchange(-1); pages >= 0) {
+    // 0 restores SQLite's maximum (max_page_count cannot be set to 0).
+    CHS_RETURN_IF_ERROR(w.db.Exec(absl::StrCat(
+        "PRAGMA max_page_count = ", pages > 0 ? pages : int64_t{4294967294})));
+  }
   const uint64_t head = head_position_.load(std::memory_order_relaxed);
 
   // Decide what to keep without touching the batch, so that a failed commit

@@ -156,6 +156,10 @@ public:
     // to finish, so that the WAL restarts from its beginning.
     int64_t checkpoint_bytes = 4 << 20;
     int64_t wal_limit_bytes = 64 << 20;
+    // For tests of oversized values: the writer connection's
+    // SQLITE_LIMIT_LENGTH (a larger string or blob fails with
+    // SQLITE_TOOBIG). 0 = SQLite's default (1 GB).
+    int max_value_bytes = 0;
   };
 
   // Opens or creates the database at `path` (a filesystem path; ":memory:"
@@ -192,6 +196,12 @@ public:
   // retry it without a copy; on success its events have been moved into the
   // result (the rest of `*batch` is unspecified).
   absl::StatusOr<CommitResult> Commit(Batch *batch, absl::Time now);
+
+  // For tests of a full disk: from the next Commit on, the database may
+  // grow to at most `pages` pages (PRAGMA max_page_count on the writer
+  // connection; a commit that needs more fails with SQLITE_FULL, like a full
+  // filesystem). 0 = no limit again. Thread-safe.
+  void SetMaxPageCountForTest(int64_t pages);
 
   // ----- Reads: thread-safe, concurrent with the writer.
 
@@ -263,6 +273,8 @@ private:
   std::atomic<uint64_t> head_position_{0};
   std::atomic<uint64_t> companies_stored_{0};
   std::atomic<uint64_t> dead_letters_stored_{0};
+  // SetMaxPageCountForTest's value for the next Commit (-1: none pending).
+  std::atomic<int64_t> pending_max_page_count_{-1};
 };
 
 } // namespace chstream::storage

@@ -4,6 +4,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <future>
 #include <memory>
 #include <string>
 #include <thread>
@@ -14,8 +15,10 @@
 #include "base/clock.h"
 #include "base/testing/status_matchers.h"
 #include "chstream/v1/chstream.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "storage/store.h"
+#include "tests/server/metrics_http_client.h"
 #include "tests/storage/test_util.h"
 
 namespace chstream::server {
@@ -77,6 +80,24 @@ TEST(DaemonTest, BadSettingFailsWithExitCode2) {
   EXPECT_EQ(exit_code, 2);
 }
 
+// Verifies --writer_queue_bytes (flag or CHSTREAM_WRITER_QUEUE_BYTES, 32 MiB
+// by default) reaches the writer's options.
+TEST(DaemonTest, WriterQueueBytesSettingReachesTheWriter) {
+  ConfigExit exit_request{-1, ""};
+  ASSERT_OK_AND_ASSIGN(Config defaults, LoadConfig({}, {}, &exit_request));
+  EXPECT_EQ(WriterOptionsFrom(defaults).queue_bytes, size_t{32} << 20);
+  ASSERT_OK_AND_ASSIGN(
+      Config from_env,
+      LoadConfig({}, {{"CHSTREAM_WRITER_QUEUE_BYTES", "1048576"}},
+                 &exit_request));
+  EXPECT_EQ(WriterOptionsFrom(from_env).queue_bytes, size_t{1} << 20);
+  ASSERT_OK_AND_ASSIGN(
+      Config from_flag,
+      LoadConfig({"--writer_queue_bytes=2097152"}, {}, &exit_request));
+  EXPECT_EQ(WriterOptionsFrom(from_flag).queue_bytes, size_t{2} << 20);
+  EXPECT_FALSE(LoadConfig({"--writer_queue_bytes=12"}, {}, &exit_request).ok());
+}
+
 // Verifies the parts are destroyed in an order that lets queued storage page
 // reads finish: the executor (which runs ReplayEvents' page reads) must be
 // drained before the service and the store they use are destroyed. Run
@@ -125,6 +146,116 @@ TEST(DaemonTest, StopWhileReplayPageReadsAreQueued) {
       [&] { return daemon->service()->pages_read() >= 2 * kReplays; }));
   daemon->Stop();
   for (std::thread& t : clients) t.join();
+}
+
+// "ingest" in grpc.health.v1, or NOT_FOUND/UNKNOWN on error.
+grpc::health::v1::HealthCheckResponse::ServingStatus IngestHealth(int port) {
+  auto health = grpc::health::v1::Health::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(kIngestHealthService);
+  grpc::health::v1::HealthCheckResponse response;
+  if (!health->Check(&ctx, request, &response).ok()) {
+    return grpc::health::v1::HealthCheckResponse::UNKNOWN;
+  }
+  return response.status();
+}
+
+bool HasStorageIssue(const v1::GetStatusResponse& s, const std::string& text) {
+  for (const v1::HealthIssue& issue : s.health().issues()) {
+    if (issue.rule() == "storage" && issue.severity() == "failed" &&
+        issue.message().find(text) != std::string::npos) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Stops `daemon` on another thread; false if it takes longer than `limit`
+// (the thread is then left behind: the test has failed).
+bool StopsWithin(Daemon* daemon, absl::Duration limit) {
+  auto done = std::make_shared<std::promise<void>>();
+  std::future<void> stopped = done->get_future();
+  std::thread([daemon, done] {
+    daemon->Stop();
+    done->set_value();
+  }).detach();
+  return stopped.wait_for(absl::ToChronoSeconds(limit)) ==
+         std::future_status::ready;
+}
+
+// Verifies a full disk (real SQLITE_FULL: the database may not grow) fails
+// health within seconds with the SQLite error and turns "ingest"
+// NOT_SERVING while reads go on; when space comes back the same daemon
+// carries on by itself; and Stop ends within 10 s while the disk is full
+// (the io thread must not stay blocked on the full writer queue).
+TEST(DaemonTest, FullDiskFailsHealthRecoversAndStopsInTime) {
+  Config c = TestConfig(TestDbPath());
+  c.simulator_rate = 2000;
+  c.writer_queue = 256;  // fills at once while commits fail
+  int exit_code = -1;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Daemon> daemon,
+                       Daemon::Start(c, Clock::Real(), &exit_code));
+  auto stub = Connect(daemon->grpc_port());
+  ASSERT_TRUE(WaitUntil([&] {
+    absl::StatusOr<v1::GetStatusResponse> s = Status(*stub);
+    return s.ok() && s->store().head_position() > 100;
+  }));
+
+  // The database may not grow any more: every commit fails with
+  // SQLITE_FULL ("database or disk is full").
+  daemon->store()->SetMaxPageCountForTest(1);
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        absl::StatusOr<v1::GetStatusResponse> s = Status(*stub);
+        return s.ok() && s->health().overall() == "failed" &&
+               HasStorageIssue(*s, "full");
+      },
+      absl::Seconds(10)));
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return IngestHealth(daemon->grpc_port()) ==
+               grpc::health::v1::HealthCheckResponse::NOT_SERVING;
+      },
+      absl::Seconds(10)));
+  absl::StatusOr<v1::GetStatusResponse> during = Status(*stub);
+  ASSERT_TRUE(during.ok());  // reads are still served, and /readyz says so
+  ASSERT_OK_AND_ASSIGN(testing::TestResponse ready,
+                       testing::HttpRequest(daemon->http_port(), "GET",
+                                            "/readyz"));
+  EXPECT_EQ(ready.status, 200) << ready.body;
+  const uint64_t head = during->store().head_position();
+
+  // Space comes back: commits resume, health recovers.
+  daemon->store()->SetMaxPageCountForTest(0);
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        absl::StatusOr<v1::GetStatusResponse> s = Status(*stub);
+        return s.ok() && s->health().overall() == "healthy" &&
+               s->store().head_position() > head + 100;
+      },
+      absl::Seconds(20)));
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return IngestHealth(daemon->grpc_port()) ==
+               grpc::health::v1::HealthCheckResponse::SERVING;
+      },
+      absl::Seconds(10)));
+
+  // Full again, then stop: within 10 s.
+  daemon->store()->SetMaxPageCountForTest(1);
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        absl::StatusOr<v1::GetStatusResponse> s = Status(*stub);
+        return s.ok() && s->health().overall() == "failed";
+      },
+      absl::Seconds(10)));
+  if (!StopsWithin(daemon.get(), absl::Seconds(10))) {
+    ADD_FAILURE() << "Daemon::Stop did not return within 10 s";
+    std::_Exit(1);
+  }
 }
 
 }  // namespace

@@ -4,12 +4,12 @@
 // stop and 429; and grpc.health.v1 Check/Watch of "ingest" on a real server.
 #include "server/health_monitor.h"
 
+#include <grpcpp/grpcpp.h>
+
 #include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/strings/match.h"
 #include "absl/synchronization/mutex.h"
@@ -34,7 +34,6 @@ using ingest::StreamState;
 using ingest::StreamStatusSnapshot;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using ::chstream::testing::StatusIs;
 using ::testing::IsEmpty;
 using ::testing::Not;
 using ::testing::SizeIs;
@@ -56,7 +55,8 @@ class LogCapture {
     std::vector<std::string> out;
     for (const std::string& line : lines_) {
       bool all = true;
-      for (const std::string& p : parts) all = all && absl::StrContains(line, p);
+      for (const std::string& p : parts)
+        all = all && absl::StrContains(line, p);
       if (all) out.push_back(line);
     }
     return out;
@@ -320,9 +320,7 @@ class MonitorTest : public ::testing::Test {
   std::unique_ptr<HealthMonitor> monitor_;
 };
 
-TEST_F(MonitorTest, NotReadyBeforeFirstEvaluation) {
-  EXPECT_THAT(monitor_->Readiness(),
-              StatusIs(absl::StatusCode::kUnavailable, ::testing::_));
+TEST_F(MonitorTest, UnknownBeforeFirstEvaluation) {
   v1::HealthStatus h;
   monitor_->FillHealth(&h);
   EXPECT_EQ(h.overall(), "unknown");
@@ -331,10 +329,9 @@ TEST_F(MonitorTest, NotReadyBeforeFirstEvaluation) {
 TEST_F(MonitorTest, TransitionsAlertOncePerChangeAndDriveServing) {
   Set({Streaming(clock_.Now()), Streaming(clock_.Now(), "charges")});
   EXPECT_EQ(monitor_->Tick().overall, HealthState::kHealthy);
-  EXPECT_OK(monitor_->Readiness());
   EXPECT_THAT(ServingCalls(), ElementsAre(true));
 
-  // companies stalls: degraded, one warning line, NOT_SERVING.
+  // companies stalls: degraded, one warning line, still SERVING.
   clock_.Advance(absl::Minutes(15));
   StreamStatusSnapshot companies = Streaming(clock_.Now() - absl::Minutes(15));
   companies.last_heartbeat_at = clock_.Now();
@@ -345,17 +342,12 @@ TEST_F(MonitorTest, TransitionsAlertOncePerChangeAndDriveServing) {
   EXPECT_EQ(r.streams["companies"], HealthState::kDegraded);
   EXPECT_EQ(r.streams["charges"], HealthState::kHealthy);
   monitor_->Tick();  // same state: no new alert
-  EXPECT_THAT(ServingCalls(), ElementsAre(true, false));
+  EXPECT_THAT(ServingCalls(), ElementsAre(true));
   std::vector<std::string> warn = logs_.Matching(
       {R"("level":"warning")", R"("msg":"stream health degraded")",
        R"("stream":"companies")", R"("rule":"stalled")", R"("value":900)",
        R"("threshold":900)"});
   EXPECT_THAT(warn, SizeIs(1));
-  absl::Status ready = monitor_->Readiness();
-  EXPECT_THAT(ready, StatusIs(absl::StatusCode::kUnavailable, ::testing::_));
-  EXPECT_THAT(std::string(ready.message()),
-              HasSubstr("ingest degraded: companies: stalled (connected and "
-                        "heartbeats arrive, but no event for 15m"));
   v1::HealthStatus h;
   monitor_->FillHealth(&h);
   EXPECT_EQ(h.overall(), "degraded");
@@ -365,26 +357,24 @@ TEST_F(MonitorTest, TransitionsAlertOncePerChangeAndDriveServing) {
   EXPECT_EQ(h.issues(0).severity(), "degraded");
   EXPECT_EQ(h.issues(0).since().seconds(), absl::ToUnixSeconds(clock_.Now()));
 
-  // charges loses its key: failed, an error line.
+  // charges loses its key: failed, an error line, NOT_SERVING.
   Set({companies, InState(StreamState::kAuthFailed, "charges")});
   r = monitor_->Tick();
   EXPECT_EQ(r.overall, HealthState::kFailed);
-  EXPECT_THAT(logs_.Matching({R"("level":"error")",
-                              R"("msg":"stream health failed")",
-                              R"("stream":"charges")",
-                              R"("rule":"auth_failed")"}),
-              SizeIs(1));
-  EXPECT_THAT(ServingCalls(), ElementsAre(true, false));  // unchanged
+  EXPECT_THAT(
+      logs_.Matching({R"("level":"error")", R"("msg":"stream health failed")",
+                      R"("stream":"charges")", R"("rule":"auth_failed")"}),
+      SizeIs(1));
+  EXPECT_THAT(ServingCalls(), ElementsAre(true, false));
 
   // Both recover: two info lines, SERVING again.
   companies.last_event_at = clock_.Now();
   Set({companies, Streaming(clock_.Now(), "charges")});
   EXPECT_EQ(monitor_->Tick().overall, HealthState::kHealthy);
-  EXPECT_THAT(logs_.Matching({R"("level":"info")",
-                              R"("msg":"stream health recovered")"}),
+  EXPECT_THAT(logs_.Matching(
+                  {R"("level":"info")", R"("msg":"stream health recovered")"}),
               SizeIs(2));
   EXPECT_THAT(ServingCalls(), ElementsAre(true, false, true));
-  EXPECT_OK(monitor_->Readiness());
 
   std::vector<HealthTransition> t = monitor_->Transitions();
   ASSERT_THAT(t, SizeIs(4));
@@ -396,13 +386,15 @@ TEST_F(MonitorTest, TransitionsAlertOncePerChangeAndDriveServing) {
   EXPECT_EQ(t[2].to, HealthState::kHealthy);
 
   const std::string metrics = registry_.Render();
-  EXPECT_THAT(metrics, HasSubstr(R"(chstream_alerts_total{state="degraded"} 1)"));
+  EXPECT_THAT(metrics,
+              HasSubstr(R"(chstream_alerts_total{state="degraded"} 1)"));
   EXPECT_THAT(metrics, HasSubstr(R"(chstream_alerts_total{state="failed"} 1)"));
   EXPECT_THAT(metrics,
               HasSubstr(R"(chstream_alerts_total{state="recovered"} 2)"));
   EXPECT_THAT(
       metrics,
-      HasSubstr(R"(chstream_health_state{stream="companies",state="healthy"} 1)"));
+      HasSubstr(
+          R"(chstream_health_state{stream="companies",state="healthy"} 1)"));
 }
 
 TEST_F(MonitorTest, DegradedThenFailedThenRecoveredLogsEachOnce) {
@@ -439,6 +431,98 @@ TEST_F(MonitorTest, MissingStreamCountsAsConnecting) {
   EXPECT_EQ(r.streams["companies"], HealthState::kDegraded);
   ASSERT_THAT(r.issues, SizeIs(1));
   EXPECT_EQ(r.issues[0].rule, "disconnected");
+}
+
+// Verifies a stream catching up a backlog (old published_at: lag above
+// max_lag) is degraded with an alert but keeps "ingest" SERVING: a busy,
+// healthy replica must not leave the load balancer.
+TEST_F(MonitorTest, LagWhileCatchingUpDegradesButKeepsServing) {
+  Set({Streaming(clock_.Now()), Streaming(clock_.Now(), "charges")});
+  monitor_->Tick();
+  StreamStatusSnapshot companies = Streaming(clock_.Now());
+  companies.lag_seconds = 3600;  // a backlog from an hour ago
+  Set({companies, Streaming(clock_.Now(), "charges")});
+  HealthReport r = monitor_->Tick();
+  EXPECT_EQ(r.overall, HealthState::kDegraded);
+  EXPECT_THAT(Rules(r.issues), ElementsAre("lag"));
+  EXPECT_THAT(ServingCalls(), ElementsAre(true));
+  EXPECT_THAT(
+      logs_.Matching({R"("level":"warning")",
+                      R"("msg":"stream health degraded")", R"("rule":"lag")"}),
+      SizeIs(1));
+}
+
+// Verifies failing storage commits fail health at once, with the SQLite
+// error, turn "ingest" NOT_SERVING, alert and show in a metric; a
+// successful commit recovers all of it.
+TEST_F(MonitorTest, StorageFailureFailsHealthAndStopsServing) {
+  storage::EventWriter::CommitHealth commits;
+  absl::Mutex commits_mu;
+  HealthMonitor::Options options;
+  options.streams = {"companies"};
+  HealthMonitor::Deps deps;
+  deps.clock = &clock_;
+  deps.snapshots = [this] {
+    absl::MutexLock lock(&mu_);
+    return snapshots_;
+  };
+  deps.set_serving = [this](bool serving) {
+    absl::MutexLock lock(&mu_);
+    serving_calls_.push_back(serving);
+  };
+  deps.storage = [&] {
+    absl::MutexLock lock(&commits_mu);
+    return commits;
+  };
+  MetricsRegistry registry;
+  HealthMonitor monitor(options, deps);
+  monitor.RegisterMetrics(registry);
+  Set({Streaming(clock_.Now())});
+  EXPECT_EQ(monitor.Tick().overall, HealthState::kHealthy);
+  EXPECT_THAT(registry.Render(), HasSubstr("chstream_storage_failing 0"));
+
+  {
+    absl::MutexLock lock(&commits_mu);
+    commits.consecutive_failures = 3;
+    commits.failing_since = clock_.Now();
+    commits.last_error = absl::ResourceExhaustedError(
+        "commit (/x/chstream.db): database or disk is full [sqlite 13]");
+  }
+  clock_.Advance(absl::Seconds(2));
+  Set({Streaming(clock_.Now())});
+  HealthReport r = monitor.Tick();
+  EXPECT_EQ(r.overall, HealthState::kFailed);
+  EXPECT_EQ(r.storage, HealthState::kFailed);
+  ASSERT_THAT(Rules(r.issues), ElementsAre("storage"));
+  EXPECT_EQ(r.issues[0].stream, "");
+  EXPECT_THAT(ServingCalls(), ElementsAre(true, false));
+  v1::HealthStatus h;
+  monitor.FillHealth(&h);
+  EXPECT_EQ(h.overall(), "failed");
+  ASSERT_EQ(h.issues_size(), 1);
+  EXPECT_EQ(h.issues(0).rule(), "storage");
+  EXPECT_EQ(h.issues(0).severity(), "failed");
+  EXPECT_THAT(h.issues(0).message(), HasSubstr("database or disk is full"));
+  EXPECT_THAT(h.issues(0).message(), HasSubstr("3 attempts in 2s"));
+  EXPECT_THAT(
+      logs_.Matching({R"("level":"error")", R"("msg":"storage health failed")",
+                      R"("rule":"storage")", "disk is full"}),
+      SizeIs(1));
+  const std::string metrics = registry.Render();
+  EXPECT_THAT(metrics, HasSubstr("chstream_storage_failing 1"));
+  EXPECT_THAT(metrics, HasSubstr("chstream_health_issue{stream=\"\","
+                                 "rule=\"storage\",severity=\"failed\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr(R"(chstream_alerts_total{state="failed"} 1)"));
+
+  {
+    absl::MutexLock lock(&commits_mu);
+    commits = storage::EventWriter::CommitHealth();
+  }
+  r = monitor.Tick();
+  EXPECT_EQ(r.overall, HealthState::kHealthy);
+  EXPECT_THAT(ServingCalls(), ElementsAre(true, false, true));
+  EXPECT_THAT(logs_.Matching({R"("msg":"storage health recovered")"}),
+              SizeIs(1));
 }
 
 TEST(AlertJsonTest, HasTheFieldsAndRedactsSecrets) {
@@ -513,11 +597,11 @@ class Pipeline {
     writer_->Stop();
   }
 
-  absl::Status StartIngester(const ingest::sim::Simulator& sim,
-                             const std::string& key,
-                             ingest::TimepointExpiredAction on_expired =
-                                 ingest::TimepointExpiredAction::kResumeFromHead,
-                             std::map<std::string, int64_t> start = {}) {
+  absl::Status StartIngester(
+      const ingest::sim::Simulator& sim, const std::string& key,
+      ingest::TimepointExpiredAction on_expired =
+          ingest::TimepointExpiredAction::kResumeFromHead,
+      std::map<std::string, int64_t> start = {}) {
     ingest::IngesterOptions o;
     o.upstream_url = sim.url();
     o.keys = {key};
@@ -529,8 +613,8 @@ class Pipeline {
     o.policy = FastPolicy();
     o.policy.on_timepoint_expired = on_expired;
     o.seed = 7;
-    ingester_ = std::make_unique<ingest::Ingester>(o, sink_.get(),
-                                                   Clock::Real());
+    ingester_ =
+        std::make_unique<ingest::Ingester>(o, sink_.get(), Clock::Real());
     absl::StatusOr<std::vector<storage::StreamState>> states =
         store_->LoadStreamStates();
     if (!states.ok()) return states.status();
@@ -612,8 +696,8 @@ TEST_F(HealthIntegrationTest, StallWhileHeartbeatsContinueThenRecovers) {
   ASSERT_OK_AND_ASSIGN(auto sim, ingest::sim::Simulator::Start(SimOptions()));
   ASSERT_OK(pipeline_.StartIngester(*sim, kKey));
   StartMonitor();
-  ASSERT_TRUE(monitor_->WaitFor(
-      [](const HealthReport&) { return true; }, absl::Seconds(5)));
+  ASSERT_TRUE(monitor_->WaitFor([](const HealthReport&) { return true; },
+                                absl::Seconds(5)));
   // Events flowing: healthy.
   ASSERT_TRUE(sim->WaitFor(
       [](const ingest::sim::Stats& s) {
@@ -626,16 +710,14 @@ TEST_F(HealthIntegrationTest, StallWhileHeartbeatsContinueThenRecovers) {
   stall.stall = true;
   sim->SetFaults("companies", stall);
   ASSERT_TRUE(WaitState(HealthState::kDegraded, "stalled"));
-  EXPECT_THAT(monitor_->Readiness(), StatusIs(absl::StatusCode::kUnavailable, ::testing::_));
-  EXPECT_THAT(logs_.Matching({R"("level":"warning")",
-                              R"("msg":"stream health degraded")",
-                              R"("stream":"companies")",
-                              R"("rule":"stalled")"}),
+  EXPECT_THAT(logs_.Matching(
+                  {R"("level":"warning")", R"("msg":"stream health degraded")",
+                   R"("stream":"companies")", R"("rule":"stalled")"}),
               SizeIs(1));
   sim->ClearStreamFaults("companies");
   ASSERT_TRUE(WaitState(HealthState::kHealthy));
-  EXPECT_THAT(logs_.Matching({R"("level":"info")",
-                              R"("msg":"stream health recovered")"}),
+  EXPECT_THAT(logs_.Matching(
+                  {R"("level":"info")", R"("msg":"stream health recovered")"}),
               SizeIs(1));
 }
 
@@ -653,11 +735,10 @@ TEST_F(HealthIntegrationTest, OutageDegradesThenFails) {
                               R"("msg":"stream health degraded")",
                               R"("rule":"disconnected")"}),
               SizeIs(1));
-  EXPECT_THAT(logs_.Matching({R"("level":"error")",
-                              R"("msg":"stream health failed")",
-                              R"("previous":"degraded")",
-                              R"("rule":"disconnected")"}),
-              SizeIs(1));
+  EXPECT_THAT(
+      logs_.Matching({R"("level":"error")", R"("msg":"stream health failed")",
+                      R"("previous":"degraded")", R"("rule":"disconnected")"}),
+      SizeIs(1));
 }
 
 TEST_F(HealthIntegrationTest, ServiceUnavailableResponsesDegrade) {
@@ -668,10 +749,10 @@ TEST_F(HealthIntegrationTest, ServiceUnavailableResponsesDegrade) {
   ASSERT_OK(pipeline_.StartIngester(*sim, kKey));
   StartMonitor();
   ASSERT_TRUE(WaitState(HealthState::kDegraded, "disconnected"));
-  EXPECT_THAT(logs_.Matching({R"("msg":"stream health degraded")",
-                              R"("rule":"disconnected")",
-                              R"(last HTTP status 503)"}),
-              SizeIs(1));
+  EXPECT_THAT(
+      logs_.Matching({R"("msg":"stream health degraded")",
+                      R"("rule":"disconnected")", R"(last HTTP status 503)"}),
+      SizeIs(1));
 }
 
 TEST_F(HealthIntegrationTest, UnauthorizedFailsAtOnce) {
@@ -679,25 +760,24 @@ TEST_F(HealthIntegrationTest, UnauthorizedFailsAtOnce) {
   ASSERT_OK(pipeline_.StartIngester(*sim, "not-the-key"));
   StartMonitor();
   ASSERT_TRUE(WaitState(HealthState::kFailed, "auth_failed"));
-  EXPECT_THAT(logs_.Matching({R"("level":"error")",
-                              R"("msg":"stream health failed")",
-                              R"("previous":"healthy")",
-                              R"("rule":"auth_failed")"}),
-              SizeIs(1));
+  EXPECT_THAT(
+      logs_.Matching({R"("level":"error")", R"("msg":"stream health failed")",
+                      R"("previous":"healthy")", R"("rule":"auth_failed")"}),
+      SizeIs(1));
 }
 
 TEST_F(HealthIntegrationTest, TimepointExpiredWithStopFails) {
   ASSERT_OK_AND_ASSIGN(auto sim, ingest::sim::Simulator::Start(SimOptions()));
   // A timepoint far beyond the head gets 416.
-  ASSERT_OK(pipeline_.StartIngester(
-      *sim, kKey, ingest::TimepointExpiredAction::kStop,
-      {{"companies", int64_t{900'000'000'000}}}));
+  ASSERT_OK(pipeline_.StartIngester(*sim, kKey,
+                                    ingest::TimepointExpiredAction::kStop,
+                                    {{"companies", int64_t{900'000'000'000}}}));
   StartMonitor();
   ASSERT_TRUE(WaitState(HealthState::kFailed, "timepoint_expired"));
-  EXPECT_THAT(logs_.Matching({R"("level":"error")",
-                              R"("msg":"stream health failed")",
-                              R"("rule":"timepoint_expired")"}),
-              SizeIs(1));
+  EXPECT_THAT(
+      logs_.Matching({R"("level":"error")", R"("msg":"stream health failed")",
+                      R"("rule":"timepoint_expired")"}),
+      SizeIs(1));
 }
 
 TEST_F(HealthIntegrationTest, RateLimitedDegrades) {
@@ -781,7 +861,9 @@ TEST(HealthGrpcTest, WatchSeesIngestTransitions) {
   }
   monitor.Tick();  // disconnected from now: still healthy
   clock.Advance(absl::Minutes(2));
-  monitor.Tick();
+  monitor.Tick();  // degraded: still SERVING (no update on the watch)
+  clock.Advance(absl::Minutes(13));
+  monitor.Tick();  // failed
   ASSERT_TRUE(reader->Read(&response));
   EXPECT_EQ(response.status(),
             grpc::health::v1::HealthCheckResponse::NOT_SERVING);

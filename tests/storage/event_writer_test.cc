@@ -376,6 +376,139 @@ TEST_F(EventWriterTest, StopGivesUpOnPersistentFailureLoudly) {
   EXPECT_EQ(store_->HeadPosition(), 0u);
 }
 
+Event EventWithData(int64_t timepoint, size_t data_bytes) {
+  Event e = MakeEvent("filings", timepoint);
+  e.data_json = "\"" + std::string(data_bytes, 'x') + "\"";
+  e.data_pb.clear();
+  return e;
+}
+
+// Verifies the queue is bounded by the bytes of its items (and of the batch
+// being committed), not only by their number; an item larger than the
+// bound still goes through alone.
+TEST_F(EventWriterTest, QueueIsBoundedInBytes) {
+  const size_t one = EventWriter::ItemBytes(EventWithData(1, 4000));
+  EventWriter writer(store_.get(),
+                     {.queue_capacity = 1000,
+                      .queue_bytes = 2 * one + one / 2,
+                      .max_delay = absl::ZeroDuration()},
+                     log_.Callback(), &clock_);  // not started: nothing drains
+  ASSERT_TRUE(writer.Push(EventWithData(1, 4000)));
+  ASSERT_TRUE(writer.Push(EventWithData(2, 4000)));
+  EXPECT_EQ(writer.GetStats().queue_bytes, 2 * one);
+  std::atomic<bool> pushed{false};
+  std::thread pusher([&] { pushed = writer.Push(EventWithData(3, 4000)); });
+  ASSERT_TRUE(
+      WaitUntil([&] { return writer.GetStats().pushers_waiting == 1; }));
+  EXPECT_FALSE(pushed);
+  writer.Start();
+  pusher.join();
+  EXPECT_TRUE(pushed);
+  writer.Flush();
+  // Larger than the whole bound: taken into the empty queue.
+  ASSERT_TRUE(writer.Push(EventWithData(4, 10 * one)));
+  writer.Flush();
+  EXPECT_EQ(log_.positions(), Range(1, 4));
+  EXPECT_EQ(writer.GetStats().queue_bytes, 0u);
+}
+
+// Verifies a full disk (real SQLITE_FULL: the database may not grow) is
+// reported by Health() with the SQLite error while the batch is retried,
+// and that the same writer carries on by itself once space comes back.
+TEST_F(EventWriterTest, FullDiskIsReportedAndRecoversByItself) {
+  EventWriter writer(store_.get(), {.max_delay = absl::ZeroDuration()},
+                     log_.Callback(), &clock_);
+  writer.Start();
+  ASSERT_TRUE(writer.Push(MakeEvent("filings", 1)));
+  writer.Flush();
+  EXPECT_EQ(writer.Health().consecutive_failures, 0u);
+
+  store_->SetMaxPageCountForTest(1);  // no more growth
+  for (int i = 2; i <= 200; ++i) {
+    ASSERT_TRUE(writer.Push(EventWithData(i, 2000)));
+  }
+  ASSERT_TRUE(
+      WaitUntil([&] { return writer.Health().consecutive_failures >= 2; }));
+  EventWriter::CommitHealth health = writer.Health();
+  EXPECT_EQ(health.last_error.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(health.last_error.message()),
+              ::testing::HasSubstr("full"));
+  EXPECT_NE(health.failing_since, absl::InfinitePast());
+
+  store_->SetMaxPageCountForTest(0);  // space is back
+  writer.Flush();
+  EXPECT_EQ(writer.Health().consecutive_failures, 0u);
+  EXPECT_EQ(log_.positions(), Range(1, 200));
+  EXPECT_EQ(writer.GetStats().items_dropped, 0u);
+}
+
+// Verifies a producer blocked on a queue that cannot drain (every commit
+// fails) is released by StopAccepting, and that Stop then gives up the
+// failing batch and everything queued quickly instead of hanging.
+TEST_F(EventWriterTest, StopAcceptingReleasesPushersWhileTheDiskIsFull) {
+  EventWriter writer(
+      store_.get(),
+      {.queue_capacity = 4, .max_batch = 2, .max_delay = absl::ZeroDuration()},
+      log_.Callback(), &clock_);
+  writer.Start();
+  ASSERT_TRUE(writer.Push(MakeEvent("filings", 1)));
+  writer.Flush();
+  store_->SetMaxPageCountForTest(1);
+  std::atomic<int> accepted{0};
+  std::atomic<bool> refused{false};
+  std::thread producer([&] {
+    for (int i = 2; i < 100; ++i) {
+      if (!writer.Push(EventWithData(i, 4000))) {
+        refused = true;
+        return;
+      }
+      ++accepted;
+    }
+  });
+  ASSERT_TRUE(
+      WaitUntil([&] { return writer.GetStats().pushers_waiting == 1; }));
+  writer.StopAccepting();
+  producer.join();
+  EXPECT_TRUE(refused);
+  const absl::Time start = absl::Now();
+  writer.Stop();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EventWriter::Stats stats = writer.GetStats();
+  // Whatever fit in the last free pages was committed; the rest is counted
+  // as dropped (the upstream sends it again after a restart).
+  EXPECT_GT(stats.items_dropped, 0u);
+  EXPECT_EQ(stats.items_dropped + store_->HeadPosition() - 1,
+            static_cast<uint64_t>(accepted.load()));
+}
+
+// Verifies an event that fails alone for a reason of its own (a value
+// larger than SQLite accepts: real SQLITE_TOOBIG) is isolated from its batch
+// and dead-lettered with the reason, while the other events commit in
+// order.
+TEST_F(EventWriterTest, TooBigEventIsIsolatedAndDeadLettered) {
+  store_.reset();
+  Store::Options options;
+  options.max_value_bytes = 100000;  // above the dead letter's 64 KiB
+  OpenStore(options);
+  EventWriter writer(store_.get(), {}, log_.Callback(), &clock_);
+  for (int i = 1; i <= 9; ++i) {
+    ASSERT_TRUE(writer.Push(EventWithData(i, i == 6 ? 200000 : 100)));
+  }
+  writer.Start();
+  writer.Flush();
+  std::vector<int64_t> timepoints;
+  for (const Event& e : StoredEvents()) timepoints.push_back(e.timepoint);
+  EXPECT_THAT(timepoints, ElementsAre(1, 2, 3, 4, 5, 7, 8, 9));
+  ASSERT_OK_AND_ASSIGN(std::vector<DeadLetter> dead,
+                       store_->ReadDeadLetters(10));
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(dead[0].timepoint, 6);
+  EXPECT_THAT(dead[0].reason, ::testing::HasSubstr("cannot store"));
+  EXPECT_THAT(dead[0].reason, ::testing::HasSubstr("too big"));
+  EXPECT_EQ(writer.GetStats().items_isolated, 1u);
+  EXPECT_EQ(writer.Health().consecutive_failures, 0u);
+}
+
 // Verifies producers, the writer and readers running together: every
 // event is committed once, in push order per producer, and readers see a
 // dense prefix.
