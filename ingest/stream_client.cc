@@ -519,6 +519,9 @@ void StreamClient::OnAttemptDone(const Outcome& outcome) {
     return;
   }
   const Decision d = policy_.OnOutcome(outcome);
+  // Taken now, not when the line is logged after the bookkeeping below.
+  const absl::Duration retry_in =
+      d.stop ? absl::InfiniteDuration() : d.next_attempt_at - clock_->Now();
   if (d.record_gap) {
     storage::Gap gap;
     gap.stream = options_.stream;
@@ -552,8 +555,7 @@ void StreamClient::OnAttemptDone(const Outcome& outcome) {
               {"http_status", outcome.http_status},
               {"error", outcome.detail},
               {"state", StreamStateName(d.state)},
-              {"retry_in", d.stop ? absl::InfiniteDuration()
-                                  : d.next_attempt_at - clock_->Now()},
+              {"retry_in", retry_in},
               {"reason", d.reason}});
   if (d.stop) return;
   ScheduleAttempt(d.next_attempt_at);

@@ -130,10 +130,10 @@ struct Faults {
   // --- Hostile input (what a broken or malicious upstream could send).
   // Non-empty: the lines that malformed_every injects are this text,
   // verbatim, instead of the built-in cycle.
-  std::string malformed_line;
+  std::string malformed_line = "";
   // Non-empty: the body of the fail_first_attempts error responses (e.g.
   // bytes that are not UTF-8, or a body much longer than any real one).
-  std::string fail_body;
+  std::string fail_body = "";
   // Every response carries an extra "X-Padding" header of this many bytes.
   size_t header_bytes = 0;
   // Every chunk header carries a chunk extension (";x=vvv...") of this many
