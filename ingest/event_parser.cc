@@ -280,30 +280,9 @@ class SyntaxChecker {
 
   // Validates one multi-byte UTF-8 sequence at i_ and steps over it.
   bool Utf8Sequence() {
-    const auto byte = [this](size_t k) {
-      return i_ + k < s_.size() ? static_cast<unsigned char>(s_[i_ + k]) : 0;
-    };
-    const unsigned char c = byte(0);
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the 2nd byte
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      len = 3;
-      if (c == 0xE0) lo = 0xA0;  // no overlongs
-      if (c == 0xED) hi = 0x9F;  // no surrogates
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4;
-      if (c == 0xF0) lo = 0x90;
-      if (c == 0xF4) hi = 0x8F;  // <= U+10FFFF
-    } else {
-      return false;
-    }
-    if (byte(1) < lo || byte(1) > hi) return false;
-    for (size_t k = 2; k < len; ++k) {
-      if (byte(k) < 0x80 || byte(k) > 0xBF) return false;
-    }
-    i_ += len;
+    const size_t n = Utf8SequenceLength(s_.substr(i_));
+    if (n == 0) return false;
+    i_ += n;
     return true;
   }
 

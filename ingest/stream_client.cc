@@ -20,6 +20,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
+#include "base/utf8.h"
 
 // GCC 12 at -O2 reports -Wmismatched-new-delete at the end of every
 // coroutine below: it pairs the frame's deallocation with the wrong
@@ -42,6 +43,18 @@ namespace {
 
 constexpr size_t kReadBufferBytes = 64 << 10;
 constexpr size_t kErrorBodyBytes = 4096;
+// The status line and headers of a response (Beast's default, made
+// explicit): an upstream sends a few hundred bytes.
+constexpr uint32_t kMaxHeaderBytes = 8 << 10;
+// What the HTTP parser may hold while it waits for the end of a unit it
+// cannot parse piecemeal: the header block, one chunk header line (with any
+// chunk extensions) or the trailer. Body bytes stream through, whatever the
+// line or chunk size. Without this bound a chunk extension with no end grew
+// the buffer for as long as the upstream kept sending.
+constexpr size_t kMaxWireBufferBytes = 64 << 10;
+// Dead letters keep at most this much of a line (the reason gives the
+// original length).
+constexpr size_t kMaxDeadLetterBytes = 64 << 10;
 
 std::chrono::steady_clock::duration ToChrono(absl::Duration d) {
   if (d < absl::ZeroDuration()) d = absl::ZeroDuration();
@@ -106,7 +119,8 @@ Outcome MakeOutcome(Outcome::Kind kind, std::string detail) {
 
 bool IsEndOfStream(const beast::error_code& ec) {
   return ec == asio::error::eof || ec == http::error::end_of_stream ||
-         ec == http::error::partial_message || ec == ssl::error::stream_truncated;
+         ec == http::error::partial_message ||
+         ec == ssl::error::stream_truncated;
 }
 
 }  // namespace
@@ -149,9 +163,10 @@ class StreamClient::Session : public std::enable_shared_from_this<Session>,
       co_return MakeOutcome(
           Outcome::Kind::kNetworkError,
           absl::StrCat("connect to ", opt.upstream.HostHeader(), " failed: ",
-                       ec == beast::error::timeout ? "timed out after " +
-                               absl::FormatDuration(opt.connect_timeout)
-                                                   : ec.message()));
+                       ec == beast::error::timeout
+                           ? "timed out after " +
+                                 absl::FormatDuration(opt.connect_timeout)
+                           : ec.message()));
     }
     tcp_->socket().set_option(tcp::no_delay(true), ec);
     if (!opt.upstream.tls) co_return co_await Exchange(*tcp_);
@@ -174,8 +189,9 @@ class StreamClient::Session : public std::enable_shared_from_this<Session>,
     }
     SSL_set_verify(ssl, SSL_VERIFY_PEER, nullptr);
     beast::get_lowest_layer(*tls_).expires_after(ToChrono(opt.connect_timeout));
-    co_await tls_->async_handshake(ssl::stream_base::client,
-                                   asio::redirect_error(asio::use_awaitable, ec));
+    co_await tls_->async_handshake(
+        ssl::stream_base::client,
+        asio::redirect_error(asio::use_awaitable, ec));
     if (cancelled_) co_return Outcome::NetworkError("stopped");
     if (ec) {
       std::string why = ec.message();
@@ -218,12 +234,13 @@ class StreamClient::Session : public std::enable_shared_from_this<Session>,
                                asio::redirect_error(asio::use_awaitable, ec));
     if (cancelled_) co_return Outcome::NetworkError("stopped");
     if (ec) {
-      co_return MakeOutcome(Outcome::Kind::kNetworkError,
-                            absl::StrCat("sending the request failed: ",
-                                         ec.message()));
+      co_return MakeOutcome(
+          Outcome::Kind::kNetworkError,
+          absl::StrCat("sending the request failed: ", ec.message()));
     }
 
     http::response_parser<http::buffer_body> parser;
+    parser.header_limit(kMaxHeaderBytes);
     // No limit on the endless body. Not boost::none: Boost 1.74 compares
     // Content-Length against the optional itself, and any length is "greater"
     // than none, so every error response with a body failed to parse (a 401
@@ -234,7 +251,7 @@ class StreamClient::Session : public std::enable_shared_from_this<Session>,
     // async_read_some (with its timer reset, recvmsg and coroutine resume)
     // deliver a single ~1.3 KB event.
     parser.eager(true);
-    beast::flat_buffer wire;
+    beast::flat_buffer wire(kMaxWireBufferBytes);
     // Beast reads max(512, capacity - size) bytes at a time: without room
     // reserved, every read was a 512-byte recvmsg (three per event).
     wire.reserve(kReadBufferBytes);
@@ -248,6 +265,10 @@ class StreamClient::Session : public std::enable_shared_from_this<Session>,
           ec == beast::error::timeout
               ? absl::StrCat("no response headers within ",
                              absl::FormatDuration(opt.header_timeout))
+          : ec == http::error::header_limit ||
+                  ec == http::error::buffer_overflow
+              ? absl::StrCat("the upstream's response headers exceed ",
+                             kMaxHeaderBytes, " bytes")
               : absl::StrCat("reading the response headers failed: ",
                              ec.message()));
     }
@@ -264,22 +285,31 @@ class StreamClient::Session : public std::enable_shared_from_this<Session>,
           seconds >= 0) {
         o.retry_after = absl::Seconds(seconds);
       }
-      // Keep the start of the body: it explains the status.
+      // Keep the start of the body: it explains the status. Up to 3 bytes
+      // more than is kept, to tell a character cut by the 4 KiB limit (it
+      // is dropped) from one that is really incomplete (it is replaced).
       std::string body;
+      constexpr size_t kWanted = kErrorBodyBytes + 3;
       lowest.expires_after(std::chrono::seconds(5));
-      while (!parser.is_done() && body.size() < kErrorBodyBytes) {
+      while (!parser.is_done() && body.size() < kWanted) {
+        const size_t room = kWanted - body.size();
         parser.get().body().data = buffer_.get();
-        parser.get().body().size = kErrorBodyBytes;
+        parser.get().body().size = room;
         co_await http::async_read_some(
-            stream, wire, parser, asio::redirect_error(asio::use_awaitable, ec));
-        body.append(buffer_.get(), kErrorBodyBytes - parser.get().body().size);
+            stream, wire, parser,
+            asio::redirect_error(asio::use_awaitable, ec));
+        body.append(buffer_.get(), room - parser.get().body().size);
         if (ec && ec != http::error::need_buffer) break;
       }
-      if (body.size() > kErrorBodyBytes) body.resize(kErrorBodyBytes);
-      o.detail = absl::StrCat("HTTP ", status, " ",
-                              std::string(parser.get().reason()),
-                              body.empty() ? "" : ": ",
-                              absl::StripAsciiWhitespace(absl::string_view(body)));
+      // The detail reaches logs and StreamStatus.last_error (a proto
+      // string): cut at a character boundary, invalid bytes replaced.
+      const std::string_view kept = TruncateUtf8(body, kErrorBodyBytes);
+      const absl::string_view trimmed = absl::StripAsciiWhitespace(
+          absl::string_view(kept.data(), kept.size()));
+      const auto reason = parser.get().reason();
+      o.detail = SanitizeUtf8(absl::StrCat(
+          "HTTP ", status, " ", absl::string_view(reason.data(), reason.size()),
+          trimmed.empty() ? "" : ": ", trimmed));
       co_return o;
     }
 
@@ -314,13 +344,19 @@ class StreamClient::Session : public std::enable_shared_from_this<Session>,
                           absl::StrCat("no byte for ",
                                        absl::FormatDuration(opt.idle_timeout),
                                        " (idle watchdog)"));
+        } else if (ec == http::error::buffer_overflow) {
+          o = MakeOutcome(
+              Outcome::Kind::kNetworkError,
+              absl::StrCat("the upstream sent a chunk header (chunk "
+                           "extensions) or trailer over ",
+                           kMaxWireBufferBytes, " bytes"));
         } else if (IsEndOfStream(ec)) {
           o = MakeOutcome(Outcome::Kind::kNetworkError,
                           "connection closed before the end of the stream");
         } else {
-          o = MakeOutcome(Outcome::Kind::kNetworkError,
-                          absl::StrCat("reading the stream failed: ",
-                                       ec.message()));
+          o = MakeOutcome(
+              Outcome::Kind::kNetworkError,
+              absl::StrCat("reading the stream failed: ", ec.message()));
         }
         o.connected_for = client_->clock_->Now() - connected_at;
         co_return o;
@@ -461,20 +497,20 @@ void StreamClient::Connect() {
              // may be a secret, as in a proxy URL).
              {"target", target.substr(options_.upstream.base_path.size())}});
   session_ = std::make_shared<Session>(this, target);
-  asio::co_spawn(io_, session_->Run(),
-                 [this, keep = session_](std::exception_ptr error,
-                                         Outcome outcome) {
-                   if (error) {
-                     try {
-                       std::rethrow_exception(error);
-                     } catch (const std::exception& e) {
-                       outcome = MakeOutcome(
-                           Outcome::Kind::kNetworkError,
-                           absl::StrCat("connection failed: ", e.what()));
-                     }
-                   }
-                   OnAttemptDone(outcome);
-                 });
+  asio::co_spawn(
+      io_, session_->Run(),
+      [this, keep = session_](std::exception_ptr error, Outcome outcome) {
+        if (error) {
+          try {
+            std::rethrow_exception(error);
+          } catch (const std::exception& e) {
+            outcome =
+                MakeOutcome(Outcome::Kind::kNetworkError,
+                            absl::StrCat("connection failed: ", e.what()));
+          }
+        }
+        OnAttemptDone(outcome);
+      });
 }
 
 void StreamClient::OnAttemptDone(const Outcome& outcome) {
@@ -486,6 +522,9 @@ void StreamClient::OnAttemptDone(const Outcome& outcome) {
     return;
   }
   const Decision d = policy_.OnOutcome(outcome);
+  // Taken now, not when the line is logged after the bookkeeping below.
+  const absl::Duration retry_in =
+      d.stop ? absl::InfiniteDuration() : d.next_attempt_at - clock_->Now();
   if (d.record_gap) {
     storage::Gap gap;
     gap.stream = options_.stream;
@@ -519,8 +558,7 @@ void StreamClient::OnAttemptDone(const Outcome& outcome) {
               {"http_status", outcome.http_status},
               {"error", outcome.detail},
               {"state", StreamStateName(d.state)},
-              {"retry_in", d.stop ? absl::InfiniteDuration()
-                                  : d.next_attempt_at - clock_->Now()},
+              {"retry_in", retry_in},
               {"reason", d.reason}});
   if (d.stop) return;
   ScheduleAttempt(d.next_attempt_at);
@@ -561,33 +599,61 @@ void StreamClient::AddReaderWait(absl::Duration d) {
 }
 
 void StreamClient::HandleOversized(std::string_view prefix, size_t total) {
+  // The framer kept only the prefix; the reason says so.
+  DeadLetter(absl::StrCat("line of ", total, " bytes exceeds --max_line_bytes=",
+                          options_.max_line_bytes, " (first ", prefix.size(),
+                          " bytes kept)"),
+             prefix, prefix.size(), std::nullopt);
+}
+
+void StreamClient::DeadLetter(std::string reason, std::string_view line,
+                              size_t total_bytes,
+                              std::optional<int64_t> timepoint) {
   storage::DeadLetter dl;
   dl.stream = options_.stream;
   dl.received_at = clock_->Now();
-  dl.reason = absl::StrCat("line of ", total, " bytes exceeds --max_line_bytes=",
-                           options_.max_line_bytes, " (first ", prefix.size(),
-                           " bytes kept)");
-  dl.raw = std::string(prefix);
+  // A dead letter is for a human to look at: the first 64 KiB say what the
+  // line was, and a whole 8 MiB line per bad event would fill the disk.
+  const std::string_view kept = line.substr(0, kMaxDeadLetterBytes);
+  if (kept.size() < total_bytes) {
+    absl::StrAppend(&reason, " (line of ", total_bytes, " bytes, first ",
+                    kept.size(), " bytes kept)");
+  }
+  dl.reason = std::move(reason);
+  dl.raw = std::string(kept);
+  dl.timepoint = timepoint;
+  log::Warning("malformed upstream line dead-lettered",
+               {{"stream", options_.stream}, {"reason", dl.reason}});
   AddReaderWait(sink_->AppendDeadLetter(std::move(dl)));
   absl::MutexLock lock(&mu_);
   ++status_.malformed_total;
+}
+
+std::optional<std::string> StreamClient::CheckTimepoint(
+    int64_t timepoint) const {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  const int64_t jump = options_.max_timepoint_jump;
+  // The resume request asks for timepoint + 1, and the jump check adds
+  // `jump`: neither may overflow.
+  if (timepoint > kMax - jump - 1) {
+    return absl::StrCat("event.timepoint ", timepoint,
+                        " is too large (would overflow)");
+  }
+  // The last timepoint accepted (or, before any, the one asked for).
+  std::optional<int64_t> last = last_accepted_;
+  if (!last && options_.start_timepoint) last = *options_.start_timepoint - 1;
+  if (last && timepoint > *last + jump) {
+    return absl::StrCat("event.timepoint ", timepoint, " is more than ", jump,
+                        " past the stream's last timepoint ", *last);
+  }
+  return std::nullopt;
 }
 
 void StreamClient::HandleLine(std::string_view line) {
   const absl::Time now = clock_->Now();
   auto parsed = parser_.Parse(options_.stream, line, now);
   if (auto* error = std::get_if<ParseError>(&parsed)) {
-    storage::DeadLetter dl;
-    dl.stream = options_.stream;
-    dl.received_at = now;
-    dl.reason = error->reason;
-    dl.raw = std::string(line);
-    dl.timepoint = error->timepoint;
-    log::Warning("malformed upstream line dead-lettered",
-                 {{"stream", options_.stream}, {"reason", error->reason}});
-    AddReaderWait(sink_->AppendDeadLetter(std::move(dl)));
-    absl::MutexLock lock(&mu_);
-    ++status_.malformed_total;
+    DeadLetter(std::move(error->reason), line, line.size(), error->timepoint);
     return;
   }
   storage::Event& event = std::get<storage::Event>(parsed);
@@ -595,6 +661,12 @@ void StreamClient::HandleLine(std::string_view line) {
     // The upstream replays inclusively and re-emits: drop and count.
     absl::MutexLock lock(&mu_);
     ++status_.duplicates_total;
+    return;
+  }
+  // A wild timepoint would become the resume point: every later real event
+  // would then be dropped as a duplicate, for good.
+  if (std::optional<std::string> wrong = CheckTimepoint(event.timepoint)) {
+    DeadLetter(std::move(*wrong), line, line.size(), event.timepoint);
     return;
   }
   last_accepted_ = event.timepoint;

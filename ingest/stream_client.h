@@ -8,6 +8,14 @@
 // EventSink. After every attempt the ReconnectPolicy decides when (and
 // whether) to try again, and from which timepoint.
 //
+// Hostile input: the response headers are limited to 8 KiB and whatever the
+// HTTP parser must buffer whole (headers, a chunk header line with its
+// extensions, the trailer) to 64 KiB: beyond that the connection fails with
+// a clear error and the policy backs off. Error bodies are kept to 4 KiB, cut
+// at a UTF-8 boundary with invalid bytes replaced (they reach logs and the
+// last_error proto string). Dead letters keep at most 64 KiB of a line;
+// timepoints that jump more than max_timepoint_jump are dead-lettered.
+//
 // Timeouts: connect (DNS + TCP + TLS) 15 s; response headers 60 s (the
 // upstream may hold them until its first heartbeat); an idle watchdog that
 // reconnects when no byte at all, heartbeats included, arrived for
@@ -18,15 +26,14 @@
 // io thread while the writer queue is full (the wait is measured).
 #pragma once
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
-
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ssl/context.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -50,6 +57,12 @@ struct StreamClientOptions {
   absl::Duration header_timeout = absl::Seconds(60);
   absl::Duration idle_timeout = absl::Seconds(90);
   size_t max_line_bytes = 8 << 20;
+  // An event whose timepoint is more than this past the stream's last
+  // accepted one (or that would overflow int64 on resume) is dead-lettered,
+  // never committed: it would become the resume point, and every later real
+  // event would be dropped as a duplicate. Real timepoints are Kafka offsets
+  // (~10^8 in 2025, one per event).
+  int64_t max_timepoint_jump = 1'000'000'000;
   // Last committed timepoint (from storage), if any.
   std::optional<int64_t> committed_timepoint;
   // With no committed timepoint: start here (inclusive) instead of the head.
@@ -98,6 +111,13 @@ class StreamClient {
   void HandleLine(std::string_view line);
   void HandleHeartbeat();
   void HandleOversized(std::string_view prefix, size_t total);
+  // Hands a dead letter to the sink: at most the first 64 KiB of `line`
+  // (whose full length is `total_bytes`), saying so in the reason.
+  void DeadLetter(std::string reason, std::string_view line, size_t total_bytes,
+                  std::optional<int64_t> timepoint);
+  // Why `timepoint` (of an otherwise valid, non-duplicate event) must not be
+  // accepted, or nullopt.
+  std::optional<std::string> CheckTimepoint(int64_t timepoint) const;
   void HandleBytes(size_t n);
   void HandleConnected(int http_status);
   void HandlePartialLine(size_t bytes);

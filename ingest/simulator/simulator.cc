@@ -246,6 +246,8 @@ struct Simulator::Impl {
     absl::Duration delay = absl::ZeroDuration();
     int retry_after_seconds = -1;
     std::shared_ptr<Session> evict;
+    std::string body;         // Faults::fail_body for injected failures
+    size_t header_bytes = 0;  // Faults::header_bytes
   };
 
   explicit Impl(Options o)
@@ -477,9 +479,12 @@ class Session : public std::enable_shared_from_this<Session> {
     stream_ = admission.stream;
     key_ = admission.key;
     next_index_ = admission.next_index;
+    header_bytes_ = admission.header_bytes;
     {
       absl::MutexLock lock(&impl_->mu);
-      split_seed_ = impl_->FaultsFor(*impl_->streams[stream_]).split_random;
+      const Faults& faults = impl_->FaultsFor(*impl_->streams[stream_]);
+      split_seed_ = faults.split_random;
+      chunk_extension_bytes_ = faults.chunk_extension_bytes;
     }
     split_rng_ = SplitRng(Mix(split_seed_ ^ Mix(id_)));
     ArmHeartbeat(/*first=*/true);
@@ -489,7 +494,8 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void WriteError(const Impl::Admission& admission) {
-    const ErrorBody body = ErrorBodyFor(admission.status);
+    ErrorBody body = ErrorBodyFor(admission.status);
+    if (!admission.body.empty()) body.body = admission.body;
     wire_ = absl::StrCat("HTTP/1.1 ", admission.status, " ",
                          ReasonPhrase(admission.status), "\r\n");
     if (body.haproxy) absl::StrAppend(&wire_, "Cache-Control: no-cache\r\n");
@@ -499,6 +505,7 @@ class Session : public std::enable_shared_from_this<Session> {
       absl::StrAppend(&wire_, "Content-Type: ", body.content_type, "\r\n");
     }
     absl::StrAppend(&wire_, "Date: ", HttpDate(), "\r\n");
+    AppendPadding(admission.header_bytes);
     if (admission.retry_after_seconds >= 0) {
       absl::StrAppend(&wire_, "Retry-After: ", admission.retry_after_seconds,
                       "\r\n");
@@ -641,7 +648,9 @@ class Session : public std::enable_shared_from_this<Session> {
             if (faults.malformed_every > 0 &&
                 ++since_malformed_ >= faults.malformed_every) {
               since_malformed_ = 0;
-              std::string bad = MalformedLine(malformed_variant_++, entry);
+              std::string bad = faults.malformed_line.empty()
+                                    ? MalformedLine(malformed_variant_++, entry)
+                                    : faults.malformed_line;
               payload_.append(bad);
               payload_.push_back('\n');
               line_ends_.push_back(payload_.size());
@@ -701,7 +710,9 @@ class Session : public std::enable_shared_from_this<Session> {
       wire_ = absl::StrCat(
           "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
           "Date: ",
-          HttpDate(), "\r\nTransfer-Encoding: chunked\r\n\r\n");
+          HttpDate(), "\r\nTransfer-Encoding: chunked\r\n");
+      AppendPadding(header_bytes_);
+      wire_.append("\r\n");
       headers_sent_ = true;
     }
     wire_.append(chunks_);
@@ -805,8 +816,21 @@ class Session : public std::enable_shared_from_this<Session> {
     }
   }
 
+  // Faults::header_bytes: an "X-Padding: vvv..." header line in wire_.
+  void AppendPadding(size_t bytes) {
+    if (bytes == 0) return;
+    wire_.append("X-Padding: ");
+    wire_.append(bytes, 'v');
+    wire_.append("\r\n");
+  }
+
   void AppendChunk(std::string_view data) {
-    absl::StrAppend(&chunks_, absl::Hex(data.size()), "\r\n");
+    absl::StrAppend(&chunks_, absl::Hex(data.size()));
+    if (chunk_extension_bytes_ > 0) {  // Faults::chunk_extension_bytes
+      chunks_.append(";x=");
+      chunks_.append(chunk_extension_bytes_, 'v');
+    }
+    chunks_.append("\r\n");
     chunks_.append(data);
     chunks_.append("\r\n");
   }
@@ -939,6 +963,8 @@ class Session : public std::enable_shared_from_this<Session> {
   int since_malformed_ = 0;
   int malformed_variant_ = 0;
   uint64_t split_seed_ = 0;
+  size_t chunk_extension_bytes_ = 0;
+  size_t header_bytes_ = 0;
   SplitRng split_rng_;
   uint64_t write_seq_ = 0;
 
@@ -1256,9 +1282,11 @@ Simulator::Impl::Admission Simulator::Impl::Admit(
   a.stream = static_cast<int>(s->kind);
   const Faults& faults = FaultsFor(*s);
 
+  a.header_bytes = faults.header_bytes;
   if (s->failures_left > 0) {
     --s->failures_left;
     a.delay = faults.fail_delay;
+    a.body = faults.fail_body;
     if (faults.fail_status == 429) {
       a.retry_after_seconds = faults.retry_after_seconds;
     }

@@ -126,6 +126,19 @@ struct Faults {
   absl::Duration fail_delay = absl::ZeroDuration();
   // >= 0: every 429 carries "Retry-After: N". Default: none, as upstream.
   int retry_after_seconds = -1;
+
+  // --- Hostile input (what a broken or malicious upstream could send).
+  // Non-empty: the lines that malformed_every injects are this text,
+  // verbatim, instead of the built-in cycle.
+  std::string malformed_line = "";
+  // Non-empty: the body of the fail_first_attempts error responses (e.g.
+  // bytes that are not UTF-8, or a body much longer than any real one).
+  std::string fail_body = "";
+  // Every response carries an extra "X-Padding" header of this many bytes.
+  size_t header_bytes = 0;
+  // Every chunk header carries a chunk extension (";x=vvv...") of this many
+  // bytes. Real upstreams send none.
+  size_t chunk_extension_bytes = 0;
 };
 
 struct Options {

@@ -244,8 +244,9 @@ TEST(IngestStatusTest, RateLimitWithoutRetryAfterBacksOffAtLeastTheFloor) {
   EXPECT_GE(attempts[2] - attempts[1], io.policy.rate_limit_min);
   for (const auto& line : logs.Find("upstream connection ended", kStream)) {
     EXPECT_EQ(JsonNumberField(line.json, "http_status"), 429) << line.json;
-    // retry_in is logged a moment after the decision: allow 1 ms.
-    EXPECT_GE(JsonNumberField(line.json, "retry_in").value_or(0), 0.149)
+    // retry_in is taken a moment after the decision: allow 10 ms (a loaded
+    // 2-core machine delayed it by 4 ms). Other errors back off 10-100 ms.
+    EXPECT_GE(JsonNumberField(line.json, "retry_in").value_or(0), 0.140)
         << line.json;
   }
   EXPECT_EQ(sim->GetStats().Requests(kPath, 429), 2);
