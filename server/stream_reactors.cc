@@ -61,7 +61,9 @@ class StreamWriter : public grpc::ServerWriteReactor<Response> {
  protected:
   enum class Action { kNothing, kWrite, kRead, kFinish };
 
-  explicit StreamWriter(Executor* executor) : executor_(executor) {}
+  // `store_id` goes on the first message of the call (field store_id).
+  StreamWriter(Executor* executor, std::string store_id)
+      : executor_(executor), store_id_(std::move(store_id)) {}
   virtual ~StreamWriter() = default;
 
   // The next step. kWrite: msg_ is filled. kFinish: *status is set.
@@ -121,6 +123,7 @@ class StreamWriter : public grpc::ServerWriteReactor<Response> {
         // flushes them all. Never on the first write: it also carries the
         // initial metadata, which the hint would hold back.
         if (wrote_once_ && MoreReady()) options.set_buffer_hint();
+        if (!wrote_once_) msg_.set_store_id(store_id_);  // the first message
       }
       if (action == Action::kRead) reading_ = true;
       if (action == Action::kFinish) finished_ = true;
@@ -143,6 +146,7 @@ class StreamWriter : public grpc::ServerWriteReactor<Response> {
   }
 
   Executor* const executor_;
+  const std::string store_id_;
   Response msg_;  // lent to gRPC until OnWriteDone
   mutable absl::Mutex mu_;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
@@ -174,7 +178,7 @@ class ReplayReactor final : public StreamWriter<v1::Event> {
  public:
   ReplayReactor(const StreamContext& ctx, const v1::ReplayEventsRequest& req,
                 storage::Filter filter)
-      : StreamWriter(ctx.executor),
+      : StreamWriter(ctx.executor, ctx.store->store_id()),
         ctx_(ctx),
         request_(req),
         filter_(std::move(filter)),
@@ -270,7 +274,7 @@ class SubscribeReactor final : public StreamWriter<v1::SubscribeResponse> {
   SubscribeReactor(const StreamContext& ctx, SubscriberRegistry* registry,
                    grpc::CallbackServerContext* call,
                    const v1::SubscribeRequest& req, storage::Filter filter)
-      : StreamWriter(ctx.executor),
+      : StreamWriter(ctx.executor, ctx.store->store_id()),
         ctx_(ctx),
         registry_(registry),
         request_(req),
@@ -663,8 +667,26 @@ absl::StatusOr<uint64_t> ResolveStart(storage::Store* store,
   return absl::InvalidArgumentError("unknown start point");
 }
 
+absl::Status CheckExpectedStoreId(const std::string& expected,
+                                  const std::string& store_id) {
+  if (expected.empty() || expected == store_id) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "expected_store_id ", expected, " is not this server's store_id ",
+      store_id,
+      ": the store was replaced or recreated (e.g. after an unclean shutdown "
+      "with synchronous=normal, a restored backup or a new database file), "
+      "so positions may have been reassigned to other events. Resume from "
+      "a timepoint (start.published_since or start.stream_timepoint) or from "
+      "the beginning, and store the new store_id with your position"));
+}
+
 grpc::ServerWriteReactor<v1::Event>* NewReplayReactor(
     const StreamContext& ctx, const v1::ReplayEventsRequest& request) {
+  if (absl::Status s = CheckExpectedStoreId(request.expected_store_id(),
+                                            ctx.store->store_id());
+      !s.ok()) {
+    return new ErrorReactor<v1::Event>(s);
+  }
   absl::StatusOr<storage::Filter> filter = FromProto(request.filter());
   if (!filter.ok()) return new ErrorReactor<v1::Event>(filter.status());
   return new ReplayReactor(ctx, request, *std::move(filter));
@@ -673,6 +695,11 @@ grpc::ServerWriteReactor<v1::Event>* NewReplayReactor(
 grpc::ServerWriteReactor<v1::SubscribeResponse>* NewSubscribeReactor(
     const StreamContext& ctx, SubscriberRegistry* registry,
     grpc::CallbackServerContext* call, const v1::SubscribeRequest& request) {
+  if (absl::Status s = CheckExpectedStoreId(request.expected_store_id(),
+                                            ctx.store->store_id());
+      !s.ok()) {
+    return new ErrorReactor<v1::SubscribeResponse>(s);
+  }
   absl::StatusOr<storage::Filter> filter = FromProto(request.filter());
   if (!filter.ok()) {
     return new ErrorReactor<v1::SubscribeResponse>(filter.status());
