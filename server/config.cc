@@ -349,6 +349,12 @@ const std::vector<Setting>& Settings() {
        "last commits, so after any unclean shutdown the store gets a new "
        "store_id and clients resume from a timepoint.",
        SetSynchronous},
+      {"new_store_id", "false",
+       "Give the store a new store_id at this start (once, after restoring a "
+       "backup or copying the database file: positions after the copy may "
+       "have been given to other events). Clients resuming with the old "
+       "store_id get FAILED_PRECONDITION.",
+       Bool(&Config::new_store_id)},
       {"batch_max_events", "4096", "Group commit: most events per transaction.",
        Int(&Config::batch_max_events, 1, 1 << 20)},
       {"batch_max_delay", "5ms",

@@ -99,6 +99,7 @@ int Run(int argc, char** argv) {
   // Storage.
   storage::Store::Options store_options;
   store_options.synchronous_full = config.sync_full;
+  store_options.new_store_id = config.new_store_id;
   absl::StatusOr<std::unique_ptr<storage::Store>> opened =
       storage::Store::Open(config.db_path, store_options);
   if (!opened.ok()) {
