@@ -456,8 +456,9 @@ void StreamClient::Connect() {
   }
   log::Info("connecting to upstream",
             {{"stream", options_.stream},
-             // Not the request target: the base path may be a secret.
-             {"url", options_.upstream.ToString()}});
+             {"url", options_.upstream.ToString()},
+             // Without the base path, which may be a secret.
+             {"target", target.substr(options_.upstream.base_path.size())}});
   session_ = std::make_shared<Session>(this, target);
   asio::co_spawn(io_, session_->Run(),
                  [this, keep = session_](std::exception_ptr error,

@@ -318,6 +318,7 @@ int Run(int argc, char** argv) {
              {"grpc_address", absl::StrCat(grpc_host, ":", (*grpc)->port())},
              {"metrics_address", absl::StrCat(http_host, ":", (*http)->port())},
              {"db_path", config.db_path},
+             {"store_id", store->store_id()},
              {"streams", absl::StrJoin(config.streams, ",")},
              {"upstream", service_options.upstream}});
 

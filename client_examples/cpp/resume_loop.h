@@ -139,6 +139,11 @@ class ResumeLoop {
 
   ResumeLoopStats stats() const;
 
+  // The store_id the cursor belongs to (as in stats().store_id), without a
+  // lock. REQUIRES: called from Run()'s thread, i.e. from the
+  // EventProcessor's calls (to save it beside the position).
+  const std::string& store_id() const { return store_id_; }
+
  private:
   struct CallOutcome {
     grpc::Status status;

@@ -158,7 +158,7 @@ int Run(int argc, char** argv) {
 
   ResumeLoop* loop_ptr = nullptr;  // set below; read on Run()'s thread only
   OutputProcessor processor(output.get(), flags.position_file,
-                            [&loop_ptr] { return loop_ptr->stats().store_id; });
+                            [&loop_ptr] { return loop_ptr->store_id(); });
   ResumeLoop loop(options, &processor);
   loop_ptr = &loop;
   std::atomic<bool> loop_done{false};
