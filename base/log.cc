@@ -24,31 +24,31 @@ struct State {
   std::function<void(std::string_view)> sink ABSL_GUARDED_BY(mu);
 };
 
-State &GetState() {
-  static State *const state = new State();
+State& GetState() {
+  static State* const state = new State();
   return *state;
 }
 
 std::atomic<int> min_level{static_cast<int>(Level::kInfo)};
 
-const char *LevelName(Level level) {
+const char* LevelName(Level level) {
   switch (level) {
-  case Level::kDebug:
-    return "debug";
-  case Level::kInfo:
-    return "info";
-  case Level::kWarning:
-    return "warning";
-  case Level::kError:
-    return "error";
+    case Level::kDebug:
+      return "debug";
+    case Level::kInfo:
+      return "info";
+    case Level::kWarning:
+      return "warning";
+    case Level::kError:
+      return "error";
   }
   return "info";
 }
 
-std::string RedactLocked(std::string_view text, const State &state)
+std::string RedactLocked(std::string_view text, const State& state)
     ABSL_SHARED_LOCKS_REQUIRED(state.mu) {
   std::string out(text);
-  for (const std::string &secret : state.secrets) {
+  for (const std::string& secret : state.secrets) {
     if (out.find(secret) != std::string::npos) {
       out = absl::StrReplaceAll(out, {{secret, "[REDACTED]"}});
     }
@@ -56,7 +56,7 @@ std::string RedactLocked(std::string_view text, const State &state)
   return out;
 }
 
-} // namespace
+}  // namespace
 
 Field::Field(std::string_view key, std::string_view value) : key_(key) {
   AppendJsonString(&json_, value);
@@ -65,7 +65,7 @@ Field::Field(std::string_view key, bool value)
     : key_(key), json_(value ? "true" : "false") {}
 Field::Field(std::string_view key, double value)
     : key_(key), json_(absl::StrCat(value)) {}
-Field::Field(std::string_view key, const absl::Status &status) : key_(key) {
+Field::Field(std::string_view key, const absl::Status& status) : key_(key) {
   AppendJsonString(&json_, status.ToString());
 }
 Field::Field(std::string_view key, absl::Time time) : key_(key) {
@@ -83,7 +83,7 @@ void Write(Level level, std::string_view msg,
   AppendJsonString(&line, FormatRfc3339(Clock::Real()->Now()));
   absl::StrAppend(&line, ",\"level\":\"", LevelName(level), "\",\"msg\":");
   AppendJsonString(&line, msg);
-  for (const Field &f : fields) {
+  for (const Field& f : fields) {
     line.push_back(',');
     AppendJsonString(&line, f.key());
     line.push_back(':');
@@ -91,7 +91,7 @@ void Write(Level level, std::string_view msg,
   }
   line.push_back('}');
 
-  State &state = GetState();
+  State& state = GetState();
   absl::MutexLock lock(&state.mu);
   line = RedactLocked(line, state);
   if (state.sink) {
@@ -101,12 +101,11 @@ void Write(Level level, std::string_view msg,
   line.push_back('\n');
   // One write(2) per line so that lines from several threads or processes
   // never interleave.
-  const char *p = line.data();
+  const char* p = line.data();
   size_t left = line.size();
   while (left > 0) {
     ssize_t n = ::write(STDERR_FILENO, p, left);
-    if (n <= 0)
-      break;
+    if (n <= 0) break;
     p += n;
     left -= static_cast<size_t>(n);
   }
@@ -116,7 +115,7 @@ void SetMinLevel(Level level) {
   min_level.store(static_cast<int>(level), std::memory_order_relaxed);
 }
 
-bool ParseLevel(std::string_view text, Level *level) {
+bool ParseLevel(std::string_view text, Level* level) {
   if (text == "debug") {
     *level = Level::kDebug;
   } else if (text == "info") {
@@ -132,15 +131,14 @@ bool ParseLevel(std::string_view text, Level *level) {
 }
 
 void AddSecret(std::string_view secret) {
-  if (secret.empty())
-    return;
-  State &state = GetState();
+  if (secret.empty()) return;
+  State& state = GetState();
   absl::MutexLock lock(&state.mu);
   state.secrets.emplace_back(secret);
 }
 
 std::string Redact(std::string_view text) {
-  State &state = GetState();
+  State& state = GetState();
   absl::ReaderMutexLock lock(&state.mu);
   return RedactLocked(text, state);
 }
@@ -149,14 +147,12 @@ std::string RedactUrl(std::string_view url) {
   constexpr char kRedacted[] = "[URL redacted]";
   const size_t sep = url.find("://");
   if (sep == std::string_view::npos) {
-    if (url.find_first_of("@/?#") != std::string_view::npos)
-      return kRedacted;
+    if (url.find_first_of("@/?#") != std::string_view::npos) return kRedacted;
     return std::string(url);
   }
   std::string scheme(url.substr(0, sep));
-  if (scheme.empty())
-    return kRedacted;
-  for (char &c : scheme) {
+  if (scheme.empty()) return kRedacted;
+  for (char& c : scheme) {
     if (!absl::ascii_isalnum(c) && c != '+' && c != '-' && c != '.') {
       return kRedacted;
     }
@@ -166,10 +162,9 @@ std::string RedactUrl(std::string_view url) {
   const size_t end = std::min(rest.find_first_of("/?#"), rest.size());
   std::string_view authority = rest.substr(0, end);
   if (const size_t at = authority.rfind('@'); at != std::string_view::npos) {
-    authority.remove_prefix(at + 1); // user info
+    authority.remove_prefix(at + 1);  // user info
   }
-  if (authority.empty())
-    return kRedacted;
+  if (authority.empty()) return kRedacted;
   const std::string_view tail = rest.substr(end);
   return absl::StrCat(scheme, "://",
                       absl::string_view(authority.data(), authority.size()),
@@ -177,9 +172,9 @@ std::string RedactUrl(std::string_view url) {
 }
 
 void SetSinkForTest(std::function<void(std::string_view)> sink) {
-  State &state = GetState();
+  State& state = GetState();
   absl::MutexLock lock(&state.mu);
   state.sink = std::move(sink);
 }
 
-} // namespace chstream::log
+}  // namespace chstream::log

@@ -33,17 +33,17 @@ enum class Level { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
 // One key/value of a log line. Strings are quoted; numbers and booleans are
 // not.
 class Field {
-public:
+ public:
   Field(std::string_view key, std::string_view value);
-  Field(std::string_view key, const char *value)
+  Field(std::string_view key, const char* value)
       : Field(key, std::string_view(value)) {}
-  Field(std::string_view key, const std::string &value)
+  Field(std::string_view key, const std::string& value)
       : Field(key, std::string_view(value)) {}
   Field(std::string_view key, bool value);
   Field(std::string_view key, double value);
-  Field(std::string_view key, const absl::Status &status);
+  Field(std::string_view key, const absl::Status& status);
   Field(std::string_view key, absl::Time time);
-  Field(std::string_view key, absl::Duration duration); // seconds, as number
+  Field(std::string_view key, absl::Duration duration);  // seconds, as number
   template <typename T,
             std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>,
                              int> = 0>
@@ -52,9 +52,9 @@ public:
 
   std::string_view key() const { return key_; }
   // The value as JSON text.
-  const std::string &json() const { return json_; }
+  const std::string& json() const { return json_; }
 
-private:
+ private:
   std::string_view key_;
   std::string json_;
 };
@@ -77,7 +77,7 @@ inline void Error(std::string_view msg, std::initializer_list<Field> f = {}) {
 
 // Lines below this level are dropped (default kInfo).
 void SetMinLevel(Level level);
-bool ParseLevel(std::string_view text, Level *level);
+bool ParseLevel(std::string_view text, Level* level);
 
 // Registers a secret (e.g. the stream key) to be redacted from every line.
 // Empty strings are ignored.
@@ -100,4 +100,4 @@ std::string RedactUrl(std::string_view url);
 // nullptr restores stderr. For tests.
 void SetSinkForTest(std::function<void(std::string_view)> sink);
 
-} // namespace chstream::log
+}  // namespace chstream::log

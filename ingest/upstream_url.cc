@@ -47,7 +47,7 @@ absl::StatusOr<UpstreamUrl> ParseUpstreamUrl(absl::string_view url) {
   }
   out.base_path = std::string(path);
   out.port = out.tls ? "443" : "80";
-  if (absl::ConsumePrefix(&authority, "[")) { // [::1]:8080
+  if (absl::ConsumePrefix(&authority, "[")) {  // [::1]:8080
     size_t close = authority.find(']');
     if (close == absl::string_view::npos) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -56,8 +56,7 @@ absl::StatusOr<UpstreamUrl> ParseUpstreamUrl(absl::string_view url) {
     }
     out.host = std::string(authority.substr(0, close));
     authority.remove_prefix(close + 1);
-    if (absl::ConsumePrefix(&authority, ":"))
-      out.port = std::string(authority);
+    if (absl::ConsumePrefix(&authority, ":")) out.port = std::string(authority);
   } else {
     size_t colon = authority.rfind(':');
     out.host = std::string(authority.substr(0, colon));
@@ -75,4 +74,4 @@ absl::StatusOr<UpstreamUrl> ParseUpstreamUrl(absl::string_view url) {
   return out;
 }
 
-} // namespace chstream::ingest
+}  // namespace chstream::ingest

@@ -19,8 +19,8 @@ namespace chstream::ingest {
 struct UpstreamUrl {
   bool tls = true;
   std::string host;
-  std::string port;      // "443" by default for https, "80" for http
-  std::string base_path; // without a trailing '/', maybe empty; may be secret
+  std::string port;       // "443" by default for https, "80" for http
+  std::string base_path;  // without a trailing '/', maybe empty; may be secret
 
   // Host header value: host, plus ":port" when not the scheme's default.
   std::string HostHeader() const;
@@ -34,4 +34,4 @@ struct UpstreamUrl {
 // CH_STREAMING_API_KEY. Error messages show the URL redacted.
 absl::StatusOr<UpstreamUrl> ParseUpstreamUrl(absl::string_view url);
 
-} // namespace chstream::ingest
+}  // namespace chstream::ingest

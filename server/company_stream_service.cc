@@ -112,6 +112,8 @@ absl::Status CompanyStreamService::FillStatus(v1::GetStatusResponse* out) {
   st->set_db_path(store_->path());
   st->set_db_size_bytes(stats.db_size_bytes != 0 ? stats.db_size_bytes
                                                  : FileSize(store_->path()));
+  st->set_store_id(store_->store_id());
+  st->set_synchronous(store_->synchronous_full() ? "full" : "normal");
   for (v1::SubscriberStatus& s : registry_.Snapshot()) {
     *out->add_subscribers() = std::move(s);
   }
@@ -160,12 +162,16 @@ grpc::ServerUnaryReactor* CompanyStreamService::GetCompany(
 
 grpc::ServerWriteReactor<v1::Event>* CompanyStreamService::ReplayEvents(
     grpc::CallbackServerContext* ctx, const v1::ReplayEventsRequest* request) {
+  // Before anything is sent, errors included: a client learns which store
+  // its positions come from even when no event follows.
+  ctx->AddInitialMetadata(kStoreIdMetadataKey, store_->store_id());
   return NewReplayReactor(stream_ctx_, &registry_, ctx, *request);
 }
 
 grpc::ServerWriteReactor<v1::SubscribeResponse>*
 CompanyStreamService::Subscribe(grpc::CallbackServerContext* ctx,
                                 const v1::SubscribeRequest* request) {
+  ctx->AddInitialMetadata(kStoreIdMetadataKey, store_->store_id());
   return NewSubscribeReactor(stream_ctx_, &registry_, ctx, *request);
 }
 

@@ -21,15 +21,15 @@
 #include "ingest/upstream_url.h"
 #include "storage/event.h"
 
-extern char **environ;
+extern char** environ;
 
 namespace chstream::server {
 namespace {
 
-using Setter = std::function<absl::Status(absl::string_view, Config &)>;
+using Setter = std::function<absl::Status(absl::string_view, Config&)>;
 
 struct Setting {
-  std::string name; // flag name without "--"
+  std::string name;  // flag name without "--"
   std::string default_text;
   std::string help;
   Setter set;
@@ -44,21 +44,22 @@ absl::Status Invalid(absl::string_view allowed) {
 }
 
 Setter String(std::string Config::*field) {
-  return [field](absl::string_view v, Config &c) {
+  return [field](absl::string_view v, Config& c) {
     c.*field = std::string(v);
     return absl::OkStatus();
   };
 }
 
 Setter Bool(bool Config::*field) {
-  return [field](absl::string_view v, Config &c) {
+  return [field](absl::string_view v, Config& c) {
     std::string s = absl::AsciiStrToLower(v);
     // An empty value is refused, not read as true: a deployment template
     // that leaves `CHSTREAM_ALLOW_INSECURE_REMOTE=` blank must not open a
     // door. (A bare --flag on the command line is passed here as "true".)
     if (s.empty()) {
-      return Invalid("true or false; an empty value is not allowed (set one, "
-                     "or remove the variable for the default)");
+      return Invalid(
+          "true or false; an empty value is not allowed (set one, "
+          "or remove the variable for the default)");
     }
     if (s == "true" || s == "1" || s == "yes") {
       c.*field = true;
@@ -72,7 +73,7 @@ Setter Bool(bool Config::*field) {
 }
 
 Setter Int(int Config::*field, int lo, int hi) {
-  return [field, lo, hi](absl::string_view v, Config &c) {
+  return [field, lo, hi](absl::string_view v, Config& c) {
     int n;
     if (!absl::SimpleAtoi(v, &n) || n < lo || n > hi) {
       return Invalid(absl::StrCat("an integer from ", lo, " to ", hi));
@@ -83,7 +84,7 @@ Setter Int(int Config::*field, int lo, int hi) {
 }
 
 Setter Int64(int64_t Config::*field, int64_t lo, int64_t hi) {
-  return [field, lo, hi](absl::string_view v, Config &c) {
+  return [field, lo, hi](absl::string_view v, Config& c) {
     int64_t n;
     if (!absl::SimpleAtoi(v, &n) || n < lo || n > hi) {
       return Invalid(absl::StrCat("an integer from ", lo, " to ", hi));
@@ -94,7 +95,7 @@ Setter Int64(int64_t Config::*field, int64_t lo, int64_t hi) {
 }
 
 Setter Double(double Config::*field, double lo, double hi) {
-  return [field, lo, hi](absl::string_view v, Config &c) {
+  return [field, lo, hi](absl::string_view v, Config& c) {
     double d;
     if (!absl::SimpleAtod(v, &d) || !(d >= lo && d <= hi)) {
       return Invalid(absl::StrCat("a number from ", lo, " to ", hi));
@@ -106,7 +107,7 @@ Setter Double(double Config::*field, double lo, double hi) {
 
 Setter Duration(absl::Duration Config::*field, absl::Duration lo,
                 absl::Duration hi) {
-  return [field, lo, hi](absl::string_view v, Config &c) {
+  return [field, lo, hi](absl::string_view v, Config& c) {
     absl::Duration d;
     if (!absl::ParseDuration(v, &d) || d < lo || d > hi) {
       return Invalid(absl::StrCat("a duration such as 90s, 15m or 500ms, from ",
@@ -119,9 +120,8 @@ Setter Duration(absl::Duration Config::*field, absl::Duration lo,
 }
 
 bool IsStreamName(absl::string_view s) {
-  for (const char *name : storage::kStreamNames) {
-    if (s == name)
-      return true;
+  for (const char* name : storage::kStreamNames) {
+    if (s == name) return true;
   }
   return false;
 }
@@ -130,11 +130,10 @@ std::string AllStreamNames() {
   return absl::StrJoin(storage::kStreamNames, ", ");
 }
 
-absl::Status SetStreams(absl::string_view v, Config &c) {
+absl::Status SetStreams(absl::string_view v, Config& c) {
   std::vector<std::string> out;
   if (absl::StripAsciiWhitespace(v) == "all") {
-    for (const char *name : storage::kStreamNames)
-      out.emplace_back(name);
+    for (const char* name : storage::kStreamNames) out.emplace_back(name);
   } else {
     for (absl::string_view part : absl::StrSplit(v, ',', absl::SkipEmpty())) {
       std::string name(absl::StripAsciiWhitespace(part));
@@ -148,18 +147,17 @@ absl::Status SetStreams(absl::string_view v, Config &c) {
     }
   }
   if (out.empty()) {
-    return Invalid(
-        absl::StrCat("'all' or a comma list of: ", AllStreamNames()));
+    return Invalid(absl::StrCat("'all' or a comma list of: ", AllStreamNames()));
   }
   c.streams = std::move(out);
   return absl::OkStatus();
 }
 
-absl::Status SetStartTimepoints(absl::string_view v, Config &c) {
+absl::Status SetStartTimepoints(absl::string_view v, Config& c) {
   c.start_timepoints.clear();
   for (absl::string_view part : absl::StrSplit(v, ',', absl::SkipEmpty())) {
-    std::pair<std::string, std::string> kv = absl::StrSplit(
-        absl::StripAsciiWhitespace(part), absl::MaxSplits(':', 1));
+    std::pair<std::string, std::string> kv =
+        absl::StrSplit(absl::StripAsciiWhitespace(part), absl::MaxSplits(':', 1));
     int64_t tp;
     if (!IsStreamName(kv.first) || !absl::SimpleAtoi(kv.second, &tp) ||
         tp < 0) {
@@ -182,28 +180,28 @@ absl::Status CheckUrl(absl::string_view v) {
   return absl::OkStatus();
 }
 
-absl::Status SetUpstreamUrl(absl::string_view v, Config &c) {
+absl::Status SetUpstreamUrl(absl::string_view v, Config& c) {
   CHS_RETURN_IF_ERROR(CheckUrl(v));
   c.upstream_url = std::string(absl::StripSuffix(v, "/"));
   return absl::OkStatus();
 }
 
 Setter Address(std::string Config::*field, absl::string_view example) {
-  return
-      [field, example = std::string(example)](absl::string_view v, Config &c) {
-        size_t colon = v.rfind(':');
-        int port;
-        if (colon == absl::string_view::npos || colon == 0 ||
-            !absl::SimpleAtoi(v.substr(colon + 1), &port) || port < 0 ||
-            port > 65535) {
-          return Invalid(absl::StrCat("HOST:PORT, e.g. ", example));
-        }
-        c.*field = std::string(v);
-        return absl::OkStatus();
-      };
+  return [field, example = std::string(example)](absl::string_view v,
+                                                 Config& c) {
+    size_t colon = v.rfind(':');
+    int port;
+    if (colon == absl::string_view::npos || colon == 0 ||
+        !absl::SimpleAtoi(v.substr(colon + 1), &port) || port < 0 ||
+        port > 65535) {
+      return Invalid(absl::StrCat("HOST:PORT, e.g. ", example));
+    }
+    c.*field = std::string(v);
+    return absl::OkStatus();
+  };
 }
 
-absl::Status SetLogLevel(absl::string_view v, Config &c) {
+absl::Status SetLogLevel(absl::string_view v, Config& c) {
   if (v != "debug" && v != "info" && v != "warning" && v != "error") {
     return Invalid("debug, info, warning or error");
   }
@@ -211,7 +209,7 @@ absl::Status SetLogLevel(absl::string_view v, Config &c) {
   return absl::OkStatus();
 }
 
-absl::Status SetOnExpired(absl::string_view v, Config &c) {
+absl::Status SetOnExpired(absl::string_view v, Config& c) {
   if (v == "resume_from_head") {
     c.on_timepoint_expired = OnTimepointExpired::kResumeFromHead;
   } else if (v == "stop") {
@@ -222,12 +220,11 @@ absl::Status SetOnExpired(absl::string_view v, Config &c) {
   return absl::OkStatus();
 }
 
-absl::Status SetBusyStreams(absl::string_view v, Config &c) {
+absl::Status SetBusyStreams(absl::string_view v, Config& c) {
   std::vector<std::string> out;
   for (absl::string_view part : absl::StrSplit(v, ',', absl::SkipEmpty())) {
     std::string name(absl::StripAsciiWhitespace(part));
-    if (name.empty())
-      continue;
+    if (name.empty()) continue;
     if (!IsStreamName(name)) {
       return Invalid(absl::StrCat("a comma list (maybe empty) of: ",
                                   AllStreamNames(), " (got '", name, "')"));
@@ -238,7 +235,7 @@ absl::Status SetBusyStreams(absl::string_view v, Config &c) {
   return absl::OkStatus();
 }
 
-absl::Status SetSynchronous(absl::string_view v, Config &c) {
+absl::Status SetSynchronous(absl::string_view v, Config& c) {
   const std::string s = absl::AsciiStrToLower(v);
   if (s == "full") {
     c.sync_full = true;
@@ -250,15 +247,14 @@ absl::Status SetSynchronous(absl::string_view v, Config &c) {
   return absl::OkStatus();
 }
 
-absl::Status SetAlertWebhookUrl(absl::string_view v, Config &c) {
-  if (!v.empty())
-    CHS_RETURN_IF_ERROR(CheckUrl(v));
+absl::Status SetAlertWebhookUrl(absl::string_view v, Config& c) {
+  if (!v.empty()) CHS_RETURN_IF_ERROR(CheckUrl(v));
   c.alert_webhook_url = std::string(v);
   return absl::OkStatus();
 }
 
-const std::vector<Setting> &Settings() {
-  static const auto *const settings = new std::vector<Setting>{
+const std::vector<Setting>& Settings() {
+  static const auto* const settings = new std::vector<Setting>{
       {"grpc_address", "127.0.0.1:50051",
        "Address the gRPC server listens on (HOST:PORT; port 0 picks one).",
        Address(&Config::grpc_address, "127.0.0.1:50051 or [::]:50051")},
@@ -354,6 +350,12 @@ const std::vector<Setting> &Settings() {
        "last commits, so after any unclean shutdown the store gets a new "
        "store_id and clients resume from a timepoint.",
        SetSynchronous},
+      {"new_store_id", "false",
+       "Give the store a new store_id at this start (once, after restoring a "
+       "backup or copying the database file: positions after the copy may "
+       "have been given to other events). Clients resuming with the old "
+       "store_id get FAILED_PRECONDITION.",
+       Bool(&Config::new_store_id)},
       {"batch_max_events", "4096", "Group commit: most events per transaction.",
        Int(&Config::batch_max_events, 1, 1 << 20)},
       {"batch_max_delay", "5ms",
@@ -430,24 +432,22 @@ const std::vector<Setting> &Settings() {
   return *settings;
 }
 
-const Setting *FindSetting(absl::string_view name) {
-  for (const Setting &s : Settings()) {
-    if (s.name == name)
-      return &s;
+const Setting* FindSetting(absl::string_view name) {
+  for (const Setting& s : Settings()) {
+    if (s.name == name) return &s;
   }
   return nullptr;
 }
 
 // Booleans: a bare --name means true and --noname false.
-bool IsBoolSetting(const Setting &s) {
+bool IsBoolSetting(const Setting& s) {
   return s.default_text == "false" || s.name == "sync_full";
 }
 
 // Levenshtein distance, for suggesting the setting a misspelt variable meant.
 size_t EditDistance(absl::string_view a, absl::string_view b) {
   std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j)
-    row[j] = j;
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
   for (size_t i = 1; i <= a.size(); ++i) {
     size_t diagonal = row[0];
     row[0] = i;
@@ -465,23 +465,20 @@ size_t EditDistance(absl::string_view a, absl::string_view b) {
 // (CHSTREAM_SYNC_FUL) would otherwise be ignored silently. Not an error,
 // because orchestrators inject variables of their own (CHSTREAM_PORT).
 template <typename Map>
-void WarnAboutUnknownVariables(const Map &vars, absl::string_view source,
-                               std::vector<std::string> *warnings) {
+void WarnAboutUnknownVariables(const Map& vars, absl::string_view source,
+                               std::vector<std::string>* warnings) {
   std::vector<std::string> unknown;
-  for (const auto &[name, value] : vars) {
-    if (!absl::StartsWith(name, "CHSTREAM_"))
-      continue;
+  for (const auto& [name, value] : vars) {
+    if (!absl::StartsWith(name, "CHSTREAM_")) continue;
     bool known = false;
-    for (const Setting &s : Settings())
-      known |= EnvName(s.name) == name;
-    if (!known)
-      unknown.push_back(name);
+    for (const Setting& s : Settings()) known |= EnvName(s.name) == name;
+    if (!known) unknown.push_back(name);
   }
-  std::sort(unknown.begin(), unknown.end()); // a stable order for the log
-  for (const std::string &name : unknown) {
+  std::sort(unknown.begin(), unknown.end());  // a stable order for the log
+  for (const std::string& name : unknown) {
     std::string nearest;
     size_t best = std::numeric_limits<size_t>::max();
-    for (const Setting &s : Settings()) {
+    for (const Setting& s : Settings()) {
       const std::string candidate = EnvName(s.name);
       const size_t d = EditDistance(name, candidate);
       if (d < best) {
@@ -497,22 +494,19 @@ void WarnAboutUnknownVariables(const Map &vars, absl::string_view source,
 }
 
 std::string CurrentDirectory() {
-  const char *bazel_dir = std::getenv("BUILD_WORKING_DIRECTORY");
-  if (bazel_dir != nullptr && *bazel_dir != '\0')
-    return bazel_dir;
+  const char* bazel_dir = std::getenv("BUILD_WORKING_DIRECTORY");
+  if (bazel_dir != nullptr && *bazel_dir != '\0') return bazel_dir;
   char buf[4096];
-  if (::getcwd(buf, sizeof(buf)) != nullptr)
-    return buf;
+  if (::getcwd(buf, sizeof(buf)) != nullptr) return buf;
   return ".";
 }
 
-std::string Resolve(const std::string &base, const std::string &path) {
-  if (path.empty() || path[0] == '/')
-    return path;
+std::string Resolve(const std::string& base, const std::string& path) {
+  if (path.empty() || path[0] == '/') return path;
   return absl::StrCat(base, "/", path);
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string &path) {
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::NotFoundError(
@@ -523,8 +517,8 @@ absl::StatusOr<std::string> ReadFile(const std::string &path) {
   return ss.str();
 }
 
-absl::Status SettingError(const Setting &s, absl::string_view source,
-                          absl::string_view value, const absl::Status &why) {
+absl::Status SettingError(const Setting& s, absl::string_view source,
+                          absl::string_view value, const absl::Status& why) {
   return absl::InvalidArgumentError(absl::StrCat(
       "invalid ", source, " '",
       // A URL's user info, path or query may be a secret.
@@ -535,7 +529,7 @@ absl::Status SettingError(const Setting &s, absl::string_view source,
       why.message()));
 }
 
-} // namespace
+}  // namespace
 
 std::string ConfigHelp() {
   std::string out =
@@ -544,29 +538,29 @@ std::string ConfigHelp() {
       "Usage: chstreamd [--name=value ...]\n\n"
       "Each setting is a flag, an environment variable or a line in the .env "
       "file;\nprecedence: flag > environment > .env > default.\n\n";
-  for (const Setting &s : Settings()) {
+  for (const Setting& s : Settings()) {
     absl::StrAppend(&out, "  --", s.name, "  (", EnvName(s.name), ")\n      ",
                     s.help, "\n      default: ",
                     s.default_text.empty() ? "(none)" : s.default_text, "\n");
   }
   absl::StrAppend(
-      &out, "\nThe upstream key is never a flag:\n"
-            "  CH_STREAMING_API_KEY       the stream key (a comma list spreads "
-            "streams over several keys)\n"
-            "  CH_STREAMING_API_KEY_FILE  a file holding the key\n"
-            "With no key, chstreamd follows its built-in simulator.\n");
+      &out,
+      "\nThe upstream key is never a flag:\n"
+      "  CH_STREAMING_API_KEY       the stream key (a comma list spreads "
+      "streams over several keys)\n"
+      "  CH_STREAMING_API_KEY_FILE  a file holding the key\n"
+      "With no key, chstreamd follows its built-in simulator.\n");
   return out;
 }
 
-absl::StatusOr<std::vector<std::pair<std::string, std::string>>>
-ParseEnvFile(absl::string_view text) {
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseEnvFile(
+    absl::string_view text) {
   std::vector<std::pair<std::string, std::string>> out;
   int line_no = 0;
   for (absl::string_view raw : absl::StrSplit(text, '\n')) {
     ++line_no;
     absl::string_view line = absl::StripAsciiWhitespace(raw);
-    if (line.empty() || line[0] == '#')
-      continue;
+    if (line.empty() || line[0] == '#') continue;
     if (absl::ConsumePrefix(&line, "export ")) {
       line = absl::StripLeadingAsciiWhitespace(line);
     }
@@ -576,8 +570,7 @@ ParseEnvFile(absl::string_view text) {
           absl::StrCat("line ", line_no, ": expected KEY=VALUE"));
     }
     std::string key(absl::StripAsciiWhitespace(line.substr(0, eq)));
-    absl::string_view rest =
-        absl::StripLeadingAsciiWhitespace(line.substr(eq + 1));
+    absl::string_view rest = absl::StripLeadingAsciiWhitespace(line.substr(eq + 1));
     std::string value;
     if (!rest.empty() && (rest[0] == '"' || rest[0] == '\'')) {
       const char quote = rest[0];
@@ -602,8 +595,7 @@ ParseEnvFile(absl::string_view text) {
       }
     } else {
       size_t hash = rest.find(" #");
-      if (hash != absl::string_view::npos)
-        rest = rest.substr(0, hash);
+      if (hash != absl::string_view::npos) rest = rest.substr(0, hash);
       value = std::string(absl::StripTrailingAsciiWhitespace(rest));
     }
     out.emplace_back(std::move(key), std::move(value));
@@ -613,32 +605,30 @@ ParseEnvFile(absl::string_view text) {
 
 absl::flat_hash_map<std::string, std::string> ProcessEnvironment() {
   absl::flat_hash_map<std::string, std::string> env;
-  for (char **e = environ; e != nullptr && *e != nullptr; ++e) {
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
     absl::string_view kv(*e);
     size_t eq = kv.find('=');
-    if (eq == absl::string_view::npos)
-      continue;
+    if (eq == absl::string_view::npos) continue;
     env.emplace(std::string(kv.substr(0, eq)), std::string(kv.substr(eq + 1)));
   }
   return env;
 }
 
-absl::StatusOr<Config>
-LoadConfig(const std::vector<std::string> &args,
-           const absl::flat_hash_map<std::string, std::string> &env,
-           ConfigExit *exit_request) {
+absl::StatusOr<Config> LoadConfig(
+    const std::vector<std::string>& args,
+    const absl::flat_hash_map<std::string, std::string>& env,
+    ConfigExit* exit_request) {
   // 1. Flags, collected first (they decide the .env file and win over all).
-  std::vector<std::pair<const Setting *, std::string>> flags;
-  for (const std::string &arg : args) {
+  std::vector<std::pair<const Setting*, std::string>> flags;
+  for (const std::string& arg : args) {
     if (arg == "--help" || arg == "-h" || arg == "--helpfull") {
       *exit_request = {0, ConfigHelp()};
       return absl::CancelledError("help");
     }
     absl::string_view a(arg);
     if (!absl::ConsumePrefix(&a, "--")) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unexpected argument '", arg,
-                       "': settings are --name=value (see --help)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unexpected argument '", arg, "': settings are --name=value (see --help)"));
     }
     std::pair<absl::string_view, absl::string_view> kv =
         absl::StrSplit(a, absl::MaxSplits('=', 1));
@@ -649,10 +639,10 @@ LoadConfig(const std::vector<std::string> &args,
           "the stream key is never a flag (it would show in `ps`): set "
           "CH_STREAMING_API_KEY or CH_STREAMING_API_KEY_FILE");
     }
-    const Setting *s = FindSetting(name);
+    const Setting* s = FindSetting(name);
     const bool is_bool_flag = s != nullptr && IsBoolSetting(*s);
     if (s == nullptr && absl::StartsWith(name, "no")) {
-      const Setting *negated = FindSetting(name.substr(2));
+      const Setting* negated = FindSetting(name.substr(2));
       if (negated != nullptr && IsBoolSetting(*negated) &&
           a.find('=') == absl::string_view::npos) {
         flags.emplace_back(negated, "false");
@@ -668,7 +658,7 @@ LoadConfig(const std::vector<std::string> &args,
         return absl::InvalidArgumentError(
             absl::StrCat("--", s->name, " needs a value: --", s->name, "=..."));
       }
-      flags.emplace_back(s, "true"); // a bare boolean flag means true
+      flags.emplace_back(s, "true");  // a bare boolean flag means true
       continue;
     }
     flags.emplace_back(s, std::string(kv.second));
@@ -680,7 +670,7 @@ LoadConfig(const std::vector<std::string> &args,
   // exists.
   std::string env_file;
   bool env_file_explicit = false;
-  for (const auto &[s, v] : flags) {
+  for (const auto& [s, v] : flags) {
     if (s->name == "env_file") {
       env_file = v;
       env_file_explicit = true;
@@ -695,8 +685,7 @@ LoadConfig(const std::vector<std::string> &args,
   }
   if (!env_file_explicit) {
     std::string candidate = Resolve(cwd, ".env");
-    if (::access(candidate.c_str(), R_OK) == 0)
-      env_file = ".env";
+    if (::access(candidate.c_str(), R_OK) == 0) env_file = ".env";
   }
   absl::flat_hash_map<std::string, std::string> dotenv;
   if (!env_file.empty()) {
@@ -712,8 +701,7 @@ LoadConfig(const std::vector<std::string> &args,
       return absl::InvalidArgumentError(absl::StrCat(
           "invalid .env file ", env_file, ": ", parsed.status().message()));
     }
-    for (auto &[k, v] : *parsed)
-      dotenv[k] = v;
+    for (auto& [k, v] : *parsed) dotenv[k] = v;
   }
 
   // 3. Apply in increasing precedence: defaults (already in Config), .env,
@@ -725,9 +713,8 @@ LoadConfig(const std::vector<std::string> &args,
                               &config.warnings);
   }
   WarnAboutUnknownVariables(env, "environment", &config.warnings);
-  for (const Setting &s : Settings()) {
-    if (s.name == "env_file")
-      continue;
+  for (const Setting& s : Settings()) {
+    if (s.name == "env_file") continue;
     const std::string name = EnvName(s.name);
     if (auto it = dotenv.find(name); it != dotenv.end()) {
       if (absl::Status st = s.set(it->second, config); !st.ok()) {
@@ -741,9 +728,8 @@ LoadConfig(const std::vector<std::string> &args,
       }
     }
   }
-  for (const auto &[s, v] : flags) {
-    if (s->name == "env_file")
-      continue;
+  for (const auto& [s, v] : flags) {
+    if (s->name == "env_file") continue;
     if (absl::Status st = s->set(v, config); !st.ok()) {
       return SettingError(*s, "value", v, st);
     }
@@ -756,18 +742,16 @@ LoadConfig(const std::vector<std::string> &args,
   config.grpc_auth_token_file = Resolve(cwd, config.grpc_auth_token_file);
 
   // 4. The key: environment over .env; a key file when no key is given.
-  auto lookup = [&](const std::string &name) -> const std::string * {
-    if (auto it = env.find(name); it != env.end())
-      return &it->second;
-    if (auto it = dotenv.find(name); it != dotenv.end())
-      return &it->second;
+  auto lookup = [&](const std::string& name) -> const std::string* {
+    if (auto it = env.find(name); it != env.end()) return &it->second;
+    if (auto it = dotenv.find(name); it != dotenv.end()) return &it->second;
     return nullptr;
   };
   std::string key_text;
-  if (const std::string *key = lookup("CH_STREAMING_API_KEY");
+  if (const std::string* key = lookup("CH_STREAMING_API_KEY");
       key != nullptr && !key->empty()) {
     key_text = *key;
-  } else if (const std::string *file = lookup("CH_STREAMING_API_KEY_FILE");
+  } else if (const std::string* file = lookup("CH_STREAMING_API_KEY_FILE");
              file != nullptr && !file->empty()) {
     config.api_key_file = Resolve(cwd, *file);
     absl::StatusOr<std::string> text = ReadFile(config.api_key_file);
@@ -779,17 +763,16 @@ LoadConfig(const std::vector<std::string> &args,
   }
   for (absl::string_view k : absl::StrSplit(key_text, ',', absl::SkipEmpty())) {
     k = absl::StripAsciiWhitespace(k);
-    if (!k.empty())
-      config.api_keys.emplace_back(k);
+    if (!k.empty()) config.api_keys.emplace_back(k);
   }
 
   // 5. Cross-setting checks.
   if (config.disconnected_failed_after <= config.disconnected_after) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid --disconnected_failed_after=",
-                     absl::FormatDuration(config.disconnected_failed_after),
-                     ": must be longer than --disconnected_after=",
-                     absl::FormatDuration(config.disconnected_after)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "invalid --disconnected_failed_after=",
+        absl::FormatDuration(config.disconnected_failed_after),
+        ": must be longer than --disconnected_after=",
+        absl::FormatDuration(config.disconnected_after)));
   }
   if (config.grpc_tls_cert.empty() != config.grpc_tls_key.empty()) {
     return absl::InvalidArgumentError(
@@ -801,8 +784,9 @@ LoadConfig(const std::vector<std::string> &args,
         "--grpc_tls_key too");
   }
   if (!config.UseSimulator()) {
-    const size_t capacity = config.api_keys.size() *
-                            static_cast<size_t>(config.max_connections_per_key);
+    const size_t capacity =
+        config.api_keys.size() *
+        static_cast<size_t>(config.max_connections_per_key);
     if (config.streams.size() > capacity) {
       return absl::InvalidArgumentError(absl::StrCat(
           "invalid --streams: ", config.streams.size(),
@@ -814,4 +798,4 @@ LoadConfig(const std::vector<std::string> &args,
   return config;
 }
 
-} // namespace chstream::server
+}  // namespace chstream::server

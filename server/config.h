@@ -48,6 +48,7 @@ struct Config {
   // --synchronous: full (true, the default: commits are durable before
   // they are published) or normal. (Named after the older --sync_full.)
   bool sync_full = true;
+  bool new_store_id = false;  // replace the store_id at this start
   int batch_max_events = 4096;
   absl::Duration batch_max_delay = absl::Milliseconds(5);
   int writer_queue = 16384;                 // items

@@ -30,6 +30,7 @@ std::string Host(const std::string& address) {
 storage::Store::Options StoreOptionsFrom(const Config& config) {
   storage::Store::Options o;
   o.synchronous_full = config.sync_full;
+  o.new_store_id = config.new_store_id;
   return o;
 }
 
@@ -310,6 +311,7 @@ absl::Status Daemon::StartParts(int* exit_code) {
              {"metrics_address",
               absl::StrCat(Host(config.metrics_address), ":", http_->port())},
              {"db_path", config.db_path},
+             {"store_id", store_->store_id()},
              {"streams", absl::StrJoin(config.streams, ",")},
              {"upstream", config.UseSimulator()
                               ? std::string("simulator")

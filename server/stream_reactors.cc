@@ -87,7 +87,8 @@ class StreamWriter : public grpc::ServerWriteReactor<Response>,
         write_timeout_(ctx.write_timeout),
         before_start_write_(ctx.before_start_write),
         registry_(registry),
-        call_(call) {}
+        call_(call),
+        store_id_(ctx.store->store_id()) {}
   virtual ~StreamWriter() = default;
 
   // The next step. kWrite: msg_ is filled. kFinish: *status is set.
@@ -178,6 +179,8 @@ class StreamWriter : public grpc::ServerWriteReactor<Response>,
         // flushes them all. Never on the first write: it also carries the
         // initial metadata, which the hint would hold back.
         if (wrote_once_ && MoreReady()) options.set_buffer_hint();
+        // The store_id goes on the first message of the call.
+        if (!wrote_once_) msg_.set_store_id(store_id_);
       }
       if (action == Action::kRead) reading_ = true;
       if (action == Action::kFinish) {
@@ -222,6 +225,7 @@ class StreamWriter : public grpc::ServerWriteReactor<Response>,
   const absl::Duration write_timeout_;
   const std::function<void()> before_start_write_;
   SubscriberRegistry* const registry_;
+  const std::string store_id_;
   Response msg_;  // lent to gRPC until OnWriteDone
   mutable absl::Mutex mu_;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
@@ -876,9 +880,27 @@ absl::StatusOr<uint64_t> ResolveStart(storage::Store* store,
   return absl::InvalidArgumentError("unknown start point");
 }
 
+absl::Status CheckExpectedStoreId(const std::string& expected,
+                                  const std::string& store_id) {
+  if (expected.empty() || expected == store_id) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "expected_store_id ", expected, " is not this server's store_id ",
+      store_id,
+      ": the store was replaced or recreated (e.g. after an unclean shutdown "
+      "with synchronous=normal, a restored backup or a new database file), "
+      "so positions may have been reassigned to other events. Resume from "
+      "a timepoint (start.published_since or start.stream_timepoint) or from "
+      "the beginning, and store the new store_id with your position"));
+}
+
 grpc::ServerWriteReactor<v1::Event>* NewReplayReactor(
     const StreamContext& ctx, SubscriberRegistry* registry,
     grpc::CallbackServerContext* call, const v1::ReplayEventsRequest& request) {
+  if (absl::Status s = CheckExpectedStoreId(request.expected_store_id(),
+                                            ctx.store->store_id());
+      !s.ok()) {
+    return new ErrorReactor<v1::Event>(s);
+  }
   absl::StatusOr<storage::Filter> filter = FromProto(request.filter());
   if (!filter.ok()) return new ErrorReactor<v1::Event>(filter.status());
   return new ReplayReactor(ctx, registry, call, request, *std::move(filter));
@@ -887,6 +909,11 @@ grpc::ServerWriteReactor<v1::Event>* NewReplayReactor(
 grpc::ServerWriteReactor<v1::SubscribeResponse>* NewSubscribeReactor(
     const StreamContext& ctx, SubscriberRegistry* registry,
     grpc::CallbackServerContext* call, const v1::SubscribeRequest& request) {
+  if (absl::Status s = CheckExpectedStoreId(request.expected_store_id(),
+                                            ctx.store->store_id());
+      !s.ok()) {
+    return new ErrorReactor<v1::SubscribeResponse>(s);
+  }
   absl::StatusOr<storage::Filter> filter = FromProto(request.filter());
   if (!filter.ok()) {
     return new ErrorReactor<v1::SubscribeResponse>(filter.status());

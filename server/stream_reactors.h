@@ -143,6 +143,16 @@ grpc::ServerWriteReactor<v1::SubscribeResponse>* NewSubscribeReactor(
     const StreamContext& ctx, SubscriberRegistry* registry,
     grpc::CallbackServerContext* call, const v1::SubscribeRequest& request);
 
+// The initial metadata key that carries the store_id to every ReplayEvents
+// and Subscribe caller (the first message carries it too).
+inline constexpr char kStoreIdMetadataKey[] = "chstream-store-id";
+
+// FAILED_PRECONDITION when a request's `expected_store_id` is set and is not
+// `store_id`: the client's position belongs to another store identity and may
+// mean another event here.
+absl::Status CheckExpectedStoreId(const std::string& expected,
+                                  const std::string& store_id);
+
 // Turns a StartPoint into the position to read after. `allow_now` is false
 // for ReplayEvents. Out-of-range positions are OUT_OF_RANGE with the valid
 // range in the message.

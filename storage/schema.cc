@@ -113,13 +113,13 @@ constexpr char kSqliteMagic[16] = {'S', 'Q', 'L', 'i', 't', 'e', ' ', 'f',
 // Debian's abseil has its own string_view type, which StrCat needs.
 absl::string_view Av(std::string_view s) { return {s.data(), s.size()}; }
 
-absl::Status NotChstream(const std::string &path, std::string_view reason) {
+absl::Status NotChstream(const std::string& path, std::string_view reason) {
   return absl::FailedPreconditionError(
       absl::StrCat("refusing to open ", path, ": not a chstream database (",
                    Av(reason), "); the file was left untouched"));
 }
 
-absl::Status Corrupt(const std::string &path, std::string_view reason) {
+absl::Status Corrupt(const std::string& path, std::string_view reason) {
   return absl::DataLossError(
       absl::StrCat("refusing to open ", path, ": the database is corrupt (",
                    Av(reason), "); the file was left untouched"));
@@ -127,36 +127,34 @@ absl::Status Corrupt(const std::string &path, std::string_view reason) {
 
 // Any error while reading an existing file read-only is reported as
 // corruption when SQLite says so, and with its own code otherwise.
-absl::Status ReadError(const std::string &path, const absl::Status &status) {
+absl::Status ReadError(const std::string& path, const absl::Status& status) {
   if (status.code() == absl::StatusCode::kDataLoss) {
     return Corrupt(path, std::string(status.message()));
   }
-  return absl::Status(status.code(),
-                      absl::StrCat("refusing to open ", path, ": ",
-                                   status.message(),
-                                   "; the file was left untouched"));
+  return absl::Status(
+      status.code(),
+      absl::StrCat("refusing to open ", path, ": ", status.message(),
+                   "; the file was left untouched"));
 }
 
-} // namespace
+}  // namespace
 
 absl::Span<const Migration> Migrations() { return kMigrations; }
 
 int LatestSchemaVersion() { return static_cast<int>(std::size(kMigrations)); }
 
-absl::StatusOr<DatabaseFile> InspectDatabaseFile(const std::string &path,
+absl::StatusOr<DatabaseFile> InspectDatabaseFile(const std::string& path,
                                                  bool check_integrity) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT)
-      return DatabaseFile{.is_new = true};
+    if (errno == ENOENT) return DatabaseFile{.is_new = true};
     return absl::FailedPreconditionError(
         absl::StrCat("cannot stat ", path, ": ", std::strerror(errno)));
   }
   if (!S_ISREG(st.st_mode)) {
     return NotChstream(path, "not a regular file");
   }
-  if (st.st_size == 0)
-    return DatabaseFile{.is_new = true};
+  if (st.st_size == 0) return DatabaseFile{.is_new = true};
 
   // Look at the magic ourselves first, so that SQLite never gets to open
   // (and possibly try to recover a journal next to) a file that is not even
@@ -182,12 +180,10 @@ absl::StatusOr<DatabaseFile> InspectDatabaseFile(const std::string &path,
   // Read-only: SQLite may read a WAL written by a crashed writer but never
   // checkpoints or rolls back into the main file.
   absl::StatusOr<Database> db = Database::Open(path, SQLITE_OPEN_READONLY);
-  if (!db.ok())
-    return ReadError(path, db.status());
+  if (!db.ok()) return ReadError(path, db.status());
 
   absl::StatusOr<int64_t> app_id = db->QueryInt64("PRAGMA application_id");
-  if (!app_id.ok())
-    return ReadError(path, app_id.status());
+  if (!app_id.ok()) return ReadError(path, app_id.status());
   if (*app_id != kApplicationId) {
     return NotChstream(
         path, absl::StrFormat("application_id is 0x%08x, chstream uses 0x%08x",
@@ -195,8 +191,7 @@ absl::StatusOr<DatabaseFile> InspectDatabaseFile(const std::string &path,
                               static_cast<uint32_t>(kApplicationId)));
   }
   absl::StatusOr<int64_t> version = db->QueryInt64("PRAGMA user_version");
-  if (!version.ok())
-    return ReadError(path, version.status());
+  if (!version.ok()) return ReadError(path, version.status());
   if (*version > LatestSchemaVersion()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "refusing to open ", path, ": schema version ", *version,
@@ -210,18 +205,14 @@ absl::StatusOr<DatabaseFile> InspectDatabaseFile(const std::string &path,
   // sqlite_schema fails here even without the integrity check.
   absl::StatusOr<int64_t> tables =
       db->QueryInt64("SELECT count(*) FROM sqlite_schema");
-  if (!tables.ok())
-    return ReadError(path, tables.status());
+  if (!tables.ok()) return ReadError(path, tables.status());
 
   if (check_integrity) {
     absl::StatusOr<Statement> check = db->Prepare("PRAGMA quick_check", false);
-    if (!check.ok())
-      return ReadError(path, check.status());
+    if (!check.ok()) return ReadError(path, check.status());
     absl::StatusOr<bool> row = check->Step();
-    if (!row.ok())
-      return ReadError(path, row.status());
-    if (!*row)
-      return Corrupt(path, "quick_check returned nothing");
+    if (!row.ok()) return ReadError(path, row.status());
+    if (!*row) return Corrupt(path, "quick_check returned nothing");
     std::string_view first = check->ColumnText(0);
     if (first != "ok") {
       return Corrupt(path, absl::StrCat("quick_check: ", Av(first)));
@@ -231,34 +222,31 @@ absl::StatusOr<DatabaseFile> InspectDatabaseFile(const std::string &path,
                       .user_version = static_cast<int>(*version)};
 }
 
-absl::Status Migrate(Database &db, int target_version) {
+absl::Status Migrate(Database& db, int target_version) {
   if (target_version < 0 || target_version > LatestSchemaVersion()) {
     return absl::InvalidArgumentError(
         absl::StrCat("no schema version ", target_version));
   }
   CHS_ASSIGN_OR_RETURN(int64_t current, db.QueryInt64("PRAGMA user_version"));
-  for (const Migration &m : kMigrations) {
-    if (m.version <= current)
-      continue;
-    if (m.version > target_version)
-      break;
+  for (const Migration& m : kMigrations) {
+    if (m.version <= current) continue;
+    if (m.version > target_version) break;
     CHS_RETURN_IF_ERROR(db.Exec("BEGIN IMMEDIATE"));
     absl::Status status = db.Exec(m.sql);
     if (status.ok()) {
       status = db.Exec(absl::StrCat("PRAGMA application_id = ", kApplicationId,
                                     "; PRAGMA user_version = ", m.version));
     }
-    if (status.ok())
-      status = db.Exec("COMMIT");
+    if (status.ok()) status = db.Exec("COMMIT");
     if (!status.ok()) {
       db.Exec("ROLLBACK").IgnoreError();
-      return absl::Status(status.code(),
-                          absl::StrCat("migration to schema version ",
-                                       m.version, " (", m.description,
-                                       ") failed: ", status.message()));
+      return absl::Status(
+          status.code(),
+          absl::StrCat("migration to schema version ", m.version, " (",
+                       m.description, ") failed: ", status.message()));
     }
   }
   return absl::OkStatus();
 }
 
-} // namespace chstream::storage
+}  // namespace chstream::storage

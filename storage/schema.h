@@ -47,9 +47,9 @@ namespace chstream::storage {
 inline constexpr int32_t kApplicationId = 0x43485354;
 
 struct Migration {
-  int version;             // the user_version after this migration
-  const char *description; // one line, for logs
-  const char *sql;         // DDL run inside the migration's transaction
+  int version;              // the user_version after this migration
+  const char* description;  // one line, for logs
+  const char* sql;          // DDL run inside the migration's transaction
 };
 
 // All migrations in order; element i has version i + 1.
@@ -60,8 +60,8 @@ int LatestSchemaVersion();
 
 // What InspectDatabaseFile found, without modifying anything.
 struct DatabaseFile {
-  bool is_new = false;  // missing or empty (0 bytes): create it
-  int user_version = 0; // for an existing chstream database
+  bool is_new = false;   // missing or empty (0 bytes): create it
+  int user_version = 0;  // for an existing chstream database
 };
 
 // Decides whether `path` may be opened as a chstream database, reading it
@@ -73,7 +73,7 @@ struct DatabaseFile {
 // - unreadable structure, or (with `check_integrity`) a failed
 //   PRAGMA quick_check: DataLoss.
 // Every error message names the path and the reason.
-absl::StatusOr<DatabaseFile> InspectDatabaseFile(const std::string &path,
+absl::StatusOr<DatabaseFile> InspectDatabaseFile(const std::string& path,
                                                  bool check_integrity);
 
 // Applies the migrations after the database's current user_version up to and
@@ -81,6 +81,6 @@ absl::StatusOr<DatabaseFile> InspectDatabaseFile(const std::string &path,
 // application_id and user_version. A database already at or beyond
 // `target_version` is left alone. REQUIRES: 0 <= target_version <=
 // LatestSchemaVersion() and `db` opened read-write.
-absl::Status Migrate(Database &db, int target_version);
+absl::Status Migrate(Database& db, int target_version);
 
-} // namespace chstream::storage
+}  // namespace chstream::storage

@@ -52,18 +52,17 @@ absl::Time FromMicros(int64_t us) { return absl::FromUnixMicros(us); }
 
 // ---- String lists are stored as JSON arrays of strings.
 
-std::string EncodeStringList(const std::vector<std::string> &list) {
+std::string EncodeStringList(const std::vector<std::string>& list) {
   std::string out = "[";
   for (size_t i = 0; i < list.size(); ++i) {
-    if (i > 0)
-      out.push_back(',');
+    if (i > 0) out.push_back(',');
     AppendJsonString(&out, list[i]);
   }
   out.push_back(']');
   return out;
 }
 
-void AppendUtf8(uint32_t cp, std::string *out) {
+void AppendUtf8(uint32_t cp, std::string* out) {
   if (cp < 0x80) {
     out->push_back(static_cast<char>(cp));
   } else if (cp < 0x800) {
@@ -81,9 +80,8 @@ void AppendUtf8(uint32_t cp, std::string *out) {
   }
 }
 
-bool ParseHex4(std::string_view in, size_t i, uint32_t *value) {
-  if (i + 4 > in.size())
-    return false;
+bool ParseHex4(std::string_view in, size_t i, uint32_t* value) {
+  if (i + 4 > in.size()) return false;
   uint32_t v = 0;
   for (size_t k = i; k < i + 4; ++k) {
     char c = in[k];
@@ -104,7 +102,7 @@ bool ParseHex4(std::string_view in, size_t i, uint32_t *value) {
 
 // Decodes a JSON array of strings (any valid JSON escapes; other bytes are
 // copied as they are). Returns false on malformed input.
-bool DecodeStringList(std::string_view in, std::vector<std::string> *out) {
+bool DecodeStringList(std::string_view in, std::vector<std::string>* out) {
   out->clear();
   size_t i = 0;
   auto skip_ws = [&] {
@@ -114,8 +112,7 @@ bool DecodeStringList(std::string_view in, std::vector<std::string> *out) {
     }
   };
   skip_ws();
-  if (i >= in.size() || in[i] != '[')
-    return false;
+  if (i >= in.size() || in[i] != '[') return false;
   ++i;
   skip_ws();
   if (i < in.size() && in[i] == ']') {
@@ -125,73 +122,66 @@ bool DecodeStringList(std::string_view in, std::vector<std::string> *out) {
   }
   while (true) {
     skip_ws();
-    if (i >= in.size() || in[i] != '"')
-      return false;
+    if (i >= in.size() || in[i] != '"') return false;
     ++i;
-    std::string &s = out->emplace_back();
+    std::string& s = out->emplace_back();
     while (true) {
-      if (i >= in.size())
-        return false;
+      if (i >= in.size()) return false;
       char c = in[i++];
-      if (c == '"')
-        break;
+      if (c == '"') break;
       if (c != '\\') {
         s.push_back(c);
         continue;
       }
-      if (i >= in.size())
-        return false;
+      if (i >= in.size()) return false;
       char e = in[i++];
       switch (e) {
-      case '"':
-      case '\\':
-      case '/':
-        s.push_back(e);
-        break;
-      case 'b':
-        s.push_back('\b');
-        break;
-      case 'f':
-        s.push_back('\f');
-        break;
-      case 'n':
-        s.push_back('\n');
-        break;
-      case 'r':
-        s.push_back('\r');
-        break;
-      case 't':
-        s.push_back('\t');
-        break;
-      case 'u': {
-        uint32_t cp;
-        if (!ParseHex4(in, i, &cp))
-          return false;
-        i += 4;
-        if (cp >= 0xD800 && cp <= 0xDBFF && i + 6 <= in.size() &&
-            in[i] == '\\' && in[i + 1] == 'u') {
-          uint32_t low;
-          if (ParseHex4(in, i + 2, &low) && low >= 0xDC00 && low <= 0xDFFF) {
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-            i += 6;
+        case '"':
+        case '\\':
+        case '/':
+          s.push_back(e);
+          break;
+        case 'b':
+          s.push_back('\b');
+          break;
+        case 'f':
+          s.push_back('\f');
+          break;
+        case 'n':
+          s.push_back('\n');
+          break;
+        case 'r':
+          s.push_back('\r');
+          break;
+        case 't':
+          s.push_back('\t');
+          break;
+        case 'u': {
+          uint32_t cp;
+          if (!ParseHex4(in, i, &cp)) return false;
+          i += 4;
+          if (cp >= 0xD800 && cp <= 0xDBFF && i + 6 <= in.size() &&
+              in[i] == '\\' && in[i + 1] == 'u') {
+            uint32_t low;
+            if (ParseHex4(in, i + 2, &low) && low >= 0xDC00 && low <= 0xDFFF) {
+              cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+              i += 6;
+            }
           }
+          AppendUtf8(cp, &s);
+          break;
         }
-        AppendUtf8(cp, &s);
-        break;
-      }
-      default:
-        return false;
+        default:
+          return false;
       }
     }
     skip_ws();
-    if (i >= in.size())
-      return false;
+    if (i >= in.size()) return false;
     if (in[i] == ',') {
       ++i;
       continue;
     }
-    if (in[i] != ']')
-      return false;
+    if (in[i] != ']') return false;
     ++i;
     skip_ws();
     return i == in.size();
@@ -199,7 +189,7 @@ bool DecodeStringList(std::string_view in, std::vector<std::string> *out) {
 }
 
 absl::Status DecodeListColumn(std::string_view text, std::string_view what,
-                              std::vector<std::string> *out) {
+                              std::vector<std::string>* out) {
   if (!DecodeStringList(text, out)) {
     return absl::DataLossError(absl::StrCat("malformed JSON string list in ",
                                             Av(what), ": ",
@@ -208,23 +198,19 @@ absl::Status DecodeListColumn(std::string_view text, std::string_view what,
   return absl::OkStatus();
 }
 
-bool IsCompanyEvent(const Event &e) {
+bool IsCompanyEvent(const Event& e) {
   return e.stream == kCompaniesStream &&
          e.resource_kind == kCompanyProfileKind && !e.company_number.empty();
 }
 
 // The filter prepared for per-row checks on column views (no allocation).
 class FilterMatcher {
-public:
-  explicit FilterMatcher(const Filter &f) {
-    for (const std::string &s : f.streams)
-      streams_.insert(s);
-    for (const std::string &s : f.resource_kinds)
-      kinds_.insert(s);
-    for (const std::string &s : f.company_numbers)
-      companies_.insert(s);
-    for (EventType t : f.types)
-      types_.insert(static_cast<int>(t));
+ public:
+  explicit FilterMatcher(const Filter& f) {
+    for (const std::string& s : f.streams) streams_.insert(s);
+    for (const std::string& s : f.resource_kinds) kinds_.insert(s);
+    for (const std::string& s : f.company_numbers) companies_.insert(s);
+    for (EventType t : f.types) types_.insert(static_cast<int>(t));
   }
   bool Matches(std::string_view stream, std::string_view kind,
                std::string_view company, int type) const {
@@ -234,12 +220,13 @@ public:
            (types_.empty() || types_.contains(type));
   }
 
-private:
+ private:
   ViewSet streams_, kinds_, companies_;
   absl::flat_hash_set<int> types_;
 };
 
-template <typename T> bool Contains(const std::vector<T> &v, const T &x) {
+template <typename T>
+bool Contains(const std::vector<T>& v, const T& x) {
   return v.empty() || std::find(v.begin(), v.end(), x) != v.end();
 }
 
@@ -264,7 +251,7 @@ enum EventColumn {
   kColDataPb,
 };
 
-absl::Status ReadEventRow(const Statement &st, Event *e) {
+absl::Status ReadEventRow(const Statement& st, Event* e) {
   e->position = static_cast<uint64_t>(st.ColumnInt64(kColPosition));
   e->stream.assign(st.ColumnText(kColStream));
   e->timepoint = st.ColumnInt64(kColTimepoint);
@@ -287,14 +274,14 @@ absl::Status ReadEventRow(const Statement &st, Event *e) {
 enum CompanyParam {
   kCpNumber = 1,
   kCpHasFields = 2,
-  kCpFieldsFirst = 3,   // 16 fields: ?3 .. ?18, in kCompanyFieldColumns order
-  kCpDataPosition = 19, // the event's position if it carries data, else 0
+  kCpFieldsFirst = 3,    // 16 fields: ?3 .. ?18, in kCompanyFieldColumns order
+  kCpDataPosition = 19,  // the event's position if it carries data, else 0
   kCpDeleted = 20,
   kCpLastTimepoint = 21,
   kCpLastPosition = 22,
   kCpUpdatedAt = 23,
 };
-constexpr const char *kCompanyFieldColumns[] = {
+constexpr const char* kCompanyFieldColumns[] = {
     "company_name", "company_status",     "company_type",
     "jurisdiction", "date_of_creation",   "date_of_cessation",
     "roa_premises", "roa_address_line_1", "roa_address_line_2",
@@ -324,33 +311,34 @@ std::string CompanyUpsertSql() {
   // Fields only from an event that carries them; an event without data
   // keeps the previous data.
   for (int i = 0; i < kNumCompanyFields; ++i) {
-    const char *c = kCompanyFieldColumns[i];
+    const char* c = kCompanyFieldColumns[i];
     absl::StrAppend(&sql, c, " = CASE WHEN ?", kCpHasFields, " THEN excluded.",
                     c, " ELSE ", c, " END, ");
   }
   absl::StrAppend(&sql, "data_position = CASE WHEN ?", kCpDataPosition,
                   " THEN ?", kCpDataPosition, " ELSE data_position END, ");
-  absl::StrAppend(&sql, "deleted = excluded.deleted, "
-                        "last_timepoint = excluded.last_timepoint, "
-                        "last_position = excluded.last_position, "
-                        "updated_at = excluded.updated_at");
+  absl::StrAppend(&sql,
+                  "deleted = excluded.deleted, "
+                  "last_timepoint = excluded.last_timepoint, "
+                  "last_position = excluded.last_position, "
+                  "updated_at = excluded.updated_at");
   return sql;
 }
 
 std::string CompanySelectSql() {
   // The data lives once, in the event that carried it.
   std::string sql = "SELECT c.company_number";
-  for (const char *c : kCompanyFieldColumns)
-    absl::StrAppend(&sql, ", c.", c);
-  absl::StrAppend(&sql, ", c.deleted, c.last_timepoint, c.last_position, "
-                        "c.updated_at, c.data_position, e.data_json, e.data_pb "
-                        "FROM companies c LEFT JOIN events e "
-                        "ON e.position = c.data_position "
-                        "WHERE c.company_number = ?1");
+  for (const char* c : kCompanyFieldColumns) absl::StrAppend(&sql, ", c.", c);
+  absl::StrAppend(&sql,
+                  ", c.deleted, c.last_timepoint, c.last_position, "
+                  "c.updated_at, c.data_position, e.data_json, e.data_pb "
+                  "FROM companies c LEFT JOIN events e "
+                  "ON e.position = c.data_position "
+                  "WHERE c.company_number = ?1");
   return sql;
 }
 
-absl::Status SetPragmas(Database &db, int cache_kib, absl::Duration busy) {
+absl::Status SetPragmas(Database& db, int cache_kib, absl::Duration busy) {
   sqlite3_busy_timeout(db.get(),
                        static_cast<int>(absl::ToInt64Milliseconds(busy)));
   CHS_RETURN_IF_ERROR(db.Exec(absl::StrCat("PRAGMA cache_size = -", cache_kib,
@@ -358,18 +346,17 @@ absl::Status SetPragmas(Database &db, int cache_kib, absl::Duration busy) {
   return absl::OkStatus();
 }
 
-uint64_t FileSize(const std::string &path) {
+uint64_t FileSize(const std::string& path) {
   struct stat st;
-  if (::stat(path.c_str(), &st) != 0)
-    return 0;
+  if (::stat(path.c_str(), &st) != 0) return 0;
   return static_cast<uint64_t>(st.st_size);
 }
 
-} // namespace
+}  // namespace
 
 // ------------------------------------------------------------------- Filter
 
-bool Filter::Matches(const Event &e) const {
+bool Filter::Matches(const Event& e) const {
   return Contains(streams, e.stream) &&
          Contains(resource_kinds, e.resource_kind) &&
          Contains(company_numbers, e.company_number) && Contains(types, e.type);
@@ -383,7 +370,7 @@ bool Filter::empty() const {
 // ------------------------------------------------------- connection structs
 
 struct Store::Writer {
-  Database db; // declared first: destroyed after its statements
+  Database db;  // declared first: destroyed after its statements
   Statement begin, commit, rollback;
   Statement insert_event;
   Statement upsert_company;
@@ -393,7 +380,7 @@ struct Store::Writer {
   // The committed timepoint per stream (mirrors stream_state).
   absl::flat_hash_map<std::string, int64_t> stream_timepoints;
   int64_t page_size = 4096;
-  int wal_frames = 0; // WAL size in pages after the last commit (wal hook)
+  int wal_frames = 0;  // WAL size in pages after the last commit (wal hook)
 };
 
 // Copies WAL frames back into the database file on its own thread and
@@ -417,12 +404,11 @@ struct Store::Checkpointer {
       {
         absl::MutexLock lock(&mu);
         mu.Await(absl::Condition(
-            +[](Checkpointer *c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu) {
+            +[](Checkpointer* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu) {
               return c->stop || c->served < c->requested;
             },
             this));
-        if (stop)
-          return;
+        if (stop) return;
         target = requested;
       }
       int wal_frames = 0;
@@ -437,8 +423,7 @@ struct Store::Checkpointer {
       }
       absl::MutexLock lock(&mu);
       served = target;
-      if (rc == SQLITE_OK && wal_frames == backfilled)
-        completed = target;
+      if (rc == SQLITE_OK && wal_frames == backfilled) completed = target;
     }
   }
 
@@ -453,11 +438,11 @@ struct Store::Checkpointer {
     absl::MutexLock lock(&mu);
     const uint64_t ticket = ++requested;
     struct Args {
-      Checkpointer *c;
+      Checkpointer* c;
       uint64_t ticket;
     } args{this, ticket};
     return mu.AwaitWithTimeout(absl::Condition(
-                                   +[](Args *a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                                   +[](Args* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
                                      return a->c->stop ||
                                             a->c->completed >= a->ticket;
                                    },
@@ -471,8 +456,7 @@ struct Store::Checkpointer {
       absl::MutexLock lock(&mu);
       stop = true;
     }
-    if (thread.joinable())
-      thread.join();
+    if (thread.joinable()) thread.join();
   }
 };
 
@@ -490,16 +474,16 @@ struct Store::Reader {
 };
 
 class Store::ReaderLease {
-public:
-  ReaderLease(Store *store, Reader *reader) : store_(store), reader_(reader) {}
-  ReaderLease(const ReaderLease &) = delete;
-  ReaderLease &operator=(const ReaderLease &) = delete;
+ public:
+  ReaderLease(Store* store, Reader* reader) : store_(store), reader_(reader) {}
+  ReaderLease(const ReaderLease&) = delete;
+  ReaderLease& operator=(const ReaderLease&) = delete;
   ~ReaderLease() { store_->ReleaseReader(reader_); }
-  Reader *operator->() const { return reader_; }
+  Reader* operator->() const { return reader_; }
 
-private:
-  Store *store_;
-  Reader *reader_;
+ private:
+  Store* store_;
+  Reader* reader_;
 };
 
 // -------------------------------------------------------------------- Open
@@ -511,15 +495,14 @@ Store::~Store() {
   MarkCleanShutdown();
   // The checkpointer and the readers first; the writer's connection closes
   // last and, being the last, checkpoints the WAL and deletes it.
-  if (checkpointer_ != nullptr)
-    checkpointer_->Stop();
+  if (checkpointer_ != nullptr) checkpointer_->Stop();
   checkpointer_.reset();
   readers_.clear();
   writer_.reset();
 }
 
-absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string &path,
-                                                   const Options &options) {
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
+                                                   const Options& options) {
   if (path.empty() || path == ":memory:" || path.rfind("file:", 0) == 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("storage path must be a file path, got \"", path, "\""));
@@ -545,11 +528,12 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string &path,
 
 absl::Status Store::Init(bool is_new) {
   writer_ = std::make_unique<Writer>();
-  Writer &w = *writer_;
+  Writer& w = *writer_;
   CHS_ASSIGN_OR_RETURN(
       w.db, Database::Open(path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
-  sqlite3_busy_timeout(w.db.get(), static_cast<int>(absl::ToInt64Milliseconds(
-                                       options_.busy_timeout)));
+  sqlite3_busy_timeout(
+      w.db.get(),
+      static_cast<int>(absl::ToInt64Milliseconds(options_.busy_timeout)));
   if (is_new) {
     // Stamp the file before anything else, in rollback mode, so that even a
     // crash during creation leaves a file recognisable as chstream's.
@@ -580,8 +564,8 @@ absl::Status Store::Init(bool is_new) {
   // and checkpoints run on the checkpointer's thread.
   sqlite3_wal_hook(
       w.db.get(),
-      +[](void *arg, sqlite3 *, const char *, int frames) {
-        static_cast<Writer *>(arg)->wal_frames = frames;
+      +[](void* arg, sqlite3*, const char*, int frames) {
+        static_cast<Writer*>(arg)->wal_frames = frames;
         return SQLITE_OK;
       },
       &w);
@@ -622,8 +606,7 @@ absl::Status Store::Init(bool is_new) {
         w.db.Prepare("SELECT stream, last_timepoint FROM stream_state", false));
     while (true) {
       CHS_ASSIGN_OR_RETURN(bool row, st.Step());
-      if (!row)
-        break;
+      if (!row) break;
       w.stream_timepoints[std::string(st.ColumnText(0))] = st.ColumnInt64(1);
     }
   }
@@ -693,8 +676,7 @@ absl::Status Store::Init(bool is_new) {
   }
   {
     absl::MutexLock lock(&pool_mu_);
-    for (const auto &r : readers_)
-      free_readers_.push_back(r.get());
+    for (const auto& r : readers_) free_readers_.push_back(r.get());
   }
 
   checkpointer_ = std::make_unique<Checkpointer>();
@@ -712,7 +694,7 @@ absl::Status Store::Init(bool is_new) {
   return absl::OkStatus();
 }
 
-absl::Status Store::InitIdentity(Database &db) {
+absl::Status Store::InitIdentity(Database& db) {
   int64_t open_unsynced = 0;
   {
     CHS_ASSIGN_OR_RETURN(
@@ -720,8 +702,7 @@ absl::Status Store::InitIdentity(Database &db) {
         db.Prepare("SELECT store_id, open_unsynced FROM store_identity",
                    false));
     CHS_ASSIGN_OR_RETURN(bool row, st.Step());
-    if (!row)
-      return absl::DataLossError("store_identity has no row");
+    if (!row) return absl::DataLossError("store_identity has no row");
     store_id_.assign(st.ColumnText(0));
     open_unsynced = st.ColumnInt64(1);
   }
@@ -779,13 +760,14 @@ void Store::MarkCleanShutdown() {
   }
   // FULL for this commit: its fsync also makes every earlier WAL frame
   // durable. If it fails, the next open replaces the store_id (safe).
-  absl::Status status =
-      writer_->db.Exec("PRAGMA synchronous = FULL; "
-                       "UPDATE store_identity SET open_unsynced = 0");
+  absl::Status status = writer_->db.Exec(
+      "PRAGMA synchronous = FULL; "
+      "UPDATE store_identity SET open_unsynced = 0");
   if (!status.ok()) {
-    log::Warning("could not record a clean shutdown: the next start gives "
-                 "the store a new store_id",
-                 {{"path", path_}, {"error", status}});
+    log::Warning(
+        "could not record a clean shutdown: the next start gives "
+        "the store a new store_id",
+        {{"path", path_}, {"error", status}});
   }
 }
 
@@ -799,7 +781,7 @@ absl::StatusOr<CommitResult> Store::Commit(Batch batch, absl::Time now) {
   return Commit(&batch, now);
 }
 
-absl::StatusOr<CommitResult> Store::Commit(Batch *batch, absl::Time now) {
+absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
   CommitResult result;
   if (batch->empty()) {
     result.events = std::make_shared<const std::vector<Event>>();
@@ -828,13 +810,12 @@ absl::StatusOr<CommitResult> Store::Commit(Batch *batch, absl::Time now) {
                       std::hash<std::string_view>>
       progress;
   for (size_t i = 0; i < batch->events.size(); ++i) {
-    const Event &e = batch->events[i];
+    const Event& e = batch->events[i];
     auto [it, inserted] = progress.try_emplace(e.stream);
-    StreamProgress &p = it->second;
+    StreamProgress& p = it->second;
     if (inserted) {
       auto committed = w.stream_timepoints.find(e.stream);
-      if (committed != w.stream_timepoints.end())
-        p.floor = committed->second;
+      if (committed != w.stream_timepoints.end()) p.floor = committed->second;
     }
     if (p.floor.has_value() && e.timepoint <= *p.floor) {
       ++result.duplicates[e.stream];
@@ -852,12 +833,12 @@ absl::StatusOr<CommitResult> Store::Commit(Batch *batch, absl::Time now) {
     w.begin.Reset();
     std::string fields_changed;
     std::string sic_codes;
-    std::vector<size_t> company_events; // indexes into `kept`
+    std::vector<size_t> company_events;  // indexes into `kept`
     for (size_t j = 0; j < kept.size(); ++j) {
-      const Event &e = batch->events[kept[j]];
+      const Event& e = batch->events[kept[j]];
       const int64_t position = static_cast<int64_t>(head + 1 + j);
       fields_changed = EncodeStringList(e.fields_changed);
-      Statement &ins = w.insert_event;
+      Statement& ins = w.insert_event;
       ins.BindInt64(1, position);
       ins.BindText(2, e.stream);
       ins.BindInt64(3, e.timepoint);
@@ -874,8 +855,7 @@ absl::StatusOr<CommitResult> Store::Commit(Batch *batch, absl::Time now) {
       absl::Status s = ins.Run();
       ins.Reset();
       CHS_RETURN_IF_ERROR(s);
-      if (IsCompanyEvent(e))
-        company_events.push_back(j);
+      if (IsCompanyEvent(e)) company_events.push_back(j);
     }
 
     // Company upserts in company_number order (stable: a company's events
@@ -888,13 +868,13 @@ absl::StatusOr<CommitResult> Store::Commit(Batch *batch, absl::Time now) {
                               batch->events[kept[y]].company_number;
                      });
     for (size_t j : company_events) {
-      const Event &e = batch->events[kept[j]];
+      const Event& e = batch->events[kept[j]];
       const int64_t position = static_cast<int64_t>(head + 1 + j);
       const bool has_data = !e.data_json.empty() || !e.data_pb.empty();
       static const CompanyFields kNoFields;
-      const CompanyFields &f = e.company.has_value() ? *e.company : kNoFields;
+      const CompanyFields& f = e.company.has_value() ? *e.company : kNoFields;
       sic_codes = EncodeStringList(f.sic_codes);
-      const Address &a = f.registered_office_address;
+      const Address& a = f.registered_office_address;
       const std::string_view values[kNumCompanyFields] = {
           f.company_name, f.company_status,   f.company_type,
           f.jurisdiction, f.date_of_creation, f.date_of_cessation,
@@ -903,7 +883,7 @@ absl::StatusOr<CommitResult> Store::Commit(Batch *batch, absl::Time now) {
           a.country,      a.care_of,          a.po_box,
           sic_codes,
       };
-      Statement &st = w.upsert_company;
+      Statement& st = w.upsert_company;
       st.BindText(kCpNumber, e.company_number);
       st.BindInt64(kCpHasFields, e.company.has_value() ? 1 : 0);
       for (int k = 0; k < kNumCompanyFields; ++k) {
@@ -920,14 +900,12 @@ absl::StatusOr<CommitResult> Store::Commit(Batch *batch, absl::Time now) {
       absl::Status s = st.Run();
       st.Reset();
       CHS_RETURN_IF_ERROR(s);
-      if (sqlite3_last_insert_rowid(w.db.get()) != 0)
-        ++new_companies;
+      if (sqlite3_last_insert_rowid(w.db.get()) != 0) ++new_companies;
     }
-    for (const auto &[stream, p] : progress) {
-      if (!p.advanced)
-        continue;
-      const Event &last = batch->events[p.last_kept];
-      Statement &st = w.upsert_stream_state;
+    for (const auto& [stream, p] : progress) {
+      if (!p.advanced) continue;
+      const Event& last = batch->events[p.last_kept];
+      Statement& st = w.upsert_stream_state;
       st.BindText(1, stream);
       st.BindInt64(2, last.timepoint);
       st.BindInt64(3, ToMicros(last.published_at));
@@ -936,8 +914,8 @@ absl::StatusOr<CommitResult> Store::Commit(Batch *batch, absl::Time now) {
       st.Reset();
       CHS_RETURN_IF_ERROR(s);
     }
-    for (const DeadLetter &d : batch->dead_letters) {
-      Statement &st = w.insert_dead_letter;
+    for (const DeadLetter& d : batch->dead_letters) {
+      Statement& st = w.insert_dead_letter;
       st.BindText(1, d.stream);
       st.BindInt64(2, ToMicros(d.received_at));
       st.BindText(3, d.reason);
@@ -951,8 +929,8 @@ absl::StatusOr<CommitResult> Store::Commit(Batch *batch, absl::Time now) {
       st.Reset();
       CHS_RETURN_IF_ERROR(s);
     }
-    for (const Gap &g : batch->gaps) {
-      Statement &st = w.insert_gap;
+    for (const Gap& g : batch->gaps) {
+      Statement& st = w.insert_gap;
       st.BindText(1, g.stream);
       st.BindInt64(2, g.last_timepoint);
       st.BindInt64(3, ToMicros(g.recorded_at));
@@ -978,23 +956,21 @@ absl::StatusOr<CommitResult> Store::Commit(Batch *batch, absl::Time now) {
   }
 
   // Committed: update the in-memory mirrors, then publish the new head.
-  for (const auto &[stream, p] : progress) {
+  for (const auto& [stream, p] : progress) {
     if (p.advanced) {
       w.stream_timepoints[std::string(stream)] =
           batch->events[p.last_kept].timepoint;
     }
   }
-  std::vector<Event> &in = batch->events;
+  std::vector<Event>& in = batch->events;
   if (kept.size() != in.size()) {
     // Compact in place (kept is ascending, so j <= kept[j]).
     for (size_t j = 0; j < kept.size(); ++j) {
-      if (j != kept[j])
-        in[j] = std::move(in[kept[j]]);
+      if (j != kept[j]) in[j] = std::move(in[kept[j]]);
     }
     in.resize(kept.size());
   }
-  for (size_t j = 0; j < in.size(); ++j)
-    in[j].position = head + 1 + j;
+  for (size_t j = 0; j < in.size(); ++j) in[j].position = head + 1 + j;
   result.events = std::make_shared<const std::vector<Event>>(std::move(in));
   in.clear();
   result.dead_letters = batch->dead_letters.size();
@@ -1019,21 +995,21 @@ absl::StatusOr<CommitResult> Store::Commit(Batch *batch, absl::Time now) {
 
 Store::ReaderLease Store::AcquireReader() {
   pool_mu_.LockWhen(absl::Condition(
-      +[](std::vector<Reader *> *free) { return !free->empty(); },
+      +[](std::vector<Reader*>* free) { return !free->empty(); },
       &free_readers_));
-  Reader *r = free_readers_.back();
+  Reader* r = free_readers_.back();
   free_readers_.pop_back();
   pool_mu_.Unlock();
   return ReaderLease(this, r);
 }
 
-void Store::ReleaseReader(Reader *reader) {
+void Store::ReleaseReader(Reader* reader) {
   absl::MutexLock lock(&pool_mu_);
   free_readers_.push_back(reader);
 }
 
 absl::StatusOr<Page> Store::ReadPage(uint64_t after, uint64_t up_to,
-                                     const Filter &filter, size_t max_events,
+                                     const Filter& filter, size_t max_events,
                                      size_t max_scan) {
   if (max_events == 0 || max_scan == 0) {
     return absl::InvalidArgumentError(
@@ -1045,11 +1021,10 @@ absl::StatusOr<Page> Store::ReadPage(uint64_t after, uint64_t up_to,
   const uint64_t limit_hi = std::min(up_to, head);
   Page page;
   page.scanned_through = after;
-  if (after >= limit_hi)
-    return page;
+  if (after >= limit_hi) return page;
 
   ReaderLease r = AcquireReader();
-  Statement *st = &r->scan;
+  Statement* st = &r->scan;
   // Positions are dense, so this window holds at most max_scan events: the
   // work is bounded whatever the filter. Filters are applied here, on the
   // column values, before anything is copied, so that one cached statement
@@ -1096,45 +1071,41 @@ absl::StatusOr<Page> Store::ReadPage(uint64_t after, uint64_t up_to,
 absl::StatusOr<uint64_t> Store::PositionBeforePublishedSince(absl::Time t) {
   const uint64_t head = HeadPosition();
   ReaderLease r = AcquireReader();
-  Statement &st = r->published_since;
+  Statement& st = r->published_since;
   absl::Cleanup reset = [&st] { st.Reset(); };
   st.BindInt64(1, ToMicros(t));
   CHS_ASSIGN_OR_RETURN(bool row, st.Step());
-  if (!row || st.ColumnIsNull(0))
-    return head;
+  if (!row || st.ColumnIsNull(0)) return head;
   return static_cast<uint64_t>(st.ColumnInt64(0)) - 1;
 }
 
-absl::StatusOr<uint64_t>
-Store::PositionBeforeStreamTimepoint(std::string_view stream,
-                                     int64_t timepoint) {
+absl::StatusOr<uint64_t> Store::PositionBeforeStreamTimepoint(
+    std::string_view stream, int64_t timepoint) {
   const uint64_t head = HeadPosition();
   ReaderLease r = AcquireReader();
-  Statement &st = r->stream_timepoint;
+  Statement& st = r->stream_timepoint;
   absl::Cleanup reset = [&st] { st.Reset(); };
   st.BindText(1, stream);
   st.BindInt64(2, timepoint);
   CHS_ASSIGN_OR_RETURN(bool row, st.Step());
-  if (!row)
-    return head;
+  if (!row) return head;
   return static_cast<uint64_t>(st.ColumnInt64(0)) - 1;
 }
 
-absl::StatusOr<std::optional<CompanyRecord>>
-Store::GetCompany(std::string_view company_number) {
+absl::StatusOr<std::optional<CompanyRecord>> Store::GetCompany(
+    std::string_view company_number) {
   ReaderLease r = AcquireReader();
-  Statement &st = r->get_company;
+  Statement& st = r->get_company;
   absl::Cleanup reset = [&st] { st.Reset(); };
   st.BindText(1, company_number);
   CHS_ASSIGN_OR_RETURN(bool row, st.Step());
-  if (!row)
-    return std::nullopt;
+  if (!row) return std::nullopt;
   CompanyRecord c;
   int col = 0;
   c.company_number.assign(st.ColumnText(col++));
-  CompanyFields &f = c.fields;
-  Address &a = f.registered_office_address;
-  std::string *const text_fields[] = {
+  CompanyFields& f = c.fields;
+  Address& a = f.registered_office_address;
+  std::string* const text_fields[] = {
       &f.company_name, &f.company_status,   &f.company_type,
       &f.jurisdiction, &f.date_of_creation, &f.date_of_cessation,
       &a.premises,     &a.address_line_1,   &a.address_line_2,
@@ -1142,8 +1113,7 @@ Store::GetCompany(std::string_view company_number) {
       &a.country,      &a.care_of,          &a.po_box,
   };
   static_assert(std::size(text_fields) + 1 == kNumCompanyFields);
-  for (std::string *field : text_fields)
-    field->assign(st.ColumnText(col++));
+  for (std::string* field : text_fields) field->assign(st.ColumnText(col++));
   CHS_RETURN_IF_ERROR(DecodeListColumn(st.ColumnText(col++),
                                        "companies.sic_codes", &f.sic_codes));
   c.deleted = st.ColumnInt64(col++) != 0;
@@ -1174,20 +1144,18 @@ absl::StatusOr<std::vector<StreamState>> Store::LoadStreamStates() {
   };
   std::map<std::string, StreamState, std::less<>> states;
   while (true) {
-    Statement &st = r->stream_states;
+    Statement& st = r->stream_states;
     CHS_ASSIGN_OR_RETURN(bool row, st.Step());
-    if (!row)
-      break;
-    StreamState &s = states[std::string(st.ColumnText(0))];
+    if (!row) break;
+    StreamState& s = states[std::string(st.ColumnText(0))];
     s.last_timepoint = st.ColumnInt64(1);
     s.last_published_at = FromMicros(st.ColumnInt64(2));
     s.updated_at = FromMicros(st.ColumnInt64(3));
   }
   while (true) {
-    Statement &st = r->gaps;
+    Statement& st = r->gaps;
     CHS_ASSIGN_OR_RETURN(bool row, st.Step());
-    if (!row)
-      break;
+    if (!row) break;
     Gap g;
     g.stream.assign(st.ColumnText(0));
     g.last_timepoint = st.ColumnInt64(1);
@@ -1196,7 +1164,7 @@ absl::StatusOr<std::vector<StreamState>> Store::LoadStreamStates() {
   }
   std::vector<StreamState> out;
   out.reserve(states.size());
-  for (auto &[name, s] : states) {
+  for (auto& [name, s] : states) {
     s.stream = name;
     out.push_back(std::move(s));
   }
@@ -1207,7 +1175,7 @@ absl::StatusOr<StoreStats> Store::Stats() {
   StoreStats stats;
   {
     ReaderLease r = AcquireReader();
-    Statement &st = r->bounds;
+    Statement& st = r->bounds;
     absl::Cleanup reset = [&st] { st.Reset(); };
     CHS_ASSIGN_OR_RETURN(bool row, st.Step());
     if (row && !st.ColumnIsNull(0)) {
@@ -1227,26 +1195,23 @@ absl::StatusOr<StoreStats> Store::Stats() {
 
 absl::StatusOr<std::vector<DeadLetter>> Store::ReadDeadLetters(size_t limit) {
   std::vector<DeadLetter> out;
-  if (limit == 0)
-    return out;
+  if (limit == 0) return out;
   ReaderLease r = AcquireReader();
-  Statement &st = r->dead_letters;
+  Statement& st = r->dead_letters;
   absl::Cleanup reset = [&st] { st.Reset(); };
   st.BindInt64(1,
                static_cast<int64_t>(std::min<uint64_t>(limit, kMaxPosition)));
   while (true) {
     CHS_ASSIGN_OR_RETURN(bool row, st.Step());
-    if (!row)
-      break;
-    DeadLetter &d = out.emplace_back();
+    if (!row) break;
+    DeadLetter& d = out.emplace_back();
     d.stream.assign(st.ColumnText(0));
     d.received_at = FromMicros(st.ColumnInt64(1));
     d.reason.assign(st.ColumnText(2));
     d.raw.assign(st.ColumnBlob(3));
-    if (!st.ColumnIsNull(4))
-      d.timepoint = st.ColumnInt64(4);
+    if (!st.ColumnIsNull(4)) d.timepoint = st.ColumnInt64(4);
   }
   return out;
 }
 
-} // namespace chstream::storage
+}  // namespace chstream::storage

@@ -62,18 +62,18 @@ struct Gap {
   int64_t last_timepoint = 0;
   absl::Time recorded_at;
 
-  bool operator==(const Gap &) const = default;
+  bool operator==(const Gap&) const = default;
 };
 
 struct StreamState {
   std::string stream;
   // The last committed timepoint; unset for a stream that only has gaps.
   std::optional<int64_t> last_timepoint;
-  absl::Time last_published_at; // of the event at last_timepoint
-  absl::Time updated_at;        // `now` of the commit that advanced it
-  std::vector<Gap> gaps;        // oldest first
+  absl::Time last_published_at;  // of the event at last_timepoint
+  absl::Time updated_at;         // `now` of the commit that advanced it
+  std::vector<Gap> gaps;         // oldest first
 
-  bool operator==(const StreamState &) const = default;
+  bool operator==(const StreamState&) const = default;
 };
 
 // Which events a reader wants: AND across fields, OR within one field; an
@@ -84,23 +84,23 @@ struct Filter {
   std::vector<std::string> company_numbers;
   std::vector<EventType> types;
 
-  bool Matches(const Event &e) const;
+  bool Matches(const Event& e) const;
   bool empty() const;
 };
 
-class Database; // storage/sqlite.h
+class Database;  // storage/sqlite.h
 
 struct StoreStats {
-  uint64_t head_position = 0;   // 0 when no event was ever committed
-  uint64_t oldest_position = 0; // 0 when no event is stored
+  uint64_t head_position = 0;    // 0 when no event was ever committed
+  uint64_t oldest_position = 0;  // 0 when no event is stored
   uint64_t events_stored = 0;
   uint64_t companies_stored = 0;
   uint64_t dead_letters = 0;
-  uint64_t db_size_bytes = 0; // database file + WAL file on disk
+  uint64_t db_size_bytes = 0;  // database file + WAL file on disk
 };
 
 struct Batch {
-  std::vector<Event> events; // in upstream order; positions are ignored
+  std::vector<Event> events;  // in upstream order; positions are ignored
   std::vector<DeadLetter> dead_letters;
   std::vector<Gap> gaps;
 
@@ -129,7 +129,7 @@ struct Page {
 };
 
 class Store {
-public:
+ public:
   struct Options {
     // PRAGMA synchronous=FULL (the default: the WAL is fsync'ed at every
     // commit, so a commit returned, and so a position published, survives
@@ -168,22 +168,22 @@ public:
   // not a chstream database (FailedPrecondition), is corrupt (DataLoss) or
   // has a newer schema than this binary (FailedPrecondition) is refused
   // without being modified. Older schemas are migrated forward.
-  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string &path,
-                                                     const Options &options);
-  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string &path) {
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path,
+                                                     const Options& options);
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path) {
     return Open(path, Options());
   }
 
-  Store(const Store &) = delete;
-  Store &operator=(const Store &) = delete;
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
   ~Store();
 
-  const std::string &path() const { return path_; }
+  const std::string& path() const { return path_; }
 
   // The store's identity: 32 random lowercase hex digits, created with the
   // database and replaced whenever positions could have been handed out
   // twice (see Options). Positions are only comparable under one store_id.
-  const std::string &store_id() const { return store_id_; }
+  const std::string& store_id() const { return store_id_; }
   bool synchronous_full() const { return options_.synchronous_full; }
 
   // ----- Writer API: one thread only.
@@ -195,7 +195,7 @@ public:
   // The same, but leaves `*batch` untouched on error so that the caller can
   // retry it without a copy; on success its events have been moved into the
   // result (the rest of `*batch` is unspecified).
-  absl::StatusOr<CommitResult> Commit(Batch *batch, absl::Time now);
+  absl::StatusOr<CommitResult> Commit(Batch* batch, absl::Time now);
 
   // For tests of a full disk: from the next Commit on, the database may
   // grow to at most `pages` pages (PRAGMA max_page_count on the writer
@@ -217,7 +217,7 @@ public:
   // `scanned_through` says where to continue. `up_to` is clamped to the head.
   // REQUIRES: max_events > 0 and max_scan > 0 (else InvalidArgument).
   absl::StatusOr<Page> ReadPage(uint64_t after, uint64_t up_to,
-                                const Filter &filter, size_t max_events,
+                                const Filter& filter, size_t max_events,
                                 size_t max_scan = 10000);
 
   // The position just before the first event (by position) with
@@ -226,13 +226,13 @@ public:
 
   // The position just before the first event of `stream` with timepoint >=
   // `timepoint`; HeadPosition() if there is none.
-  absl::StatusOr<uint64_t>
-  PositionBeforeStreamTimepoint(std::string_view stream, int64_t timepoint);
+  absl::StatusOr<uint64_t> PositionBeforeStreamTimepoint(
+      std::string_view stream, int64_t timepoint);
 
   // The current state of a company; nullopt if the companies stream never
   // mentioned it. Deleted companies are returned with deleted = true.
-  absl::StatusOr<std::optional<CompanyRecord>>
-  GetCompany(std::string_view company_number);
+  absl::StatusOr<std::optional<CompanyRecord>> GetCompany(
+      std::string_view company_number);
 
   // Every stream that has committed an event or recorded a gap, by name.
   absl::StatusOr<std::vector<StreamState>> LoadStreamStates();
@@ -242,7 +242,7 @@ public:
   // The most recent `limit` dead letters, newest first.
   absl::StatusOr<std::vector<DeadLetter>> ReadDeadLetters(size_t limit);
 
-private:
+ private:
   struct Writer;
   struct Reader;
   struct Checkpointer;
@@ -253,22 +253,22 @@ private:
   absl::Status Init(bool is_new);
   // Reads (or replaces) the store_id and durably records whether this
   // process runs with synchronous=normal. On the writer connection.
-  absl::Status InitIdentity(Database &db);
+  absl::Status InitIdentity(Database& db);
   // At a clean close under synchronous=normal: makes every commit durable
   // and clears the marker, so that the next open keeps the store_id.
   void MarkCleanShutdown();
   ReaderLease AcquireReader();
-  void ReleaseReader(Reader *reader);
+  void ReleaseReader(Reader* reader);
 
   const std::string path_;
   const Options options_;
-  std::string store_id_;           // set by Init, constant afterwards
-  std::unique_ptr<Writer> writer_; // used by the Commit() thread only
+  std::string store_id_;            // set by Init, constant afterwards
+  std::unique_ptr<Writer> writer_;  // used by the Commit() thread only
   std::vector<std::unique_ptr<Reader>> readers_;
   std::unique_ptr<Checkpointer> checkpointer_;
 
   absl::Mutex pool_mu_;
-  std::vector<Reader *> free_readers_ ABSL_GUARDED_BY(pool_mu_);
+  std::vector<Reader*> free_readers_ ABSL_GUARDED_BY(pool_mu_);
 
   std::atomic<uint64_t> head_position_{0};
   std::atomic<uint64_t> companies_stored_{0};
@@ -277,4 +277,4 @@ private:
   std::atomic<int64_t> pending_max_page_count_{-1};
 };
 
-} // namespace chstream::storage
+}  // namespace chstream::storage

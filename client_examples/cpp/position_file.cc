@@ -42,11 +42,11 @@ absl::Status WriteAll(int fd, const std::string& data,
 
 }  // namespace
 
-absl::StatusOr<std::optional<uint64_t>> ReadPositionFile(
+absl::StatusOr<std::optional<SavedPosition>> ReadSavedPosition(
     const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    if (errno == ENOENT) return std::optional<uint64_t>();
+    if (errno == ENOENT) return std::optional<SavedPosition>();
     return ErrnoError("cannot open position file", path, errno);
   }
   std::string text;
@@ -61,11 +61,25 @@ absl::StatusOr<std::optional<uint64_t>> ReadPositionFile(
     }
     if (n == 0) break;
     text.append(buf, static_cast<size_t>(n));
-    if (text.size() > 64) break;  // far longer than any position
+    if (text.size() > 128) break;  // far longer than a position and an id
   }
   ::close(fd);
-  const absl::string_view trimmed = absl::StripAsciiWhitespace(text);
-  uint64_t position = 0;
+  absl::string_view trimmed = absl::StripAsciiWhitespace(text);
+  SavedPosition saved;
+  if (const size_t space = trimmed.find(' ');
+      space != absl::string_view::npos) {
+    const absl::string_view id = trimmed.substr(space + 1);
+    if (id.size() != 32 ||
+        id.find_first_not_of("0123456789abcdef") != absl::string_view::npos) {
+      return absl::DataLossError(absl::StrCat(
+          "position file ", path,
+          " does not hold a position and a store_id (32 hex digits); fix or "
+          "remove it"));
+    }
+    saved.store_id = std::string(id);
+    trimmed = trimmed.substr(0, space);
+  }
+  uint64_t& position = saved.position;
   const bool digits_only =
       !trimmed.empty() &&
       trimmed.find_first_not_of("0123456789") == absl::string_view::npos;
@@ -74,15 +88,31 @@ absl::StatusOr<std::optional<uint64_t>> ReadPositionFile(
         "position file ", path,
         " does not hold a position (one decimal number); fix or remove it"));
   }
-  return std::optional<uint64_t>(position);
+  return std::optional<SavedPosition>(std::move(saved));
+}
+
+absl::StatusOr<std::optional<uint64_t>> ReadPositionFile(
+    const std::string& path) {
+  absl::StatusOr<std::optional<SavedPosition>> saved = ReadSavedPosition(path);
+  if (!saved.ok()) return saved.status();
+  if (!saved->has_value()) return std::optional<uint64_t>();
+  return std::optional<uint64_t>((*saved)->position);
 }
 
 absl::Status WritePositionFile(const std::string& path, uint64_t position) {
+  return WriteSavedPosition(path, {.position = position, .store_id = ""});
+}
+
+absl::Status WriteSavedPosition(const std::string& path,
+                                const SavedPosition& saved) {
   const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
   const int fd =
       ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError("cannot create", tmp, errno);
-  absl::Status status = WriteAll(fd, absl::StrCat(position, "\n"), tmp);
+  std::string line = absl::StrCat(saved.position);
+  if (!saved.store_id.empty()) absl::StrAppend(&line, " ", saved.store_id);
+  line.push_back('\n');
+  absl::Status status = WriteAll(fd, line, tmp);
   if (status.ok() && ::fsync(fd) != 0) {
     status = ErrnoError("cannot fsync", tmp, errno);
   }

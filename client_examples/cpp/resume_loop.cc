@@ -53,8 +53,10 @@ ResumeLoop::ResumeLoop(ResumeLoopOptions options, EventProcessor* processor)
       processor_(processor),
       stall_timeout_(absl::Seconds(options_.heartbeat_seconds) *
                      options_.stall_heartbeats),
-      last_(options_.after_position) {
+      last_(options_.after_position),
+      store_id_(options_.expected_store_id) {
   absl::MutexLock lock(&mu_);
+  stats_.store_id = store_id_;
   stats_.processed = last_;
   stats_.checkpointed = last_;
 }
@@ -110,6 +112,12 @@ absl::Status ResumeLoop::Run() {
                  {{"code", code}, {"error", call.status.error_message()}});
       result = absl::InvalidArgumentError(call.status.error_message());
       break;
+    } else if (call.status.error_code() ==
+               grpc::StatusCode::FAILED_PRECONDITION) {
+      log::Error("the saved position belongs to another store_id",
+                 {{"code", code}, {"error", call.status.error_message()}});
+      result = absl::FailedPreconditionError(call.status.error_message());
+      break;
     } else {
       log::Warning("subscribe call ended",
                    {{"code", code}, {"error", call.status.error_message()}});
@@ -139,6 +147,8 @@ v1::SubscribeRequest ResumeLoop::MakeRequest() const {
   *req.mutable_filter() = options_.filter;
   req.set_heartbeat_seconds(options_.heartbeat_seconds);
   if (last_.has_value()) {
+    // A position means something only under its store_id.
+    req.set_expected_store_id(store_id_);
     req.mutable_start()->set_after_position(*last_);
   } else if (options_.start == StartFrom::kBeginning) {
     req.mutable_start()->set_beginning(true);
@@ -177,6 +187,11 @@ ResumeLoop::CallOutcome ResumeLoop::RunOneCall(v1::CompanyStream::Stub* stub) {
       last_activity_ = now;
     }
     out.received_any = true;
+    if (!msg.store_id().empty() && msg.store_id() != store_id_) {
+      store_id_ = msg.store_id();  // what the positions that follow mean
+      absl::MutexLock lock(&mu_);
+      stats_.store_id = store_id_;
+    }
     switch (msg.message_case()) {
       case v1::SubscribeResponse::kEvent:
         out.fatal = HandleEvent(msg.event());

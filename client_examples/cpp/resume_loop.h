@@ -23,7 +23,13 @@
 //      subscriber from storage until it is live again; nothing is lost).
 //   5. On any error, reconnect after a jittered exponential backoff (reset
 //      after a call that delivered at least one message). INVALID_ARGUMENT
-//      alone is fatal: the request (filter, heartbeat) will never be valid.
+//      is fatal: the request (filter, heartbeat) will never be valid. So is
+//      FAILED_PRECONDITION: the position belongs to another store_id (the
+//      server's store was replaced, positions may have been reassigned),
+//      and only the operator can choose where to start again.
+//   6. Learn the server's store_id from the first message of each call
+//      (stats().store_id, saved beside the position) and send it back as
+//      expected_store_id when resuming.
 //
 // Thread-safety: Run() is called once, from one thread; Stop() and stats()
 // may be called from any thread at any time (typically a signal handler
@@ -80,6 +86,9 @@ struct ResumeLoopOptions {
   StartFrom start = StartFrom::kNow;
   // The last position already processed: the exclusive resume cursor.
   std::optional<uint64_t> after_position;
+  // The store_id after_position belongs to (sent as expected_store_id);
+  // empty: unknown, learnt from the server.
+  std::string expected_store_id;
   // Asked of the server; 1..3600.
   uint32_t heartbeat_seconds = 10;
   // The stream is dead after this many heartbeat periods of silence.
@@ -109,6 +118,7 @@ struct ResumeLoopStats {
   uint64_t checkpoints = 0;
   std::optional<uint64_t> checkpointed;  // the last saved position
   std::optional<uint64_t> processed;     // the last processed position
+  std::string store_id;  // the server's, once a call has told it
   int last_error_code = 0;               // grpc::StatusCode of the last failure
   std::string last_error;
 };
@@ -133,6 +143,11 @@ class ResumeLoop {
 
   ResumeLoopStats stats() const;
 
+  // The store_id the cursor belongs to (as in stats().store_id), without a
+  // lock. REQUIRES: called from Run()'s thread, i.e. from the
+  // EventProcessor's calls (to save it beside the position).
+  const std::string& store_id() const { return store_id_; }
+
  private:
   struct CallOutcome {
     grpc::Status status;
@@ -155,6 +170,7 @@ class ResumeLoop {
 
   // Run()'s thread only.
   std::optional<uint64_t> last_;  // the cursor: processed or skipped past
+  std::string store_id_;          // the store identity last_ belongs to
   bool dirty_ = false;            // last_ not yet checkpointed
   int pending_events_ = 0;        // processed since the last checkpoint
   absl::Time last_checkpoint_at_;

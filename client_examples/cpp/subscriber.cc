@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,8 +43,13 @@ namespace {
 // output, then save the position.
 class OutputProcessor final : public EventProcessor {
  public:
-  OutputProcessor(EventLog* log, std::string position_file)
-      : log_(log), position_file_(std::move(position_file)) {}
+  // `store_id` tells the store_id the positions belong to (saved beside
+  // them).
+  OutputProcessor(EventLog* log, std::string position_file,
+                  std::function<std::string()> store_id)
+      : log_(log),
+        position_file_(std::move(position_file)),
+        store_id_(std::move(store_id)) {}
 
   absl::Status Process(const v1::Event& event) override {
     if (log_ != nullptr) return log_->Append(event);
@@ -60,12 +66,14 @@ class OutputProcessor final : public EventProcessor {
       absl::Status s = log_->Sync();
       if (!s.ok()) return s;
     }
-    return WritePositionFile(position_file_, position);
+    return WriteSavedPosition(position_file_,
+                              {.position = position, .store_id = store_id_()});
   }
 
  private:
   EventLog* const log_;
   const std::string position_file_;
+  const std::function<std::string()> store_id_;
 };
 
 int Run(int argc, char** argv) {
@@ -113,13 +121,14 @@ int Run(int argc, char** argv) {
                    {{"bytes", output->truncated_bytes()}});
     }
   }
-  absl::StatusOr<std::optional<uint64_t>> saved =
-      ReadPositionFile(flags.position_file);
+  absl::StatusOr<std::optional<SavedPosition>> saved =
+      ReadSavedPosition(flags.position_file);
   if (!saved.ok()) {
     log::Error("cannot read the position file", {{"error", saved.status()}});
     return 1;
   }
-  std::optional<uint64_t> after = *saved;
+  std::optional<uint64_t> after;
+  if (saved->has_value()) after = (*saved)->position;
   if (output != nullptr && output->last_position().has_value() &&
       (!after.has_value() || *output->last_position() > *after)) {
     log::Info("the output is ahead of the position file; resuming after it",
@@ -136,6 +145,7 @@ int Run(int argc, char** argv) {
   }
   options.start = flags.start;
   options.after_position = after;
+  if (saved->has_value()) options.expected_store_id = (*saved)->store_id;
   options.heartbeat_seconds = flags.heartbeat_seconds;
   options.checkpoint_events = flags.checkpoint_events;
   options.checkpoint_interval = flags.checkpoint_interval;
@@ -146,8 +156,11 @@ int Run(int argc, char** argv) {
              {"streams", absl::StrJoin(flags.streams, ",")},
              {"company", absl::StrJoin(flags.companies, ",")}});
 
-  OutputProcessor processor(output.get(), flags.position_file);
+  ResumeLoop* loop_ptr = nullptr;  // set below; read on Run()'s thread only
+  OutputProcessor processor(output.get(), flags.position_file,
+                            [&loop_ptr] { return loop_ptr->store_id(); });
   ResumeLoop loop(options, &processor);
+  loop_ptr = &loop;
   std::atomic<bool> loop_done{false};
   std::thread signal_thread([&] {
     for (;;) {
@@ -173,6 +186,14 @@ int Run(int argc, char** argv) {
   const ResumeLoopStats stats = loop.stats();
   if (!status.ok()) {
     log::Error("subscriber failed", {{"error", status}});
+    if (absl::IsFailedPrecondition(status)) {
+      log::Error(
+          "the server's store was replaced since the position file was "
+          "written: positions may now mean other events. Choose where to "
+          "start again: remove the position file and run with "
+          "--start=beginning (or --start=now)",
+          {{"position_file", flags.position_file}});
+    }
     return 1;
   }
   log::Info(

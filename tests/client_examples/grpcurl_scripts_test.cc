@@ -354,6 +354,15 @@ TEST_F(GrpcurlScriptsTest, ReplayFromPosition) {
   run = Run("replay_from_position.sh", {"12; rm -rf /"});
   EXPECT_EQ(run.exit_code, 2);
   EXPECT_FALSE(run.grpcurl_ran);
+
+  run = Run("replay_from_position.sh", {"7"},
+            {{"STORE_ID", "0123456789abcdef0123456789abcdef"}});
+  req = As<v1::ReplayEventsRequest>(
+      CheckInvoke(run, "chstream.v1.CompanyStream/ReplayEvents"));
+  EXPECT_EQ(req.expected_store_id(), "0123456789abcdef0123456789abcdef");
+  run = Run("replay_from_position.sh", {"7"}, {{"STORE_ID", "x\"y"}});
+  EXPECT_EQ(run.exit_code, 2);
+  EXPECT_FALSE(run.grpcurl_ran);
 }
 
 TEST_F(GrpcurlScriptsTest, ReplayFromTime) {
@@ -403,6 +412,7 @@ TEST_F(GrpcurlScriptsTest, SubscribeWithFilterAndResume) {
   ScriptRun run = Run("subscribe.sh", {"companies", "filings"},
                       {{"COMPANY", "SC571653"},
                        {"AFTER_POSITION", "1200"},
+                       {"STORE_ID", "0123456789abcdef0123456789abcdef"},
                        {"MAX_TIME", "300"},
                        {"HEARTBEAT_SECONDS", "10"}});
   EXPECT_EQ(run.exit_code, 0);
@@ -413,6 +423,7 @@ TEST_F(GrpcurlScriptsTest, SubscribeWithFilterAndResume) {
   EXPECT_THAT(req.filter().streams(), ElementsAre("companies", "filings"));
   EXPECT_THAT(req.filter().company_numbers(), ElementsAre("SC571653"));
   EXPECT_EQ(req.heartbeat_seconds(), 10u);
+  EXPECT_EQ(req.expected_store_id(), "0123456789abcdef0123456789abcdef");
   EXPECT_EQ(run.call.flags["max-time"], "300");
 }
 
@@ -429,7 +440,8 @@ TEST_F(GrpcurlScriptsTest, SubscribeExitCodes) {
            {{}, {{"AFTER_POSITION", "-1"}}},
            {{}, {{"COMPANY", "x\"y"}}},
            {{}, {{"MAX_TIME", "soon"}}},
-           {{}, {{"HEARTBEAT_SECONDS", "1.5"}}}}) {
+           {{}, {{"HEARTBEAT_SECONDS", "1.5"}}},
+           {{}, {{"STORE_ID", "not-an-id"}}}}) {
     ScriptRun run = Run("subscribe.sh", args, env);
     EXPECT_EQ(run.exit_code, 2);
     EXPECT_FALSE(run.grpcurl_ran);

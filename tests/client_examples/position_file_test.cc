@@ -103,5 +103,36 @@ TEST_F(PositionFileTest, WriteIntoMissingDirectoryFails) {
               StatusIs(absl::StatusCode::kNotFound, _));
 }
 
+// Verifies the store_id is kept beside the position (one line:
+// "<position> <store_id>"), and that a file from before store ids still reads.
+TEST_F(PositionFileTest, StoreIdIsKeptBesideThePosition) {
+  const std::string id = "0123456789abcdef0123456789abcdef";
+  ASSERT_THAT(WriteSavedPosition(path_, {.position = 42, .store_id = id}),
+              IsOk());
+  std::string text;
+  std::getline(std::ifstream(path_), text);
+  EXPECT_EQ(text, "42 " + id);
+  absl::StatusOr<std::optional<SavedPosition>> saved = ReadSavedPosition(path_);
+  ASSERT_THAT(saved, IsOk());
+  ASSERT_TRUE(saved->has_value());
+  EXPECT_EQ((*saved)->position, 42u);
+  EXPECT_EQ((*saved)->store_id, id);
+  EXPECT_THAT(Read(), Optional(42u));  // the position alone
+
+  WriteRaw("17\n");  // written before store ids
+  saved = ReadSavedPosition(path_);
+  ASSERT_THAT(saved, IsOk());
+  ASSERT_TRUE(saved->has_value());
+  EXPECT_EQ((*saved)->position, 17u);
+  EXPECT_EQ((*saved)->store_id, "");
+
+  for (const char* bad : {"17 xyz", "17 0123456789abcdef 1", "17 0123"}) {
+    WriteRaw(bad);
+    EXPECT_THAT(ReadSavedPosition(path_),
+                StatusIs(absl::StatusCode::kDataLoss, _))
+        << "content: '" << bad << "'";
+  }
+}
+
 }  // namespace
 }  // namespace chstream::client_examples

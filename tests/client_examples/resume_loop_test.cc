@@ -358,6 +358,44 @@ TEST(ResumeLoopTest, InvalidArgumentIsFatal) {
   EXPECT_EQ(runner.loop().stats().calls, 1u);
 }
 
+// Verifies the loop learns the server's store_id (for the position file)
+// and sends it back as expected_store_id when it resumes.
+TEST(ResumeLoopTest, LearnsTheStoreIdAndResumesWithIt) {
+  TestServer server;
+  server.CommitAndWait(Events(5));
+  RecordingProcessor processor;
+  ResumeLoopOptions options = TestOptions(server.address());
+  options.after_position = 2;
+  options.expected_store_id = server.store()->store_id();  // the right one
+  Runner runner(options, &processor);
+  ASSERT_TRUE(WaitFor([&] { return runner.loop().stats().caught_up == 1; }));
+  EXPECT_THAT(runner.Stop(), IsOk());
+  EXPECT_THAT(processor.positions(), ElementsAre(3, 4, 5));
+  EXPECT_EQ(runner.loop().stats().store_id, server.store()->store_id());
+
+  RecordingProcessor fresh_processor;
+  Runner fresh(TestOptions(server.address()), &fresh_processor);
+  ASSERT_TRUE(WaitFor([&] { return fresh.loop().stats().caught_up == 1; }));
+  EXPECT_EQ(fresh.loop().stats().store_id, server.store()->store_id());
+}
+
+// Verifies that a position saved under another store identity is not used
+// to resume: the loop stops with FAILED_PRECONDITION instead of skipping or
+// repeating events whose positions were reassigned.
+TEST(ResumeLoopTest, StoreIdMismatchIsFatal) {
+  TestServer server;
+  server.CommitAndWait(Events(5));
+  RecordingProcessor processor;
+  ResumeLoopOptions options = TestOptions(server.address());
+  options.after_position = 2;
+  options.expected_store_id = "0123456789abcdef0123456789abcdef";
+  Runner runner(options, &processor);
+  EXPECT_THAT(runner.Wait(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                      HasSubstr("reassigned")));
+  EXPECT_EQ(runner.loop().stats().calls, 1u);
+  EXPECT_THAT(processor.positions(), ::testing::IsEmpty());
+}
+
 // Verifies that a processing failure ends the loop and that everything
 // before the failing event is saved.
 TEST(ResumeLoopTest, ProcessorErrorStopsAfterSavingWhatWasDone) {

@@ -15,8 +15,8 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 
 TEST(UpstreamUrlTest, ParsesHostPortAndPath) {
-  ASSERT_OK_AND_ASSIGN(UpstreamUrl a,
-                       ParseUpstreamUrl("https://stream.companieshouse.gov.uk"));
+  ASSERT_OK_AND_ASSIGN(
+      UpstreamUrl a, ParseUpstreamUrl("https://stream.companieshouse.gov.uk"));
   EXPECT_TRUE(a.tls);
   EXPECT_EQ(a.host, "stream.companieshouse.gov.uk");
   EXPECT_EQ(a.port, "443");
@@ -40,9 +40,9 @@ TEST(UpstreamUrlTest, ErrorsNeverEchoUserInfoPathOrQuery) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("host"), Not(HasSubstr("secret-path")),
                              Not(HasSubstr("t0k")))));
-  EXPECT_THAT(ParseUpstreamUrl("ftp://u:hunter2@host"),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       Not(HasSubstr("hunter2"))));
+  EXPECT_THAT(
+      ParseUpstreamUrl("ftp://u:hunter2@host"),
+      StatusIs(absl::StatusCode::kInvalidArgument, Not(HasSubstr("hunter2"))));
 }
 
 // Verifies that ToString(), which reaches logs, drops the path and query.

@@ -232,6 +232,9 @@ TEST(ConfigTest, SynchronousDefaultsToFullAndSyncFullStillWorks) {
   ASSERT_OK_AND_ASSIGN(Config old_false,
                        Load({}, {{"CHSTREAM_SYNC_FULL", "false"}}));
   EXPECT_FALSE(old_false.sync_full);
+  EXPECT_FALSE(def.new_store_id);
+  ASSERT_OK_AND_ASSIGN(Config renew, Load({"--new_store_id"}));
+  EXPECT_TRUE(renew.new_store_id);
   EXPECT_THAT(Load({"--synchronous=off"}),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("--synchronous"),

@@ -10,12 +10,12 @@
 #include <string>
 
 #include "base/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
 #include "storage/schema.h"
 #include "storage/sqlite.h"
 #include "storage/store.h"
 #include "tests/storage/test_util.h"
-#include "gmock/gmock.h"
-#include "gtest/gtest.h"
 
 namespace chstream::storage {
 namespace {
@@ -33,16 +33,16 @@ Store::Options WithSynchronous(bool full) {
   return o;
 }
 
-void CommitOne(Store &store, int64_t timepoint) {
+void CommitOne(Store& store, int64_t timepoint) {
   Batch batch;
   batch.events.push_back(MakeEvent("companies", timepoint));
   ASSERT_OK(store.Commit(std::move(batch), TestTime()));
 }
 
 // The files a crash of `from`'s process would leave, as a new database.
-std::string CrashImage(const std::string &from, const std::string &suffix) {
+std::string CrashImage(const std::string& from, const std::string& suffix) {
   const std::string to = TestDbPath(suffix);
-  for (const char *ext : {"", "-wal"}) {
+  for (const char* ext : {"", "-wal"}) {
     std::filesystem::copy_file(
         from + ext, to + ext,
         std::filesystem::copy_options::overwrite_existing);
@@ -149,5 +149,5 @@ TEST(StoreIdentityTest, MigratedDatabaseGetsAnId) {
   EXPECT_THAT(store->store_id(), MatchesRegex("[0-9a-f]{32}"));
 }
 
-} // namespace
-} // namespace chstream::storage
+}  // namespace
+}  // namespace chstream::storage
