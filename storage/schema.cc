@@ -144,7 +144,8 @@ absl::Span<const Migration> Migrations() { return kMigrations; }
 int LatestSchemaVersion() { return static_cast<int>(std::size(kMigrations)); }
 
 absl::StatusOr<DatabaseFile> InspectDatabaseFile(const std::string& path,
-                                                 bool check_integrity) {
+                                                 bool check_integrity,
+                                                 absl::Duration busy_timeout) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     if (errno == ENOENT) return DatabaseFile{.is_new = true};
@@ -181,6 +182,12 @@ absl::StatusOr<DatabaseFile> InspectDatabaseFile(const std::string& path,
   // checkpoints or rolls back into the main file.
   absl::StatusOr<Database> db = Database::Open(path, SQLITE_OPEN_READONLY);
   if (!db.ok()) return ReadError(path, db.status());
+  // Before the first read: after a crash, the first connection to read
+  // rebuilds the WAL index under a lock, and another process (a restarted
+  // chstreamd, a reader of the same file) that reads meanwhile gets
+  // SQLITE_BUSY_RECOVERY, at once when its connection has no busy handler.
+  sqlite3_busy_timeout(
+      db->get(), static_cast<int>(absl::ToInt64Milliseconds(busy_timeout)));
 
   absl::StatusOr<int64_t> app_id = db->QueryInt64("PRAGMA application_id");
   if (!app_id.ok()) return ReadError(path, app_id.status());

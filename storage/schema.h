@@ -38,6 +38,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "storage/sqlite.h"
 
@@ -72,9 +73,12 @@ struct DatabaseFile {
 // - a user_version newer than LatestSchemaVersion(): FailedPrecondition;
 // - unreadable structure, or (with `check_integrity`) a failed
 //   PRAGMA quick_check: DataLoss.
-// Every error message names the path and the reason.
-absl::StatusOr<DatabaseFile> InspectDatabaseFile(const std::string& path,
-                                                 bool check_integrity);
+// Every error message names the path and the reason. Its reads wait up to
+// `busy_timeout` for locks held by another process, such as the WAL recovery
+// that follows a crash (SQLITE_BUSY_RECOVERY); beyond that: Unavailable.
+absl::StatusOr<DatabaseFile> InspectDatabaseFile(
+    const std::string& path, bool check_integrity,
+    absl::Duration busy_timeout = absl::Seconds(5));
 
 // Applies the migrations after the database's current user_version up to and
 // including `target_version`, each in its own transaction, stamping

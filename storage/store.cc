@@ -515,8 +515,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
     return absl::InvalidArgumentError(
         "need 0 < checkpoint_bytes <= wal_limit_bytes");
   }
-  CHS_ASSIGN_OR_RETURN(DatabaseFile file,
-                       InspectDatabaseFile(path, options.check_integrity));
+  CHS_ASSIGN_OR_RETURN(
+      DatabaseFile file,
+      InspectDatabaseFile(path, options.check_integrity, options.busy_timeout));
   std::unique_ptr<Store> store(new Store(path, options));
   absl::Status status = store->Init(file.is_new);
   if (!status.ok()) {
