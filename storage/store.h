@@ -265,4 +265,10 @@ private:
   std::atomic<uint64_t> dead_letters_stored_{0};
 };
 
+// Gives the database open on `db` (read-write, schema version >= 3) a new
+// random store_id, recording `reason` and the time. Used when positions may
+// have been handed out twice: at Store::Open (see Options) and by
+// `chstreamctl restore`. Runs in the caller's transaction if one is open.
+absl::Status ReplaceStoreId(Database &db, std::string_view reason);
+
 } // namespace chstream::storage
