@@ -123,6 +123,14 @@ absl::Status DurableRename(const std::string& from, const std::string& to) {
   return FsyncPath(DirName(to), true);
 }
 
+// CheckDatabase's read-only connection leaves an empty -wal and a -shm
+// next to a WAL-mode file it cannot delete them from; a fresh copy nobody
+// else has opened must not carry them under its final name.
+absl::Status RemoveSidecars(const std::string& path) {
+  CHS_RETURN_IF_ERROR(RemoveIfExists(path + "-wal"));
+  return RemoveIfExists(path + "-shm");
+}
+
 // A temporary name next to `path` (same directory, so rename is atomic).
 std::string TempPathFor(const std::string& path, std::string_view what) {
   return absl::StrCat(path, ".", Av(what), "-", ::getpid(), ".tmp");
@@ -285,7 +293,8 @@ absl::StatusOr<CheckReport> Backup(const std::string& db_path,
         absl::StrCat("the copy failed its check (", report->problems.front(),
                      "); nothing was written to ", out));
   }
-  if (report.ok()) status = DurableRename(tmp, out);
+  if (report.ok()) status = RemoveSidecars(tmp);
+  if (report.ok() && status.ok()) status = DurableRename(tmp, out);
   if (!report.ok() || !status.ok()) {
     RemoveDbFiles(tmp);
     if (!report.ok()) return report.status();
@@ -354,6 +363,14 @@ absl::StatusOr<CheckReport> Restore(const std::string& from,
     status = absl::InternalError(
         absl::StrCat(tmp, " still has a journal after closing"));
   }
+  absl::StatusOr<CheckReport> restored =
+      status.ok() ? CheckDatabase(tmp, /*quick=*/true) : status;
+  if (restored.ok() && !restored->ok()) {
+    restored = absl::DataLossError(absl::StrCat(
+        "the restored copy failed its check: ", restored->problems.front()));
+  }
+  status = restored.status();
+  if (status.ok()) status = RemoveSidecars(tmp);
   if (!status.ok()) {
     RemoveDbFiles(tmp);
     return absl::Status(
@@ -404,7 +421,8 @@ absl::StatusOr<CheckReport> Restore(const std::string& from,
     RemoveDbFiles(tmp);
     return status;
   }
-  return CheckDatabase(db_path, /*quick=*/true);
+  restored->path = db_path;
+  return restored;
 }
 
 // ------------------------------------------------------------ command line
