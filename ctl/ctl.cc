@@ -371,6 +371,20 @@ absl::StatusOr<CheckReport> Restore(const std::string& from,
   }
   status = restored.status();
   if (status.ok()) status = RemoveSidecars(tmp);
+  // The restored file takes the owner and mode of the one it replaces, so
+  // that a restore run as root leaves a file the service user can write.
+  // (chown fails unless root; then the file is the caller's, as it would be
+  // for any file the caller creates.)
+  struct stat old_st;
+  if (status.ok() && ::stat(db_path.c_str(), &old_st) == 0) {
+    if (::chmod(tmp.c_str(), old_st.st_mode & 07777) != 0 ||
+        (::chown(tmp.c_str(), old_st.st_uid, old_st.st_gid) != 0 &&
+         errno != EPERM)) {
+      status = absl::InternalError(
+          absl::StrCat("cannot give ", tmp, " the owner and mode of ", db_path,
+                       ": ", ErrnoText(errno)));
+    }
+  }
   if (!status.ok()) {
     RemoveDbFiles(tmp);
     return absl::Status(

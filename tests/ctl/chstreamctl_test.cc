@@ -2,6 +2,7 @@
 // runs it) against real SQLite files, while a real Store in this process
 // keeps the database open and commits: the same locks and WAL a running
 // chstreamd holds.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -250,8 +251,13 @@ TEST(ChstreamctlTest, RestoreRefusesWhileInUseThenGivesNewStoreId) {
   // What a crashed process leaves: stale -wal and -shm.
   WriteFileBytes(db + "-wal", std::string(4096, 'w'));
   WriteFileBytes(db + "-shm", std::string(32768, 's'));
+  // The restored file keeps the mode of the one it replaces.
+  ASSERT_EQ(::chmod(db.c_str(), 0640), 0);
   r = RunCtl({"restore", "--from=" + backup, "--db_path=" + db});
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  struct stat st;
+  ASSERT_EQ(::stat(db.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
   EXPECT_FALSE(FileExists(db + "-wal"));
   EXPECT_FALSE(FileExists(db + "-shm"));
   EXPECT_THAT(TempFiles(), ::testing::IsEmpty());
