@@ -720,18 +720,13 @@ absl::Status Store::InitIdentity(Database& db) {
   // read or committed: under NORMAL a power loss could otherwise undo the
   // marker together with the commits it covers.
   CHS_RETURN_IF_ERROR(db.Exec("PRAGMA synchronous = FULL"));
-  std::string sql = absl::StrCat(
+  absl::Status status = db.Exec(absl::StrCat(
       "BEGIN IMMEDIATE; UPDATE store_identity SET open_unsynced = ",
-      options_.synchronous_full ? 0 : 1);
-  if (!reason.empty()) {
-    // (The reasons are constants without quotes.)
-    absl::StrAppend(&sql, ", store_id = lower(hex(randomblob(16))), reason = '",
-                    reason,
-                    "', changed_at = CAST((julianday('now') - 2440587.5) * "
-                    "86400000000 AS INTEGER)");
-  }
-  absl::StrAppend(&sql, "; COMMIT");
-  absl::Status status = db.Exec(sql);
+      options_.synchronous_full ? 0 : 1));
+  if (status.ok() && !reason.empty())
+    status = ReplaceStoreId(db, reason);
+  if (status.ok())
+    status = db.Exec("COMMIT");
   if (!status.ok()) {
     db.Exec("ROLLBACK").IgnoreError();
     return status;
@@ -752,6 +747,18 @@ absl::Status Store::InitIdentity(Database& db) {
          {"reason", reason}});
   }
   return absl::OkStatus();
+}
+
+absl::Status ReplaceStoreId(Database &db, std::string_view reason) {
+  CHS_ASSIGN_OR_RETURN(
+      Statement st,
+      db.Prepare("UPDATE store_identity SET store_id = "
+                 "lower(hex(randomblob(16))), reason = ?1, changed_at = "
+                 "CAST((julianday('now') - 2440587.5) * 86400000000 AS "
+                 "INTEGER)",
+                 false));
+  st.BindText(1, reason);
+  return st.Run();
 }
 
 void Store::MarkCleanShutdown() {

@@ -277,4 +277,10 @@ class Store {
   std::atomic<int64_t> pending_max_page_count_{-1};
 };
 
+// Gives the database open on `db` (read-write, schema version >= 3) a new
+// random store_id, recording `reason` and the time. Used when positions may
+// have been handed out twice: at Store::Open (see Options) and by
+// `chstreamctl restore`. Runs in the caller's transaction if one is open.
+absl::Status ReplaceStoreId(Database& db, std::string_view reason);
+
 }  // namespace chstream::storage
