@@ -87,8 +87,8 @@ class StreamWriter : public grpc::ServerWriteReactor<Response>,
         write_timeout_(ctx.write_timeout),
         before_start_write_(ctx.before_start_write),
         registry_(registry),
-        call_(call),
-        store_id_(ctx.store->store_id()) {}
+        store_id_(ctx.store->store_id()),
+        call_(call) {}
   virtual ~StreamWriter() = default;
 
   // The next step. kWrite: msg_ is filled. kFinish: *status is set.
