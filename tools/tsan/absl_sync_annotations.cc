@@ -45,8 +45,7 @@ __attribute__((weak)) void __tsan_mutex_pre_lock(void* addr, unsigned flags);
 __attribute__((weak)) void __tsan_mutex_post_lock(void* addr, unsigned flags,
                                                   int recursion);
 __attribute__((weak)) int __tsan_mutex_pre_unlock(void* addr, unsigned flags);
-__attribute__((weak)) void __tsan_mutex_post_unlock(void* addr,
-                                                    unsigned flags);
+__attribute__((weak)) void __tsan_mutex_post_unlock(void* addr, unsigned flags);
 }
 
 namespace {
@@ -99,7 +98,6 @@ Fn Real(const char* name) {
 #define REAL(type, name)                     \
   static const auto real = Real<type>(name); \
   const Nested nested
-
 
 using absl::Condition;
 using absl::CondVar;
