@@ -1,0 +1,291 @@
+// File: tools/tsan/absl_sync_annotations.cc
+//
+// Makes Debian's absl::Mutex, absl::CondVar and absl::Notification visible to
+// ThreadSanitizer. Debian's libabsl_synchronization.so is not built with
+// -fsanitize=thread, so its lock and unlock (atomics and futexes inside the
+// library) create no happens-before edge that tsan can see: every field
+// guarded by an absl::Mutex in chstream (and in gRPC, whose grpc_core::Mutex
+// is an absl::Mutex) was reported as a data race between two threads that
+// both held the lock. Suppressing those reports would hide every real race
+// too, so instead this library is preloaded (LD_PRELOAD, set by
+// tools/tsan/run_under.sh) into tests run with --config=tsan: it defines the
+// out-of-line absl entry points, tells tsan what they do with the same
+// __tsan_mutex_* annotations absl itself uses when it is built with tsan, and
+// calls the real function (dlsym(RTLD_NEXT)).
+//
+// It is built without instrumentation and refers to the tsan interface only
+// through weak symbols, so in a process without tsan (a shell a test starts)
+// it loads and only forwards.
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string_view>
+
+#include "absl/base/options.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+
+#define CHS_STR2(x) #x
+#define CHS_STR(x) CHS_STR2(x)
+// The mangled names below are Debian 12's (inline namespace absl::debian3).
+static_assert(std::string_view(CHS_STR(ABSL_OPTION_INLINE_NAMESPACE_NAME)) ==
+                  "debian3",
+              "update the mangled names for this abseil build");
+#define NS "_ZN4absl7debian3"
+#define NSK "_ZNK4absl7debian3"  // const member functions
+
+extern "C" {
+// The tsan interface (<sanitizer/tsan_interface.h>), weak: null without tsan.
+__attribute__((weak)) void __tsan_acquire(void* addr);
+__attribute__((weak)) void __tsan_release(void* addr);
+__attribute__((weak)) void __tsan_mutex_destroy(void* addr, unsigned flags);
+__attribute__((weak)) void __tsan_mutex_pre_lock(void* addr, unsigned flags);
+__attribute__((weak)) void __tsan_mutex_post_lock(void* addr, unsigned flags,
+                                                  int recursion);
+__attribute__((weak)) int __tsan_mutex_pre_unlock(void* addr, unsigned flags);
+__attribute__((weak)) void __tsan_mutex_post_unlock(void* addr, unsigned flags);
+}
+
+namespace {
+
+// Flag values from <sanitizer/tsan_interface.h>.
+constexpr unsigned kReadLock = 1 << 3;
+constexpr unsigned kTryLock = 1 << 4;
+constexpr unsigned kTryLockFailed = 1 << 5;
+
+// Some of these functions call others of them through the PLT (e.g.
+// CondVar::WaitWithTimeout calls WaitWithDeadline), which lands here again:
+// only the outermost call on a thread is annotated.
+thread_local int depth = 0;
+
+class Nested {
+ public:
+  Nested() { ++depth; }
+  ~Nested() { --depth; }
+  Nested(const Nested&) = delete;
+  Nested& operator=(const Nested&) = delete;
+};
+
+bool Tsan() { return __tsan_mutex_pre_lock != nullptr && depth == 1; }
+
+void PreLock(void* mu, unsigned flags) {
+  if (Tsan()) __tsan_mutex_pre_lock(mu, flags);
+}
+void PostLock(void* mu, unsigned flags) {
+  if (Tsan()) __tsan_mutex_post_lock(mu, flags, 0);
+}
+// An unlock as one step (before the real unlock, as absl does).
+void Unlocked(void* mu, unsigned flags) {
+  if (!Tsan()) return;
+  __tsan_mutex_pre_unlock(mu, flags);
+  __tsan_mutex_post_unlock(mu, flags);
+}
+
+template <typename Fn>
+Fn Real(const char* name) {
+  void* fn = dlsym(RTLD_NEXT, name);
+  if (fn == nullptr) {
+    std::fprintf(stderr, "absl_sync_annotations: %s not found\n", name);
+    std::abort();
+  }
+  return reinterpret_cast<Fn>(fn);
+}
+
+// Declares `real`, the library's function with mangled name `name`.
+// Also marks the call as nested for the functions it calls.
+#define REAL(type, name)                     \
+  static const auto real = Real<type>(name); \
+  const Nested nested
+
+using absl::Condition;
+using absl::CondVar;
+using absl::Duration;
+using absl::Mutex;
+using absl::Notification;
+using absl::Time;
+
+}  // namespace
+
+namespace absl {
+ABSL_NAMESPACE_BEGIN
+
+Mutex::~Mutex() {
+  REAL(void (*)(Mutex*), NS "5MutexD2Ev");
+  if (Tsan()) __tsan_mutex_destroy(this, 0);
+  real(this);
+}
+
+void Mutex::Lock() {
+  REAL(void (*)(Mutex*), NS "5Mutex4LockEv");
+  PreLock(this, 0);
+  real(this);
+  PostLock(this, 0);
+}
+
+void Mutex::ReaderLock() {
+  REAL(void (*)(Mutex*), NS "5Mutex10ReaderLockEv");
+  PreLock(this, kReadLock);
+  real(this);
+  PostLock(this, kReadLock);
+}
+
+void Mutex::Unlock() {
+  REAL(void (*)(Mutex*), NS "5Mutex6UnlockEv");
+  if (Tsan()) __tsan_mutex_pre_unlock(this, 0);
+  real(this);
+  if (Tsan()) __tsan_mutex_post_unlock(this, 0);
+}
+
+void Mutex::ReaderUnlock() {
+  REAL(void (*)(Mutex*), NS "5Mutex12ReaderUnlockEv");
+  if (Tsan()) __tsan_mutex_pre_unlock(this, kReadLock);
+  real(this);
+  if (Tsan()) __tsan_mutex_post_unlock(this, kReadLock);
+}
+
+bool Mutex::TryLock() {
+  REAL(bool (*)(Mutex*), NS "5Mutex7TryLockEv");
+  PreLock(this, kTryLock);
+  const bool locked = real(this);
+  PostLock(this, locked ? kTryLock : kTryLock | kTryLockFailed);
+  return locked;
+}
+
+bool Mutex::ReaderTryLock() {
+  REAL(bool (*)(Mutex*), NS "5Mutex13ReaderTryLockEv");
+  PreLock(this, kReadLock | kTryLock);
+  const bool locked = real(this);
+  PostLock(this, locked ? kReadLock | kTryLock
+                        : kReadLock | kTryLock | kTryLockFailed);
+  return locked;
+}
+
+// Await releases the mutex while the condition is false and takes it again:
+// an unlock and a lock for tsan (whether or not it had to wait).
+void Mutex::Await(const Condition& cond) {
+  REAL(void (*)(Mutex*, const Condition&), NS "5Mutex5AwaitERKNS0_9ConditionE");
+  Unlocked(this, 0);
+  PreLock(this, 0);
+  real(this, cond);
+  PostLock(this, 0);
+}
+
+bool Mutex::AwaitWithTimeout(const Condition& cond, Duration timeout) {
+  REAL(bool (*)(Mutex*, const Condition&, Duration),
+       NS "5Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE");
+  Unlocked(this, 0);
+  PreLock(this, 0);
+  const bool met = real(this, cond, timeout);
+  PostLock(this, 0);
+  return met;
+}
+
+bool Mutex::AwaitWithDeadline(const Condition& cond, Time deadline) {
+  REAL(bool (*)(Mutex*, const Condition&, Time),
+       NS "5Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE");
+  Unlocked(this, 0);
+  PreLock(this, 0);
+  const bool met = real(this, cond, deadline);
+  PostLock(this, 0);
+  return met;
+}
+
+void Mutex::LockWhen(const Condition& cond) {
+  REAL(void (*)(Mutex*, const Condition&),
+       NS "5Mutex8LockWhenERKNS0_9ConditionE");
+  PreLock(this, 0);
+  real(this, cond);
+  PostLock(this, 0);
+}
+
+bool Mutex::LockWhenWithTimeout(const Condition& cond, Duration timeout) {
+  REAL(bool (*)(Mutex*, const Condition&, Duration),
+       NS "5Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
+  PreLock(this, 0);
+  const bool met = real(this, cond, timeout);
+  PostLock(this, 0);
+  return met;
+}
+
+bool Mutex::LockWhenWithDeadline(const Condition& cond, Time deadline) {
+  REAL(bool (*)(Mutex*, const Condition&, Time),
+       NS "5Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE");
+  PreLock(this, 0);
+  const bool met = real(this, cond, deadline);
+  PostLock(this, 0);
+  return met;
+}
+
+void Mutex::ReaderLockWhen(const Condition& cond) {
+  REAL(void (*)(Mutex*, const Condition&),
+       NS "5Mutex14ReaderLockWhenERKNS0_9ConditionE");
+  PreLock(this, kReadLock);
+  real(this, cond);
+  PostLock(this, kReadLock);
+}
+
+// CondVar waits release `mu` and take it again before returning.
+void CondVar::Wait(Mutex* mu) {
+  REAL(void (*)(CondVar*, Mutex*), NS "7CondVar4WaitEPNS0_5MutexE");
+  Unlocked(mu, 0);
+  real(this, mu);
+  PreLock(mu, 0);
+  PostLock(mu, 0);
+}
+
+bool CondVar::WaitWithTimeout(Mutex* mu, Duration timeout) {
+  REAL(bool (*)(CondVar*, Mutex*, Duration),
+       NS "7CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE");
+  Unlocked(mu, 0);
+  const bool timed_out = real(this, mu, timeout);
+  PreLock(mu, 0);
+  PostLock(mu, 0);
+  return timed_out;
+}
+
+bool CondVar::WaitWithDeadline(Mutex* mu, Time deadline) {
+  REAL(bool (*)(CondVar*, Mutex*, Time),
+       NS "7CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE");
+  Unlocked(mu, 0);
+  const bool timed_out = real(this, mu, deadline);
+  PreLock(mu, 0);
+  PostLock(mu, 0);
+  return timed_out;
+}
+
+// Notify happens before every wait that returns notified. (The inline
+// HasBeenNotified() reads an atomic the library wrote; tsan cannot see that
+// edge.)
+void Notification::Notify() {
+  REAL(void (*)(Notification*), NS "12Notification6NotifyEv");
+  if (Tsan()) __tsan_release(this);
+  real(this);
+}
+
+void Notification::WaitForNotification() const {
+  REAL(void (*)(const Notification*),
+       NSK "12Notification19WaitForNotificationEv");
+  real(this);
+  if (Tsan()) __tsan_acquire(const_cast<Notification*>(this));
+}
+
+bool Notification::WaitForNotificationWithTimeout(Duration timeout) const {
+  REAL(bool (*)(const Notification*, Duration),
+       NSK "12Notification30WaitForNotificationWithTimeoutENS0_8DurationE");
+  const bool notified = real(this, timeout);
+  if (notified && Tsan()) __tsan_acquire(const_cast<Notification*>(this));
+  return notified;
+}
+
+bool Notification::WaitForNotificationWithDeadline(Time deadline) const {
+  REAL(bool (*)(const Notification*, Time),
+       NSK "12Notification31WaitForNotificationWithDeadlineENS0_4TimeE");
+  const bool notified = real(this, deadline);
+  if (notified && Tsan()) __tsan_acquire(const_cast<Notification*>(this));
+  return notified;
+}
+
+ABSL_NAMESPACE_END
+}  // namespace absl
