@@ -32,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "bench/bench_util.h"
@@ -111,6 +112,7 @@ class Subscriber final : public BenchSubscriber,
         break;
       case v1::SubscribeResponse::kFellBehind:
         RecordFellBehind();
+        fell_behind_at_.push_back(absl::Now());
         break;
       default:
         break;
@@ -123,12 +125,17 @@ class Subscriber final : public BenchSubscriber,
   }
   void Cancel() override { ctx_.TryCancel(); }
   int64_t ended_at_ms() const { return ended_at_.load(); }
+  // Valid after WaitDone() returned true.
+  const std::vector<absl::Time>& fell_behind_at() const {
+    return fell_behind_at_;
+  }
 
  private:
   const bool frozen_;
   grpc::ClientContext ctx_;
   v1::SubscribeResponse response_;
   std::atomic<int64_t> ended_at_{0};
+  std::vector<absl::Time> fell_behind_at_;
 };
 
 double Mb(int64_t kb) { return static_cast<double>(kb) / 1024; }
@@ -207,6 +214,8 @@ int Run(const Flags& flags, const char* argv0) {
   auto status_stub = v1::CompanyStream::NewStub(MakeChannel(address, 9999));
   std::printf("t(s)  rss(MB)  subscribers  head\n");
   int64_t peak_kb = 0;
+  // Seconds after subscribing at which only the healthy were listed.
+  double gone_at = -1;
   for (int t = 1; t <= flags.seconds; ++t) {
     absl::SleepFor(absl::Seconds(1));
     const int64_t rss = ProcStatusKb(pid, "VmRSS");
@@ -216,6 +225,9 @@ int Run(const Flags& flags, const char* argv0) {
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
     const bool ok =
         status_stub->GetStatus(&ctx, v1::GetStatusRequest(), &status).ok();
+    if (ok && gone_at < 0 && status.subscribers_size() <= flags.healthy) {
+      gone_at = absl::ToDoubleSeconds(absl::Now() - frozen_at);
+    }
     if (t % 5 == 0 || t == 1) {
       std::printf("%4d  %7.1f  %11d  %llu\n", t, Mb(rss),
                   ok ? status.subscribers_size() : -1,
@@ -241,7 +253,13 @@ int Run(const Flags& flags, const char* argv0) {
             .c_str(),
         st.error_message().c_str());
   }
-  std::printf("frozen subscribers ended: %d of %d\n", ended, flags.frozen);
+  std::printf("frozen subscribers ended (client saw the status): %d of %d\n",
+              ended, flags.frozen);
+  std::printf(
+      "frozen subscribers gone from GetStatus: %s\n",
+      gone_at < 0
+          ? "not within the run"
+          : absl::StrFormat("%.1f s after subscribing", gone_at).c_str());
   for (auto& s : frozen) s->Cancel();
   for (auto& s : healthy) s->Cancel();
   for (auto& s : healthy) s->WaitDone(absl::Now() + absl::Seconds(10));
