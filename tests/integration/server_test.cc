@@ -33,8 +33,9 @@ TEST(ServerTest, ReflectionDescribesTheApi) {
   ReflectionClient rc(server.channel());
   auto text = rc.Describe("chstream.v1.CompanyStream");
   ASSERT_TRUE(text.ok()) << text.status();
-  EXPECT_THAT(*text, HasSubstr("rpc Subscribe(.chstream.v1.SubscribeRequest) "
-                               "returns (stream .chstream.v1.SubscribeResponse)"));
+  EXPECT_THAT(*text,
+              HasSubstr("rpc Subscribe(.chstream.v1.SubscribeRequest) "
+                        "returns (stream .chstream.v1.SubscribeResponse)"));
   EXPECT_THAT(*text, HasSubstr("rpc GetCompany"));
 }
 
@@ -69,10 +70,10 @@ TEST(ServerTest, GetStatusThroughReflection) {
 
 TEST(ServerTest, GetCompanyFoundNotFoundInvalid) {
   TestServer server;
-  server.CommitAndWait({MakeEvent("companies", 100, "SC571653"),
-                        MakeEvent("companies", 101, "00006400"),
-                        MakeEvent("companies", 102, "00006400",
-                                  storage::EventType::kDeleted)});
+  server.CommitAndWait(
+      {MakeEvent("companies", 100, "SC571653"),
+       MakeEvent("companies", 101, "00006400"),
+       MakeEvent("companies", 102, "00006400", storage::EventType::kDeleted)});
   auto stub = server.stub();
   {
     grpc::ClientContext ctx;
@@ -124,6 +125,30 @@ TEST(ServerTest, GetCompanyFoundNotFoundInvalid) {
 
 // Verifies the shutdown sequence: health goes NOT_SERVING, an open
 // subscription ends with UNAVAILABLE, and new calls are refused.
+// Verifies the per-connection limits: a request over the receive limit is
+// refused before it is parsed, while the largest valid request (a filter of
+// 1,000 company numbers) is well under it.
+TEST(ServerTest, RequestsOverTheReceiveLimitAreRefused) {
+  TestServer server;
+  auto stub = server.stub();
+  v1::SubscribeRequest big;
+  for (int i = 0; i < 1000; ++i) {
+    big.mutable_filter()->add_company_numbers("SC000001");
+  }
+  EXPECT_LT(big.ByteSizeLong(),
+            static_cast<size_t>(server::kMaxReceiveMessageBytes / 10));
+  // 300 KB of padding in one company number: over the 256 KiB limit.
+  big.mutable_filter()->add_company_numbers(std::string(300'000, ' '));
+  grpc::ClientContext ctx;
+  auto reader = stub->Subscribe(&ctx, big);
+  v1::SubscribeResponse msg;
+  EXPECT_FALSE(reader->Read(&msg));
+  const grpc::Status s = reader->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << s.error_message();
+  EXPECT_EQ(server.service()->subscribers().size(), 0u);
+}
+
 TEST(ServerTest, ShutdownEndsStreamsWithUnavailable) {
   TestServer server;
   auto stub = server.stub();
