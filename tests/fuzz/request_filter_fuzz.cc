@@ -105,13 +105,13 @@ std::vector<uint64_t> Positions(const std::vector<storage::Event>& events) {
 
 void Check(const v1::EventFilter& proto_filter, bool has_start,
            const v1::StartPoint& start, bool allow_now) {
-  (void)FilterToString(proto_filter);
   absl::StatusOr<storage::Filter> filter = FromProto(proto_filter);
   if (!filter.ok()) {
     FUZZ_CHECK(filter.status().code() == absl::StatusCode::kInvalidArgument)
         << filter.status();
     return;
   }
+  (void)FilterToString(*filter);
   for (const std::string& n : filter->company_numbers) {
     absl::StatusOr<std::string> again = NormalizeCompanyNumber(n);
     FUZZ_CHECK(again.ok() && *again == n) << "'" << n << "' not normalised";
@@ -127,7 +127,7 @@ void Check(const v1::EventFilter& proto_filter, bool has_start,
   FUZZ_CHECK(page.ok()) << page.status();
   FUZZ_CHECK(Positions(page->events) == Positions(expected))
       << "ReadPage and Filter::Matches disagree for "
-      << FilterToString(proto_filter) << ": " << page->events.size() << " vs "
+      << FilterToString(*filter) << ": " << page->events.size() << " vs "
       << expected.size() << " events";
 
   absl::StatusOr<uint64_t> after =
