@@ -150,23 +150,30 @@ TEST(ChstreamdKillTest, RandomSigkillsLoseAndDuplicateNothing) {
 
   for (int k = 0; k < kills; ++k) {
     const int64_t committed_at_start = CommittedTimepoint(db);
+    const int64_t requests = sim->GetStats().Requests("/companies", 200);
     std::unique_ptr<ChildProcess> child = start();
+    // True once this child has asked the upstream for the stream.
+    auto connected = [&] {
+      return sim->WaitFor(
+          [&](const sim::Stats& s) {
+            return s.Requests("/companies", 200) > requests;
+          },
+          absl::Seconds(20));
+    };
     const int moment = std::uniform_int_distribution<int>(0, 9)(rng);
     std::string when;
     if (moment == 0) {
       when = "at once (during start-up)";
     } else if (moment == 1) {
       // As soon as it has asked the upstream for the stream.
-      const int64_t requests = sim->GetStats().Requests("/companies", 200);
-      ASSERT_TRUE(sim->WaitFor(
-          [&](const sim::Stats& s) {
-            return s.Requests("/companies", 200) > requests;
-          },
-          absl::Seconds(20)))
-          << LogTail(*child);
+      ASSERT_TRUE(connected()) << LogTail(*child);
       when = "right after connecting";
     } else {
       // After a random number of further events reached it (or all of them).
+      // EventsSent counts events sent again after each resume, so once it
+      // passes kTotal only the connection is waited for: without that wait
+      // every later kill would land during start-up and check no resume.
+      ASSERT_TRUE(connected()) << LogTail(*child);
       const int64_t target = std::min(
           kTotal, EventsSent(*sim) +
                       std::uniform_int_distribution<int64_t>(50, 600)(rng));
