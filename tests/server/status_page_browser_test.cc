@@ -18,7 +18,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -50,6 +49,19 @@ struct StreamRow {
   std::string next_retry;  // "in 3s", "now" or "–"
 };
 
+// The text after the first `prefix` in `s` up to the next `end`; false if
+// either is missing.
+bool After(const std::string& s, const std::string& prefix,
+           const std::string& end, std::string* out) {
+  const size_t start = s.find(prefix);
+  if (start == std::string::npos) return false;
+  const size_t from = start + prefix.size();
+  const size_t stop = s.find(end, from);
+  if (stop == std::string::npos) return false;
+  *out = s.substr(from, stop - from);
+  return true;
+}
+
 // Reads a stream's row out of Chromium's --dump-dom output. The page marks
 // it <tr data-stream="..."> with data-field cells (status_page.html).
 StreamRow ParseStreamRow(const std::string& dom, const std::string& stream) {
@@ -60,22 +72,19 @@ StreamRow ParseStreamRow(const std::string& dom, const std::string& stream) {
   const size_t end = dom.find("</tr>", start);
   if (end == std::string::npos) return row;
   const std::string tr = dom.substr(start, end - start);
-  std::smatch m;
-  if (std::regex_search(
-          tr, m,
-          std::regex(
-              R"re(data-field="state"><span class="badge [a-z]+">([a-z ]+)</span>)re"))) {
-    row.state = m[1];
+  // Plain finds, not std::regex: GCC 12's <regex> trips
+  // -Wmaybe-uninitialized under --config=asan.
+  std::string badge;  // `<class>">state`
+  if (After(tr, R"(data-field="state"><span class="badge )", "</span>",
+            &badge)) {
+    const size_t open_end = badge.find("\">");
+    if (open_end != std::string::npos) row.state = badge.substr(open_end + 2);
   }
-  if (std::regex_search(
-          tr, m,
-          std::regex(R"re(data-field="events" data-value="([0-9]+)")re"))) {
-    row.found = absl::SimpleAtoi(std::string(m[1]), &row.events);
+  std::string events;
+  if (After(tr, R"(data-field="events" data-value=")", "\"", &events)) {
+    row.found = absl::SimpleAtoi(events, &row.events);
   }
-  if (std::regex_search(tr, m,
-                        std::regex(R"re(<td class="error">([^<]*)</td>)re"))) {
-    row.last_error = m[1];
-  }
+  After(tr, R"(<td class="error">)", "<", &row.last_error);
   // The last cell.
   const size_t last = tr.rfind("<td");
   const size_t text = tr.find('>', last);
