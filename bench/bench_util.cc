@@ -38,7 +38,8 @@ std::string FindChstreamd(const std::string& flag, const char* argv0) {
   if (const char* dir = getenv("RUNFILES_DIR")) {
     candidates.push_back(absl::StrCat(dir, "/chstream/server/chstreamd"));
   }
-  candidates.push_back(absl::StrCat(argv0, ".runfiles/chstream/server/chstreamd"));
+  candidates.push_back(
+      absl::StrCat(argv0, ".runfiles/chstream/server/chstreamd"));
   candidates.push_back("server/chstreamd");
   candidates.push_back("bazel-bin/server/chstreamd");
   for (const std::string& c : candidates) {
@@ -93,7 +94,8 @@ double SelfCpuSeconds() {
 
 double Percentile(const std::vector<float>& sorted, double q) {
   if (sorted.empty()) return 0;
-  return sorted[static_cast<size_t>(q * static_cast<double>(sorted.size() - 1))];
+  return sorted[static_cast<size_t>(q *
+                                    static_cast<double>(sorted.size() - 1))];
 }
 
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address,
@@ -136,9 +138,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
     int status = 0;
     if (waitpid(pid, &status, WNOHANG) == pid) {
       daemon->pid_ = -1;
-      return absl::InternalError(
-          absl::StrCat("chstreamd exited early (status ", status,
-                       "); see ", log_path));
+      return absl::InternalError(absl::StrCat("chstreamd exited early (status ",
+                                              status, "); see ", log_path));
     }
     std::ifstream in(log_path);
     std::string line;
@@ -148,7 +149,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
       const size_t at = line.find(key);
       if (at == std::string::npos) continue;
       const size_t end = line.find('"', at + key.size());
-      daemon->grpc_address_ = line.substr(at + key.size(), end - at - key.size());
+      daemon->grpc_address_ =
+          line.substr(at + key.size(), end - at - key.size());
       return daemon;
     }
     absl::SleepFor(absl::Milliseconds(50));
@@ -173,6 +175,24 @@ int Daemon::Stop() {
   }
   pid_ = -1;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+void BenchSubscriber::RecordResponse(const v1::SubscribeResponse& response) {
+  switch (response.message_case()) {
+    case v1::SubscribeResponse::kEvent:
+      RecordEvent(response.event().position(),
+                  FromTimestamp(response.event().received_at().seconds(),
+                                response.event().received_at().nanos()));
+      break;
+    case v1::SubscribeResponse::kCaughtUp:
+      RecordCaughtUp();
+      break;
+    case v1::SubscribeResponse::kFellBehind:
+      RecordFellBehind();
+      break;
+    default:
+      break;
+  }
 }
 
 }  // namespace chstream::bench

@@ -5,6 +5,7 @@
 // channels that each get their own TCP connection, and percentiles.
 #pragma once
 
+#include <grpcpp/grpcpp.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -14,13 +15,12 @@
 #include <utility>
 #include <vector>
 
-#include <grpcpp/grpcpp.h>
-
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "chstream/v1/chstream.pb.h"
 
 namespace chstream::bench {
 
@@ -52,8 +52,9 @@ double Percentile(const std::vector<float>& sorted, double q);
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address,
                                            int index = 0);
 
-// What one Subscribe call of a benchmark saw (the reactors derive from it). Callbacks of one reactor are serialised by gRPC;
-// the driver reads the samples only after WaitDone().
+// What one Subscribe call of a benchmark saw (the reactors derive from it).
+// Callbacks of one reactor are serialised by gRPC; the driver reads the samples
+// only after WaitDone().
 class BenchSubscriber {
  public:
   // Latencies are kept for events received in [measure_from, measure_until).
@@ -91,6 +92,8 @@ class BenchSubscriber {
     }
   }
   void RecordCaughtUp() { caught_up_.store(true, std::memory_order_release); }
+  // Records an event, caught_up or fell_behind; ignores the rest.
+  void RecordResponse(const v1::SubscribeResponse& response);
   void RecordFellBehind() { ++fell_behind_; }
   void RecordDone(const grpc::Status& status) {
     absl::MutexLock lock(&mu_);

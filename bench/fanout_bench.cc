@@ -135,21 +135,7 @@ class ParsedSubscriber final
 
   void OnReadDone(bool ok) override {
     if (!ok) return;  // OnDone follows
-    switch (response_.message_case()) {
-      case v1::SubscribeResponse::kEvent:
-        RecordEvent(response_.event().position(),
-                    FromTimestamp(response_.event().received_at().seconds(),
-                                  response_.event().received_at().nanos()));
-        break;
-      case v1::SubscribeResponse::kCaughtUp:
-        RecordCaughtUp();
-        break;
-      case v1::SubscribeResponse::kFellBehind:
-        RecordFellBehind();
-        break;
-      default:
-        break;
-    }
+    RecordResponse(response_);
     StartRead(&response_);
   }
   void OnDone(const grpc::Status& status) override { RecordDone(status); }

@@ -101,22 +101,8 @@ class Subscriber final : public BenchSubscriber,
 
   void OnReadDone(bool ok) override {
     if (!ok) return;  // OnDone follows
-    switch (response_.message_case()) {
-      case v1::SubscribeResponse::kEvent:
-        RecordEvent(response_.event().position(),
-                    FromTimestamp(response_.event().received_at().seconds(),
-                                  response_.event().received_at().nanos()));
-        break;
-      case v1::SubscribeResponse::kCaughtUp:
-        RecordCaughtUp();
-        break;
-      case v1::SubscribeResponse::kFellBehind:
-        RecordFellBehind();
-        fell_behind_at_.push_back(absl::Now());
-        break;
-      default:
-        break;
-    }
+    RecordResponse(response_);
+    if (response_.has_fell_behind()) fell_behind_at_.push_back(absl::Now());
     if (!frozen_) StartRead(&response_);
   }
   void OnDone(const grpc::Status& status) override {

@@ -113,25 +113,13 @@ class Subscriber final : public BenchSubscriber,
 
   void OnReadDone(bool ok) override {
     if (!ok) return;  // OnDone follows
-    switch (response_.message_case()) {
-      case v1::SubscribeResponse::kEvent: {
-        const v1::Event& e = response_.event();
-        if (!Matches(e)) ++mismatched_;
-        numbers_.insert(e.company_number());
-        kinds_.insert(e.resource_kind());
-        RecordEvent(e.position(), FromTimestamp(e.received_at().seconds(),
-                                                e.received_at().nanos()));
-        break;
-      }
-      case v1::SubscribeResponse::kCaughtUp:
-        RecordCaughtUp();
-        break;
-      case v1::SubscribeResponse::kFellBehind:
-        RecordFellBehind();
-        break;
-      default:
-        break;
+    if (response_.has_event()) {
+      const v1::Event& e = response_.event();
+      if (!Matches(e)) ++mismatched_;
+      numbers_.insert(e.company_number());
+      kinds_.insert(e.resource_kind());
     }
+    RecordResponse(response_);
     StartRead(&response_);
   }
 
