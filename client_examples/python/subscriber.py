@@ -59,7 +59,8 @@ def _stub_directories():
     if os.environ.get("CHSTREAM_STUBS"):
         yield os.environ["CHSTREAM_STUBS"]
     yield os.path.dirname(os.path.abspath(__file__))
-    for runfiles in (os.environ.get("RUNFILES_DIR"), os.environ.get("TEST_SRCDIR"),
+    for runfiles in (os.environ.get("RUNFILES_DIR"),
+                     os.environ.get("TEST_SRCDIR"),
                      os.path.abspath(sys.argv[0]) + ".runfiles"):
         if runfiles:
             yield os.path.join(runfiles, _WORKSPACE, _PACKAGE_DIR)
@@ -193,9 +194,10 @@ _TYPE_NAMES = {
 
 def format_line(event) -> str:
     """The output line for `event` (no newline), as the C++ example's."""
-    published = (datetime.datetime.fromtimestamp(
-        event.published_at.seconds, datetime.timezone.utc).strftime(
-            "%Y-%m-%dT%H:%M:%S") + ".%06dZ" % (event.published_at.nanos // 1000))
+    at = event.published_at
+    published = datetime.datetime.fromtimestamp(
+        at.seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    published += ".%06dZ" % (at.nanos // 1000)
     return json.dumps(
         {
             "position": event.position,
@@ -267,7 +269,8 @@ class EventLog:
         return 0
 
     def append(self, event) -> None:
-        if self.last_position is not None and event.position <= self.last_position:
+        last = self.last_position
+        if last is not None and event.position <= last:
             raise StateFileError(
                 f"position {event.position} is not after {self.last_position}, "
                 f"the last one in {self.path}")
@@ -293,7 +296,8 @@ class Backoff:
 
     def __init__(self, initial: float, maximum: float,
                  uniform01: Callable[[], float] = random.random):
-        self.initial, self.maximum, self._uniform01 = initial, maximum, uniform01
+        self.initial, self.maximum = initial, maximum
+        self._uniform01 = uniform01
         self.attempts = 0
 
     def next_cap(self) -> float:
@@ -400,7 +404,8 @@ class ResumeLoop:
         self._clock = clock
         self._backoff = Backoff(options.initial_backoff, options.max_backoff,
                                 uniform01)
-        self._stall_timeout = options.heartbeat_seconds * options.stall_heartbeats
+        self._stall_timeout = (options.heartbeat_seconds *
+                               options.stall_heartbeats)
         # run()'s thread only.
         self._last = options.after_position  # processed or skipped past
         self.store_id = options.expected_store_id  # what _last belongs to
@@ -515,8 +520,8 @@ class ResumeLoop:
                     self._last_activity = now
                 received_any = True
                 self._handle(msg)
-                if (self._dirty and
-                        now - self._last_checkpoint_at >= self._o.checkpoint_interval):
+                since = now - self._last_checkpoint_at
+                if self._dirty and since >= self._o.checkpoint_interval:
                     self._checkpoint()
             code, details = call.code(), call.details() or "stream ended"
         except grpc.RpcError as e:
@@ -537,7 +542,8 @@ class ResumeLoop:
         if kind == "event":
             self._handle_event(msg.event)
         elif kind == "caught_up":
-            log("info", "caught up; live from here", position=msg.caught_up.position)
+            log("info", "caught up; live from here",
+                position=msg.caught_up.position)
             self._advance_to(msg.caught_up.position)
             # Always saved: a start=now subscriber has no other record of
             # where it started.
@@ -605,7 +611,8 @@ class ResumeLoop:
                 if call is not None and self._stopping.is_set():
                     call.cancel()
                 elif (call is not None and not self._stalled and
-                      self._clock() - self._last_activity >= self._stall_timeout):
+                      self._clock() - self._last_activity >=
+                      self._stall_timeout):
                     self._stalled = True
                     self.stats.stalls += 1
                     call.cancel()
@@ -652,7 +659,8 @@ def _int_in(lo: int, hi: int):
         except ValueError:
             v = None
         if v is None or not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"expected an integer from {lo} to {hi}")
+            raise argparse.ArgumentTypeError(
+                f"expected an integer from {lo} to {hi}")
         return v
     return parse
 
@@ -674,7 +682,8 @@ def parse_flags(argv):
                    "(default %(default)s)")
     p.add_argument("--streams", type=_list, default=(),
                    help="only these streams, comma list (default all)")
-    p.add_argument("--company", type=lambda v: tuple(c.upper() for c in _list(v)),
+    p.add_argument("--company",
+                   type=lambda v: tuple(c.upper() for c in _list(v)),
                    default=(), help="only these company numbers, comma list")
     p.add_argument("--heartbeat_seconds", type=_int_in(1, 3600), default=10,
                    help="asked of the server; silence for 3 x this forces a "
@@ -682,7 +691,8 @@ def parse_flags(argv):
     p.add_argument("--output", default="",
                    help="append one JSON line per event here; its last line "
                    "also moves the cursor (default: stdout, at-least-once)")
-    p.add_argument("--checkpoint_events", type=_int_in(1, 1_000_000), default=100,
+    p.add_argument("--checkpoint_events", type=_int_in(1, 1_000_000),
+                   default=100,
                    help="save the state every N events (default %(default)s)")
     p.add_argument("--checkpoint_interval_ms", type=_int_in(1, 3_600_000),
                    default=1000, help="... or every N ms while events flow "
@@ -745,7 +755,8 @@ def main(argv) -> int:
             signal=signal.sigwait(_STOP_SIGNALS))
         loop.stop()
 
-    threading.Thread(target=wait_for_signal, name="signals", daemon=True).start()
+    threading.Thread(target=wait_for_signal, name="signals",
+                     daemon=True).start()
     try:
         loop.run()
     except FatalError as e:

@@ -59,7 +59,8 @@ class ScriptedServer(chstream_pb2_grpc.CompanyStreamServicer):
         self.requests = []
         self.cancelled = threading.Event()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        chstream_pb2_grpc.add_CompanyStreamServicer_to_server(self, self._server)
+        chstream_pb2_grpc.add_CompanyStreamServicer_to_server(
+            self, self._server)
         self.port = self._server.add_insecure_port("127.0.0.1:0")
         self._server.start()
 
@@ -256,7 +257,8 @@ class BackoffTest(unittest.TestCase):
                          [0.5, 1, 2, 4, 8, 16, 30, 30, 30])
         b.reset()
         self.assertEqual(b.next(), 0.5)
-        self.assertEqual(subscriber.Backoff(0.5, 30, lambda: 0.25).next(), 0.125)
+        self.assertEqual(
+            subscriber.Backoff(0.5, 30, lambda: 0.25).next(), 0.125)
         self.assertEqual(subscriber.Backoff(0.5, 30, lambda: 7).next(), 0.5)
         self.assertEqual(subscriber.Backoff(0.5, 30, lambda: -1).next(), 0)
         many = subscriber.Backoff(0.5, 30, lambda: 1.0)

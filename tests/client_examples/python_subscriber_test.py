@@ -113,8 +113,9 @@ class Server(Child):
              "--metrics_address=127.0.0.1:0", "--streams=all",
              "--simulator_rate=50", *extra],
             f"{TMP}/chstreamd-{run}.log")
-        wait_until(lambda: self.logged("chstreamd serving") or not self.running(),
-                   "chstreamd to serve", on_timeout=self.output)
+        wait_until(
+            lambda: self.logged("chstreamd serving") or not self.running(),
+            "chstreamd to serve", on_timeout=self.output)
         self.assert_running()
         serving = self.logged("chstreamd serving")[0]
         self.address = serving["grpc_address"]
