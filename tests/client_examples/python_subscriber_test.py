@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -62,11 +63,12 @@ class Child:
 
     def __init__(self, argv, log_path):
         self.log_path = log_path
+        cwd = os.path.dirname(log_path)
         env = {"PATH": "/usr/bin:/bin", "TZ": "UTC"}  # no key: the simulator
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log,
                                          stderr=subprocess.STDOUT, env=env,
-                                         cwd=TMP)
+                                         cwd=cwd)
 
     def output(self):
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
@@ -104,15 +106,15 @@ class Child:
 
 
 class Server(Child):
-    """chstreamd on TEST_TMPDIR/chstream.db, following the simulator."""
+    """chstreamd on <dir>/chstream.db, following the simulator."""
 
-    def __init__(self, run, port=0, extra=()):
+    def __init__(self, directory, run, port=0, extra=()):
         super().__init__(
-            [CHSTREAMD, f"--db_path={TMP}/chstream.db",
+            [CHSTREAMD, f"--db_path={directory}/chstream.db",
              f"--grpc_address=127.0.0.1:{port}",
              "--metrics_address=127.0.0.1:0", "--streams=all",
              "--simulator_rate=50", *extra],
-            f"{TMP}/chstreamd-{run}.log")
+            f"{directory}/chstreamd-{run}.log")
         wait_until(
             lambda: self.logged("chstreamd serving") or not self.running(),
             "chstreamd to serve", on_timeout=self.output)
@@ -130,8 +132,9 @@ class Server(Child):
 class PythonSubscriberTest(unittest.TestCase):
 
     def setUp(self):
-        self.output = f"{TMP}/events.jsonl"
-        self.state = f"{TMP}/chstream.position"
+        self.dir = tempfile.mkdtemp(dir=TMP)
+        self.output = f"{self.dir}/events.jsonl"
+        self.state = f"{self.dir}/chstream.position"
         self.children = []
         self.runs = 0
 
@@ -141,19 +144,19 @@ class PythonSubscriberTest(unittest.TestCase):
 
     def start_server(self, port=0, extra=()):
         self.runs += 1
-        server = Server(self.runs, port, extra)
+        server = Server(self.dir, self.runs, port, extra)
         self.children.append(server)
         return server
 
-    def start_subscriber(self, start="now"):
+    def start_subscriber(self, start="now", extra=()):
         self.runs += 1
         child = Child(
             [PYTHON, SUBSCRIBER, f"--address=127.0.0.1:{self.port}",
              f"--position_file={self.state}", f"--output={self.output}",
              f"--start={start}", "--heartbeat_seconds=1",
              "--checkpoint_events=25", "--checkpoint_interval_ms=200",
-             "--log_level=debug"],
-            f"{TMP}/subscriber-{self.runs}.log")
+             "--log_level=debug", *extra],
+            f"{self.dir}/subscriber-{self.runs}.log")
         self.children.append(child)
         return child
 
@@ -298,6 +301,38 @@ class PythonSubscriberTest(unittest.TestCase):
         with open(self.state, "rb") as f:
             self.assertEqual(f.read(), state_before)
         self.assertEqual(os.path.getsize(self.output), output_size)
+
+    def test_filtered_subscriber_saves_the_cursor_without_events(self):
+        # A company that never appears: no event matches, yet caught_up and
+        # heartbeats move the saved position along the log, so a restart
+        # resumes there instead of scanning again or starting from "now".
+        server = self.start_server()
+        self.port = server.port
+        sub = self.start_subscriber(start="now", extra=["--company=zz999999"])
+        wait_until(lambda: os.path.exists(self.state),
+                   "caught_up to be saved", on_timeout=lambda: tail(
+                       sub.log_path))
+        with grpc.insecure_channel(server.address) as channel:
+            stub = chstream_pb2_grpc.CompanyStreamStub(channel)
+            head = stub.GetStatus(chstream_pb2.GetStatusRequest(),
+                                  timeout=DEADLINE).store.head_position
+        first, store_id = self.read_state()
+        self.assertEqual(store_id, server.store_id)
+        wait_until(lambda: self.read_state()[0] > max(first, head),
+                   "heartbeats to move the saved position past the head",
+                   on_timeout=lambda: tail(sub.log_path))
+        self.assertEqual(sub.signal_and_wait(signal.SIGKILL), 128 + 9)
+        saved, _ = self.read_state()
+        sub = self.start_subscriber(start="beginning",
+                                    extra=["--company=ZZ999999"])
+        wait_until(lambda: sub.logged("subscribing"), "a subscribe",
+                   on_timeout=lambda: tail(sub.log_path))
+        self.assertEqual(sub.logged("subscribing")[0].get("after_position"),
+                         saved)
+        self.assertEqual(sub.signal_and_wait(signal.SIGTERM), 0,
+                         tail(sub.log_path))
+        self.assertEqual(os.path.getsize(self.output), 0)
+        self.assertEqual(self.read_state()[1], server.store_id)
 
 
 if __name__ == "__main__":
