@@ -392,8 +392,9 @@ class ResumeLoop:
     """Follows Subscribe until stop() or a fatal error; see the file comment.
 
     run() is called once, from one thread. stop() may be called from any
-    thread or a signal handler: it only sets an Event, and the watchdog
-    thread cancels the call in flight.
+    other thread (not from a Python signal handler: that runs on the main
+    thread, maybe inside a lock; main() takes signals on a sigwait thread).
+    It only sets an Event; the watchdog thread cancels the call in flight.
     """
 
     def __init__(self, options: LoopOptions, processor: Processor,
