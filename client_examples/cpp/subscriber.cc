@@ -190,7 +190,8 @@ int Run(int argc, char** argv) {
       log::Error(
           "the server's store was replaced since the position file was "
           "written: positions may now mean other events. Choose where to "
-          "start again: remove the position file and run with "
+          "start again: remove the position file (and the --output file, "
+          "whose last line is also a resume point) and run with "
           "--start=beginning (or --start=now)",
           {{"position_file", flags.position_file}});
     }
