@@ -23,10 +23,18 @@ int LeaderElection::backend_pid() const {
   return conn_ != nullptr && conn_->ok() ? conn_->backend_pid() : 0;
 }
 
-void LeaderElection::StepDown(const absl::Status& why) {
+void LeaderElection::ReleaseLock() {
   // Closing the session releases the advisory lock, if the server still
-  // holds it for us.
+  // holds it for us, but the server notices the close asynchronously:
+  // unlock first (best effort) so that a follower can take over at once.
+  if (conn_ != nullptr && conn_->ok()) {
+    conn_->Exec("SELECT pg_advisory_unlock_all()").IgnoreError();
+  }
   conn_.reset();
+}
+
+void LeaderElection::StepDown(const absl::Status& why) {
+  ReleaseLock();
   bool was_leader;
   {
     absl::MutexLock lock(&mu_);
@@ -40,13 +48,27 @@ void LeaderElection::StepDown(const absl::Status& why) {
 }
 
 absl::Status LeaderElection::Poll() {
-  absl::Status status = PollLocked();
+  absl::Status status = PollOnce();
   absl::MutexLock lock(&mu_);
   state_.last_error = status;
   return status;
 }
 
-absl::Status LeaderElection::PollLocked() {
+void LeaderElection::RequestStepDown(const absl::Status& why) {
+  absl::MutexLock lock(&mu_);
+  if (state_.leader) step_down_ = why.ok() ? absl::AbortedError("asked") : why;
+}
+
+absl::Status LeaderElection::PollOnce() {
+  absl::Status requested;
+  {
+    absl::MutexLock lock(&mu_);
+    requested = std::exchange(step_down_, absl::OkStatus());
+  }
+  if (!requested.ok()) {
+    StepDown(requested);
+    return requested;
+  }
   if (conn_ != nullptr && !conn_->ok()) {
     StepDown(absl::UnavailableError("leader election connection lost"));
   }
@@ -114,9 +136,8 @@ absl::Status LeaderElection::PollLocked() {
       {options_.replica_id});
   if (!took.ok() || PQntuples(took->get()) != 1 ||
       !absl::SimpleAtoi(PQgetvalue(took->get(), 0, 0), &epoch)) {
-    // Drop the lock with the session: leading without an epoch would be
-    // unfenced.
-    conn_.reset();
+    // Drop the lock: leading without an epoch would be unfenced.
+    ReleaseLock();
     return took.ok() ? absl::InternalError("takeover UPDATE returned no epoch")
                      : took.status();
   }
@@ -147,10 +168,11 @@ void LeaderElection::Start() {
       }
       last = status;
       absl::MutexLock lock(&mu_);
-      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_),
-                               options_.poll_interval)) {
-        return;
-      }
+      const auto wake = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !step_down_.ok();
+      };
+      mu_.AwaitWithTimeout(absl::Condition(&wake), options_.poll_interval);
+      if (stopping_) return;
     }
   });
 }
@@ -161,7 +183,7 @@ void LeaderElection::Stop() {
     stopping_ = true;
   }
   if (thread_.joinable()) thread_.join();
-  conn_.reset();
+  ReleaseLock();
   absl::MutexLock lock(&mu_);
   state_.leader = false;
 }

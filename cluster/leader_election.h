@@ -85,6 +85,14 @@ class LeaderElection {
   // (follower). Returns the round's error (the next round retries).
   absl::Status Poll();
 
+  // Asks the leader to step down at the next poll (at once when the
+  // election thread runs): on_lost(why) is called and the lock released.
+  // For a commit refused by the fence ("fenced: ..."), reported by the
+  // writer's thread: a leader that was paused past a takeover must stop
+  // ingesting even before its own heartbeat notices. No effect when not
+  // leading. Any thread.
+  void RequestStepDown(const absl::Status& why);
+
   // Polls every poll_interval on a thread of its own until Stop().
   void Start();
   // Ends the thread and closes the connection, which releases the lock.
@@ -98,8 +106,9 @@ class LeaderElection {
   int backend_pid() const;
 
  private:
+  void ReleaseLock();
   void StepDown(const absl::Status& why);
-  absl::Status PollLocked();
+  absl::Status PollOnce();
 
   const Options options_;
   const Callbacks callbacks_;
@@ -108,6 +117,8 @@ class LeaderElection {
   mutable absl::Mutex mu_;
   State state_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Set by RequestStepDown, consumed by the next poll.
+  absl::Status step_down_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
 

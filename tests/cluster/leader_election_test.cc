@@ -183,6 +183,51 @@ TEST_F(LeaderElectionTest, StaleEpochIsFencedAndAFencedLeaderStepsDown) {
   EXPECT_EQ(commit_with(2), 0);
 }
 
+TEST_F(LeaderElectionTest, RequestedStepDownReleasesTheLock) {
+  Events ea, eb;
+  auto a = Elector("a", &ea);
+  auto b = Elector("b", &eb);
+  ASSERT_THAT(a->Poll(), IsOk());
+  ASSERT_THAT(b->Poll(), IsOk());
+  // Not leading: nothing happens.
+  b->RequestStepDown(absl::FailedPreconditionError("fenced: no"));
+  EXPECT_THAT(b->Poll(), IsOk());
+  EXPECT_TRUE(eb.Lost().empty());
+
+  // The writer's commit was refused by the fence.
+  a->RequestStepDown(absl::FailedPreconditionError("fenced: commit refused"));
+  EXPECT_THAT(a->Poll(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                  HasSubstr("commit refused")));
+  EXPECT_FALSE(a->state().leader);
+  ASSERT_EQ(ea.Lost().size(), 1u);
+  EXPECT_THAT(ea.Lost()[0].message(), HasSubstr("commit refused"));
+  ASSERT_THAT(b->Poll(), IsOk());
+  EXPECT_TRUE(b->state().leader);
+  EXPECT_EQ(eb.Elected(), std::vector<int64_t>{2});
+  // a competes again as a follower.
+  ASSERT_THAT(a->Poll(), IsOk());
+  EXPECT_FALSE(a->state().leader);
+  EXPECT_EQ(a->state().leader_id, "b");
+}
+
+TEST_F(LeaderElectionTest, ElectorThreadStepsDownAtOnceWhenAsked) {
+  Events ea, eb;
+  // Polls every hour: only RequestStepDown can make it act in time.
+  auto a = Elector("a", &ea, absl::Hours(1));
+  a->Start();
+  ASSERT_TRUE(WaitUntil([&] { return a->state().leader; }, absl::Seconds(30)));
+  a->RequestStepDown(absl::FailedPreconditionError("fenced: commit refused"));
+  ASSERT_TRUE(WaitUntil([&] { return !ea.Lost().empty(); }, absl::Seconds(30)));
+  auto b = Elector("b", &eb);
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        EXPECT_THAT(b->Poll(), IsOk());
+        return b->state().leader;
+      },
+      absl::Seconds(30)));
+  a->Stop();
+}
+
 TEST_F(LeaderElectionTest, ElectorThreadsFailOverAcrossAServerRestart) {
   Events ea, eb;
   auto a = Elector("a", &ea, absl::Milliseconds(20));
@@ -206,9 +251,12 @@ TEST_F(LeaderElectionTest, ElectorThreadsFailOverAcrossAServerRestart) {
       absl::Seconds(60)));
   EXPECT_EQ(first_events.Lost().size(), 1u);
   EXPECT_EQ(ea.Elected().size() + eb.Elected().size(), 2u);
-  a->Stop();
-  b->Stop();
-  EXPECT_FALSE(a->state().leader);
+  // The follower first, so that it cannot take over from the leader's Stop.
+  LeaderElection* leader = a->state().leader ? a.get() : b.get();
+  LeaderElection* follower = leader == a.get() ? b.get() : a.get();
+  follower->Stop();
+  leader->Stop();
+  EXPECT_FALSE(leader->state().leader);
   // Stopping released the lock: a new elector takes it at once.
   Events ec;
   auto c = Elector("c", &ec);
