@@ -127,6 +127,7 @@ absl::Status CompanyStreamService::FillStatus(v1::GetStatusResponse* out) {
     health = health_filler_;
   }
   if (health) health(out->mutable_health());
+  if (options_.replica) options_.replica(out->mutable_replica());
   return absl::OkStatus();
 }
 

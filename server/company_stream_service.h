@@ -51,6 +51,8 @@ struct ServiceOptions {
   // else one of `read_threads` threads owned by the service.
   Executor* read_executor = nullptr;
   int read_threads = 2;
+  // Fills GetStatus.replica (server/replica_state.h); unset: left empty.
+  std::function<void(v1::ReplicaStatus*)> replica;
   // Tests only (StreamContext::before_start_write).
   std::function<void()> before_start_write;
 };

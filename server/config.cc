@@ -278,6 +278,10 @@ const std::vector<Setting>& Settings() {
        "Serve gRPC on a non-loopback --grpc_address without TLS or tokens "
        "(refused otherwise).",
        Bool(&Config::allow_insecure_remote)},
+      {"replica_id", "hostname:gRPC port",
+       "This replica's name in GetStatus (replica.id) and, with PostgreSQL, "
+       "in the cluster table when it leads; unique per replica.",
+       String(&Config::replica_id)},
       {"metrics_address", "127.0.0.1:9464",
        "Address of the operations HTTP listener: / (status page), "
        "/status.json, /history.json, /metrics (Prometheus), /healthz, "

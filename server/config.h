@@ -81,6 +81,9 @@ struct Config {
   int max_reconnects_per_hour = 30;
   std::string alert_webhook_url;  // empty = log alerts only
   // Operations.
+  // This replica's name in GetStatus and the cluster table ("" =
+  // hostname:gRPC port).
+  std::string replica_id;
   std::string metrics_address = "127.0.0.1:9464";
   std::string log_level = "info";
   std::string env_file;  // the .env file that was read ("" if none)

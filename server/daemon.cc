@@ -206,9 +206,11 @@ absl::Status Daemon::StartParts(int* exit_code) {
   auto snapshots = [this] { return StreamSnapshots(); };
   hub_ = std::make_unique<SubscriptionHub>();
   executor_ = std::make_unique<Executor>(2);
+  ServiceOptions service_options = ServiceOptionsFrom(config, started_at);
+  service_options.replica = [this](v1::ReplicaStatus* r) { replica_.Fill(r); };
   service_ = std::make_unique<CompanyStreamService>(
       store_.get(), hub_.get(), executor_.get(), snapshots, clock_,
-      ServiceOptionsFrom(config, started_at));
+      std::move(service_options));
 
   // The single writer: commits, then publishes to subscribers.
   writer_ = std::make_unique<storage::EventWriter>(
@@ -233,6 +235,7 @@ absl::Status Daemon::StartParts(int* exit_code) {
   sources.subscribers = [this] { return service_->subscribers().Snapshot(); };
   sources.replay_pages = [this] { return service_->pages_read(); };
   RegisterChstreamMetrics(*metrics_, sources);
+  replica_.RegisterMetrics(*metrics_);
   HttpListener::Options http_options;
   http_options.address = config.metrics_address;
   // The status page (server/status_page.h): GET /, /status.json,
@@ -279,6 +282,8 @@ absl::Status Daemon::StartParts(int* exit_code) {
                                      grpc.status().message()));
   }
   grpc_ = *std::move(grpc);
+  replica_.SetId(config.replica_id.empty() ? DefaultReplicaId(grpc_->port())
+                                           : config.replica_id);
 
   // Ingestion.
   sink_ = std::make_unique<ingest::WriterSink>(writer_.get());
@@ -332,6 +337,7 @@ absl::Status Daemon::StartParts(int* exit_code) {
               absl::StrCat(Host(config.metrics_address), ":", http_->port())},
              {"db_path", store_->location()},
              {"store_id", store_->store_id()},
+             {"replica_id", replica_.id()},
              {"streams", absl::StrJoin(config.streams, ",")},
              {"upstream", config.UseSimulator()
                               ? std::string("simulator")

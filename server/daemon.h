@@ -49,6 +49,7 @@
 #include "server/health_monitor.h"
 #include "server/http_listener.h"
 #include "server/metrics.h"
+#include "server/replica_state.h"
 #include "server/status_page.h"
 #include "server/subscription_hub.h"
 #include "storage/event_writer.h"
@@ -114,6 +115,8 @@ class Daemon {
   Clock* const clock_;
   bool started_ = false;  // every part started
   bool stopped_ = false;
+  // GetStatus.replica and its metrics ("standalone" with SQLite).
+  ReplicaState replica_;
 
   // In start order; Stop() ends and destroys them in reverse.
   std::unique_ptr<storage::EventStore> store_;

@@ -6,7 +6,6 @@
 #include <netinet/in.h>
 #include <postgresql/libpq-fe.h>
 #include <pwd.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
@@ -76,37 +75,35 @@ enum class Drop {
   kSetuid,     // a real setuid to `uid` (no user namespaces available)
 };
 
-// In the child: a new user namespace that maps `inner_uid`/`inner_gid` to
-// our own (root) ids outside. The process keeps root's access to files
-// outside (so the directory needs no chown and any path works), but inside
-// geteuid() is `inner_uid`, a user that exists in /etc/passwd (initdb looks
-// its name up). This works inside Bazel's linux-sandbox too, whose own user
-// namespace maps only uid 0, so a real setuid fails there with EINVAL.
-// Only async-signal-safe calls: it runs between fork and exec.
-bool EnterUserNamespace(const char* uid_map, const char* gid_map) {
-  if (::unshare(CLONE_NEWUSER) != 0) return false;
-  const auto write_file = [](const char* path, const char* text) {
-    const int fd = ::open(path, O_WRONLY);
-    if (fd < 0) return false;
-    const ssize_t n = ::write(fd, text, std::strlen(text));
-    ::close(fd);
-    return n == static_cast<ssize_t>(std::strlen(text));
-  };
-  return write_file("/proc/self/setgroups", "deny") &&
-         write_file("/proc/self/uid_map", uid_map) &&
-         write_file("/proc/self/gid_map", gid_map);
+// The kNamespace prefix: util-linux's unshare (Essential in Debian) enters a
+// new user namespace that maps `uid`/`gid` to our own (root) ids outside,
+// then execs the command in the same process. The process keeps root's
+// access to files outside (so the directory needs no chown and any path
+// works), but inside geteuid() is `uid`, a user that exists in /etc/passwd
+// (initdb looks its name up). This works inside Bazel's linux-sandbox too,
+// whose own user namespace maps only uid 0, so a real setuid fails there
+// with EINVAL. A separate binary rather than unshare(2) in the forked
+// child: unshare(CLONE_NEWUSER) fails in a multi-threaded process, and
+// under ThreadSanitizer the forked child is one (its runtime thread).
+constexpr char kUnshare[] = "/usr/bin/unshare";
+
+std::vector<std::string> UnsharePrefix(uid_t uid, gid_t gid) {
+  return {kUnshare, "--user", absl::StrCat("--map-user=", uid),
+          absl::StrCat("--map-group=", gid), "--"};
 }
 
-// Whether a child can enter a user namespace here (probed once, in a child,
-// so that this process stays where it is).
-bool UserNamespacesWork() {
-  const pid_t pid = ::fork();
-  if (pid < 0) return false;
-  if (pid == 0) {
-    ::_exit(EnterUserNamespace("101 0 1", "104 0 1") ? 0 : 1);
-  }
+absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args,
+                            const std::string& dir, const std::string& log_path,
+                            Drop drop, uid_t uid, gid_t gid, bool server);
+
+// Whether a child can enter a user namespace here (probed once).
+bool UserNamespacesWork(uid_t uid, gid_t gid) {
+  if (::access(kUnshare, X_OK) != 0) return false;
+  absl::StatusOr<pid_t> pid =
+      Spawn({"/bin/true"}, "/", "/dev/null", Drop::kNamespace, uid, gid, false);
+  if (!pid.ok()) return false;
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  while (::waitpid(*pid, &status, 0) < 0 && errno == EINTR) {
   }
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
@@ -119,7 +116,9 @@ bool UserNamespacesWork() {
 absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args,
                             const std::string& dir, const std::string& log_path,
                             Drop drop, uid_t uid, gid_t gid, bool server) {
-  std::vector<std::string> arg_storage = args;
+  std::vector<std::string> arg_storage;
+  if (drop == Drop::kNamespace) arg_storage = UnsharePrefix(uid, gid);
+  arg_storage.insert(arg_storage.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (std::string& a : arg_storage) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -128,8 +127,6 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args,
   std::vector<char*> envp;
   for (std::string& e : env_storage) envp.push_back(e.data());
   envp.push_back(nullptr);
-  const std::string uid_map = absl::StrCat(uid, " ", ::getuid(), " 1");
-  const std::string gid_map = absl::StrCat(gid, " ", ::getgid(), " 1");
   const pid_t parent = ::getpid();
 
   const pid_t pid = ::fork();
@@ -152,9 +149,7 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args,
     }
     if (server) ::setpgid(0, 0);
     bool dropped = true;
-    if (drop == Drop::kNamespace) {
-      dropped = EnterUserNamespace(uid_map.c_str(), gid_map.c_str());
-    } else if (drop == Drop::kSetuid) {
+    if (drop == Drop::kSetuid) {
       dropped = ::setgroups(0, nullptr) == 0 && ::setgid(gid) == 0 &&
                 ::setuid(uid) == 0;
     }
@@ -163,7 +158,8 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args,
       (void)!::write(STDERR_FILENO, kMessage, sizeof(kMessage) - 1);
       ::_exit(125);
     }
-    // After the credential change, which may clear the parent-death signal.
+    // After a credential change, which clears the parent-death signal
+    // (unshare's does not: the kernel ids stay the same).
     if (server) {
       ::prctl(PR_SET_PDEATHSIG, SIGQUIT);
       if (::getppid() != parent) ::_exit(124);
@@ -282,7 +278,7 @@ absl::StatusOr<std::unique_ptr<PostgresServer>> PostgresServer::Start(
     }
     uid = user->pw_uid;
     gid = user->pw_gid;
-    drop = UserNamespacesWork() ? Drop::kNamespace : Drop::kSetuid;
+    drop = UserNamespacesWork(uid, gid) ? Drop::kNamespace : Drop::kSetuid;
   }
   char tmpl[] = "/tmp/chstream-pg-XXXXXX";
   if (::mkdtemp(tmpl) == nullptr) return absl::InternalError(Errno("mkdtemp"));

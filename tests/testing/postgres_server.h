@@ -17,8 +17,9 @@
 // Or one server per test binary: SharedPostgresServer().
 //
 // Running as root (the project's CI and Bazel do): initdb and postgres refuse
-// to run as root, so the child processes enter a user namespace in which they
-// are the `postgres` user (created by Debian's postgresql-common; `nobody`
+// to run as root, so the children run through `unshare --user
+// --map-user=<postgres uid>`: in a user namespace in which they are the
+// `postgres` user (created by Debian's postgresql-common; `nobody`
 // otherwise) while keeping root's file access outside. Bazel's linux-sandbox
 // maps only uid 0 in its own user namespace, so a real setuid() fails there;
 // it is the fallback where user namespaces are unavailable.

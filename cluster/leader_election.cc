@@ -1,0 +1,191 @@
+#include "cluster/leader_election.h"
+
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "base/log.h"
+#include "base/thread_name.h"
+
+namespace chstream::cluster {
+
+LeaderElection::LeaderElection(Options options, Callbacks callbacks)
+    : options_(std::move(options)), callbacks_(std::move(callbacks)) {}
+
+LeaderElection::~LeaderElection() { Stop(); }
+
+LeaderElection::State LeaderElection::state() const {
+  absl::MutexLock lock(&mu_);
+  return state_;
+}
+
+int LeaderElection::backend_pid() const {
+  return conn_ != nullptr && conn_->ok() ? conn_->backend_pid() : 0;
+}
+
+void LeaderElection::ReleaseLock() {
+  // Closing the session releases the advisory lock, if the server still
+  // holds it for us, but the server notices the close asynchronously:
+  // unlock first (best effort) so that a follower can take over at once.
+  if (conn_ != nullptr && conn_->ok()) {
+    conn_->Exec("SELECT pg_advisory_unlock_all()").IgnoreError();
+  }
+  conn_.reset();
+}
+
+void LeaderElection::StepDown(const absl::Status& why) {
+  ReleaseLock();
+  bool was_leader;
+  {
+    absl::MutexLock lock(&mu_);
+    was_leader = state_.leader;
+    state_.leader = false;
+  }
+  if (was_leader) {
+    log::Warning("no longer the ingest leader", {{"reason", why}});
+    if (callbacks_.on_lost) callbacks_.on_lost(why);
+  }
+}
+
+absl::Status LeaderElection::Poll() {
+  absl::Status status = PollOnce();
+  absl::MutexLock lock(&mu_);
+  state_.last_error = status;
+  return status;
+}
+
+void LeaderElection::RequestStepDown(const absl::Status& why) {
+  absl::MutexLock lock(&mu_);
+  if (state_.leader) step_down_ = why.ok() ? absl::AbortedError("asked") : why;
+}
+
+absl::Status LeaderElection::PollOnce() {
+  absl::Status requested;
+  {
+    absl::MutexLock lock(&mu_);
+    requested = std::exchange(step_down_, absl::OkStatus());
+  }
+  if (!requested.ok()) {
+    StepDown(requested);
+    return requested;
+  }
+  if (conn_ != nullptr && !conn_->ok()) {
+    StepDown(absl::UnavailableError("leader election connection lost"));
+  }
+  if (conn_ == nullptr) {
+    absl::StatusOr<std::unique_ptr<PgConnection>> conn = PgConnection::Connect(
+        options_.url, KeepaliveParams(absl::StrCat("chstream-election:",
+                                                   options_.replica_id)));
+    if (!conn.ok()) return conn.status();
+    conn_ = *std::move(conn);
+  }
+
+  int64_t epoch;
+  bool leader;
+  {
+    absl::MutexLock lock(&mu_);
+    epoch = state_.epoch;
+    leader = state_.leader;
+  }
+  if (leader) {
+    // Heartbeat, and check that nobody took over since.
+    absl::StatusOr<PgResult> beat = conn_->Exec(
+        "UPDATE cluster SET heartbeat_at = now() "
+        "WHERE id = 1 AND leader_epoch = $1",
+        {absl::StrCat(epoch)});
+    if (!beat.ok()) {
+      StepDown(beat.status());
+      return beat.status();
+    }
+    if (AffectedRows(*beat) == 0) {
+      const absl::Status fenced = absl::FailedPreconditionError(absl::StrCat(
+          "fenced: leader epoch ", epoch, " is no longer the cluster's"));
+      StepDown(fenced);
+      return fenced;
+    }
+    return absl::OkStatus();
+  }
+
+  // Try the lock, and read who leads now in the same round trip.
+  absl::StatusOr<PgResult> tried = conn_->Exec(
+      "SELECT pg_try_advisory_lock($1), leader_epoch, "
+      "coalesce(leader_id, '') FROM cluster WHERE id = 1",
+      {absl::StrCat(kAdvisoryLockKey)});
+  if (!tried.ok()) {
+    conn_.reset();
+    return tried.status();
+  }
+  if (PQntuples(tried->get()) != 1) {
+    conn_.reset();
+    return absl::FailedPreconditionError(
+        "the cluster table has no row: is the schema created?");
+  }
+  const bool acquired = PQgetvalue(tried->get(), 0, 0)[0] == 't';
+  int64_t seen_epoch = 0;
+  (void)absl::SimpleAtoi(PQgetvalue(tried->get(), 0, 1), &seen_epoch);
+  {
+    absl::MutexLock lock(&mu_);
+    state_.epoch = seen_epoch;
+    state_.leader_id = PQgetvalue(tried->get(), 0, 2);
+  }
+  if (!acquired) return absl::OkStatus();
+
+  absl::StatusOr<PgResult> took = conn_->Exec(
+      "UPDATE cluster SET leader_epoch = leader_epoch + 1, leader_id = $1, "
+      "heartbeat_at = now() WHERE id = 1 RETURNING leader_epoch",
+      {options_.replica_id});
+  if (!took.ok() || PQntuples(took->get()) != 1 ||
+      !absl::SimpleAtoi(PQgetvalue(took->get(), 0, 0), &epoch)) {
+    // Drop the lock: leading without an epoch would be unfenced.
+    ReleaseLock();
+    return took.ok() ? absl::InternalError("takeover UPDATE returned no epoch")
+                     : took.status();
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    state_.leader = true;
+    state_.epoch = epoch;
+    state_.leader_id = options_.replica_id;
+    ++state_.takeovers;
+  }
+  log::Info("became the ingest leader",
+            {{"replica_id", options_.replica_id}, {"leader_epoch", epoch}});
+  if (callbacks_.on_elected) callbacks_.on_elected(epoch);
+  return absl::OkStatus();
+}
+
+void LeaderElection::Start() {
+  if (thread_.joinable()) return;
+  thread_ = std::thread([this] {
+    SetCurrentThreadName("leader-elect");
+    absl::Status last = absl::OkStatus();
+    while (true) {
+      absl::Status status = Poll();
+      // Log changes only: a database that is down for minutes would
+      // otherwise log every poll.
+      if (!status.ok() && status.ToString() != last.ToString()) {
+        log::Warning("leader election", {{"error", status}});
+      }
+      last = status;
+      absl::MutexLock lock(&mu_);
+      const auto wake = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !step_down_.ok();
+      };
+      mu_.AwaitWithTimeout(absl::Condition(&wake), options_.poll_interval);
+      if (stopping_) return;
+    }
+  });
+}
+
+void LeaderElection::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+  ReleaseLock();
+  absl::MutexLock lock(&mu_);
+  state_.leader = false;
+}
+
+}  // namespace chstream::cluster
