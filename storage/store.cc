@@ -1368,11 +1368,12 @@ absl::Status Store::PrunedCursorError(const ReaderLease& r, uint64_t after,
   if (row && !st.ColumnIsNull(1)) {
     head = std::max(head, static_cast<uint64_t>(st.ColumnInt64(1)));
   }
+  const uint64_t floor = oldest == 0 ? head : oldest - 1;
   return absl::OutOfRangeError(absl::StrCat(
       "the events after position ", after,
       " were deleted by retention; the stored events are positions ", oldest,
-      " to ", head, " (resume after_position ", oldest == 0 ? head : oldest - 1,
-      " or later, or from a timepoint)"));
+      " to ", head, ": valid after_position range is [", floor, ", ", head,
+      "] (or resume from a timepoint)"));
 }
 
 absl::StatusOr<uint64_t> Store::OldestPosition() {
