@@ -1,5 +1,6 @@
 #include "storage/retainer.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "base/log.h"
@@ -8,7 +9,10 @@
 namespace chstream::storage {
 
 Retainer::Retainer(Store* store, Options options, Clock* clock)
-    : store_(store), options_(std::move(options)), clock_(clock) {}
+    : store_(store),
+      options_(std::move(options)),
+      rows_(std::max(options_.policy.rows_per_transaction, 1)),
+      clock_(clock) {}
 
 Retainer::~Retainer() { Stop(); }
 
@@ -36,10 +40,23 @@ bool Retainer::Wait(absl::Duration d) {
 
 absl::StatusOr<PruneStepResult> Retainer::RunPass() {
   PruneStepResult total;
+  RetentionPolicy policy = options_.policy;
+  const int max_rows = std::max(policy.rows_per_transaction, 1);
+  const absl::Duration target = options_.target_transaction_time;
   while (true) {
+    policy.rows_per_transaction = rows_;
     absl::StatusOr<PruneStepResult> step =
-        store_->PruneStep(options_.policy, clock_->Now());
+        store_->PruneStep(policy, clock_->Now());
     if (!step.ok()) return step.status();
+    // PruneStep runs up to two transactions (events, then dead letters).
+    const absl::Duration took = step->transaction_time;
+    if (target > absl::ZeroDuration() && step->events > 0) {
+      if (took > target) {
+        rows_ = std::max(std::min(kMinRows, max_rows), rows_ / 2);
+      } else if (took < target / 2) {
+        rows_ = std::min(max_rows, rows_ + std::max(rows_ / 4, 1));
+      }
+    }
     total.events += step->events;
     total.dead_letters += step->dead_letters;
     total.gaps += step->gaps;
@@ -47,7 +64,8 @@ absl::StatusOr<PruneStepResult> Retainer::RunPass() {
     total.oldest_position = step->oldest_position;
     total.transaction_time += step->transaction_time;
     if (!step->more) return total;
-    if (options_.pause > absl::ZeroDuration() && !Wait(options_.pause)) {
+    const absl::Duration pause = std::max(options_.pause, took);
+    if (pause > absl::ZeroDuration() && !Wait(pause)) {
       total.more = true;
       return total;
     }

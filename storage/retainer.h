@@ -34,9 +34,17 @@ class Retainer {
     RetentionPolicy policy;
     // Time between passes (the first runs at Start).
     absl::Duration interval = absl::Seconds(10);
-    // Time between two transactions of one pass: the writer's turn.
+    // Time between two transactions of one pass: the writer's turn. At
+    // least as long as the last transaction, so that retention holds the
+    // write lock at most half of the time.
     absl::Duration pause = absl::Milliseconds(5);
+    // The rows per transaction adapt to the store and machine: halved
+    // (down to kMinRows) after a transaction longer than this, grown by a
+    // quarter (up to policy.rows_per_transaction) after one shorter than
+    // half of it. Zero: always policy.rows_per_transaction.
+    absl::Duration target_transaction_time = absl::Milliseconds(5);
   };
+  static constexpr int kMinRows = 20;
 
   Retainer(Store* store, Options options, Clock* clock);
   Retainer(const Retainer&) = delete;
@@ -48,8 +56,8 @@ class Retainer {
   void Stop();
 
   // One whole pass on the caller's thread (what the thread runs every
-  // `interval`): PruneStep until nothing is left, pausing in between unless
-  // `pause` is zero. Returns the totals.
+  // `interval`): PruneStep until nothing is left, pausing in between (see
+  // Options). Returns the totals.
   absl::StatusOr<PruneStepResult> RunPass();
 
  private:
@@ -59,6 +67,8 @@ class Retainer {
 
   Store* const store_;
   const Options options_;
+  // The rows per transaction now (RunPass's caller's thread only).
+  int rows_;
   Clock* const clock_;
   std::thread thread_;
   absl::Mutex mu_;
