@@ -120,6 +120,65 @@ Setter Duration(absl::Duration Config::*field, absl::Duration lo,
   };
 }
 
+// Retention periods: a duration as above, or whole days ("90d").
+Setter RetentionDuration(absl::Duration Config::*field) {
+  return [field](absl::string_view v, Config& c) {
+    absl::Duration d;
+    int64_t days;
+    if (absl::EndsWith(v, "d") &&
+        absl::SimpleAtoi(v.substr(0, v.size() - 1), &days) && days >= 0 &&
+        days <= 100 * 366) {
+      d = absl::Hours(24 * days);
+    } else if (!absl::ParseDuration(v, &d) || d < absl::ZeroDuration() ||
+               d > absl::Hours(24 * 366 * 100)) {
+      return Invalid(
+          "a duration such as 90d, 36h or 30s (0 = keep everything)");
+    }
+    c.*field = d;
+    return absl::OkStatus();
+  };
+}
+
+// A size in bytes, or with a binary suffix: 500M, 20G, 1T (KiB, MiB, GiB,
+// TiB; an optional trailing B or iB is accepted).
+absl::Status SetRetainBytes(absl::string_view v, Config& c) {
+  absl::string_view digits = v;
+  int shift = 0;
+  for (absl::string_view unit : {"iB", "B"}) {
+    if (absl::EndsWith(digits, unit) && digits.size() > unit.size()) {
+      digits.remove_suffix(unit.size());
+      break;
+    }
+  }
+  if (!digits.empty()) {
+    switch (absl::ascii_toupper(digits.back())) {
+      case 'K':
+        shift = 10;
+        break;
+      case 'M':
+        shift = 20;
+        break;
+      case 'G':
+        shift = 30;
+        break;
+      case 'T':
+        shift = 40;
+        break;
+      default:
+        break;
+    }
+    if (shift != 0) digits.remove_suffix(1);
+  }
+  int64_t n;
+  if (!absl::SimpleAtoi(digits, &n) || n < 0 ||
+      n > (std::numeric_limits<int64_t>::max() >> shift)) {
+    return Invalid(
+        "bytes, or with a suffix such as 500M, 20G or 1T (0 = no cap)");
+  }
+  c.retain_bytes = n << shift;
+  return absl::OkStatus();
+}
+
 bool IsStreamName(absl::string_view s) {
   for (const char* name : storage::kStreamNames) {
     if (s == name) return true;
@@ -148,7 +207,8 @@ absl::Status SetStreams(absl::string_view v, Config& c) {
     }
   }
   if (out.empty()) {
-    return Invalid(absl::StrCat("'all' or a comma list of: ", AllStreamNames()));
+    return Invalid(
+        absl::StrCat("'all' or a comma list of: ", AllStreamNames()));
   }
   c.streams = std::move(out);
   return absl::OkStatus();
@@ -157,8 +217,8 @@ absl::Status SetStreams(absl::string_view v, Config& c) {
 absl::Status SetStartTimepoints(absl::string_view v, Config& c) {
   c.start_timepoints.clear();
   for (absl::string_view part : absl::StrSplit(v, ',', absl::SkipEmpty())) {
-    std::pair<std::string, std::string> kv =
-        absl::StrSplit(absl::StripAsciiWhitespace(part), absl::MaxSplits(':', 1));
+    std::pair<std::string, std::string> kv = absl::StrSplit(
+        absl::StripAsciiWhitespace(part), absl::MaxSplits(':', 1));
     int64_t tp;
     if (!IsStreamName(kv.first) || !absl::SimpleAtoi(kv.second, &tp) ||
         tp < 0) {
@@ -188,18 +248,18 @@ absl::Status SetUpstreamUrl(absl::string_view v, Config& c) {
 }
 
 Setter Address(std::string Config::*field, absl::string_view example) {
-  return [field, example = std::string(example)](absl::string_view v,
-                                                 Config& c) {
-    size_t colon = v.rfind(':');
-    int port;
-    if (colon == absl::string_view::npos || colon == 0 ||
-        !absl::SimpleAtoi(v.substr(colon + 1), &port) || port < 0 ||
-        port > 65535) {
-      return Invalid(absl::StrCat("HOST:PORT, e.g. ", example));
-    }
-    c.*field = std::string(v);
-    return absl::OkStatus();
-  };
+  return
+      [field, example = std::string(example)](absl::string_view v, Config& c) {
+        size_t colon = v.rfind(':');
+        int port;
+        if (colon == absl::string_view::npos || colon == 0 ||
+            !absl::SimpleAtoi(v.substr(colon + 1), &port) || port < 0 ||
+            port > 65535) {
+          return Invalid(absl::StrCat("HOST:PORT, e.g. ", example));
+        }
+        c.*field = std::string(v);
+        return absl::OkStatus();
+      };
 }
 
 absl::Status SetLogLevel(absl::string_view v, Config& c) {
@@ -381,6 +441,21 @@ const std::vector<Setting>& Settings() {
        "Bytes of events the writer queue (and the batch being committed) "
        "holds; when full, upstream readers wait. Bounds ingest memory.",
        Int64(&Config::writer_queue_bytes, 1 << 16, int64_t{1} << 32)},
+      {"retain_for", "0",
+       "Retention: delete events received longer ago than this, oldest "
+       "first, e.g. 90d or 36h (0 = keep everything). Current state "
+       "(GetCompany) is never lost; cursors before the oldest kept event get "
+       "OUT_OF_RANGE.",
+       RetentionDuration(&Config::retain_for)},
+      {"retain_bytes", "0",
+       "Retention: delete the oldest events while the database's used pages "
+       "exceed this size, e.g. 20G (0 = no cap). Freed pages are reused, so "
+       "the file stops growing at about this size plus the WAL.",
+       SetRetainBytes},
+      {"retain_dead_letters_for", "30d",
+       "Retention: delete dead letters and timepoint gaps older than this "
+       "(0 = keep them).",
+       RetentionDuration(&Config::retain_dead_letters_for)},
       {"max_subscribers", "1000",
        "Concurrent Subscribe calls allowed; beyond it RESOURCE_EXHAUSTED.",
        Int(&Config::max_subscribers, 1, 1000000)},
@@ -581,7 +656,8 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseEnvFile(
           absl::StrCat("line ", line_no, ": expected KEY=VALUE"));
     }
     std::string key(absl::StripAsciiWhitespace(line.substr(0, eq)));
-    absl::string_view rest = absl::StripLeadingAsciiWhitespace(line.substr(eq + 1));
+    absl::string_view rest =
+        absl::StripLeadingAsciiWhitespace(line.substr(eq + 1));
     std::string value;
     if (!rest.empty() && (rest[0] == '"' || rest[0] == '\'')) {
       const char quote = rest[0];
@@ -638,8 +714,9 @@ absl::StatusOr<Config> LoadConfig(
     }
     absl::string_view a(arg);
     if (!absl::ConsumePrefix(&a, "--")) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unexpected argument '", arg, "': settings are --name=value (see --help)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unexpected argument '", arg,
+                       "': settings are --name=value (see --help)"));
     }
     std::pair<absl::string_view, absl::string_view> kv =
         absl::StrSplit(a, absl::MaxSplits('=', 1));
@@ -799,11 +876,11 @@ absl::StatusOr<Config> LoadConfig(
 
   // 5. Cross-setting checks.
   if (config.disconnected_failed_after <= config.disconnected_after) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "invalid --disconnected_failed_after=",
-        absl::FormatDuration(config.disconnected_failed_after),
-        ": must be longer than --disconnected_after=",
-        absl::FormatDuration(config.disconnected_after)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid --disconnected_failed_after=",
+                     absl::FormatDuration(config.disconnected_failed_after),
+                     ": must be longer than --disconnected_after=",
+                     absl::FormatDuration(config.disconnected_after)));
   }
   if (config.grpc_tls_cert.empty() != config.grpc_tls_key.empty()) {
     return absl::InvalidArgumentError(
@@ -815,9 +892,8 @@ absl::StatusOr<Config> LoadConfig(
         "--grpc_tls_key too");
   }
   if (!config.UseSimulator()) {
-    const size_t capacity =
-        config.api_keys.size() *
-        static_cast<size_t>(config.max_connections_per_key);
+    const size_t capacity = config.api_keys.size() *
+                            static_cast<size_t>(config.max_connections_per_key);
     if (config.streams.size() > capacity) {
       return absl::InvalidArgumentError(absl::StrCat(
           "invalid --streams: ", config.streams.size(),

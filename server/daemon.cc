@@ -35,6 +35,14 @@ storage::Store::Options StoreOptionsFrom(const Config& config) {
   return o;
 }
 
+storage::RetentionPolicy RetentionPolicyFrom(const Config& config) {
+  storage::RetentionPolicy p;
+  p.events_for = config.retain_for;
+  p.max_bytes = config.retain_bytes;
+  p.dead_letters_for = config.retain_dead_letters_for;
+  return p;
+}
+
 storage::EventWriter::Options WriterOptionsFrom(const Config& config) {
   storage::EventWriter::Options o;
   o.queue_capacity = static_cast<size_t>(config.writer_queue);
@@ -224,6 +232,14 @@ absl::Status Daemon::StartParts(int* exit_code) {
       clock_);
   writer_->Start();
 
+  // Retention: its own thread and connection; commits take turns with its
+  // small transactions (storage/retainer.h).
+  retainer_ = std::make_unique<storage::Retainer>(
+      store_.get(),
+      storage::Retainer::Options{.policy = RetentionPolicyFrom(config)},
+      clock_);
+  retainer_->Start();
+
   // Metrics and the operations listener.
   metrics_ = std::make_unique<MetricsRegistry>();
   RegisterProcessMetrics(*metrics_);
@@ -370,6 +386,7 @@ void Daemon::Stop() {
   if (ingester_ != nullptr) ingester_->Stop();
   live_ingester_.store(nullptr);
   if (writer_ != nullptr) writer_->Stop();
+  if (retainer_ != nullptr) retainer_->Stop();
   // End the calls, then the listeners.
   if (grpc_ != nullptr) grpc_->Shutdown(absl::Seconds(3));
   if (http_ != nullptr) http_->Stop();
@@ -384,6 +401,7 @@ void Daemon::Stop() {
   http_.reset();
   history_.reset();
   metrics_.reset();
+  retainer_.reset();
   writer_.reset();
   // The executor before the service: its queued page reads use the service
   // (and the store); destroying it runs them to the end first.

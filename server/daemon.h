@@ -53,12 +53,14 @@
 #include "server/status_page.h"
 #include "server/subscription_hub.h"
 #include "storage/event_writer.h"
+#include "storage/retainer.h"
 #include "storage/store.h"
 
 namespace chstream::server {
 
 // Each part's options, derived from the Config.
 storage::Store::Options StoreOptionsFrom(const Config& config);
+storage::RetentionPolicy RetentionPolicyFrom(const Config& config);
 storage::EventWriter::Options WriterOptionsFrom(const Config& config);
 ServiceOptions ServiceOptionsFrom(const Config& config, absl::Time started_at);
 // `upstream_url` and `keys`: the configured ones, or the simulator's.
@@ -125,6 +127,7 @@ class Daemon {
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<CompanyStreamService> service_;
   std::unique_ptr<storage::EventWriter> writer_;
+  std::unique_ptr<storage::Retainer> retainer_;  // retention (--retain_*)
   std::unique_ptr<MetricsRegistry> metrics_;
   std::unique_ptr<IngestHistory> history_;
   std::unique_ptr<HttpListener> http_;

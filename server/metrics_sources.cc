@@ -164,6 +164,22 @@ void CollectStore(const storage::StoreStats& s, Collection& out) {
   out.AddGauge("chstream_store_size_bytes",
                "Size of the database and its WAL file, in bytes.", {},
                D(s.db_size_bytes));
+  // Retention (--retain_for, --retain_bytes, --retain_dead_letters_for).
+  out.AddCounter("chstream_store_events_pruned_total",
+                 "Events deleted by retention.", {}, D(s.events_pruned));
+  out.AddCounter("chstream_store_dead_letters_pruned_total",
+                 "Dead letters and gaps deleted by retention.", {},
+                 D(s.dead_letters_pruned));
+  out.AddCounter("chstream_store_prune_transactions_total",
+                 "Retention transactions committed.", {},
+                 D(s.prune_transactions));
+  out.AddCounter("chstream_store_prune_seconds_total",
+                 "Time spent in retention transactions (each holds up "
+                 "commits while it runs), in seconds.",
+                 {}, s.prune_seconds_total);
+  out.AddGauge("chstream_store_prune_longest_seconds",
+               "The longest retention transaction since start, in seconds.", {},
+               s.longest_prune_seconds);
 }
 
 // Turns the per-subscriber counters of connected subscribers into totals

@@ -22,6 +22,9 @@
 //   writer_commit_duration_seconds, writer_batch_items    histograms
 //   store_{head_position,oldest_position,events,companies,dead_letters}
 //   store_size_bytes                                      gauges
+//   store_{events_pruned,dead_letters_pruned,prune_transactions,
+//          prune_seconds}_total                           counters
+//   store_prune_longest_seconds                           gauge
 //   subscribers{mode="live"|"catching_up"}                gauge
 //   subscriber_queued_events                              gauge
 //   subscriber_events_sent_total, subscriber_fell_behind_total  counters

@@ -824,11 +824,18 @@ absl::StatusOr<uint64_t> ResolveStart(storage::EventStore* store,
                                       const v1::StartPoint& start,
                                       bool has_start, bool allow_now,
                                       uint64_t head) {
-  if (!has_start) return 0;
+  // The beginning is the oldest stored event: retention moves it (and a
+  // read after a pruned position is OUT_OF_RANGE, see Store::ReadPage).
+  auto beginning = [store]() -> absl::StatusOr<uint64_t> {
+    absl::StatusOr<uint64_t> oldest = store->OldestPosition();
+    if (!oldest.ok()) return oldest.status();
+    return *oldest == 0 ? 0 : *oldest - 1;
+  };
+  if (!has_start) return beginning();
   switch (start.from_case()) {
     case v1::StartPoint::FROM_NOT_SET:
     case v1::StartPoint::kBeginning:
-      return 0;
+      return beginning();
     case v1::StartPoint::kNow:
       if (!allow_now) {
         return absl::InvalidArgumentError(

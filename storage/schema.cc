@@ -105,6 +105,17 @@ INSERT INTO store_identity VALUES (
   1, lower(hex(randomblob(16))), 'created with the database',
   CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER), 0);
 )sql"},
+    // Retention (issue 11). Reserved as schema version 5: when this branch
+    // is merged after the resources migration (version 4), this entry
+    // becomes {5, ...} unchanged; its SQL does not depend on version 4.
+    {4, "pruned_data: current-state rows keep the data of a pruned event",
+     R"sql(
+-- NULL while the event at data_position holds the company's data; a copy
+-- of that event's data_json/data_pb once retention deleted the event.
+-- Reads prefer the event while it exists (see Store::GetCompany).
+ALTER TABLE companies ADD COLUMN pruned_data_json TEXT;
+ALTER TABLE companies ADD COLUMN pruned_data_pb BLOB;
+)sql"},
 };
 
 constexpr char kSqliteMagic[16] = {'S', 'Q', 'L', 'i', 't', 'e', ' ', 'f',

@@ -16,6 +16,9 @@
 //   version 3: store_identity: the store's random id (store_id, created
 //              here for new and older databases alike) and whether a
 //              process has the store open with synchronous=normal
+//   version 4 (reserved as 5, see schema.cc): companies.pruned_data_json
+//              and pruned_data_pb: a company's data, copied from its event
+//              when retention deleted the event
 //
 // Deliberately absent: an index on events(company_number). Company numbers
 // arrive in random order, so such an index dirties a random page per event;

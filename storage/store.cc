@@ -11,6 +11,8 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "base/clock.h"
+#include "base/json.h"
 #include "base/log.h"
 #include "base/status_macros.h"
 #include "base/thread_name.h"
@@ -175,11 +177,50 @@ std::string CompanySelectSql() {
   for (const char* c : kCompanyFieldColumns) absl::StrAppend(&sql, ", c.", c);
   absl::StrAppend(&sql,
                   ", c.deleted, c.last_timepoint, c.last_position, "
-                  "c.updated_at, c.data_position, e.data_json, e.data_pb "
+                  "c.updated_at, c.data_position, "
+                  // Once retention deleted the event, the row's copy.
+                  "COALESCE(e.data_json, c.pruned_data_json), "
+                  "COALESCE(e.data_pb, c.pruned_data_pb) "
                   "FROM companies c LEFT JOIN events e "
                   "ON e.position = c.data_position "
                   "WHERE c.company_number = ?1");
   return sql;
+}
+
+// ---- Retention and current state.
+
+// The current-state tables: each row keeps its data (data_json, data_pb) in
+// one event, referenced by position, instead of on the row. Before retention
+// deletes events, the data of the rows that reference them is copied onto
+// the rows (pruned_data_json, pruned_data_pb), and reads take the event's
+// data while it exists and the copy after (COALESCE, as in
+// CompanySelectSql). Copying, rather than keeping the referenced events and
+// hiding them from reads, keeps positions dense (the stored events are
+// exactly [oldest, head], so a pruned cursor is detected without a lookup)
+// and lets whole pages of old events be freed. A new current-state table
+// adds a line here and the two columns in its migration.
+struct CurrentStateTable {
+  const char* table;
+  // The column holding the position of the event with the row's data.
+  const char* position_column;
+  // SQL condition: row `t` is the one event `e` is about, on the table's
+  // primary key, so that the copy is a key lookup per event (there is no
+  // index on position_column: it would cost every upsert a random write).
+  const char* row_of_event;
+};
+constexpr CurrentStateTable kCurrentStateTables[] = {
+    {"companies", "data_position", "t.company_number = e.company_number"},
+};
+
+// Copies the data of the events at positions [?1, ?2] onto the rows of
+// `table` that still take their data from them.
+std::string CopyPrunedDataSql(const CurrentStateTable& table) {
+  return absl::StrCat("UPDATE ", table.table,
+                      " AS t SET pruned_data_json = e.data_json, "
+                      "pruned_data_pb = e.data_pb FROM events AS e "
+                      "WHERE e.position >= ?1 AND e.position <= ?2 AND t.",
+                      table.position_column, " = e.position AND ",
+                      table.row_of_event);
 }
 
 absl::Status SetPragmas(Database& db, int cache_kib, absl::Duration busy) {
@@ -317,6 +358,21 @@ struct Store::Reader {
   Statement begin, commit;
 };
 
+// Retention's own read-write connection (see PruneStep), so that deleting
+// never runs on, or waits for, the writer's thread.
+struct Store::Pruner {
+  Database db;  // declared first: destroyed after its statements
+  Statement begin, commit, rollback;
+  Statement oldest;       // MIN(position)
+  Statement first_young;  // the first position in [?1, ?2] received >= ?3
+  std::vector<Statement> copy_data;  // one per kCurrentStateTables entry
+  Statement delete_events;
+  Statement delete_dead_letters;
+  Statement delete_gaps;
+  int64_t page_size = 4096;
+  int wal_frames = 0;  // WAL size in pages after the last commit (wal hook)
+};
+
 class Store::ReaderLease {
  public:
   ReaderLease(Store* store, Reader* reader) : store_(store), reader_(reader) {}
@@ -341,6 +397,7 @@ Store::~Store() {
   // last and, being the last, checkpoints the WAL and deletes it.
   if (checkpointer_ != nullptr) checkpointer_->Stop();
   checkpointer_.reset();
+  pruner_.reset();
   readers_.clear();
   writer_.reset();
 }
@@ -567,10 +624,8 @@ absl::Status Store::InitIdentity(Database& db) {
   absl::Status status = db.Exec(absl::StrCat(
       "BEGIN IMMEDIATE; UPDATE store_identity SET open_unsynced = ",
       options_.synchronous_full ? 0 : 1));
-  if (status.ok() && !reason.empty())
-    status = ReplaceStoreId(db, reason);
-  if (status.ok())
-    status = db.Exec("COMMIT");
+  if (status.ok() && !reason.empty()) status = ReplaceStoreId(db, reason);
+  if (status.ok()) status = db.Exec("COMMIT");
   if (!status.ok()) {
     db.Exec("ROLLBACK").IgnoreError();
     return status;
@@ -593,7 +648,7 @@ absl::Status Store::InitIdentity(Database& db) {
   return absl::OkStatus();
 }
 
-absl::Status ReplaceStoreId(Database &db, std::string_view reason) {
+absl::Status ReplaceStoreId(Database& db, std::string_view reason) {
   CHS_ASSIGN_OR_RETURN(
       Statement st,
       db.Prepare("UPDATE store_identity SET store_id = "
@@ -635,6 +690,8 @@ absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
     result.events = std::make_shared<const std::vector<Event>>();
     return result;
   }
+  // Takes turns with retention's transactions (PruneStep).
+  absl::MutexLock write_lock(&write_mu_);
   Writer& w = *writer_;
   if (const int64_t pages = pending_max_page_count_.exchange(-1); pages >= 0) {
     // 0 restores SQLite's maximum (max_page_count cannot be set to 0).
@@ -839,6 +896,225 @@ absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
   return result;
 }
 
+// --------------------------------------------------------------- Retention
+
+absl::Status Store::OpenPruner() {
+  auto p = std::make_unique<Pruner>();
+  CHS_ASSIGN_OR_RETURN(p->db, Database::Open(path_, SQLITE_OPEN_READWRITE));
+  CHS_RETURN_IF_ERROR(
+      SetPragmas(p->db, kReaderCacheKib, options_.busy_timeout));
+  // NORMAL whatever --synchronous says: a prune commit then does not wait
+  // for an fsync while the writer waits for it (on a busy disk the fsync
+  // is most of a transaction: 10-60 ms against 2-8 ms of deleting, see
+  // bench/RESULTS.md). Safe: a WAL is replayed in order, so the writer's
+  // next synced commit makes the prune durable too, and a power loss before
+  // that can only bring pruned events back, never lose or reorder a commit.
+  CHS_RETURN_IF_ERROR(p->db.Exec("PRAGMA synchronous = NORMAL"));
+  CHS_ASSIGN_OR_RETURN(p->page_size, p->db.QueryInt64("PRAGMA page_size"));
+  // As on the writer: no checkpoint inside a commit (it would run under
+  // write_mu_); the checkpointer's thread does them.
+  sqlite3_wal_hook(
+      p->db.get(),
+      +[](void* arg, sqlite3*, const char*, int frames) {
+        static_cast<Pruner*>(arg)->wal_frames = frames;
+        return SQLITE_OK;
+      },
+      p.get());
+  CHS_ASSIGN_OR_RETURN(p->begin, p->db.Prepare("BEGIN IMMEDIATE"));
+  CHS_ASSIGN_OR_RETURN(p->commit, p->db.Prepare("COMMIT"));
+  CHS_ASSIGN_OR_RETURN(p->rollback, p->db.Prepare("ROLLBACK"));
+  CHS_ASSIGN_OR_RETURN(p->oldest,
+                       p->db.Prepare("SELECT MIN(position) FROM events"));
+  CHS_ASSIGN_OR_RETURN(
+      p->first_young,
+      p->db.Prepare("SELECT MIN(position) FROM events WHERE position >= ?1 "
+                    "AND position <= ?2 AND received_at >= ?3"));
+  for (const CurrentStateTable& t : kCurrentStateTables) {
+    CHS_ASSIGN_OR_RETURN(p->copy_data.emplace_back(),
+                         p->db.Prepare(CopyPrunedDataSql(t)));
+  }
+  CHS_ASSIGN_OR_RETURN(
+      p->delete_events,
+      p->db.Prepare(
+          "DELETE FROM events WHERE position >= ?1 AND position <= ?2"));
+  // Oldest first by id; received_at is not indexed (dead letters are few),
+  // so the scan stops after ?2 matches or at the end of the table.
+  CHS_ASSIGN_OR_RETURN(
+      p->delete_dead_letters,
+      p->db.Prepare("DELETE FROM dead_letters WHERE id IN (SELECT id FROM "
+                    "dead_letters WHERE received_at < ?1 ORDER BY id "
+                    "LIMIT ?2)"));
+  CHS_ASSIGN_OR_RETURN(
+      p->delete_gaps,
+      p->db.Prepare("DELETE FROM gaps WHERE id IN (SELECT id FROM gaps "
+                    "WHERE recorded_at < ?1 ORDER BY id LIMIT ?2)"));
+  pruner_ = std::move(p);
+  return absl::OkStatus();
+}
+
+template <typename Body>
+absl::Status Store::PruneTransaction(Body body, PruneStepResult* result) {
+  Pruner& p = *pruner_;
+  absl::MutexLock write_lock(&write_mu_);
+  const absl::Time start = Clock::Real()->Now();
+  absl::Status status = p.begin.Run();
+  p.begin.Reset();
+  if (status.ok()) status = body(p);
+  if (status.ok()) {
+    status = p.commit.Run();
+    p.commit.Reset();
+  }
+  if (!status.ok()) {
+    if (!sqlite3_get_autocommit(p.db.get())) {
+      p.rollback.Run().IgnoreError();
+      p.rollback.Reset();
+    }
+    return status;
+  }
+  const absl::Duration took =
+      std::max(Clock::Real()->Now() - start, absl::ZeroDuration());
+  result->transaction_time += took;
+  prune_transactions_.fetch_add(1, std::memory_order_relaxed);
+  const int64_t nanos = absl::ToInt64Nanoseconds(took);
+  prune_nanos_total_.fetch_add(nanos, std::memory_order_relaxed);
+  int64_t longest = longest_prune_nanos_.load(std::memory_order_relaxed);
+  while (nanos > longest && !longest_prune_nanos_.compare_exchange_weak(
+                                longest, nanos, std::memory_order_relaxed)) {
+  }
+  if (int64_t{p.wal_frames} * p.page_size >= options_.checkpoint_bytes) {
+    checkpointer_->Request();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Store::PruneEvents(const RetentionPolicy& policy, absl::Time now,
+                                PruneStepResult* result) {
+  const int64_t chunk = std::max(policy.rows_per_transaction, 1);
+  const int64_t cutoff = policy.events_for > absl::ZeroDuration()
+                             ? ToMicros(now - policy.events_for)
+                             : std::numeric_limits<int64_t>::max();
+  Pruner& pruner = *pruner_;
+  {
+    // Before taking the write lock: read the rows the transaction will
+    // delete, so that it finds their pages in the cache instead of waiting
+    // for the disk while the writer waits for it (a read, no lock held).
+    CHS_ASSIGN_OR_RETURN(
+        int64_t oldest,
+        pruner.db.QueryInt64("SELECT MIN(position) FROM events"));
+    Statement& st = pruner.first_young;
+    absl::Cleanup reset = [&st] { st.Reset(); };
+    st.BindInt64(1, oldest);
+    st.BindInt64(2, oldest + chunk - 1);
+    st.BindInt64(3, cutoff);
+    CHS_RETURN_IF_ERROR(st.Step().status());
+  }
+  return PruneTransaction(
+      [&](Pruner& p) -> absl::Status {
+        // Under write_mu_: the head cannot move during this transaction.
+        const int64_t head = static_cast<int64_t>(HeadPosition());
+        int64_t oldest = 0;
+        {
+          absl::Cleanup reset = [&p] { p.oldest.Reset(); };
+          CHS_ASSIGN_OR_RETURN(bool row, p.oldest.Step());
+          if (row && !p.oldest.ColumnIsNull(0)) {
+            oldest = p.oldest.ColumnInt64(0);
+          }
+        }
+        result->oldest_position = static_cast<uint64_t>(oldest);
+        // Never the newest event: Init derives the head from it.
+        if (oldest == 0 || oldest >= head) return absl::OkStatus();
+        const int64_t chunk_end = std::min(oldest + chunk - 1, head - 1);
+        int64_t last = oldest - 1;  // the last position to delete
+        bool over_size = false;
+        if (policy.max_bytes > 0) {
+          CHS_ASSIGN_OR_RETURN(int64_t pages,
+                               p.db.QueryInt64("PRAGMA page_count"));
+          CHS_ASSIGN_OR_RETURN(int64_t free_pages,
+                               p.db.QueryInt64("PRAGMA freelist_count"));
+          over_size = (pages - free_pages) * p.page_size > policy.max_bytes;
+        }
+        if (over_size) {
+          last = chunk_end;
+        } else if (policy.events_for > absl::ZeroDuration()) {
+          // Oldest first, up to the first event young enough to keep: by
+          // position, not by time, so that positions stay dense.
+          Statement& st = p.first_young;
+          absl::Cleanup reset = [&st] { st.Reset(); };
+          st.BindInt64(1, oldest);
+          st.BindInt64(2, chunk_end);
+          st.BindInt64(3, cutoff);
+          CHS_ASSIGN_OR_RETURN(bool row, st.Step());
+          last = row && !st.ColumnIsNull(0) ? st.ColumnInt64(0) - 1 : chunk_end;
+        }
+        if (last < oldest) return absl::OkStatus();
+        for (Statement& copy : p.copy_data) {
+          copy.BindInt64(1, oldest);
+          copy.BindInt64(2, last);
+          absl::Status s = copy.Run();
+          copy.Reset();
+          CHS_RETURN_IF_ERROR(s);
+          result->rows_given_data += sqlite3_changes(p.db.get());
+        }
+        p.delete_events.BindInt64(1, oldest);
+        p.delete_events.BindInt64(2, last);
+        absl::Status s = p.delete_events.Run();
+        p.delete_events.Reset();
+        CHS_RETURN_IF_ERROR(s);
+        result->events = static_cast<uint64_t>(last - oldest + 1);
+        result->oldest_position = static_cast<uint64_t>(last + 1);
+        // A full chunk: there may be more (the next step finds out).
+        result->more = last == oldest + chunk - 1;
+        return absl::OkStatus();
+      },
+      result);
+}
+
+absl::Status Store::PruneDeadLetters(const RetentionPolicy& policy,
+                                     absl::Time now, PruneStepResult* result) {
+  const int64_t chunk = std::max(policy.rows_per_transaction, 1);
+  const int64_t cutoff = ToMicros(now - policy.dead_letters_for);
+  return PruneTransaction(
+      [&](Pruner& p) -> absl::Status {
+        for (auto [st, count] :
+             {std::pair(&p.delete_dead_letters, &result->dead_letters),
+              std::pair(&p.delete_gaps, &result->gaps)}) {
+          st->BindInt64(1, cutoff);
+          st->BindInt64(2, chunk);
+          absl::Status s = st->Run();
+          st->Reset();
+          CHS_RETURN_IF_ERROR(s);
+          *count = static_cast<uint64_t>(sqlite3_changes(p.db.get()));
+          if (static_cast<int64_t>(*count) == chunk) result->more = true;
+        }
+        return absl::OkStatus();
+      },
+      result);
+}
+
+absl::StatusOr<PruneStepResult> Store::PruneStep(const RetentionPolicy& policy,
+                                                 absl::Time now) {
+  PruneStepResult result;
+  if (policy.keeps_everything()) {
+    CHS_ASSIGN_OR_RETURN(result.oldest_position, OldestPosition());
+    return result;
+  }
+  if (pruner_ == nullptr) CHS_RETURN_IF_ERROR(OpenPruner());
+  if (policy.events_for > absl::ZeroDuration() || policy.max_bytes > 0) {
+    CHS_RETURN_IF_ERROR(PruneEvents(policy, now, &result));
+  } else {
+    CHS_ASSIGN_OR_RETURN(result.oldest_position, OldestPosition());
+  }
+  if (policy.dead_letters_for > absl::ZeroDuration()) {
+    CHS_RETURN_IF_ERROR(PruneDeadLetters(policy, now, &result));
+  }
+  events_pruned_.fetch_add(result.events, std::memory_order_relaxed);
+  dead_letters_pruned_.fetch_add(result.dead_letters + result.gaps,
+                                 std::memory_order_relaxed);
+  dead_letters_stored_.fetch_sub(result.dead_letters,
+                                 std::memory_order_relaxed);
+  return result;
+}
+
 // ------------------------------------------------------------------- Reads
 
 Store::ReaderLease Store::AcquireReader() {
@@ -892,6 +1168,13 @@ absl::StatusOr<Page> Store::ReadPage(uint64_t after, uint64_t up_to,
   uint64_t last_examined = after;
   while (true) {
     CHS_ASSIGN_OR_RETURN(bool row, st->Step());
+    // Positions are dense and after < limit_hi <= head, so the first row is
+    // after + 1 unless retention deleted it (see PruneStep).
+    if (examined == 0 && (!row || static_cast<uint64_t>(st->ColumnInt64(
+                                      kColPosition)) != after + 1)) {
+      st->Reset();
+      return PrunedCursorError(r, after, head);
+    }
     if (!row) {
       // Ran out of rows: everything up to the window end was examined,
       // unless the scan limit cut the result short.
@@ -914,6 +1197,33 @@ absl::StatusOr<Page> Store::ReadPage(uint64_t after, uint64_t up_to,
     }
   }
   return page;
+}
+
+absl::Status Store::PrunedCursorError(const ReaderLease& r, uint64_t after,
+                                      uint64_t head) {
+  Statement& st = r->bounds;
+  absl::Cleanup reset = [&st] { st.Reset(); };
+  CHS_ASSIGN_OR_RETURN(bool row, st.Step());
+  const uint64_t oldest =
+      row && !st.ColumnIsNull(0) ? static_cast<uint64_t>(st.ColumnInt64(0)) : 0;
+  if (row && !st.ColumnIsNull(1)) {
+    head = std::max(head, static_cast<uint64_t>(st.ColumnInt64(1)));
+  }
+  const uint64_t floor = oldest == 0 ? head : oldest - 1;
+  return absl::OutOfRangeError(absl::StrCat(
+      "the events after position ", after,
+      " were deleted by retention; the stored events are positions ", oldest,
+      " to ", head, ": valid after_position range is [", floor, ", ", head,
+      "] (or resume from a timepoint)"));
+}
+
+absl::StatusOr<uint64_t> Store::OldestPosition() {
+  ReaderLease r = AcquireReader();
+  Statement& st = r->bounds;
+  absl::Cleanup reset = [&st] { st.Reset(); };
+  CHS_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row || st.ColumnIsNull(0)) return 0;
+  return static_cast<uint64_t>(st.ColumnInt64(0));
 }
 
 absl::StatusOr<uint64_t> Store::PositionBeforePublishedSince(absl::Time t) {
@@ -1037,6 +1347,17 @@ absl::StatusOr<StoreStats> Store::Stats() {
   }
   stats.companies_stored = companies_stored_.load(std::memory_order_relaxed);
   stats.dead_letters = dead_letters_stored_.load(std::memory_order_relaxed);
+  stats.events_pruned = events_pruned_.load(std::memory_order_relaxed);
+  stats.dead_letters_pruned =
+      dead_letters_pruned_.load(std::memory_order_relaxed);
+  stats.prune_transactions =
+      prune_transactions_.load(std::memory_order_relaxed);
+  stats.prune_seconds_total =
+      static_cast<double>(prune_nanos_total_.load(std::memory_order_relaxed)) /
+      1e9;
+  stats.longest_prune_seconds = static_cast<double>(longest_prune_nanos_.load(
+                                    std::memory_order_relaxed)) /
+                                1e9;
   stats.db_size_bytes = FileSize(path_) + FileSize(path_ + "-wal");
   return stats;
 }

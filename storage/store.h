@@ -97,6 +97,46 @@ struct StoreStats {
   uint64_t companies_stored = 0;
   uint64_t dead_letters = 0;
   uint64_t db_size_bytes = 0;  // database file + WAL file on disk
+  // Retention (Store::PruneStep), since this process opened the store.
+  uint64_t events_pruned = 0;
+  uint64_t dead_letters_pruned = 0;  // dead letters and gaps
+  uint64_t prune_transactions = 0;
+  double prune_seconds_total = 0;    // time spent in prune transactions
+  double longest_prune_seconds = 0;  // the longest prune transaction
+};
+
+// What Store::PruneStep deletes. Zero durations and sizes keep everything.
+struct RetentionPolicy {
+  // Events received (received_at) longer ago than this.
+  absl::Duration events_for = absl::ZeroDuration();
+  // The oldest events while the database's used pages (page_count -
+  // freelist_count, times page_size) exceed this many bytes.
+  int64_t max_bytes = 0;
+  // Dead letters (received_at) and gaps (recorded_at) older than this.
+  absl::Duration dead_letters_for = absl::ZeroDuration();
+  // At most this many rows per transaction: bounds how long one prune
+  // transaction holds the write lock (and so delays a Commit).
+  int rows_per_transaction = 500;
+
+  bool keeps_everything() const {
+    return events_for <= absl::ZeroDuration() && max_bytes <= 0 &&
+           dead_letters_for <= absl::ZeroDuration();
+  }
+};
+
+struct PruneStepResult {
+  uint64_t events = 0;        // events deleted
+  uint64_t dead_letters = 0;  // dead letters deleted
+  uint64_t gaps = 0;          // gaps deleted
+  // Current-state rows (companies, ...) that received a copy of their data
+  // because the event holding it was deleted.
+  uint64_t rows_given_data = 0;
+  // The oldest stored position afterwards (0: no event stored).
+  uint64_t oldest_position = 0;
+  // Whether the policy still has something to delete: call again (after
+  // letting the writer in).
+  bool more = false;
+  absl::Duration transaction_time;  // time inside the write transaction(s)
 };
 
 struct Batch {
@@ -296,10 +336,18 @@ class Store : public EventStore {
   // at most `max_events` of them. Examines at most `max_scan` positions, so a
   // narrow filter over a huge range returns in bounded time;
   // `scanned_through` says where to continue. `up_to` is clamped to the head.
+  // OutOfRange, with the stored range in the message, when the event after
+  // `after` was pruned (retention) before or during the read: the caller
+  // would otherwise skip events silently. To read from the oldest stored
+  // event, pass OldestPosition() - 1.
   // REQUIRES: max_events > 0 and max_scan > 0 (else InvalidArgument).
   absl::StatusOr<Page> ReadPage(uint64_t after, uint64_t up_to,
                                 const Filter& filter, size_t max_events,
                                 size_t max_scan = 10000) override;
+
+  // The oldest stored position (0 if no event is stored): retention moves it
+  // forward. Cheap (a b-tree lookup).
+  absl::StatusOr<uint64_t> OldestPosition();
 
   // The position just before the first event (by position) with
   // published_at >= t; HeadPosition() if there is none.
@@ -324,10 +372,32 @@ class Store : public EventStore {
   absl::StatusOr<std::vector<DeadLetter>> ReadDeadLetters(
       size_t limit) override;
 
+  // ----- Retention: one thread at a time (storage::Retainer's), concurrent
+  // with Commit and reads.
+
+  // Deletes at most `policy.rows_per_transaction` of the oldest events that
+  // `policy` no longer keeps, in one transaction on the pruner's own
+  // connection; then, in a second transaction, as many expired dead letters
+  // and gaps. `now` is compared with received_at/recorded_at.
+  //
+  // Never deletes the newest event (the head position is derived from it at
+  // open, so positions are never handed out twice), and never loses current
+  // state: a current-state row (a company) whose data lives in a deleted
+  // event gets a copy of that data first (see kCurrentStateTables in
+  // store.cc). Events are deleted oldest first, so positions stay dense:
+  // the stored events are exactly [oldest_position, head].
+  //
+  // Each transaction runs under the same in-process lock as Commit: a commit
+  // waits at most for one prune transaction (measured: see RESULTS), never
+  // for SQLite's busy-handler back-off.
+  absl::StatusOr<PruneStepResult> PruneStep(const RetentionPolicy& policy,
+                                            absl::Time now);
+
  private:
   struct Writer;
   struct Reader;
   struct Checkpointer;
+  struct Pruner;
   class ReaderLease;
 
   Store(std::string path, Options options);
@@ -341,6 +411,19 @@ class Store : public EventStore {
   void MarkCleanShutdown();
   ReaderLease AcquireReader();
   void ReleaseReader(Reader* reader);
+  // ReadPage's OutOfRange for a cursor whose next event was pruned.
+  absl::Status PrunedCursorError(const ReaderLease& r, uint64_t after,
+                                 uint64_t head);
+  // PruneStep's parts, each one transaction on the pruner's connection.
+  absl::Status OpenPruner();
+  absl::Status PruneEvents(const RetentionPolicy& policy, absl::Time now,
+                           PruneStepResult* result);
+  absl::Status PruneDeadLetters(const RetentionPolicy& policy, absl::Time now,
+                                PruneStepResult* result);
+  // Runs `body` in a write transaction on the pruner's connection, under
+  // write_mu_, and records its duration.
+  template <typename Body>
+  absl::Status PruneTransaction(Body body, PruneStepResult* result);
 
   const std::string path_;
   const Options options_;
@@ -348,6 +431,12 @@ class Store : public EventStore {
   std::unique_ptr<Writer> writer_;  // used by the Commit() thread only
   std::vector<std::unique_ptr<Reader>> readers_;
   std::unique_ptr<Checkpointer> checkpointer_;
+  std::unique_ptr<Pruner> pruner_;  // opened by the first PruneStep
+
+  // Held by Commit and by each prune transaction: the two writers of the
+  // store take turns here instead of in SQLite's busy handler, whose
+  // sleep-and-retry back-off would add milliseconds to a waiting commit.
+  absl::Mutex write_mu_;
 
   absl::Mutex pool_mu_;
   std::vector<Reader*> free_readers_ ABSL_GUARDED_BY(pool_mu_);
@@ -357,6 +446,12 @@ class Store : public EventStore {
   std::atomic<uint64_t> dead_letters_stored_{0};
   // SetMaxPageCountForTest's value for the next Commit (-1: none pending).
   std::atomic<int64_t> pending_max_page_count_{-1};
+  // Retention counters (StoreStats).
+  std::atomic<uint64_t> events_pruned_{0};
+  std::atomic<uint64_t> dead_letters_pruned_{0};
+  std::atomic<uint64_t> prune_transactions_{0};
+  std::atomic<int64_t> prune_nanos_total_{0};
+  std::atomic<int64_t> longest_prune_nanos_{0};
 };
 
 // Gives the database open on `db` (read-write, schema version >= 3) a new
