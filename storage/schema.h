@@ -16,6 +16,11 @@
 //   version 3: store_identity: the store's random id (store_id, created
 //              here for new and older databases alike) and whether a
 //              process has the store open with synchronous=normal
+//   version 4: resources: the current state of every resource of every
+//              stream, keyed by resource_uri (like companies: the data is
+//              referenced by event position), with an index by
+//              (company_number, resource_kind, resource_uri); filled from
+//              the events already stored
 //
 // Deliberately absent: an index on events(company_number). Company numbers
 // arrive in random order, so such an index dirties a random page per event;
