@@ -162,6 +162,88 @@ grpc::ServerUnaryReactor* CompanyStreamService::GetCompany(
   return FinishUnary(ctx, grpc::Status::OK);
 }
 
+grpc::ServerUnaryReactor* CompanyStreamService::GetResource(
+    grpc::CallbackServerContext* ctx, const v1::GetResourceRequest* request,
+    v1::Resource* response) {
+  const std::string& uri = request->resource_uri();
+  if (uri.empty() || uri.size() > kMaxResourceUriBytes) {
+    return FinishUnary(
+        ctx, grpc::Status(
+                 grpc::StatusCode::INVALID_ARGUMENT,
+                 absl::StrCat("resource_uri must be 1 to ",
+                              kMaxResourceUriBytes, " bytes (got ", uri.size(),
+                              "), exactly as in Event.resource_uri, e.g. "
+                              "/company/07217743/appointments/"
+                              "lZX48JQSZFCbhsdpDhYLSoG6Dbc")));
+  }
+  absl::StatusOr<std::optional<storage::ResourceRecord>> resource =
+      store_->GetResource(uri);
+  if (!resource.ok()) return FinishUnary(ctx, ToGrpcStatus(resource.status()));
+  if (!resource->has_value()) {
+    return FinishUnary(
+        ctx, grpc::Status(grpc::StatusCode::NOT_FOUND,
+                          absl::StrCat("resource ", uri,
+                                       " has not been seen on any followed "
+                                       "stream (the URI must match exactly)")));
+  }
+  ToProto(**resource, response);
+  return FinishUnary(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* CompanyStreamService::ListCompanyResources(
+    grpc::CallbackServerContext* ctx,
+    const v1::ListCompanyResourcesRequest* request,
+    v1::ListCompanyResourcesResponse* response) {
+  absl::StatusOr<std::string> number =
+      NormalizeCompanyNumber(request->company_number());
+  if (!number.ok()) return FinishUnary(ctx, ToGrpcStatus(number.status()));
+  absl::StatusOr<std::vector<std::string>> kinds =
+      ValidateResourceKinds(request->resource_kinds(), "resource_kinds");
+  if (!kinds.ok()) return FinishUnary(ctx, ToGrpcStatus(kinds.status()));
+  if (request->page_size() > kMaxResourcePageSize) {
+    return FinishUnary(
+        ctx, grpc::Status(
+                 grpc::StatusCode::INVALID_ARGUMENT,
+                 absl::StrCat("page_size ", request->page_size(),
+                              " is over the maximum of ", kMaxResourcePageSize,
+                              " (0 = ", kDefaultResourcePageSize, ")")));
+  }
+  const size_t page_size = request->page_size() == 0 ? kDefaultResourcePageSize
+                                                     : request->page_size();
+  std::optional<storage::ResourceCursor> after;
+  if (!request->page_token().empty()) {
+    absl::StatusOr<storage::ResourceCursor> cursor =
+        DecodeResourcePageToken(request->page_token(), *number);
+    if (!cursor.ok()) return FinishUnary(ctx, ToGrpcStatus(cursor.status()));
+    after = *std::move(cursor);
+  }
+  absl::StatusOr<storage::ResourcePage> page = store_->ListCompanyResources(
+      *number, *kinds, after, page_size, request->include_deleted());
+  if (!page.ok()) return FinishUnary(ctx, ToGrpcStatus(page.status()));
+  if (page->resources.empty() && !after.has_value()) {
+    // Nothing of those kinds: an empty list for a company chstream knows,
+    // NOT_FOUND for one it has never seen (as GetCompany).
+    absl::StatusOr<storage::ResourcePage> any = store_->ListCompanyResources(
+        *number, {}, std::nullopt, 1, /*include_deleted=*/true);
+    if (!any.ok()) return FinishUnary(ctx, ToGrpcStatus(any.status()));
+    if (any->resources.empty()) {
+      return FinishUnary(ctx,
+                         grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                      absl::StrCat("company ", *number,
+                                                   " has not been seen on any "
+                                                   "followed stream")));
+    }
+  }
+  for (const storage::ResourceRecord& r : page->resources) {
+    ToProto(r, response->add_resources());
+  }
+  if (page->next.has_value()) {
+    response->set_next_page_token(
+        EncodeResourcePageToken(*number, *page->next));
+  }
+  return FinishUnary(ctx, grpc::Status::OK);
+}
+
 grpc::ServerWriteReactor<v1::Event>* CompanyStreamService::ReplayEvents(
     grpc::CallbackServerContext* ctx, const v1::ReplayEventsRequest* request) {
   // Before anything is sent, errors included: a client learns which store

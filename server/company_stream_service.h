@@ -2,7 +2,8 @@
 //
 // chstream.v1.CompanyStream on the gRPC callback API.
 //
-// GetStatus and GetCompany answer from storage (and from the ingest status
+// GetStatus, GetCompany, GetResource and ListCompanyResources answer from
+// storage (and from the ingest status
 // callback); ReplayEvents and Subscribe stream stored, then live, events
 // (server/replay_reactor.h, server/subscribe_reactor.h).
 //
@@ -27,6 +28,14 @@
 #include "storage/store.h"
 
 namespace chstream::server {
+
+// GetResource: the longest resource_uri accepted (real ones are < 150
+// bytes).
+inline constexpr size_t kMaxResourceUriBytes = 2048;
+// ListCompanyResources: page_size 0 means the default; above the maximum is
+// INVALID_ARGUMENT.
+inline constexpr uint32_t kDefaultResourcePageSize = 100;
+inline constexpr uint32_t kMaxResourcePageSize = 1000;
 
 struct ServiceOptions {
   std::string version = "dev";
@@ -75,6 +84,13 @@ class CompanyStreamService final : public v1::CompanyStream::CallbackService {
   grpc::ServerUnaryReactor* GetCompany(grpc::CallbackServerContext* ctx,
                                        const v1::GetCompanyRequest* request,
                                        v1::Company* response) override;
+  grpc::ServerUnaryReactor* GetResource(grpc::CallbackServerContext* ctx,
+                                        const v1::GetResourceRequest* request,
+                                        v1::Resource* response) override;
+  grpc::ServerUnaryReactor* ListCompanyResources(
+      grpc::CallbackServerContext* ctx,
+      const v1::ListCompanyResourcesRequest* request,
+      v1::ListCompanyResourcesResponse* response) override;
   grpc::ServerWriteReactor<v1::Event>* ReplayEvents(
       grpc::CallbackServerContext* ctx,
       const v1::ReplayEventsRequest* request) override;

@@ -3,14 +3,20 @@
 #include <google/protobuf/unknown_field_set.h>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 
 namespace chstream::server {
 namespace {
 
 constexpr int kEventDataField = 12;
 constexpr int kCompanyDataField = 14;
+constexpr int kResourceDataField = 8;
+// Page tokens start with this (a version, should their layout change).
+constexpr absl::string_view kResourceTokenPrefix = "r1:";
 
 v1::EventType ToProto(storage::EventType t) {
   return t == storage::EventType::kDeleted ? v1::EVENT_TYPE_DELETED
@@ -88,6 +94,18 @@ void ToProto(const storage::CompanyRecord& c, v1::Company* out) {
   SetStructBytes(c.data_pb, kCompanyDataField, out);
 }
 
+void ToProto(const storage::ResourceRecord& r, v1::Resource* out) {
+  out->Clear();
+  out->set_resource_uri(r.resource_uri);
+  out->set_resource_kind(r.resource_kind);
+  out->set_company_number(r.company_number);
+  out->set_deleted(r.deleted);
+  out->set_last_timepoint(r.last_timepoint);
+  out->set_last_position(r.last_position);
+  *out->mutable_updated_at() = ToTimestamp(r.updated_at);
+  SetStructBytes(r.data_pb, kResourceDataField, out);
+}
+
 const std::vector<std::string>& KnownResourceKinds() {
   static const auto* const kinds = new std::vector<std::string>{
       "company-profile",
@@ -145,10 +163,6 @@ absl::StatusOr<storage::Filter> FromProto(const v1::EventFilter& f) {
   if (f.streams_size() > kMaxFilterValues) {
     return too_many("streams", f.streams_size(), kMaxFilterValues);
   }
-  if (f.resource_kinds_size() > kMaxFilterValues) {
-    return too_many("resource_kinds", f.resource_kinds_size(),
-                    kMaxFilterValues);
-  }
   if (f.types_size() > kMaxFilterValues) {
     return too_many("types", f.types_size(), kMaxFilterValues);
   }
@@ -163,15 +177,10 @@ absl::StatusOr<storage::Filter> FromProto(const v1::EventFilter& f) {
     }
     out.streams.push_back(s);
   }
-  const std::vector<std::string>& kinds = KnownResourceKinds();
-  for (const std::string& k : f.resource_kinds()) {
-    if (std::find(kinds.begin(), kinds.end(), k) == kinds.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown resource kind '", k,
-          "' in filter.resource_kinds; allowed: ", absl::StrJoin(kinds, ", ")));
-    }
-    out.resource_kinds.push_back(k);
-  }
+  absl::StatusOr<std::vector<std::string>> kinds =
+      ValidateResourceKinds(f.resource_kinds(), "filter.resource_kinds");
+  if (!kinds.ok()) return kinds.status();
+  out.resource_kinds = *std::move(kinds);
   for (const std::string& n : f.company_numbers()) {
     absl::StatusOr<std::string> norm = NormalizeCompanyNumber(n);
     if (!norm.ok()) {
@@ -192,6 +201,70 @@ absl::StatusOr<storage::Filter> FromProto(const v1::EventFilter& f) {
     }
   }
   return out;
+}
+
+absl::StatusOr<std::vector<std::string>> ValidateResourceKinds(
+    const google::protobuf::RepeatedPtrField<std::string>& kinds,
+    absl::string_view field) {
+  if (kinds.size() > kMaxFilterValues) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " has ", kinds.size(), " entries; at most ",
+                     kMaxFilterValues, " are allowed"));
+  }
+  const std::vector<std::string>& known = KnownResourceKinds();
+  std::vector<std::string> out;
+  for (const std::string& k : kinds) {
+    if (std::find(known.begin(), known.end(), k) == known.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown resource kind '", k, "' in ", field,
+                       "; allowed: ", absl::StrJoin(known, ", ")));
+    }
+    out.push_back(k);
+  }
+  return out;
+}
+
+std::string EncodeResourcePageToken(absl::string_view company_number,
+                                    const storage::ResourceCursor& cursor) {
+  // Length-prefixed, so that any byte may appear in a kind or URI.
+  const std::string raw =
+      absl::StrCat(kResourceTokenPrefix, company_number.size(), ":",
+                   company_number, cursor.resource_kind.size(), ":",
+                   cursor.resource_kind, cursor.resource_uri);
+  return absl::WebSafeBase64Escape(raw);
+}
+
+absl::StatusOr<storage::ResourceCursor> DecodeResourcePageToken(
+    absl::string_view token, absl::string_view company_number) {
+  const auto invalid = [&company_number] {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "invalid page_token: pass the next_page_token of a previous "
+        "ListCompanyResources response for company ",
+        company_number, " unchanged, or an empty one for the first page"));
+  };
+  std::string raw;
+  if (!absl::WebSafeBase64Unescape(token, &raw)) return invalid();
+  absl::string_view rest = raw;
+  if (!absl::ConsumePrefix(&rest, kResourceTokenPrefix)) return invalid();
+  // Reads "<length>:<bytes>" from the front of `rest`.
+  const auto take = [&rest](absl::string_view* out) {
+    const size_t colon = rest.find(':');
+    size_t n = 0;
+    if (colon == absl::string_view::npos || colon == 0 || colon > 6 ||
+        !absl::SimpleAtoi(rest.substr(0, colon), &n) ||
+        n > rest.size() - colon - 1) {
+      return false;
+    }
+    *out = rest.substr(colon + 1, n);
+    rest.remove_prefix(colon + 1 + n);
+    return true;
+  };
+  absl::string_view number, kind;
+  if (!take(&number) || number != company_number || !take(&kind) ||
+      kind.empty() || rest.empty()) {
+    return invalid();
+  }
+  return storage::ResourceCursor{std::string(kind), std::string(rest)};
 }
 
 std::string FilterToString(const storage::Filter& f) {

@@ -2,11 +2,11 @@
 //
 // Conversions between storage types and chstream.v1 messages.
 //
-// Event.data and Company.data are stored as google.protobuf.Struct wire
-// bytes (made once at ingest). ToProto puts those bytes on the message as
-// an unknown length-delimited field with the same number, which serialises
-// to exactly the bytes of a set Struct field: serving an event copies bytes
-// and never parses JSON or builds a Struct.
+// Event.data, Company.data and Resource.data are stored as
+// google.protobuf.Struct wire bytes (made once at ingest). ToProto puts those
+// bytes on the message as an unknown length-delimited field with the same
+// number, which serialises to exactly the bytes of a set Struct field: serving
+// an event copies bytes and never parses JSON or builds a Struct.
 #pragma once
 
 #include <google/protobuf/timestamp.pb.h>
@@ -25,6 +25,7 @@ absl::Time FromTimestamp(const google::protobuf::Timestamp& ts);
 // Fills `out` (cleared first) from `event`.
 void ToProto(const storage::Event& event, v1::Event* out);
 void ToProto(const storage::CompanyRecord& company, v1::Company* out);
+void ToProto(const storage::ResourceRecord& resource, v1::Resource* out);
 
 // Caps on a request's filter lists (INVALID_ARGUMENT beyond, naming the
 // cap): they bound the memory and matching work one request can cause.
@@ -48,5 +49,21 @@ absl::StatusOr<std::string> NormalizeCompanyNumber(absl::string_view text);
 
 // The resource kinds chstream knows, per upstream-api.md §1.
 const std::vector<std::string>& KnownResourceKinds();
+
+// Checks a request's list of resource kinds (`field` names it in messages):
+// at most kMaxFilterValues, each one of KnownResourceKinds().
+// INVALID_ARGUMENT naming the cap or the allowed kinds otherwise.
+absl::StatusOr<std::vector<std::string>> ValidateResourceKinds(
+    const google::protobuf::RepeatedPtrField<std::string>& kinds,
+    absl::string_view field);
+
+// ListCompanyResources page tokens: opaque (URL-safe base64) to clients,
+// they hold the company number and the cursor of the last resource sent.
+std::string EncodeResourcePageToken(absl::string_view company_number,
+                                    const storage::ResourceCursor& cursor);
+// INVALID_ARGUMENT unless `token` came from EncodeResourcePageToken for
+// `company_number`.
+absl::StatusOr<storage::ResourceCursor> DecodeResourcePageToken(
+    absl::string_view token, absl::string_view company_number);
 
 }  // namespace chstream::server

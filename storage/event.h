@@ -1,7 +1,8 @@
 // File: storage/event.h
 //
 // The plain data types that flow from ingest through storage to the server:
-// a normalised upstream event, a company's current state, a dead letter.
+// a normalised upstream event, a company's or a resource's current state, a
+// dead letter.
 // No behaviour lives here; storage/ depends on nothing else in the project
 // but base/.
 #pragma once
@@ -98,6 +99,25 @@ struct CompanyRecord {
   std::string data_pb;
 
   bool operator==(const CompanyRecord&) const = default;
+};
+
+// The current state of one resource of any stream, keyed by its
+// resource_uri: the last event's kind, type and timepoint, and the data of
+// the last event that carried data.
+struct ResourceRecord {
+  std::string resource_uri;
+  std::string resource_kind;
+  // The last non-empty Event::company_number seen for it; empty where none
+  // applies (natural disqualified officers).
+  std::string company_number;
+  bool deleted = false;
+  int64_t last_timepoint = 0;
+  uint64_t last_position = 0;
+  absl::Time updated_at = absl::UnixEpoch();  // received_at of the last event
+  std::string data_json;
+  std::string data_pb;
+
+  bool operator==(const ResourceRecord&) const = default;
 };
 
 // An upstream line that could not be accepted, kept with its raw bytes.

@@ -105,16 +105,58 @@ INSERT INTO store_identity VALUES (
   1, lower(hex(randomblob(16))), 'created with the database',
   CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER), 0);
 )sql"},
-    // Retention (issue 11). Reserved as schema version 5: when this branch
-    // is merged after the resources migration (version 4), this entry
-    // becomes {5, ...} unchanged; its SQL does not depend on version 4.
-    {4, "pruned_data: current-state rows keep the data of a pruned event",
+    {4, "resources: the current state of every resource, keyed by resource_uri",
+     R"sql(
+CREATE TABLE resources (
+  resource_uri    TEXT    NOT NULL PRIMARY KEY,  -- exactly as upstream sent it
+  resource_kind   TEXT    NOT NULL,  -- of the last event
+  company_number  TEXT    NOT NULL,  -- the last non-empty one; '' if none
+  deleted         INTEGER NOT NULL,  -- the last event was a deleted one
+  last_timepoint  INTEGER NOT NULL,
+  last_position   INTEGER NOT NULL,
+  updated_at      INTEGER NOT NULL,  -- received_at of the last event
+  -- The event whose data_json/data_pb is the resource's current data (the
+  -- last one that carried data); 0 when none did. Stored once, there.
+  data_position   INTEGER NOT NULL
+) WITHOUT ROWID;
+-- ListCompanyResources: a company's resources by kind, then URI.
+CREATE INDEX resources_company
+  ON resources(company_number, resource_kind, resource_uri);
+-- The state of the events already stored: per resource_uri, the last event
+-- and the last event that carried data.
+WITH last AS (
+  SELECT resource_uri, MAX(position) AS position FROM events
+  WHERE resource_uri != '' GROUP BY resource_uri
+), with_data AS (
+  SELECT resource_uri, MAX(position) AS position FROM events
+  WHERE resource_uri != '' AND (data_json != '' OR length(data_pb) > 0)
+  GROUP BY resource_uri
+), with_number AS (
+  SELECT resource_uri, MAX(position) AS position FROM events
+  WHERE resource_uri != '' AND company_number != ''
+  GROUP BY resource_uri
+)
+INSERT INTO resources
+SELECT l.resource_uri, e.resource_kind,
+       COALESCE((SELECT n.company_number FROM events n
+                 WHERE n.position = wn.position), ''),
+       e.type = 2, e.timepoint, e.position, e.received_at,
+       COALESCE(d.position, 0)
+FROM last l
+JOIN events e ON e.position = l.position
+LEFT JOIN with_data d ON d.resource_uri = l.resource_uri
+LEFT JOIN with_number wn ON wn.resource_uri = l.resource_uri;
+)sql"},
+    // Retention (issue 11).
+    {5, "pruned_data: current-state rows keep the data of a pruned event",
      R"sql(
 -- NULL while the event at data_position holds the company's data; a copy
 -- of that event's data_json/data_pb once retention deleted the event.
 -- Reads prefer the event while it exists (see Store::GetCompany).
 ALTER TABLE companies ADD COLUMN pruned_data_json TEXT;
 ALTER TABLE companies ADD COLUMN pruned_data_pb BLOB;
+ALTER TABLE resources ADD COLUMN pruned_data_json TEXT;
+ALTER TABLE resources ADD COLUMN pruned_data_pb BLOB;
 )sql"},
 };
 

@@ -16,9 +16,14 @@
 //   version 3: store_identity: the store's random id (store_id, created
 //              here for new and older databases alike) and whether a
 //              process has the store open with synchronous=normal
-//   version 4 (reserved as 5, see schema.cc): companies.pruned_data_json
-//              and pruned_data_pb: a company's data, copied from its event
-//              when retention deleted the event
+//   version 4: resources: the current state of every resource of every
+//              stream, keyed by resource_uri (like companies: the data is
+//              referenced by event position), with an index by
+//              (company_number, resource_kind, resource_uri); filled from
+//              the events already stored
+//   version 5: companies.pruned_data_json and pruned_data_pb (and the
+//              same on resources): a row's current data, copied from its
+//              event when retention deleted the event
 //
 // Deliberately absent: an index on events(company_number). Company numbers
 // arrive in random order, so such an index dirties a random page per event;

@@ -210,6 +210,7 @@ struct CurrentStateTable {
 };
 constexpr CurrentStateTable kCurrentStateTables[] = {
     {"companies", "data_position", "t.company_number = e.company_number"},
+    {"resources", "data_position", "t.resource_uri = e.resource_uri"},
 };
 
 // Copies the data of the events at positions [?1, ?2] onto the rows of
@@ -221,6 +222,54 @@ std::string CopyPrunedDataSql(const CurrentStateTable& table) {
                       "WHERE e.position >= ?1 AND e.position <= ?2 AND t.",
                       table.position_column, " = e.position AND ",
                       table.row_of_event);
+}
+
+// Resource upserts: the last event's kind, type, timepoint and position
+// always; its company number unless empty (a deleted event without data may
+// lack the one data carried); its data only if it carries data, else the
+// previous data stays.
+constexpr char kResourceUpsertSql[] =
+    "INSERT INTO resources (resource_uri, resource_kind, company_number, "
+    "deleted, last_timepoint, last_position, updated_at, data_position) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+    "ON CONFLICT (resource_uri) DO UPDATE SET "
+    "resource_kind = excluded.resource_kind, "
+    "company_number = CASE WHEN excluded.company_number != '' "
+    "THEN excluded.company_number ELSE company_number END, "
+    "deleted = excluded.deleted, "
+    "last_timepoint = excluded.last_timepoint, "
+    "last_position = excluded.last_position, "
+    "updated_at = excluded.updated_at, "
+    "data_position = CASE WHEN excluded.data_position != 0 "
+    "THEN excluded.data_position ELSE data_position END";
+
+// Every resource query selects these columns (ReadResourceRow's order); the
+// data lives once, in the event that carried it.
+constexpr char kResourceSelect[] =
+    "SELECT r.resource_uri, r.resource_kind, r.company_number, r.deleted, "
+    "r.last_timepoint, r.last_position, r.updated_at, r.data_position, "
+    // Once retention deleted the event, the row's copy.
+    "COALESCE(e.data_json, r.pruned_data_json), "
+    "COALESCE(e.data_pb, r.pruned_data_pb) FROM resources r LEFT JOIN events e "
+    "ON e.position = r.data_position ";
+
+absl::Status ReadResourceRow(const Statement& st, ResourceRecord* r) {
+  r->resource_uri.assign(st.ColumnText(0));
+  r->resource_kind.assign(st.ColumnText(1));
+  r->company_number.assign(st.ColumnText(2));
+  r->deleted = st.ColumnInt64(3) != 0;
+  r->last_timepoint = st.ColumnInt64(4);
+  r->last_position = static_cast<uint64_t>(st.ColumnInt64(5));
+  r->updated_at = FromMicros(st.ColumnInt64(6));
+  const int64_t data_position = st.ColumnInt64(7);
+  if (data_position != 0 && st.ColumnIsNull(8)) {
+    return absl::DataLossError(
+        absl::StrCat("resource ", Av(r->resource_uri), " refers to event ",
+                     data_position, " for its data, which is not stored"));
+  }
+  r->data_json.assign(st.ColumnText(8));
+  r->data_pb.assign(st.ColumnBlob(9));
+  return absl::OkStatus();
 }
 
 absl::Status SetPragmas(Database& db, int cache_kib, absl::Duration busy) {
@@ -259,6 +308,7 @@ struct Store::Writer {
   Statement begin, commit, rollback;
   Statement insert_event;
   Statement upsert_company;
+  Statement upsert_resource;
   Statement upsert_stream_state;
   Statement insert_dead_letter;
   Statement insert_gap;
@@ -351,6 +401,10 @@ struct Store::Reader {
   Statement published_since;
   Statement stream_timepoint;
   Statement get_company;
+  Statement get_resource;
+  // A company's resources after a (kind, uri) cursor, any kind / one kind.
+  Statement list_resources;
+  Statement list_resources_of_kind;
   Statement stream_states;
   Statement gaps;
   Statement dead_letters;
@@ -522,6 +576,7 @@ absl::Status Store::Init(bool is_new) {
                                 ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
                                 "?9, ?10, ?11, ?12, ?13)")));
   CHS_ASSIGN_OR_RETURN(w.upsert_company, w.db.Prepare(CompanyUpsertSql()));
+  CHS_ASSIGN_OR_RETURN(w.upsert_resource, w.db.Prepare(kResourceUpsertSql));
   CHS_ASSIGN_OR_RETURN(
       w.upsert_stream_state,
       w.db.Prepare("INSERT INTO stream_state (stream, last_timepoint, "
@@ -558,6 +613,24 @@ absl::Status Store::Init(bool is_new) {
         r->db.Prepare("SELECT position FROM events WHERE stream = ?1 AND "
                       "timepoint >= ?2 ORDER BY timepoint LIMIT 1"));
     CHS_ASSIGN_OR_RETURN(r->get_company, r->db.Prepare(CompanySelectSql()));
+    CHS_ASSIGN_OR_RETURN(r->get_resource,
+                         r->db.Prepare(absl::StrCat(
+                             kResourceSelect, "WHERE r.resource_uri = ?1")));
+    CHS_ASSIGN_OR_RETURN(
+        r->list_resources,
+        r->db.Prepare(
+            absl::StrCat(kResourceSelect,
+                         "WHERE r.company_number = ?1 AND "
+                         "(r.resource_kind, r.resource_uri) > (?2, ?3) AND "
+                         "(?4 OR r.deleted = 0) "
+                         "ORDER BY r.resource_kind, r.resource_uri LIMIT ?5")));
+    CHS_ASSIGN_OR_RETURN(
+        r->list_resources_of_kind,
+        r->db.Prepare(absl::StrCat(
+            kResourceSelect,
+            "WHERE r.company_number = ?1 AND r.resource_kind = ?2 AND "
+            "r.resource_uri > ?3 AND (?4 OR r.deleted = 0) "
+            "ORDER BY r.resource_uri LIMIT ?5")));
     CHS_ASSIGN_OR_RETURN(
         r->stream_states,
         r->db.Prepare("SELECT stream, last_timepoint, last_published_at, "
@@ -738,7 +811,8 @@ absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
     w.begin.Reset();
     std::string fields_changed;
     std::string sic_codes;
-    std::vector<size_t> company_events;  // indexes into `kept`
+    std::vector<size_t> company_events;   // indexes into `kept`
+    std::vector<size_t> resource_events;  // indexes into `kept`
     for (size_t j = 0; j < kept.size(); ++j) {
       const Event& e = batch->events[kept[j]];
       const int64_t position = static_cast<int64_t>(head + 1 + j);
@@ -761,6 +835,7 @@ absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
       ins.Reset();
       CHS_RETURN_IF_ERROR(s);
       if (IsCompanyEvent(e)) company_events.push_back(j);
+      if (!e.resource_uri.empty()) resource_events.push_back(j);
     }
 
     // Company upserts in company_number order (stable: a company's events
@@ -806,6 +881,30 @@ absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
       st.Reset();
       CHS_RETURN_IF_ERROR(s);
       if (sqlite3_last_insert_rowid(w.db.get()) != 0) ++new_companies;
+    }
+    // Resource upserts in resource_uri order, for the same reason (stable:
+    // the last event of a resource wins).
+    std::stable_sort(resource_events.begin(), resource_events.end(),
+                     [&](size_t x, size_t y) {
+                       return batch->events[kept[x]].resource_uri <
+                              batch->events[kept[y]].resource_uri;
+                     });
+    for (size_t j : resource_events) {
+      const Event& e = batch->events[kept[j]];
+      const int64_t position = static_cast<int64_t>(head + 1 + j);
+      const bool has_data = !e.data_json.empty() || !e.data_pb.empty();
+      Statement& st = w.upsert_resource;
+      st.BindText(1, e.resource_uri);
+      st.BindText(2, e.resource_kind);
+      st.BindText(3, e.company_number);
+      st.BindInt64(4, e.type == EventType::kDeleted ? 1 : 0);
+      st.BindInt64(5, e.timepoint);
+      st.BindInt64(6, position);
+      st.BindInt64(7, ToMicros(e.received_at));
+      st.BindInt64(8, has_data ? position : 0);
+      absl::Status s = st.Run();
+      st.Reset();
+      CHS_RETURN_IF_ERROR(s);
     }
     for (const auto& [stream, p] : progress) {
       if (!p.advanced) continue;
@@ -1287,6 +1386,88 @@ absl::StatusOr<std::optional<CompanyRecord>> Store::GetCompany(
   c.data_json.assign(st.ColumnText(col++));
   c.data_pb.assign(st.ColumnBlob(col++));
   return c;
+}
+
+absl::StatusOr<std::optional<ResourceRecord>> Store::GetResource(
+    std::string_view resource_uri) {
+  ReaderLease r = AcquireReader();
+  Statement& st = r->get_resource;
+  absl::Cleanup reset = [&st] { st.Reset(); };
+  st.BindText(1, resource_uri);
+  CHS_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return std::nullopt;
+  ResourceRecord out;
+  CHS_RETURN_IF_ERROR(ReadResourceRow(st, &out));
+  return out;
+}
+
+absl::StatusOr<ResourcePage> Store::ListCompanyResources(
+    std::string_view company_number, const std::vector<std::string>& kinds,
+    const std::optional<ResourceCursor>& after, size_t limit,
+    bool include_deleted) {
+  if (limit == 0) {
+    return absl::InvalidArgumentError(
+        "ListCompanyResources: limit must be positive");
+  }
+  // One row more than asked for says whether another page follows.
+  const int64_t want =
+      static_cast<int64_t>(std::min<uint64_t>(limit, kMaxPosition - 1)) + 1;
+  ResourcePage page;
+  ReaderLease r = AcquireReader();
+  // One read transaction: with several kinds, every query sees one snapshot.
+  CHS_RETURN_IF_ERROR(r->begin.Run());
+  r->begin.Reset();
+  absl::Cleanup end = [&r] {
+    r->list_resources.Reset();
+    r->list_resources_of_kind.Reset();
+    r->commit.Run().IgnoreError();
+    r->commit.Reset();
+  };
+  // Runs `st` (bound but for the row limit) and appends its rows.
+  const auto run = [&](Statement& st) -> absl::Status {
+    st.BindInt64(4, include_deleted ? 1 : 0);
+    st.BindInt64(5, want - static_cast<int64_t>(page.resources.size()));
+    while (true) {
+      CHS_ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      CHS_RETURN_IF_ERROR(ReadResourceRow(st, &page.resources.emplace_back()));
+    }
+    st.Reset();
+    return absl::OkStatus();
+  };
+  if (kinds.empty()) {
+    Statement& st = r->list_resources;
+    st.BindText(1, company_number);
+    // Views, not temporaries: the statement binds without copying.
+    st.BindText(2, after.has_value() ? std::string_view(after->resource_kind)
+                                     : std::string_view());
+    st.BindText(3, after.has_value() ? std::string_view(after->resource_uri)
+                                     : std::string_view());
+    CHS_RETURN_IF_ERROR(run(st));
+  } else {
+    // One index range per kind, in kind order: a company's thousands of
+    // filings are never scanned to list its officers.
+    std::vector<std::string_view> sorted(kinds.begin(), kinds.end());
+    std::sort(sorted.begin(), sorted.end());
+    sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+    for (std::string_view kind : sorted) {
+      if (static_cast<int64_t>(page.resources.size()) >= want) break;
+      if (after.has_value() && kind < after->resource_kind) continue;
+      Statement& st = r->list_resources_of_kind;
+      st.BindText(1, company_number);
+      st.BindText(2, kind);
+      st.BindText(3, after.has_value() && kind == after->resource_kind
+                         ? std::string_view(after->resource_uri)
+                         : std::string_view());
+      CHS_RETURN_IF_ERROR(run(st));
+    }
+  }
+  if (static_cast<int64_t>(page.resources.size()) >= want) {
+    page.resources.pop_back();
+    const ResourceRecord& last = page.resources.back();
+    page.next = ResourceCursor{last.resource_kind, last.resource_uri};
+  }
+  return page;
 }
 
 absl::StatusOr<std::vector<StreamState>> Store::LoadStreamStates() {

@@ -18,6 +18,11 @@
 // WAL checkpoints run on a background thread with its own connection (see
 // Options), not inside Commit.
 //
+// Every committed event with a non-empty resource_uri also updates that
+// resource's row in the resources table (its current state, GetResource and
+// ListCompanyResources), in the same transaction; like a company's, a
+// resource's data is stored once, in its event.
+//
 // Event::company is not stored in the events table: it only feeds the
 // companies table. Events read back have `company` unset. A company's
 // data_json/data_pb is stored once, in the event that carried it (the
@@ -159,6 +164,23 @@ struct CommitResult {
   absl::flat_hash_map<std::string, uint64_t> duplicates;
   uint64_t dead_letters = 0;
   uint64_t gaps = 0;
+};
+
+// Where a ListCompanyResources page ends: the next page starts after this
+// (resource_kind, resource_uri).
+struct ResourceCursor {
+  std::string resource_kind;
+  std::string resource_uri;
+
+  bool operator==(const ResourceCursor&) const = default;
+};
+
+struct ResourcePage {
+  // Ordered by (resource_kind, resource_uri).
+  std::vector<ResourceRecord> resources;
+  // Set when more resources may follow: pass it as `after` for the next
+  // page.
+  std::optional<ResourceCursor> next;
 };
 
 struct Page {
@@ -362,6 +384,22 @@ class Store : public EventStore {
   // mentioned it. Deleted companies are returned with deleted = true.
   absl::StatusOr<std::optional<CompanyRecord>> GetCompany(
       std::string_view company_number) override;
+
+  // The current state of the resource with exactly this resource_uri (as
+  // the upstream sent it); nullopt if no stored event had it. Deleted
+  // resources are returned with deleted = true and their last data.
+  absl::StatusOr<std::optional<ResourceRecord>> GetResource(
+      std::string_view resource_uri);
+
+  // The current resources of a company (by ResourceRecord::company_number),
+  // ordered by (resource_kind, resource_uri), starting after `after` (none:
+  // from the first), at most `limit` of them; only the kinds in `kinds`
+  // (empty: every kind); deleted ones only with `include_deleted`. All
+  // from one read snapshot. REQUIRES: limit > 0 (else InvalidArgument).
+  absl::StatusOr<ResourcePage> ListCompanyResources(
+      std::string_view company_number, const std::vector<std::string>& kinds,
+      const std::optional<ResourceCursor>& after, size_t limit,
+      bool include_deleted);
 
   // Every stream that has committed an event or recorded a gap, by name.
   absl::StatusOr<std::vector<StreamState>> LoadStreamStates() override;

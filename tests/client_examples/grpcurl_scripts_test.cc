@@ -42,10 +42,18 @@ constexpr char kScriptDir[] = "client_examples/grpcurl";  // in runfiles
 constexpr char kAddr[] = "192.0.2.7:6000";
 
 const std::vector<std::string>& AllScripts() {
-  static const auto* scripts = new std::vector<std::string>{
-      "company.sh",          "describe.sh", "health_check.sh",
-      "health_watch.sh",     "list.sh",     "replay_from_position.sh",
-      "replay_from_time.sh", "status.sh",   "subscribe.sh"};
+  static const auto* scripts =
+      new std::vector<std::string>{"company.sh",
+                                   "company_resources.sh",
+                                   "describe.sh",
+                                   "health_check.sh",
+                                   "health_watch.sh",
+                                   "list.sh",
+                                   "replay_from_position.sh",
+                                   "replay_from_time.sh",
+                                   "resource.sh",
+                                   "status.sh",
+                                   "subscribe.sh"};
   return *scripts;
 }
 
@@ -459,6 +467,69 @@ TEST_F(GrpcurlScriptsTest, Company) {
   EXPECT_EQ(run.exit_code, 2);
   EXPECT_FALSE(run.grpcurl_ran);
   EXPECT_EQ(Run("company.sh", {"99999999"}, {}, 64 + 5).exit_code, 69);
+}
+
+TEST_F(GrpcurlScriptsTest, Resource) {
+  const std::string uri =
+      "/company/07217743/appointments/lZX48JQSZFCbhsdpDhYLSoG6Dbc";
+  ScriptRun run = Run("resource.sh", {uri});
+  EXPECT_EQ(run.exit_code, 0);
+  auto req = As<v1::GetResourceRequest>(
+      CheckInvoke(run, "chstream.v1.CompanyStream/GetResource"));
+  EXPECT_EQ(req.resource_uri(), uri);
+  run = Run("resource.sh", {"company/04567890/exemptions"});
+  EXPECT_EQ(As<v1::GetResourceRequest>(
+                CheckInvoke(run, "chstream.v1.CompanyStream/GetResource"))
+                .resource_uri(),
+            "company/04567890/exemptions");
+  EXPECT_EQ(Run("resource.sh").exit_code, 2);
+  for (const char* bad : {"", "/company/x\"}", "/a b"}) {
+    run = Run("resource.sh", {bad});
+    EXPECT_EQ(run.exit_code, 2) << bad;
+    EXPECT_FALSE(run.grpcurl_ran) << bad;
+  }
+  EXPECT_EQ(Run("resource.sh", {"/company/99999999"}, {}, 64 + 5).exit_code,
+            69);
+}
+
+TEST_F(GrpcurlScriptsTest, CompanyResources) {
+  ScriptRun run = Run("company_resources.sh", {"07217743"});
+  EXPECT_EQ(run.exit_code, 0);
+  auto req = As<v1::ListCompanyResourcesRequest>(
+      CheckInvoke(run, "chstream.v1.CompanyStream/ListCompanyResources"));
+  EXPECT_EQ(req.company_number(), "07217743");
+  EXPECT_THAT(req.resource_kinds(), IsEmpty());
+  EXPECT_EQ(req.page_size(), 0u);
+  EXPECT_EQ(req.page_token(), "");
+  EXPECT_FALSE(req.include_deleted());
+
+  run = Run("company_resources.sh",
+            {"07217743", "company-psc-individual", "company-psc-corporate"},
+            {{"PAGE_SIZE", "1000"},
+             {"PAGE_TOKEN", "cjE6ODowNzIxNzc0Mxo-_"},
+             {"INCLUDE_DELETED", "1"}});
+  EXPECT_EQ(run.exit_code, 0);
+  req = As<v1::ListCompanyResourcesRequest>(
+      CheckInvoke(run, "chstream.v1.CompanyStream/ListCompanyResources"));
+  EXPECT_THAT(req.resource_kinds(),
+              ElementsAre("company-psc-individual", "company-psc-corporate"));
+  EXPECT_EQ(req.page_size(), 1000u);
+  EXPECT_EQ(req.page_token(), "cjE6ODowNzIxNzc0Mxo-_");
+  EXPECT_TRUE(req.include_deleted());
+
+  EXPECT_EQ(Run("company_resources.sh").exit_code, 2);
+  for (const auto& [args, env] :
+       std::vector<std::pair<std::vector<std::string>,
+                             std::map<std::string, std::string>>>{
+           {{"x\"y"}, {}},
+           {{"07217743", "Officers!"}, {}},
+           {{"07217743"}, {{"PAGE_SIZE", "-1"}}},
+           {{"07217743"}, {{"PAGE_TOKEN", "a\"b"}}},
+           {{"07217743"}, {{"INCLUDE_DELETED", "yes"}}}}) {
+    run = Run("company_resources.sh", args, env);
+    EXPECT_EQ(run.exit_code, 2);
+    EXPECT_FALSE(run.grpcurl_ran);
+  }
 }
 
 TEST_F(GrpcurlScriptsTest, HealthCheck) {

@@ -172,6 +172,69 @@ TEST(SchemaTest, MigratesFromEveryEarlierVersion) {
   }
 }
 
+// Verifies that the migration to version 4 fills the resources table from
+// the events already stored: per resource_uri the last event's kind, type and
+// position, the last data, the last non-empty company number; events without
+// a resource_uri have no state.
+TEST(SchemaTest, MigrationToVersion4FillsResourcesFromStoredEvents) {
+  const std::string path = TestDbPath();
+  {
+    ASSERT_OK_AND_ASSIGN(
+        Database db,
+        Database::Open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
+    ASSERT_OK(db.Exec("PRAGMA journal_mode = WAL"));
+    ASSERT_OK(Migrate(db, 3));
+    const int64_t t0 = absl::ToUnixMicros(TestTime());
+    const auto row = [&](int position, const char* stream, int type,
+                         const char* kind, const char* uri, const char* number,
+                         const char* data_json) {
+      return absl::StrCat("INSERT INTO events VALUES (", position, ", '",
+                          stream, "', ", position, ", ", type, ", '", kind,
+                          "', 'id', '", uri, "', '", number, "', ", t0, ", ",
+                          t0 + position, ", '[]', '", data_json, "', X'",
+                          *data_json != 0 ? "0A00" : "", "');");
+    };
+    const char* officer = "/company/07217743/appointments/A";
+    const char* corporate = "/disqualified-officers/corporate/B";
+    ASSERT_OK(db.Exec(absl::StrCat(
+        row(1, "officers", 1, "company-officers", officer, "07217743",
+            R"({"name":"A"})"),
+        row(2, "disqualified-officers", 1, "disqualified-officer-corporate",
+            corporate, "01234567", R"({"company_number":"01234567"})"),
+        row(3, "officers", 2, "company-officers", officer, "07217743", ""),
+        row(4, "disqualified-officers", 2, "disqualified-officer-corporate",
+            corporate, "", ""),
+        row(5, "filings", 1, "filing-history", "", "02154654", R"({"x":1})"))));
+  }
+  ASSERT_OK_AND_ASSIGN(auto store, Store::Open(path));
+  ASSERT_OK_AND_ASSIGN(std::optional<ResourceRecord> a,
+                       store->GetResource("/company/07217743/appointments/A"));
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->resource_kind, "company-officers");
+  EXPECT_EQ(a->company_number, "07217743");
+  EXPECT_TRUE(a->deleted);
+  EXPECT_EQ(a->last_timepoint, 3);
+  EXPECT_EQ(a->last_position, 3u);
+  EXPECT_EQ(a->updated_at, TestTime(3));
+  EXPECT_EQ(a->data_json, R"({"name":"A"})");
+  ASSERT_OK_AND_ASSIGN(
+      std::optional<ResourceRecord> b,
+      store->GetResource("/disqualified-officers/corporate/B"));
+  ASSERT_TRUE(b.has_value());
+  EXPECT_TRUE(b->deleted);
+  EXPECT_EQ(b->company_number, "01234567");
+  EXPECT_EQ(b->data_json, R"({"company_number":"01234567"})");
+  ASSERT_OK_AND_ASSIGN(std::optional<ResourceRecord> none,
+                       store->GetResource(""));
+  EXPECT_FALSE(none.has_value());
+  ASSERT_OK_AND_ASSIGN(
+      ResourcePage page,
+      store->ListCompanyResources("01234567", {}, std::nullopt, 10, true));
+  ASSERT_EQ(page.resources.size(), 1u);
+  EXPECT_EQ(page.resources[0].resource_uri,
+            "/disqualified-officers/corporate/B");
+}
+
 TEST(SchemaTest, MigrateIsIdempotentAndStepwiseEqualsDirect) {
   const std::string stepwise = TestDbPath("_stepwise");
   const std::string direct = TestDbPath("_direct");

@@ -1,0 +1,376 @@
+// The resources table of storage/store.h: the current state of every
+// resource keyed by resource_uri (GetResource) and a company's resources by
+// kind, paged (ListCompanyResources), written in the same transaction as the
+// events, on a real SQLite file.
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "storage/sqlite.h"
+#include "storage/store.h"
+#include "tests/storage/test_util.h"
+
+namespace chstream::storage {
+namespace {
+
+using ::chstream::storage::testing::CompanyEvent;
+using ::chstream::storage::testing::MakeEvent;
+using ::chstream::storage::testing::TestDbPath;
+using ::chstream::storage::testing::TestTime;
+using ::chstream::testing::IsOk;
+using ::chstream::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+constexpr char kOfficerUri[] =
+    "/company/07217743/appointments/lZX48JQSZFCbhsdpDhYLSoG6Dbc";
+
+// An event about the resource at `uri` (kind, company and data given).
+Event ResourceEvent(const std::string& stream, int64_t timepoint,
+                    const std::string& kind, const std::string& uri,
+                    const std::string& company_number,
+                    EventType type = EventType::kChanged) {
+  Event e = MakeEvent(stream, timepoint, company_number);
+  e.resource_kind = kind;
+  e.resource_uri = uri;
+  e.type = type;
+  return e;
+}
+
+Event WithoutData(Event e) {
+  e.data_json.clear();
+  e.data_pb.clear();
+  return e;
+}
+
+std::vector<std::string> Uris(const std::vector<ResourceRecord>& rs) {
+  std::vector<std::string> out;
+  for (const ResourceRecord& r : rs) out.push_back(r.resource_uri);
+  return out;
+}
+
+class ResourceStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = TestDbPath();
+    ASSERT_OK_AND_ASSIGN(store_, Store::Open(path_));
+  }
+
+  void Commit(std::vector<Event> events) {
+    Batch batch;
+    batch.events = std::move(events);
+    ASSERT_OK(store_->Commit(std::move(batch), TestTime(999)));
+  }
+
+  std::optional<ResourceRecord> Get(const std::string& uri) {
+    auto r = store_->GetResource(uri);
+    EXPECT_THAT(r, IsOk());
+    return r.ok() ? *r : std::nullopt;
+  }
+
+  ResourcePage List(const std::string& company,
+                    std::vector<std::string> kinds = {},
+                    std::optional<ResourceCursor> after = std::nullopt,
+                    size_t limit = 100, bool include_deleted = false) {
+    auto page = store_->ListCompanyResources(company, kinds, after, limit,
+                                             include_deleted);
+    EXPECT_THAT(page, IsOk());
+    return page.ok() ? *std::move(page) : ResourcePage{};
+  }
+
+  std::string path_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(ResourceStoreTest, RecordRoundTripsEveryField) {
+  Event e = ResourceEvent("officers", 6521990, "company-officers", kOfficerUri,
+                          "07217743");
+  e.received_at = TestTime(77);
+  Commit({MakeEvent("filings", 1), e});
+  std::optional<ResourceRecord> r = Get(kOfficerUri);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->resource_uri, kOfficerUri);
+  EXPECT_EQ(r->resource_kind, "company-officers");
+  EXPECT_EQ(r->company_number, "07217743");
+  EXPECT_FALSE(r->deleted);
+  EXPECT_EQ(r->last_timepoint, 6521990);
+  EXPECT_EQ(r->last_position, 2u);
+  EXPECT_EQ(r->updated_at, TestTime(77));
+  EXPECT_EQ(r->data_json, e.data_json);
+  EXPECT_EQ(r->data_pb, e.data_pb);
+  EXPECT_FALSE(Get("/company/07217743/appointments/other").has_value());
+  EXPECT_FALSE(Get("").has_value());
+}
+
+// Verifies the companies rule for every resource: a deleted event marks the
+// resource deleted and keeps the last data when it carries none; a later
+// changed event revives it; the data is the event's (stored once).
+TEST_F(ResourceStoreTest, ChangedDeletedChangedKeepsLastDataAndRevives) {
+  Event v1 =
+      ResourceEvent("officers", 1, "company-officers", kOfficerUri, "07217743");
+  Commit({v1});
+  Event gone =
+      WithoutData(ResourceEvent("officers", 2, "company-officers", kOfficerUri,
+                                "07217743", EventType::kDeleted));
+  Commit({gone});
+  std::optional<ResourceRecord> r = Get(kOfficerUri);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_TRUE(r->deleted);
+  EXPECT_EQ(r->last_timepoint, 2);
+  EXPECT_EQ(r->last_position, 2u);
+  EXPECT_EQ(r->data_json, v1.data_json);  // from position 1
+
+  // A deleted event with data replaces the data.
+  Event gone_with_data =
+      ResourceEvent("officers", 3, "company-officers", kOfficerUri, "07217743",
+                    EventType::kDeleted);
+  Commit({gone_with_data});
+  r = Get(kOfficerUri);
+  EXPECT_TRUE(r->deleted);
+  EXPECT_EQ(r->data_json, gone_with_data.data_json);
+
+  Event back =
+      ResourceEvent("officers", 4, "company-officers", kOfficerUri, "07217743");
+  Commit({back});
+  r = Get(kOfficerUri);
+  EXPECT_FALSE(r->deleted);
+  EXPECT_EQ(r->last_position, 4u);
+  EXPECT_EQ(r->data_json, back.data_json);
+
+  // Stored once: the row refers to the event, it holds no copy.
+  ASSERT_OK_AND_ASSIGN(Database db,
+                       Database::Open(path_, SQLITE_OPEN_READONLY));
+  ASSERT_OK_AND_ASSIGN(
+      int64_t data_position,
+      db.QueryInt64("SELECT data_position FROM resources WHERE resource_uri = "
+                    "'/company/07217743/appointments/"
+                    "lZX48JQSZFCbhsdpDhYLSoG6Dbc'"));
+  EXPECT_EQ(data_position, 4);
+}
+
+// Verifies that within one batch the last event of a resource wins, whatever
+// order the upserts run in.
+TEST_F(ResourceStoreTest, LatestEventInABatchWins) {
+  std::vector<Event> batch;
+  for (int i = 1; i <= 5; ++i) {
+    batch.push_back(
+        ResourceEvent("charges", i, "company-charges",
+                      absl::StrCat("/company/0000000", i % 2, "/charges/c"),
+                      absl::StrCat("0000000", i % 2)));
+  }
+  Commit(batch);
+  EXPECT_EQ(Get("/company/00000001/charges/c")->last_timepoint, 5);
+  EXPECT_EQ(Get("/company/00000000/charges/c")->last_timepoint, 4);
+  EXPECT_EQ(Get("/company/00000001/charges/c")->data_json, batch[4].data_json);
+}
+
+// Verifies that a deleted event without data (and so, for a corporate
+// disqualified officer, without data.company_number) keeps the company
+// number the resource had.
+TEST_F(ResourceStoreTest, EmptyCompanyNumberKeepsThePreviousOne) {
+  const std::string uri = "/disqualified-officers/corporate/abc";
+  Commit({ResourceEvent("disqualified-officers", 1,
+                        "disqualified-officer-corporate", uri, "01234567")});
+  Commit({WithoutData(ResourceEvent("disqualified-officers", 2,
+                                    "disqualified-officer-corporate", uri, "",
+                                    EventType::kDeleted))});
+  std::optional<ResourceRecord> r = Get(uri);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_TRUE(r->deleted);
+  EXPECT_EQ(r->company_number, "01234567");
+}
+
+TEST_F(ResourceStoreTest, EventsWithoutResourceUriHaveNoState) {
+  Event e = MakeEvent("filings", 1, "02154654");
+  e.resource_uri.clear();
+  Commit({e});
+  ASSERT_OK_AND_ASSIGN(Database db,
+                       Database::Open(path_, SQLITE_OPEN_READONLY));
+  EXPECT_EQ(*db.QueryInt64("SELECT count(*) FROM resources"), 0);
+  EXPECT_EQ(store_->HeadPosition(), 1u);
+}
+
+// Verifies that the resource upserts are part of the commit: when a later
+// statement of the same transaction fails (a dead letter too large for
+// SQLite, inserted after the upserts), no resource is left behind.
+TEST_F(ResourceStoreTest, FailedCommitWritesNoResource) {
+  store_.reset();
+  Store::Options options;
+  options.max_value_bytes = 100'000;
+  ASSERT_OK_AND_ASSIGN(store_, Store::Open(path_, options));
+  Batch batch;
+  batch.events.push_back(ResourceEvent("officers", 1, "company-officers",
+                                       kOfficerUri, "07217743"));
+  DeadLetter big;
+  big.stream = "officers";
+  big.reason = "too big";
+  big.raw = std::string(200'000, 'x');
+  batch.dead_letters.push_back(big);
+  EXPECT_THAT(store_->Commit(&batch, TestTime()), ::testing::Not(IsOk()));
+  EXPECT_FALSE(Get(kOfficerUri).has_value());
+  EXPECT_EQ(store_->HeadPosition(), 0u);
+  batch.dead_letters.clear();
+  ASSERT_OK(store_->Commit(&batch, TestTime()));
+  EXPECT_TRUE(Get(kOfficerUri).has_value());
+}
+
+TEST_F(ResourceStoreTest, ResourcesSurviveReopen) {
+  Commit({ResourceEvent("officers", 1, "company-officers", kOfficerUri,
+                        "07217743")});
+  store_.reset();
+  ASSERT_OK_AND_ASSIGN(store_, Store::Open(path_));
+  EXPECT_EQ(Get(kOfficerUri)->last_position, 1u);
+}
+
+class ListResourcesTest : public ResourceStoreTest {
+ protected:
+  void SetUp() override {
+    ResourceStoreTest::SetUp();
+    std::vector<Event> events;
+    int64_t tp = 0;
+    const auto add = [&](const std::string& stream, const std::string& kind,
+                         const std::string& uri, const std::string& number,
+                         EventType type = EventType::kChanged) {
+      events.push_back(ResourceEvent(stream, ++tp, kind, uri, number, type));
+    };
+    const std::string c = "/company/07217743";
+    add("officers", "company-officers", c + "/appointments/b", "07217743");
+    add("officers", "company-officers", c + "/appointments/a", "07217743");
+    add("officers", "company-officers", c + "/appointments/c", "07217743");
+    add("persons-with-significant-control", "company-psc-individual",
+        c + "/persons-with-significant-control/individual/p1", "07217743");
+    add("persons-with-significant-control", "company-psc-corporate",
+        c + "/persons-with-significant-control/corporate-entity/p2",
+        "07217743");
+    add("filings", "filing-history", c + "/filing-history/f1", "07217743");
+    add("officers", "company-officers", c + "/appointments/c", "07217743",
+        EventType::kDeleted);
+    add("officers", "company-officers", "/company/00000001/appointments/x",
+        "00000001");
+    Commit(events);
+  }
+};
+
+TEST_F(ListResourcesTest, EveryKindOrderedByKindThenUri) {
+  ResourcePage page = List("07217743");
+  EXPECT_THAT(Uris(page.resources),
+              ElementsAre("/company/07217743/appointments/a",
+                          "/company/07217743/appointments/b",
+                          "/company/07217743/persons-with-significant-control/"
+                          "corporate-entity/p2",
+                          "/company/07217743/persons-with-significant-control/"
+                          "individual/p1",
+                          "/company/07217743/filing-history/f1"));
+  EXPECT_FALSE(page.next.has_value());
+  EXPECT_EQ(page.resources[0].resource_kind, "company-officers");
+  EXPECT_FALSE(page.resources[0].data_json.empty());
+}
+
+TEST_F(ListResourcesTest, OnlyTheGivenKindsAndDeletedOnRequest) {
+  EXPECT_THAT(Uris(List("07217743", {"company-officers"}).resources),
+              ElementsAre("/company/07217743/appointments/a",
+                          "/company/07217743/appointments/b"));
+  ResourcePage with_deleted =
+      List("07217743", {"company-officers"}, std::nullopt, 100, true);
+  EXPECT_THAT(Uris(with_deleted.resources),
+              ElementsAre("/company/07217743/appointments/a",
+                          "/company/07217743/appointments/b",
+                          "/company/07217743/appointments/c"));
+  EXPECT_TRUE(with_deleted.resources[2].deleted);
+  // Kinds in any order, repeated: the result is ordered and has no repeat.
+  EXPECT_THAT(
+      Uris(List("07217743", {"company-psc-individual", "company-officers",
+                             "company-psc-corporate", "company-officers"})
+               .resources),
+      ElementsAre("/company/07217743/appointments/a",
+                  "/company/07217743/appointments/b",
+                  "/company/07217743/persons-with-significant-control/"
+                  "corporate-entity/p2",
+                  "/company/07217743/persons-with-significant-control/"
+                  "individual/p1"));
+  EXPECT_THAT(List("07217743", {"company-charges"}).resources, IsEmpty());
+  EXPECT_THAT(List("99999999").resources, IsEmpty());
+}
+
+// Verifies that paging with every page size returns each resource exactly
+// once, in order, with and without a kinds list.
+TEST_F(ListResourcesTest, PagesCoverEverythingOnceInOrder) {
+  for (const std::vector<std::string>& kinds :
+       std::vector<std::vector<std::string>>{
+           {},
+           {"filing-history", "company-officers", "company-psc-individual",
+            "company-psc-corporate"}}) {
+    const std::vector<std::string> all =
+        Uris(List("07217743", kinds, std::nullopt, 100, true).resources);
+    ASSERT_EQ(all.size(), 6u);
+    for (size_t limit = 1; limit <= 7; ++limit) {
+      SCOPED_TRACE(absl::StrCat("limit ", limit, " kinds ", kinds.size()));
+      std::vector<std::string> seen;
+      std::optional<ResourceCursor> after;
+      int pages = 0;
+      do {
+        ResourcePage page = List("07217743", kinds, after, limit, true);
+        EXPECT_LE(page.resources.size(), limit);
+        for (const std::string& uri : Uris(page.resources)) {
+          seen.push_back(uri);
+        }
+        after = page.next;
+        ASSERT_LT(++pages, 10);
+      } while (after.has_value());
+      EXPECT_EQ(seen, all);
+    }
+  }
+}
+
+TEST_F(ListResourcesTest, ZeroLimitIsInvalid) {
+  EXPECT_THAT(
+      store_->ListCompanyResources("07217743", {}, std::nullopt, 0, false),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("limit")));
+}
+
+// Verifies that the index serves both list queries (no scan of the table or
+// of a company's other kinds).
+TEST_F(ListResourcesTest, ListQueriesUseTheCompanyIndex) {
+  ASSERT_OK_AND_ASSIGN(Database db,
+                       Database::Open(path_, SQLITE_OPEN_READONLY));
+  for (const char* where :
+       {"r.company_number = '1' AND (r.resource_kind, r.resource_uri) > "
+        "('a', 'b') ORDER BY r.resource_kind, r.resource_uri",
+        "r.company_number = '1' AND r.resource_kind = 'a' AND "
+        "r.resource_uri > 'b' ORDER BY r.resource_uri"}) {
+    ASSERT_OK_AND_ASSIGN(
+        Statement st,
+        db.Prepare(absl::StrCat("EXPLAIN QUERY PLAN SELECT r.resource_uri, "
+                                "r.deleted, e.data_pb FROM resources r LEFT "
+                                "JOIN events e ON e.position = "
+                                "r.data_position WHERE r.deleted = 0 AND ",
+                                where),
+                   false));
+    std::string plan;
+    while (true) {
+      ASSERT_OK_AND_ASSIGN(bool row, st.Step());
+      if (!row) break;
+      plan.append(st.ColumnText(3)).append("\n");
+    }
+    EXPECT_THAT(plan, HasSubstr("USING INDEX resources_company")) << plan;
+    EXPECT_THAT(plan, ::testing::Not(HasSubstr("TEMP B-TREE"))) << plan;
+  }
+}
+
+// Verifies that company-profile events are resources too.
+TEST_F(ResourceStoreTest, CompanyProfilesAreResources) {
+  Commit({CompanyEvent(1, "SC571653", "FC KIOSKS LTD")});
+  std::optional<ResourceRecord> r = Get("/company/SC571653");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->resource_kind, "company-profile");
+  EXPECT_EQ(r->company_number, "SC571653");
+  EXPECT_THAT(Uris(List("SC571653", {"company-profile"}).resources),
+              ElementsAre("/company/SC571653"));
+}
+
+}  // namespace
+}  // namespace chstream::storage
