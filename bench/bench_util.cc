@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -46,6 +47,25 @@ std::string FindChstreamd(const std::string& flag, const char* argv0) {
     if (IsExecutable(c)) return c;
   }
   return "";
+}
+
+std::optional<ChstreamdBench> SetUpChstreamdBench(
+    const std::string& chstreamd_flag, const char* argv0,
+    const std::string& parent, const std::string& name, int* exit_code) {
+  ChstreamdBench bench;
+  bench.binary = FindChstreamd(chstreamd_flag, argv0);
+  if (bench.binary.empty()) {
+    std::fprintf(stderr, "chstreamd not found; pass --chstreamd=PATH\n");
+    *exit_code = 2;
+    return std::nullopt;
+  }
+  bench.dir = absl::StrCat(parent, "/chstream-", name, "-XXXXXX");
+  if (mkdtemp(bench.dir.data()) == nullptr) {
+    std::perror("mkdtemp");
+    *exit_code = 1;
+    return std::nullopt;
+  }
+  return bench;
 }
 
 int64_t ProcStatusKb(pid_t pid, const std::string& key) {

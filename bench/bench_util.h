@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -30,6 +31,19 @@ bool FlagValue(const std::string& arg, const char* name, std::string* value);
 // --chstreamd, else the data dependency in the runfiles, else bazel-bin.
 // Empty if none is executable.
 std::string FindChstreamd(const std::string& flag, const char* argv0);
+
+// What a benchmark that runs its own chstreamd needs first: the binary
+// (FindChstreamd) and a new private directory "<parent>/chstream-<name>-XXXXXX"
+// for its database and logs.
+struct ChstreamdBench {
+  std::string binary;
+  std::string dir;
+};
+// On failure prints why and sets *exit_code (2: no chstreamd, 1: no
+// directory).
+std::optional<ChstreamdBench> SetUpChstreamdBench(
+    const std::string& chstreamd_flag, const char* argv0,
+    const std::string& parent, const std::string& name, int* exit_code);
 
 // kB from a "Key:   1234 kB" line of /proc/PID/status; -1 if absent.
 int64_t ProcStatusKb(pid_t pid, const std::string& key);

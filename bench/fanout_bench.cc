@@ -33,6 +33,10 @@
 // Thread-safety: each reactor's callbacks are serialised by gRPC; the
 // driver reads a reactor's samples only after its OnDone.
 #include <fcntl.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
@@ -47,14 +51,10 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <google/protobuf/io/coded_stream.h>
-#include <google/protobuf/wire_format_lite.h>
-#include <grpcpp/generic/generic_stub.h>
-#include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -163,7 +163,8 @@ class RawSubscriber final
     const std::string bytes = request.SerializeAsString();
     grpc::Slice slice(bytes);
     request_ = grpc::ByteBuffer(&slice, 1);
-    stub->PrepareBidiStreamingCall(&ctx_, "/chstream.v1.CompanyStream/Subscribe",
+    stub->PrepareBidiStreamingCall(&ctx_,
+                                   "/chstream.v1.CompanyStream/Subscribe",
                                    grpc::StubOptions(), this);
     StartWriteLast(&request_, grpc::WriteOptions());
     StartRead(&response_);
@@ -230,7 +231,7 @@ class RawSubscriber final
         }
         in->PopLimit(ts);
       } else if (!google::protobuf::internal::WireFormatLite::SkipField(in,
-                                                                         tag)) {
+                                                                        tag)) {
         break;
       }
     }
@@ -245,16 +246,12 @@ class RawSubscriber final
 };
 
 int Run(const Flags& flags, const char* argv0) {
-  const std::string binary = FindChstreamd(flags.chstreamd, argv0);
-  if (binary.empty()) {
-    std::fprintf(stderr, "chstreamd not found; pass --chstreamd=PATH\n");
-    return 2;
-  }
-  std::string dir = flags.dir + "/chstream-fanout-bench-XXXXXX";
-  if (mkdtemp(dir.data()) == nullptr) {
-    std::perror("mkdtemp");
-    return 1;
-  }
+  int exit_code = 0;
+  const std::optional<ChstreamdBench> setup = SetUpChstreamdBench(
+      flags.chstreamd, argv0, flags.dir, "fanout-bench", &exit_code);
+  if (!setup) return exit_code;
+  const std::string& binary = setup->binary;
+  const std::string& dir = setup->dir;
   const std::string log_path = dir + "/chstreamd.log";
   absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
       binary,
@@ -282,7 +279,8 @@ int Run(const Flags& flags, const char* argv0) {
   auto status_stub = v1::CompanyStream::NewStub(channels[0]);
   auto head = [&status_stub]() -> uint64_t {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(5));
     v1::GetStatusResponse status;
     if (!status_stub->GetStatus(&ctx, v1::GetStatusRequest(), &status).ok()) {
       return 0;
@@ -354,9 +352,10 @@ int Run(const Flags& flags, const char* argv0) {
       all.size(), window, Percentile(all, 0.5), Percentile(all, 0.9),
       Percentile(all, 0.99), Percentile(all, 0.999),
       all.empty() ? 0.0 : all.back());
-  std::printf("chstreamd CPU %.2f s in the window (%.0f%% of one core), peak "
-              "RSS (VmHWM) %.1f MB\n",
-              cpu, 100 * cpu / window, static_cast<double>(hwm_kb) / 1024);
+  std::printf(
+      "chstreamd CPU %.2f s in the window (%.0f%% of one core), peak "
+      "RSS (VmHWM) %.1f MB\n",
+      cpu, 100 * cpu / window, static_cast<double>(hwm_kb) / 1024);
   const bool ok = finished == subs.size() && errors == 0 && out_of_order == 0;
   subs.clear();
   const int exit_status = (*daemon)->Stop();

@@ -25,6 +25,7 @@
 #include <atomic>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -127,16 +128,12 @@ class Subscriber final : public BenchSubscriber,
 double Mb(int64_t kb) { return static_cast<double>(kb) / 1024; }
 
 int Run(const Flags& flags, const char* argv0) {
-  const std::string binary = FindChstreamd(flags.chstreamd, argv0);
-  if (binary.empty()) {
-    std::fprintf(stderr, "chstreamd not found; pass --chstreamd=PATH\n");
-    return 2;
-  }
-  std::string dir = flags.dir + "/chstream-frozen-bench-XXXXXX";
-  if (mkdtemp(dir.data()) == nullptr) {
-    std::perror("mkdtemp");
-    return 1;
-  }
+  int exit_code = 0;
+  const std::optional<ChstreamdBench> setup = SetUpChstreamdBench(
+      flags.chstreamd, argv0, flags.dir, "frozen-bench", &exit_code);
+  if (!setup) return exit_code;
+  const std::string& binary = setup->binary;
+  const std::string& dir = setup->dir;
   std::vector<std::string> args = {
       "--db_path=" + dir + "/frozen.db",
       "--grpc_address=127.0.0.1:0",

@@ -50,6 +50,7 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -342,16 +343,12 @@ uint64_t HeadPosition(v1::CompanyStream::Stub* stub) {
 double Mb(int64_t kb) { return static_cast<double>(kb) / 1024; }
 
 int Run(const Flags& flags, const char* argv0) {
-  const std::string binary = FindChstreamd(flags.chstreamd, argv0);
-  if (binary.empty()) {
-    std::fprintf(stderr, "chstreamd not found; pass --chstreamd=PATH\n");
-    return 2;
-  }
-  std::string dir = flags.dir + "/chstream-soak-XXXXXX";
-  if (mkdtemp(dir.data()) == nullptr) {
-    std::perror("mkdtemp");
-    return 1;
-  }
+  int exit_code = 0;
+  const std::optional<ChstreamdBench> setup = SetUpChstreamdBench(
+      flags.chstreamd, argv0, flags.dir, "soak", &exit_code);
+  if (!setup) return exit_code;
+  const std::string& binary = setup->binary;
+  const std::string& dir = setup->dir;
   std::vector<std::string> args = {
       "--db_path=" + dir + "/soak.db", "--metrics_address=127.0.0.1:0",
       "--simulate", absl::StrCat("--simulator_rate=", flags.rate),

@@ -19,6 +19,7 @@
 // Thread-safety: each reactor's callbacks are serialised by gRPC; the
 // driver reads a reactor's results only after its OnDone.
 #include <fcntl.h>
+#include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
@@ -33,12 +34,11 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -152,16 +152,12 @@ class Subscriber final : public BenchSubscriber,
 double Mb(int64_t kb) { return static_cast<double>(kb) / 1024; }
 
 int Run(const Flags& flags, const char* argv0) {
-  const std::string binary = FindChstreamd(flags.chstreamd, argv0);
-  if (binary.empty()) {
-    std::fprintf(stderr, "chstreamd not found; pass --chstreamd=PATH\n");
-    return 2;
-  }
-  std::string dir = flags.dir + "/chstream-subscribers-bench-XXXXXX";
-  if (mkdtemp(dir.data()) == nullptr) {
-    std::perror("mkdtemp");
-    return 1;
-  }
+  int exit_code = 0;
+  const std::optional<ChstreamdBench> setup = SetUpChstreamdBench(
+      flags.chstreamd, argv0, flags.dir, "subscribers-bench", &exit_code);
+  if (!setup) return exit_code;
+  const std::string& binary = setup->binary;
+  const std::string& dir = setup->dir;
   const std::string log_path = dir + "/chstreamd.log";
   absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
       binary,
@@ -184,12 +180,13 @@ int Run(const Flags& flags, const char* argv0) {
 
   std::vector<std::unique_ptr<v1::CompanyStream::Stub>> stubs;
   for (int i = 0; i < flags.channels; ++i) {
-    stubs.push_back(v1::CompanyStream::NewStub(
-        MakeChannel((*daemon)->grpc_address(), i)));
+    stubs.push_back(
+        v1::CompanyStream::NewStub(MakeChannel((*daemon)->grpc_address(), i)));
   }
   auto head = [&stubs]() -> uint64_t {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(5));
     v1::GetStatusResponse status;
     if (!stubs[0]->GetStatus(&ctx, v1::GetStatusRequest(), &status).ok()) {
       return 0;
@@ -211,10 +208,11 @@ int Run(const Flags& flags, const char* argv0) {
       if (!n.empty()) numbers.push_back(n);
     }
     kinds.assign(observer.kinds().begin(), observer.kinds().end());
-    std::printf("observed %llu events in %d s: %zu company numbers, %zu "
-                "resource kinds\n",
-                static_cast<unsigned long long>(observer.events()),
-                flags.observe_seconds, numbers.size(), kinds.size());
+    std::printf(
+        "observed %llu events in %d s: %zu company numbers, %zu "
+        "resource kinds\n",
+        static_cast<unsigned long long>(observer.events()),
+        flags.observe_seconds, numbers.size(), kinds.size());
   }
   if (numbers.empty() || kinds.empty()) {
     std::fprintf(stderr, "no events observed; see %s\n", log_path.c_str());

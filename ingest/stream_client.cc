@@ -16,11 +16,9 @@
 #include <exception>
 #include <limits>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
-#include "base/utf8.h"
+#include "ingest/response_reader.h"
 
 // GCC 12 at -O2 reports -Wmismatched-new-delete at the end of every
 // coroutine below: it pairs the frame's deallocation with the wrong
@@ -41,25 +39,11 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-constexpr size_t kReadBufferBytes = 64 << 10;
-constexpr size_t kErrorBodyBytes = 4096;
-// The status line and headers of a response (Beast's default, made
-// explicit): an upstream sends a few hundred bytes.
-constexpr uint32_t kMaxHeaderBytes = 8 << 10;
-// What the HTTP parser may hold while it waits for the end of a unit it
-// cannot parse piecemeal: the header block, one chunk header line (with any
-// chunk extensions) or the trailer. Body bytes stream through, whatever the
-// line or chunk size. Without this bound a chunk extension with no end grew
-// the buffer for as long as the upstream kept sending.
-constexpr size_t kMaxWireBufferBytes = 64 << 10;
 // Dead letters keep at most this much of a line (the reason gives the
 // original length).
 constexpr size_t kMaxDeadLetterBytes = 64 << 10;
 
-std::chrono::steady_clock::duration ToChrono(absl::Duration d) {
-  if (d < absl::ZeroDuration()) d = absl::ZeroDuration();
-  return absl::ToChronoNanoseconds(d);
-}
+using response_reader_internal::ToChrono;
 
 std::string Base64(std::string_view in) {
   static constexpr char kAlphabet[] =
@@ -117,24 +101,15 @@ Outcome MakeOutcome(Outcome::Kind kind, std::string detail) {
   return o;
 }
 
-bool IsEndOfStream(const beast::error_code& ec) {
-  return ec == asio::error::eof || ec == http::error::end_of_stream ||
-         ec == http::error::partial_message ||
-         ec == ssl::error::stream_truncated;
-}
-
 }  // namespace
 
 // One connection attempt: resolve, connect, (TLS), request, stream. Runs as
 // a coroutine on the io thread; Cancel() closes the socket.
 class StreamClient::Session : public std::enable_shared_from_this<Session>,
-                              private LineFramer::Visitor {
+                              private ResponseVisitor {
  public:
   Session(StreamClient* client, std::string target)
-      : client_(client),
-        target_(std::move(target)),
-        framer_(client->options_.max_line_bytes),
-        buffer_(new char[kReadBufferBytes]) {}
+      : client_(client), target_(std::move(target)) {}
 
   asio::awaitable<Outcome> Run() {
     auto self = shared_from_this();
@@ -239,136 +214,23 @@ class StreamClient::Session : public std::enable_shared_from_this<Session>,
           absl::StrCat("sending the request failed: ", ec.message()));
     }
 
-    http::response_parser<http::buffer_body> parser;
-    parser.header_limit(kMaxHeaderBytes);
-    // No limit on the endless body. Not boost::none: Boost 1.74 compares
-    // Content-Length against the optional itself, and any length is "greater"
-    // than none, so every error response with a body failed to parse (a 401
-    // or 429 then looked like a network error and was retried as one).
-    parser.body_limit(std::numeric_limits<std::uint64_t>::max());
-    // Parse every chunk already read, not one chunk per read: the upstream
-    // sends one chunk per line, so a non-eager parser made each
-    // async_read_some (with its timer reset, recvmsg and coroutine resume)
-    // deliver a single ~1.3 KB event.
-    parser.eager(true);
-    beast::flat_buffer wire(kMaxWireBufferBytes);
-    // Beast reads max(512, capacity - size) bytes at a time: without room
-    // reserved, every read was a 512-byte recvmsg (three per event).
-    wire.reserve(kReadBufferBytes);
-    co_await http::async_read_header(
-        stream, wire, parser, asio::redirect_error(asio::use_awaitable, ec));
-    if (cancelled_) co_return Outcome::NetworkError("stopped");
-    if (ec) {
-      co_return MakeOutcome(
-          ec == beast::error::timeout ? Outcome::Kind::kIdleTimeout
-                                      : Outcome::Kind::kNetworkError,
-          ec == beast::error::timeout
-              ? absl::StrCat("no response headers within ",
-                             absl::FormatDuration(opt.header_timeout))
-          : ec == http::error::header_limit ||
-                  ec == http::error::buffer_overflow
-              ? absl::StrCat("the upstream's response headers exceed ",
-                             kMaxHeaderBytes, " bytes")
-              : absl::StrCat("reading the response headers failed: ",
-                             ec.message()));
-    }
-    const int status = static_cast<int>(parser.get().result_int());
-    if (status != 200) {
-      Outcome o = MakeOutcome(Outcome::Kind::kHttpStatus, "");
-      o.http_status = status;
-      auto ra = parser.get().find(http::field::retry_after);
-      int seconds;
-      if (ra != parser.get().end() &&
-          absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::string_view(
-                               ra->value().data(), ra->value().size())),
-                           &seconds) &&
-          seconds >= 0) {
-        o.retry_after = absl::Seconds(seconds);
-      }
-      // Keep the start of the body: it explains the status. Up to 3 bytes
-      // more than is kept, to tell a character cut by the 4 KiB limit (it
-      // is dropped) from one that is really incomplete (it is replaced).
-      std::string body;
-      constexpr size_t kWanted = kErrorBodyBytes + 3;
-      lowest.expires_after(std::chrono::seconds(5));
-      while (!parser.is_done() && body.size() < kWanted) {
-        const size_t room = kWanted - body.size();
-        parser.get().body().data = buffer_.get();
-        parser.get().body().size = room;
-        co_await http::async_read_some(
-            stream, wire, parser,
-            asio::redirect_error(asio::use_awaitable, ec));
-        body.append(buffer_.get(), room - parser.get().body().size);
-        if (ec && ec != http::error::need_buffer) break;
-      }
-      // The detail reaches logs and StreamStatus.last_error (a proto
-      // string): cut at a character boundary, invalid bytes replaced.
-      const std::string_view kept = TruncateUtf8(body, kErrorBodyBytes);
-      const absl::string_view trimmed = absl::StripAsciiWhitespace(
-          absl::string_view(kept.data(), kept.size()));
-      const auto reason = parser.get().reason();
-      o.detail = SanitizeUtf8(absl::StrCat(
-          "HTTP ", status, " ", absl::string_view(reason.data(), reason.size()),
-          trimmed.empty() ? "" : ": ", trimmed));
-      co_return o;
-    }
-
-    client_->HandleConnected(status);
-    const absl::Time connected_at = client_->clock_->Now();
-    for (;;) {
-      parser.get().body().data = buffer_.get();
-      parser.get().body().size = kReadBufferBytes;
-      // The idle watchdog: any byte, heartbeats included, resets it.
-      lowest.expires_after(ToChrono(opt.idle_timeout));
-      co_await http::async_read_some(
-          stream, wire, parser, asio::redirect_error(asio::use_awaitable, ec));
-      if (cancelled_) co_return Outcome::NetworkError("stopped");
-      if (ec == http::error::need_buffer) ec = {};
-      const size_t n = kReadBufferBytes - parser.get().body().size;
-      if (n > 0) {
-        client_->HandleBytes(n);
-        framer_.Feed(std::string_view(buffer_.get(), n), *this);
-      }
-      if (!ec && parser.is_done()) {
-        FinishFramer();
-        Outcome o = MakeOutcome(Outcome::Kind::kStreamEndedClean,
-                                "the upstream ended the stream");
-        o.connected_for = client_->clock_->Now() - connected_at;
-        co_return o;
-      }
-      if (ec) {
-        FinishFramer();
-        Outcome o;
-        if (ec == beast::error::timeout) {
-          o = MakeOutcome(Outcome::Kind::kIdleTimeout,
-                          absl::StrCat("no byte for ",
-                                       absl::FormatDuration(opt.idle_timeout),
-                                       " (idle watchdog)"));
-        } else if (ec == http::error::buffer_overflow) {
-          o = MakeOutcome(
-              Outcome::Kind::kNetworkError,
-              absl::StrCat("the upstream sent a chunk header (chunk "
-                           "extensions) or trailer over ",
-                           kMaxWireBufferBytes, " bytes"));
-        } else if (IsEndOfStream(ec)) {
-          o = MakeOutcome(Outcome::Kind::kNetworkError,
-                          "connection closed before the end of the stream");
-        } else {
-          o = MakeOutcome(
-              Outcome::Kind::kNetworkError,
-              absl::StrCat("reading the stream failed: ", ec.message()));
-        }
-        o.connected_for = client_->clock_->Now() - connected_at;
-        co_return o;
-      }
-    }
+    ResponseReadOptions read_options;
+    read_options.header_timeout = opt.header_timeout;
+    read_options.idle_timeout = opt.idle_timeout;
+    read_options.max_line_bytes = opt.max_line_bytes;
+    co_return co_await AsyncReadResponse(stream, read_options, *client_->clock_,
+                                         *this, asio::use_awaitable);
   }
 
-  void FinishFramer() {
-    const size_t dropped = framer_.Finish();
-    if (dropped > 0) client_->HandlePartialLine(dropped);
+  // ResponseVisitor (on the io thread).
+  bool Cancelled() const override { return cancelled_; }
+  void OnConnected(int http_status) override {
+    client_->HandleConnected(http_status);
   }
-
+  void OnBodyBytes(size_t n) override { client_->HandleBytes(n); }
+  void OnPartialLine(size_t bytes) override {
+    client_->HandlePartialLine(bytes);
+  }
   void OnLine(std::string_view line) override { client_->HandleLine(line); }
   void OnHeartbeat() override { client_->HandleHeartbeat(); }
   void OnOversizedLine(std::string_view prefix, size_t total) override {
@@ -377,8 +239,6 @@ class StreamClient::Session : public std::enable_shared_from_this<Session>,
 
   StreamClient* const client_;
   const std::string target_;
-  LineFramer framer_;
-  std::unique_ptr<char[]> buffer_;
   tcp::resolver* resolver_ = nullptr;
   std::optional<beast::tcp_stream> tcp_;
   std::optional<beast::ssl_stream<beast::tcp_stream>> tls_;

@@ -8,13 +8,15 @@
 // EventSink. After every attempt the ReconnectPolicy decides when (and
 // whether) to try again, and from which timepoint.
 //
-// Hostile input: the response headers are limited to 8 KiB and whatever the
-// HTTP parser must buffer whole (headers, a chunk header line with its
-// extensions, the trailer) to 64 KiB: beyond that the connection fails with
-// a clear error and the policy backs off. Error bodies are kept to 4 KiB, cut
-// at a UTF-8 boundary with invalid bytes replaced (they reach logs and the
-// last_error proto string). Dead letters keep at most 64 KiB of a line;
-// timepoints that jump more than max_timepoint_jump are dead-lettered.
+// Hostile input (the response is read by AsyncReadResponse,
+// ingest/response_reader.h): the response headers are limited to 8 KiB and
+// whatever the HTTP parser must buffer whole (headers, a chunk header line
+// with its extensions, the trailer) to 64 KiB: beyond that the connection
+// fails with a clear error and the policy backs off. Error bodies are kept
+// to 4 KiB, cut at a UTF-8 boundary with invalid bytes replaced (they reach
+// logs and the last_error proto string). Dead letters keep at most 64 KiB
+// of a line; timepoints that jump more than max_timepoint_jump are
+// dead-lettered.
 //
 // Timeouts: connect (DNS + TCP + TLS) 15 s; response headers 60 s (the
 // upstream may hold them until its first heartbeat); an idle watchdog that

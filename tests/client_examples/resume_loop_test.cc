@@ -272,17 +272,71 @@ TEST(ResumeLoopTest, SilentStreamIsCancelledAndResumed) {
   EXPECT_THAT(processor.positions(), ElementsAreArray(Range(1, 6)));
 }
 
+// What the client has heard from the server or done about its silence:
+// every message kind that resets the watchdog, and the stalls it declared.
+uint64_t Reactions(const ResumeLoopStats& s) {
+  return s.events + s.caught_up + s.fell_behind + s.heartbeats +
+         s.server_checkpoints + s.stalls;
+}
+
+// The pacing's state, shared by the test and the server's read threads.
+struct Pace {
+  absl::Mutex mu;
+  ResumeLoop* loop ABSL_GUARDED_BY(mu) = nullptr;  // once running
+  bool done ABSL_GUARDED_BY(mu) = false;           // the loop is going away
+  uint64_t seen_calls ABSL_GUARDED_BY(mu) = 0;
+  uint64_t seen_reactions ABSL_GUARDED_BY(mu) = 0;
+};
+
 // Verifies item 5 of issue 9: a narrow filter catching up over a long log
 // (each storage read takes 1 s on the shared FakeClock: ~50 s in all, far
 // more than the 3-heartbeat stall limit) gets through. The server's
 // checkpoints keep the stream alive and move the cursor, so that even a
 // call the watchdog cancels resumes past what was already scanned.
+//
+// The reads are paced so that the client's watchdog sees every second the
+// scan takes, whatever the machine's speed: before each read after a call's
+// first, the server waits (up to 2 s of real time) until the client has
+// heard from it since the previous read, or has given up on the call.
+// Without this pacing the whole scan took less real time than the
+// watchdog's tick, and the test passed on a server that sends no
+// checkpoints. With it, such a server is silent for 3 reads, every call is
+// cancelled after scanning 200-300 positions and resumes from the start
+// (checked by disabling the checkpoint in server/stream_reactors.cc: the
+// event never arrives).
 TEST(ResumeLoopTest, NarrowFilterCatchUpGetsThroughOnCheckpoints) {
   FakeClock clock;
+  Pace pace;
   TestServerOptions server_options;
   server_options.clock = &clock;
   server_options.max_scan = 100;
-  server_options.before_read = [&clock] { clock.Advance(absl::Seconds(1)); };
+  server_options.before_read = [&clock, &pace] {
+    absl::MutexLock lock(&pace.mu);
+    pace.mu.AwaitWithTimeout(
+        absl::Condition(
+            +[](Pace* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) {
+              return p->loop != nullptr || p->done;
+            },
+            &pace),
+        absl::Seconds(30));
+    if (pace.loop != nullptr && !pace.done) {
+      ResumeLoop& loop = *pace.loop;
+      const uint64_t calls = pace.seen_calls;
+      const uint64_t reactions = pace.seen_reactions;
+      if (loop.stats().calls == calls) {
+        WaitFor(
+            [&] {
+              const ResumeLoopStats s = loop.stats();
+              return s.calls != calls || Reactions(s) > reactions;
+            },
+            absl::Seconds(2));
+      }
+      const ResumeLoopStats s = loop.stats();
+      pace.seen_calls = s.calls;
+      pace.seen_reactions = Reactions(s);
+    }
+    clock.Advance(absl::Seconds(1));
+  };
   TestServer server(server_options);
   for (int i = 0; i < 5; ++i) server.CommitAndWait(Events(1000, 1000 * i + 1));
   server.CommitAndWait({MakeEvent("companies", 90'000, "SC000001")});
@@ -292,14 +346,23 @@ TEST(ResumeLoopTest, NarrowFilterCatchUpGetsThroughOnCheckpoints) {
   options.watchdog_tick = absl::Milliseconds(1);
   options.heartbeat_seconds = 1;
   options.filter.add_company_numbers("SC000001");
-  Runner runner(options, &processor);
-  ASSERT_TRUE(WaitFor([&] { return processor.positions().size() == 1; }))
-      << "calls: " << runner.loop().stats().calls
-      << ", stalls: " << runner.loop().stats().stalls;
+  Runner r(options, &processor);
+  {
+    absl::MutexLock lock(&pace.mu);
+    pace.loop = &r.loop();
+  }
+  ASSERT_TRUE(WaitFor([&] { return processor.positions().size() == 1; },
+                      absl::Seconds(60)))
+      << "calls: " << r.loop().stats().calls
+      << ", stalls: " << r.loop().stats().stalls;
   EXPECT_THAT(processor.positions(), ElementsAre(5001));
-  const ResumeLoopStats stats = runner.loop().stats();
+  const ResumeLoopStats stats = r.loop().stats();
   EXPECT_GE(stats.server_checkpoints, 1u);
-  EXPECT_THAT(runner.Stop(), IsOk());
+  {
+    absl::MutexLock lock(&pace.mu);
+    pace.done = true;
+  }
+  EXPECT_THAT(r.Stop(), IsOk());
   // Saved cursors only ever move forward.
   std::vector<uint64_t> saved = processor.checkpoints();
   EXPECT_TRUE(std::is_sorted(saved.begin(), saved.end()));

@@ -2,37 +2,29 @@
 //
 // Fuzzes the upstream HTTP response path: status line, headers and the
 // (chunked, sized or close-delimited) body, then LineFramer and EventParser
-// on the body bytes.
-//
-// ingest/stream_client.cc reads the response inside a private coroutine on a
-// socket (StreamClient::Session::Exchange), which cannot be called without a
-// connection. This target therefore repeats, step for step, what Exchange
-// does with the bytes it reads: the same Beast parser configuration
-// (response_parser<buffer_body>, body_limit = max, eager), the same 64 KiB
-// reads, the same bounded read of a non-200 body and Retry-After parsing, and
-// the same framer and parser on a 200 body. Keep it in step with Exchange
-// (a seam that takes any stream, e.g. a free ReadResponse<Stream>() used by
-// Exchange, would let this target call the real code).
+// on the body lines. It runs ingest::AsyncReadResponse, the code
+// StreamClient runs on its connection, on a stream that returns the fuzz
+// input from memory, and checks what the outcome and the callbacks promise.
 //
 // Input: the raw response bytes. How they are cut into reads is derived from
 // the bytes themselves (deterministic), so a response is also split in
 // awkward places (inside a chunk-size line, between CR and LF).
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/error.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <limits>
-#include <memory>
-#include <string>
+#include <optional>
 #include <string_view>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/numbers.h"
-#include "absl/time/time.h"
+#include "base/clock.h"
+#include "base/utf8.h"
 #include "ingest/event_parser.h"
-#include "ingest/line_framer.h"
+#include "ingest/reconnect_policy.h"
+#include "ingest/response_reader.h"
 #include "tests/fuzz/fuzz_check.h"
 #include "tests/fuzz/line_checker.h"
 
@@ -40,29 +32,45 @@ namespace {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
-namespace http = beast::http;
+using chstream::ingest::Outcome;
 
-// As in ingest/stream_client.cc.
-constexpr size_t kReadBufferBytes = 64 << 10;
-constexpr size_t kErrorBodyBytes = 4096;
-constexpr size_t kMaxLineBytes = 8 << 20;
-
-// A SyncReadStream over the fuzz input that returns it in short reads and
-// then end of file, as a socket would.
+// An AsyncReadStream over the fuzz input that returns it in short reads and
+// then end of file, as a socket would. Its timer is never armed: the input
+// is all there.
 class InputStream {
  public:
-  explicit InputStream(std::string_view bytes) : bytes_(bytes) {
+  using executor_type = asio::io_context::executor_type;
+
+  InputStream(asio::io_context& io, std::string_view bytes)
+      : executor_(io.get_executor()), bytes_(bytes) {
     for (unsigned char c : bytes.substr(0, 16)) seed_ = seed_ * 31 + c;
   }
 
+  executor_type get_executor() { return executor_; }
+  void expires_after(std::chrono::steady_clock::duration) {}
+
+  template <typename MutableBufferSequence, typename ReadHandler>
+  auto async_read_some(const MutableBufferSequence& buffers,
+                       ReadHandler&& handler) {
+    return asio::async_initiate<ReadHandler, void(beast::error_code, size_t)>(
+        [this](auto h, const MutableBufferSequence& b) {
+          beast::error_code ec;
+          const size_t n = ReadSome(b, ec);
+          // Never complete inside the initiating call (Asio's rule).
+          asio::post(executor_, beast::bind_front_handler(std::move(h), ec, n));
+        },
+        handler, buffers);
+  }
+
+  size_t bytes_read() const { return at_; }
+
+ private:
   template <typename MutableBufferSequence>
-  size_t read_some(const MutableBufferSequence& buffers,
-                   beast::error_code& ec) {
+  size_t ReadSome(const MutableBufferSequence& buffers, beast::error_code& ec) {
     if (at_ == bytes_.size()) {
       ec = asio::error::eof;
       return 0;
     }
-    ec = {};
     seed_ = seed_ * 1103515245u + 12345u;
     const size_t want = (seed_ >> 16) % 4 == 0 ? 1 + (seed_ >> 4) % 8192
                                                : 1 + (seed_ >> 4) % 64;
@@ -73,81 +81,94 @@ class InputStream {
     return n;
   }
 
-  template <typename MutableBufferSequence>
-  size_t read_some(const MutableBufferSequence& buffers) {
-    beast::error_code ec;
-    const size_t n = read_some(buffers, ec);
-    if (ec) throw beast::system_error(ec);
-    return n;
-  }
-
- private:
+  executor_type executor_;
   const std::string_view bytes_;
   size_t at_ = 0;
   uint32_t seed_ = 1;
+};
+
+// Checks each line (LineChecker) and what the reader reports.
+class Visitor : public chstream::ingest::ResponseVisitor {
+ public:
+  Visitor(size_t max_line_bytes, chstream::ingest::EventParser& parser)
+      : lines_(max_line_bytes, parser) {}
+
+  bool Cancelled() const override { return false; }
+  void OnConnected(int http_status) override {
+    FUZZ_CHECK(http_status == 200) << http_status;
+    FUZZ_CHECK(!connected_) << "OnConnected twice";
+    connected_ = true;
+  }
+  void OnBodyBytes(size_t n) override {
+    FUZZ_CHECK(connected_) << "body bytes before OnConnected";
+    FUZZ_CHECK(n > 0 && n <= chstream::ingest::kResponseReadBufferBytes) << n;
+    body_bytes_ += n;
+  }
+  void OnPartialLine(size_t bytes) override {
+    FUZZ_CHECK(bytes > 0);
+    FUZZ_CHECK(!partial_line_) << "OnPartialLine twice";
+    partial_line_ = true;
+  }
+  void OnLine(std::string_view line) override { lines_.OnLine(line); }
+  void OnHeartbeat() override { lines_.OnHeartbeat(); }
+  void OnOversizedLine(std::string_view prefix, size_t total) override {
+    lines_.OnOversizedLine(prefix, total);
+  }
+
+  bool connected() const { return connected_; }
+  uint64_t body_bytes() const { return body_bytes_; }
+
+ private:
+  chstream::fuzz::LineChecker lines_;
+  bool connected_ = false;
+  bool partial_line_ = false;
+  uint64_t body_bytes_ = 0;
 };
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static auto* event_parser = new chstream::ingest::EventParser();
+  static auto* clock = new chstream::FakeClock();
+  const chstream::ingest::ResponseReadOptions options;
+
+  asio::io_context io;
   InputStream stream(
-      std::string_view(reinterpret_cast<const char*>(data), size));
-  std::unique_ptr<char[]> buffer(new char[kReadBufferBytes]);
-  beast::error_code ec;
+      io, std::string_view(reinterpret_cast<const char*>(data), size));
+  Visitor visitor(options.max_line_bytes, *event_parser);
+  std::optional<Outcome> outcome;
+  chstream::ingest::AsyncReadResponse(
+      stream, options, *clock, visitor,
+      [&outcome](Outcome o) { outcome = std::move(o); });
+  io.run();
 
-  http::response_parser<http::buffer_body> parser;
-  parser.body_limit(std::numeric_limits<std::uint64_t>::max());
-  parser.eager(true);
-  beast::flat_buffer wire;
-  wire.reserve(kReadBufferBytes);
-  http::read_header(stream, wire, parser, ec);
-  if (ec) return 0;  // a network error outcome
-
-  const int status = static_cast<int>(parser.get().result_int());
-  if (status != 200) {
-    auto ra = parser.get().find(http::field::retry_after);
-    int seconds;
-    absl::Duration retry_after = absl::ZeroDuration();
-    if (ra != parser.get().end() &&
-        absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::string_view(
-                             ra->value().data(), ra->value().size())),
-                         &seconds) &&
-        seconds >= 0) {
-      retry_after = absl::Seconds(seconds);
-    }
-    FUZZ_CHECK(retry_after >= absl::ZeroDuration());
-    std::string body;
-    while (!parser.is_done() && body.size() < kErrorBodyBytes) {
-      parser.get().body().data = buffer.get();
-      parser.get().body().size = kErrorBodyBytes;
-      http::read_some(stream, wire, parser, ec);
-      FUZZ_CHECK(parser.get().body().size <= kErrorBodyBytes);
-      body.append(buffer.get(), kErrorBodyBytes - parser.get().body().size);
-      if (ec && ec != http::error::need_buffer) break;
-    }
-    if (body.size() > kErrorBodyBytes) body.resize(kErrorBodyBytes);
-    FUZZ_CHECK(body.size() <= kErrorBodyBytes);
-    return 0;
-  }
-
-  chstream::ingest::LineFramer framer(kMaxLineBytes);
-  chstream::fuzz::LineChecker checker(kMaxLineBytes, *event_parser);
-  uint64_t body_bytes = 0;
-  for (;;) {
-    parser.get().body().data = buffer.get();
-    parser.get().body().size = kReadBufferBytes;
-    http::read_some(stream, wire, parser, ec);
-    if (ec == http::error::need_buffer) ec = {};
-    FUZZ_CHECK(parser.get().body().size <= kReadBufferBytes);
-    const size_t n = kReadBufferBytes - parser.get().body().size;
-    body_bytes += n;
-    FUZZ_CHECK(body_bytes <= size) << "more body bytes than input bytes";
-    if (n > 0) framer.Feed(std::string_view(buffer.get(), n), checker);
-    if ((!ec && parser.is_done()) || ec) {
-      framer.Finish();
+  FUZZ_CHECK(outcome.has_value()) << "the read never completed";
+  FUZZ_CHECK(stream.bytes_read() <= size);
+  FUZZ_CHECK(visitor.body_bytes() <= size) << "more body bytes than input";
+  FUZZ_CHECK(chstream::IsValidUtf8(outcome->detail)) << outcome->detail;
+  switch (outcome->kind) {
+    case Outcome::Kind::kHttpStatus:
+      FUZZ_CHECK(!visitor.connected());
+      FUZZ_CHECK(outcome->http_status != 200);
+      FUZZ_CHECK(!outcome->retry_after ||
+                 *outcome->retry_after >= absl::ZeroDuration());
+      // "HTTP <status> <reason>: <body>": the reason is within the header
+      // limit and the body within kErrorBodyBytes (replacement characters
+      // may grow it by at most 3 bytes in 1).
+      FUZZ_CHECK(outcome->detail.size() <=
+                 32 + chstream::ingest::kMaxHeaderBytes +
+                     3 * chstream::ingest::kErrorBodyBytes)
+          << outcome->detail.size();
       break;
-    }
+    case Outcome::Kind::kStreamEndedClean:
+      FUZZ_CHECK(visitor.connected()) << "a clean end without a 200";
+      break;
+    case Outcome::Kind::kNetworkError:
+    case Outcome::Kind::kIdleTimeout:
+      break;
+    case Outcome::Kind::kConnected:
+    case Outcome::Kind::kTlsError:
+      FUZZ_CHECK(false) << "unexpected outcome " << outcome->detail;
   }
   return 0;
 }

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -60,6 +61,19 @@ ChildProcess::ChildProcess(const std::string& binary,
   for (std::string& a : argv_storage) argv.push_back(a.data());
   argv.push_back(nullptr);
   std::vector<std::string> env_storage = env;
+  // Under --config=tsan/asan the child is instrumented too: it needs the
+  // same sanitizer options (tools/tsan/suppressions.txt for gRPC and
+  // abseil internals) and the preloaded abseil annotations, or it reports
+  // the uninstrumented libraries' hand-offs as races and slows to a crawl.
+  for (const char* name :
+       {"TSAN_OPTIONS", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LD_PRELOAD"}) {
+    const char* value = std::getenv(name);
+    if (value == nullptr) continue;
+    const std::string prefix = std::string(name) + "=";
+    bool given = false;
+    for (const std::string& e : env_storage) given |= e.rfind(prefix, 0) == 0;
+    if (!given) env_storage.push_back(prefix + value);
+  }
   std::vector<char*> envp;
   for (std::string& e : env_storage) envp.push_back(e.data());
   envp.push_back(nullptr);
@@ -75,8 +89,7 @@ ChildProcess::ChildProcess(const std::string& binary,
   posix_spawn_file_actions_addchdir_np(&actions, dir.c_str());
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null",
                                    O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO,
-                                   output_path.c_str(),
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, output_path.c_str(),
                                    O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
   posix_spawnattr_t attr;
@@ -89,7 +102,8 @@ ChildProcess::ChildProcess(const std::string& binary,
   sigaddset(&defaults, SIGPIPE);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   started_ = posix_spawn(&pid_, exe.c_str(), &actions, &attr, argv.data(),
                          envp.data()) == 0;
   posix_spawnattr_destroy(&attr);
@@ -127,6 +141,8 @@ int ChildProcess::SignalAndWait(int sig, absl::Duration timeout) {
   return Wait(timeout);
 }
 
-std::string ChildProcess::Output() const { return ReadFileOrEmpty(output_path_); }
+std::string ChildProcess::Output() const {
+  return ReadFileOrEmpty(output_path_);
+}
 
 }  // namespace chstream::testing
