@@ -10,11 +10,11 @@
 //   latency = client receive time - event.received_at
 //
 // received_at is when chstreamd read the line from the upstream socket; the
-// commit follows after parsing and group commit (--batch_max_delay, 5 ms by
-// default), and the commit time itself is not in the Event message. The
-// figure is therefore read-to-delivery, an upper bound on commit-to-delivery
-// (by at most the parse + writer-queue + commit time). Client and server
-// share this machine's clock.
+// commit follows after parsing and group commit (at once when the writer is
+// free; --batch_max_delay adds a wait), and the commit time itself is not in
+// the Event message. The figure is therefore read-to-delivery, an upper
+// bound on commit-to-delivery (by at most the parse + writer-queue + commit
+// time). Client and server share this machine's clock.
 //
 // --client=raw (the default) decodes only position and received_at from the
 // wire; --client=parsed parses every SubscribeResponse in full (including
@@ -28,11 +28,16 @@
 //   bazel run --config=opt //bench:fanout_bench --
 //       [--subscribers=100] [--channels=4] [--seconds=30] [--rate=200]
 //       [--warmup_seconds=3] [--client=raw|parsed]
+//       [--chstreamd_flag=--synchronous=normal ...]
 //       [--chstreamd=path/to/chstreamd]
 //
 // Thread-safety: each reactor's callbacks are serialised by gRPC; the
 // driver reads a reactor's samples only after its OnDone.
 #include <fcntl.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
@@ -50,11 +55,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <google/protobuf/io/coded_stream.h>
-#include <google/protobuf/wire_format_lite.h>
-#include <grpcpp/generic/generic_stub.h>
-#include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -77,6 +77,9 @@ struct Flags {
   double rate = 200;
   std::string chstreamd;
   std::string dir = "/tmp";
+  // --chstreamd_flag=--synchronous=normal (repeatable): passed on to
+  // chstreamd after the benchmark's own flags.
+  std::vector<std::string> chstreamd_flags;
   std::string client = "raw";  // or "parsed"
 };
 
@@ -100,6 +103,8 @@ bool ParseFlags(int argc, char** argv, Flags* flags) {
       flags->chstreamd = v;
     } else if (FlagValue(arg, "dir", &v)) {
       flags->dir = v;
+    } else if (FlagValue(arg, "chstreamd_flag", &v)) {
+      flags->chstreamd_flags.push_back(v);
     } else if (FlagValue(arg, "client", &v)) {
       flags->client = v;
       ok = v == "raw" || v == "parsed";
@@ -163,7 +168,8 @@ class RawSubscriber final
     const std::string bytes = request.SerializeAsString();
     grpc::Slice slice(bytes);
     request_ = grpc::ByteBuffer(&slice, 1);
-    stub->PrepareBidiStreamingCall(&ctx_, "/chstream.v1.CompanyStream/Subscribe",
+    stub->PrepareBidiStreamingCall(&ctx_,
+                                   "/chstream.v1.CompanyStream/Subscribe",
                                    grpc::StubOptions(), this);
     StartWriteLast(&request_, grpc::WriteOptions());
     StartRead(&response_);
@@ -230,7 +236,7 @@ class RawSubscriber final
         }
         in->PopLimit(ts);
       } else if (!google::protobuf::internal::WireFormatLite::SkipField(in,
-                                                                         tag)) {
+                                                                        tag)) {
         break;
       }
     }
@@ -256,14 +262,18 @@ int Run(const Flags& flags, const char* argv0) {
     return 1;
   }
   const std::string log_path = dir + "/chstreamd.log";
-  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
-      binary,
-      {"--db_path=" + dir + "/fanout.db", "--grpc_address=127.0.0.1:0",
-       "--metrics_address=127.0.0.1:0", "--simulate",
-       absl::StrCat("--simulator_rate=", flags.rate),
-       absl::StrCat("--max_subscribers=", flags.subscribers + 10),
-       "--log_level=info"},
-      {}, log_path, absl::Minutes(1));
+  std::vector<std::string> args = {
+      "--db_path=" + dir + "/fanout.db",
+      "--grpc_address=127.0.0.1:0",
+      "--metrics_address=127.0.0.1:0",
+      "--simulate",
+      absl::StrCat("--simulator_rate=", flags.rate),
+      absl::StrCat("--max_subscribers=", flags.subscribers + 10),
+      "--log_level=info"};
+  args.insert(args.end(), flags.chstreamd_flags.begin(),
+              flags.chstreamd_flags.end());
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start(binary, args, {}, log_path, absl::Minutes(1));
   if (!daemon.ok()) {
     std::fprintf(stderr, "%s\n", daemon.status().ToString().c_str());
     return 1;
@@ -282,7 +292,8 @@ int Run(const Flags& flags, const char* argv0) {
   auto status_stub = v1::CompanyStream::NewStub(channels[0]);
   auto head = [&status_stub]() -> uint64_t {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(5));
     v1::GetStatusResponse status;
     if (!status_stub->GetStatus(&ctx, v1::GetStatusRequest(), &status).ok()) {
       return 0;
@@ -354,9 +365,10 @@ int Run(const Flags& flags, const char* argv0) {
       all.size(), window, Percentile(all, 0.5), Percentile(all, 0.9),
       Percentile(all, 0.99), Percentile(all, 0.999),
       all.empty() ? 0.0 : all.back());
-  std::printf("chstreamd CPU %.2f s in the window (%.0f%% of one core), peak "
-              "RSS (VmHWM) %.1f MB\n",
-              cpu, 100 * cpu / window, static_cast<double>(hwm_kb) / 1024);
+  std::printf(
+      "chstreamd CPU %.2f s in the window (%.0f%% of one core), peak "
+      "RSS (VmHWM) %.1f MB\n",
+      cpu, 100 * cpu / window, static_cast<double>(hwm_kb) / 1024);
   const bool ok = finished == subs.size() && errors == 0 && out_of_order == 0;
   subs.clear();
   const int exit_status = (*daemon)->Stop();
@@ -373,7 +385,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: fanout_bench [--subscribers=N] [--channels=N] "
                  "[--seconds=N] [--warmup_seconds=N] [--rate=R] "
-                 "[--client=raw|parsed] [--chstreamd=PATH] [--dir=DIR]\n");
+                 "[--client=raw|parsed] [--chstreamd=PATH] [--dir=DIR] "
+                 "[--chstreamd_flag=FLAG ...]\n");
     return 2;
   }
   return chstream::bench::Run(flags, argv[0]);

@@ -51,7 +51,7 @@ struct Flags {
   bool replay = true;
   int64_t queue_capacity = 16384;
   int64_t max_batch = 4096;
-  double max_delay_ms = 5;
+  double max_delay_ms = 0;  // chstreamd's --batch_max_delay default
 };
 
 bool ParseFlags(int argc, char** argv, Flags* flags) {

@@ -15,10 +15,12 @@
 //   bazel run --config=opt //bench:subscribers_bench --
 //       [--subscribers=1000] [--channels=8] [--seconds=30] [--rate=100]
 //       [--chstreamd=path/to/chstreamd]
+//       [--chstreamd_flag=--synchronous=normal ...]
 //
 // Thread-safety: each reactor's callbacks are serialised by gRPC; the
 // driver reads a reactor's results only after its OnDone.
 #include <fcntl.h>
+#include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
@@ -37,8 +39,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -61,6 +61,9 @@ struct Flags {
   double rate = 100;
   std::string chstreamd;
   std::string dir = "/tmp";
+  // --chstreamd_flag=--synchronous=normal (repeatable): passed on to
+  // chstreamd after the benchmark's own flags.
+  std::vector<std::string> chstreamd_flags;
 };
 
 bool ParseFlags(int argc, char** argv, Flags* flags) {
@@ -83,6 +86,8 @@ bool ParseFlags(int argc, char** argv, Flags* flags) {
       flags->chstreamd = v;
     } else if (FlagValue(arg, "dir", &v)) {
       flags->dir = v;
+    } else if (FlagValue(arg, "chstreamd_flag", &v)) {
+      flags->chstreamd_flags.push_back(v);
     } else {
       std::fprintf(stderr, "unknown flag %s\n", arg.c_str());
       ok = false;
@@ -163,16 +168,20 @@ int Run(const Flags& flags, const char* argv0) {
     return 1;
   }
   const std::string log_path = dir + "/chstreamd.log";
-  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
-      binary,
-      {"--db_path=" + dir + "/subscribers.db", "--grpc_address=127.0.0.1:0",
-       "--metrics_address=127.0.0.1:0", "--simulate",
-       absl::StrCat("--simulator_rate=", flags.rate),
-       "--streams=companies,filings,officers,"
-       "persons-with-significant-control,charges",
-       absl::StrCat("--max_subscribers=", flags.subscribers + 10),
-       "--log_level=info"},
-      {}, log_path, absl::Minutes(1));
+  std::vector<std::string> args = {
+      "--db_path=" + dir + "/subscribers.db",
+      "--grpc_address=127.0.0.1:0",
+      "--metrics_address=127.0.0.1:0",
+      "--simulate",
+      absl::StrCat("--simulator_rate=", flags.rate),
+      "--streams=companies,filings,officers,"
+      "persons-with-significant-control,charges",
+      absl::StrCat("--max_subscribers=", flags.subscribers + 10),
+      "--log_level=info"};
+  args.insert(args.end(), flags.chstreamd_flags.begin(),
+              flags.chstreamd_flags.end());
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start(binary, args, {}, log_path, absl::Minutes(1));
   if (!daemon.ok()) {
     std::fprintf(stderr, "%s\n", daemon.status().ToString().c_str());
     return 1;
@@ -184,12 +193,13 @@ int Run(const Flags& flags, const char* argv0) {
 
   std::vector<std::unique_ptr<v1::CompanyStream::Stub>> stubs;
   for (int i = 0; i < flags.channels; ++i) {
-    stubs.push_back(v1::CompanyStream::NewStub(
-        MakeChannel((*daemon)->grpc_address(), i)));
+    stubs.push_back(
+        v1::CompanyStream::NewStub(MakeChannel((*daemon)->grpc_address(), i)));
   }
   auto head = [&stubs]() -> uint64_t {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(5));
     v1::GetStatusResponse status;
     if (!stubs[0]->GetStatus(&ctx, v1::GetStatusRequest(), &status).ok()) {
       return 0;
@@ -211,10 +221,11 @@ int Run(const Flags& flags, const char* argv0) {
       if (!n.empty()) numbers.push_back(n);
     }
     kinds.assign(observer.kinds().begin(), observer.kinds().end());
-    std::printf("observed %llu events in %d s: %zu company numbers, %zu "
-                "resource kinds\n",
-                static_cast<unsigned long long>(observer.events()),
-                flags.observe_seconds, numbers.size(), kinds.size());
+    std::printf(
+        "observed %llu events in %d s: %zu company numbers, %zu "
+        "resource kinds\n",
+        static_cast<unsigned long long>(observer.events()),
+        flags.observe_seconds, numbers.size(), kinds.size());
   }
   if (numbers.empty() || kinds.empty()) {
     std::fprintf(stderr, "no events observed; see %s\n", log_path.c_str());
@@ -333,10 +344,11 @@ int Run(const Flags& flags, const char* argv0) {
 int main(int argc, char** argv) {
   chstream::bench::Flags flags;
   if (!chstream::bench::ParseFlags(argc, argv, &flags)) {
-    std::fprintf(stderr,
-                 "usage: subscribers_bench [--subscribers=N] [--channels=N] "
-                 "[--seconds=N] [--observe_seconds=N] [--rate=R] "
-                 "[--chstreamd=PATH] [--dir=DIR]\n");
+    std::fprintf(
+        stderr,
+        "usage: subscribers_bench [--subscribers=N] [--channels=N] "
+        "[--seconds=N] [--observe_seconds=N] [--rate=R] "
+        "[--chstreamd=PATH] [--dir=DIR] [--chstreamd_flag=FLAG ...]\n");
     return 2;
   }
   return chstream::bench::Run(flags, argv[0]);

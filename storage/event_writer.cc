@@ -181,7 +181,7 @@ bool EventWriter::Push(Item item, absl::Duration* waited) {
   queue_bytes_ += bytes;
   ++pushed_;
   if (was_empty) {
-    oldest_item_at_ = RealNow();
+    if (options_.max_delay > absl::ZeroDuration()) oldest_item_at_ = RealNow();
     work_cv_.Signal();
   } else if (queue_.size() == max_batch_) {
     work_cv_.Signal();
@@ -242,10 +242,14 @@ bool EventWriter::TakeBatch(std::vector<Item>* items) {
   absl::MutexLock lock(&mu_);
   while (queue_.empty() && !stopping_) work_cv_.Wait(&mu_);
   if (queue_.empty()) return false;  // stopping, and everything is committed
-  const absl::Time deadline = oldest_item_at_ + options_.max_delay;
-  while (queue_.size() < max_batch_ && !stopping_ && flush_target_ <= taken_ &&
-         pushers_waiting_ == 0) {
-    if (work_cv_.WaitWithDeadline(&mu_, deadline)) break;  // timed out
+  // With no max_delay the batch is what queued up while the writer was busy
+  // (the previous commit): nothing to wait for.
+  if (options_.max_delay > absl::ZeroDuration()) {
+    const absl::Time deadline = oldest_item_at_ + options_.max_delay;
+    while (queue_.size() < max_batch_ && !stopping_ &&
+           flush_target_ <= taken_ && pushers_waiting_ == 0) {
+      if (work_cv_.WaitWithDeadline(&mu_, deadline)) break;  // timed out
+    }
   }
   // At most half the byte bound per batch, so that producers can fill the
   // other half while it commits.
