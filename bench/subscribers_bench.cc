@@ -6,14 +6,16 @@
 // stream for --observe_seconds to learn company numbers and resource kinds
 // that actually occur, then connects --subscribers Subscribe streams
 // (start: now) with narrow filters over --channels connections (gRPC
-// callback client API): nine in ten filter on one company_number, one in ten
-// on one resource_kind. With events flowing for --seconds it samples
+// callback client API): one in --kind_every (10) filters on one
+// resource_kind, the others on one company_number (--kind_every=0: all on a
+// company number). With events flowing for --seconds it samples
 // chstreamd's VmRSS every 250 ms and finally reads its VmHWM (peak RSS, from
 // /proc/PID/status), and prints them with delivery counts and the
 // received_at-to-delivery latency of the delivered events.
 //
 //   bazel run --config=opt //bench:subscribers_bench --
 //       [--subscribers=1000] [--channels=8] [--seconds=30] [--rate=100]
+//       [--kind_every=10]
 //       [--chstreamd=path/to/chstreamd]
 //       [--chstreamd_flag=--synchronous=normal ...]
 //
@@ -58,6 +60,9 @@ struct Flags {
   int channels = 8;
   int seconds = 30;
   int observe_seconds = 3;
+  // Every kind_every-th subscriber filters on a resource kind, the others
+  // on a company number; 0: all on a company number.
+  int kind_every = 10;
   double rate = 100;
   std::string chstreamd;
   std::string dir = "/tmp";
@@ -80,6 +85,8 @@ bool ParseFlags(int argc, char** argv, Flags* flags) {
     } else if (FlagValue(arg, "observe_seconds", &v)) {
       ok = absl::SimpleAtoi(v, &flags->observe_seconds) &&
            flags->observe_seconds > 0;
+    } else if (FlagValue(arg, "kind_every", &v)) {
+      ok = absl::SimpleAtoi(v, &flags->kind_every) && flags->kind_every >= 0;
     } else if (FlagValue(arg, "rate", &v)) {
       ok = absl::SimpleAtod(v, &flags->rate) && flags->rate > 0;
     } else if (FlagValue(arg, "chstreamd", &v)) {
@@ -233,13 +240,17 @@ int Run(const Flags& flags, const char* argv0) {
   }
   const int64_t rss_before_kb = ProcStatusKb(pid, "VmRSS");
 
+  auto is_kind_filter = [&flags](size_t i) {
+    return flags.kind_every > 0 &&
+           i % flags.kind_every == static_cast<size_t>(flags.kind_every - 1);
+  };
   // 2. Connect every subscriber and wait until all are live.
   const absl::Time connect_start = absl::Now();
   std::vector<std::unique_ptr<Subscriber>> subs;
   for (int i = 0; i < flags.subscribers; ++i) {
     v1::EventFilter filter;
-    if (i % 10 == 9) {
-      filter.add_resource_kinds(kinds[(i / 10) % kinds.size()]);
+    if (is_kind_filter(i)) {
+      filter.add_resource_kinds(kinds[(i / flags.kind_every) % kinds.size()]);
     } else {
       filter.add_company_numbers(numbers[i % numbers.size()]);
     }
@@ -288,13 +299,15 @@ int Run(const Flags& flags, const char* argv0) {
 
   std::vector<float> all;
   uint64_t number_events = 0, kind_events = 0, fell_behind = 0,
-           out_of_order = 0, mismatched = 0, errors = 0, with_events = 0;
+           out_of_order = 0, mismatched = 0, errors = 0, with_events = 0,
+           subs_fell_behind = 0;
   for (size_t i = 0; i < subs.size(); ++i) {
     const Subscriber& s = *subs[i];
     all.insert(all.end(), s.latencies_ms().begin(), s.latencies_ms().end());
-    (i % 10 == 9 ? kind_events : number_events) += s.events();
+    (is_kind_filter(i) ? kind_events : number_events) += s.events();
     with_events += s.events() > 0 ? 1 : 0;
     fell_behind += s.fell_behind();
+    subs_fell_behind += s.fell_behind() > 0 ? 1 : 0;
     out_of_order += s.out_of_order();
     mismatched += s.mismatched();
     if (s.status().error_code() != grpc::StatusCode::CANCELLED) ++errors;
@@ -309,14 +322,15 @@ int Run(const Flags& flags, const char* argv0) {
   std::printf(
       "committed in %d s: %llu events (%.0f events/s); delivered: %llu to "
       "company_number filters, %llu to resource_kind filters; %llu "
-      "subscribers got at least one; fell_behind %llu, out of order %llu, "
-      "not matching the filter %llu\n",
+      "subscribers got at least one; fell_behind %llu (%llu subscribers), "
+      "out of order %llu, not matching the filter %llu\n",
       flags.seconds, static_cast<unsigned long long>(head1 - head0),
       static_cast<double>(head1 - head0) / flags.seconds,
       static_cast<unsigned long long>(number_events),
       static_cast<unsigned long long>(kind_events),
       static_cast<unsigned long long>(with_events),
       static_cast<unsigned long long>(fell_behind),
+      static_cast<unsigned long long>(subs_fell_behind),
       static_cast<unsigned long long>(out_of_order),
       static_cast<unsigned long long>(mismatched));
   std::printf(
@@ -347,7 +361,7 @@ int main(int argc, char** argv) {
     std::fprintf(
         stderr,
         "usage: subscribers_bench [--subscribers=N] [--channels=N] "
-        "[--seconds=N] [--observe_seconds=N] [--rate=R] "
+        "[--seconds=N] [--observe_seconds=N] [--rate=R] [--kind_every=N] "
         "[--chstreamd=PATH] [--dir=DIR] [--chstreamd_flag=FLAG ...]\n");
     return 2;
   }
