@@ -255,6 +255,9 @@ bool EventWriter::TakeBatch(std::vector<Item>* items) {
   // other half while it commits.
   const size_t max_bytes = std::max<size_t>(1, options_.queue_bytes / 2);
   size_t bytes = 0;
+  // Events are large (every string of a company profile): moving them again
+  // on each vector growth cost ~1% of ingest CPU.
+  items->reserve(std::min(queue_.size(), max_batch_));
   while (!queue_.empty() && items->size() < max_batch_ &&
          (items->empty() || bytes + queue_.front().second <= max_bytes)) {
     bytes += queue_.front().second;
@@ -290,6 +293,7 @@ EventWriter::Outcome EventWriter::CommitItems(std::vector<Item>& items,
   int failures_while_stopping = 0;
   while (true) {
     Batch batch;
+    batch.events.reserve(end - begin);
     for (size_t i = begin; i < end; ++i) {
       if (auto* e = std::get_if<Event>(&items[i])) {
         batch.events.push_back(std::move(*e));
