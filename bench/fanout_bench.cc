@@ -10,11 +10,11 @@
 //   latency = client receive time - event.received_at
 //
 // received_at is when chstreamd read the line from the upstream socket; the
-// commit follows after parsing and group commit (--batch_max_delay, 5 ms by
-// default), and the commit time itself is not in the Event message. The
-// figure is therefore read-to-delivery, an upper bound on commit-to-delivery
-// (by at most the parse + writer-queue + commit time). Client and server
-// share this machine's clock.
+// commit follows after parsing and group commit (at once when the writer is
+// free; --batch_max_delay adds a wait), and the commit time itself is not in
+// the Event message. The figure is therefore read-to-delivery, an upper
+// bound on commit-to-delivery (by at most the parse + writer-queue + commit
+// time). Client and server share this machine's clock.
 //
 // --client=raw (the default) decodes only position and received_at from the
 // wire; --client=parsed parses every SubscribeResponse in full (including
@@ -28,6 +28,7 @@
 //   bazel run --config=opt //bench:fanout_bench --
 //       [--subscribers=100] [--channels=4] [--seconds=30] [--rate=200]
 //       [--warmup_seconds=3] [--client=raw|parsed]
+//       [--chstreamd_flag=--synchronous=normal ...]
 //       [--chstreamd=path/to/chstreamd]
 //
 // Thread-safety: each reactor's callbacks are serialised by gRPC; the
@@ -77,6 +78,9 @@ struct Flags {
   double rate = 200;
   std::string chstreamd;
   std::string dir = "/tmp";
+  // --chstreamd_flag=--synchronous=normal (repeatable): passed on to
+  // chstreamd after the benchmark's own flags.
+  std::vector<std::string> chstreamd_flags;
   std::string client = "raw";  // or "parsed"
 };
 
@@ -100,6 +104,8 @@ bool ParseFlags(int argc, char** argv, Flags* flags) {
       flags->chstreamd = v;
     } else if (FlagValue(arg, "dir", &v)) {
       flags->dir = v;
+    } else if (FlagValue(arg, "chstreamd_flag", &v)) {
+      flags->chstreamd_flags.push_back(v);
     } else if (FlagValue(arg, "client", &v)) {
       flags->client = v;
       ok = v == "raw" || v == "parsed";
@@ -253,14 +259,18 @@ int Run(const Flags& flags, const char* argv0) {
   const std::string& binary = setup->binary;
   const std::string& dir = setup->dir;
   const std::string log_path = dir + "/chstreamd.log";
-  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
-      binary,
-      {"--db_path=" + dir + "/fanout.db", "--grpc_address=127.0.0.1:0",
-       "--metrics_address=127.0.0.1:0", "--simulate",
-       absl::StrCat("--simulator_rate=", flags.rate),
-       absl::StrCat("--max_subscribers=", flags.subscribers + 10),
-       "--log_level=info"},
-      {}, log_path, absl::Minutes(1));
+  std::vector<std::string> args = {
+      "--db_path=" + dir + "/fanout.db",
+      "--grpc_address=127.0.0.1:0",
+      "--metrics_address=127.0.0.1:0",
+      "--simulate",
+      absl::StrCat("--simulator_rate=", flags.rate),
+      absl::StrCat("--max_subscribers=", flags.subscribers + 10),
+      "--log_level=info"};
+  args.insert(args.end(), flags.chstreamd_flags.begin(),
+              flags.chstreamd_flags.end());
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start(binary, args, {}, log_path, absl::Minutes(1));
   if (!daemon.ok()) {
     std::fprintf(stderr, "%s\n", daemon.status().ToString().c_str());
     return 1;
@@ -372,7 +382,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: fanout_bench [--subscribers=N] [--channels=N] "
                  "[--seconds=N] [--warmup_seconds=N] [--rate=R] "
-                 "[--client=raw|parsed] [--chstreamd=PATH] [--dir=DIR]\n");
+                 "[--client=raw|parsed] [--chstreamd=PATH] [--dir=DIR] "
+                 "[--chstreamd_flag=FLAG ...]\n");
     return 2;
   }
   return chstream::bench::Run(flags, argv[0]);

@@ -18,7 +18,7 @@
 //       [--mode=http|https|both] [--sync_full] [--simulator=inprocess]
 //       [--dir=/tmp] [--queue_capacity=16384] [--queue_bytes=33554432]
 //       [--max_batch=4096]
-//       [--max_delay_ms=5] [--keep]
+//       [--max_delay_ms=0] [--keep]
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -55,8 +55,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/clock.h"
-#include "bench/bench_util.h"
 #include "base/log.h"
+#include "bench/bench_util.h"
 #include "ingest/ingester.h"
 #include "ingest/simulator/event_generator.h"
 #include "ingest/simulator/simulator.h"
@@ -88,7 +88,7 @@ struct Flags {
   // 0 = no byte bound (items only, as before --writer_queue_bytes).
   int64_t queue_bytes = 32 << 20;
   int64_t max_batch = 4096;
-  double max_delay_ms = 5;
+  double max_delay_ms = 0;  // chstreamd's --batch_max_delay default
   int64_t sim_retention = 20'000;
 };
 
@@ -284,9 +284,7 @@ class SimulatorHandle {
   const std::string& url() const { return url_; }
   bool separate() const { return pid_ > 0; }
   int64_t PeakRssKb() const {
-    return pid_ > 0
-               ? ProcStatusKb(pid_, "VmHWM")
-               : -1;
+    return pid_ > 0 ? ProcStatusKb(pid_, "VmHWM") : -1;
   }
   double CpuSeconds() const { return pid_ > 0 ? ProcCpuSeconds(pid_) : -1; }
 

@@ -8,6 +8,7 @@
 //
 //   bazel run --config=opt //bench:storage_writer_bench --
 //       --events=200000 --companies=200000 [--sync_full] [--dir=/tmp]
+//       [--max_delay_ms=0] [--rate=0 (events/s; 0: full speed)]
 //
 // --companies is the number of distinct company numbers (events cycle over
 // them in a scrambled order): equal to --events means every event inserts a
@@ -32,6 +33,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/clock.h"
 #include "storage/event.h"
@@ -51,7 +53,10 @@ struct Flags {
   bool replay = true;
   int64_t queue_capacity = 16384;
   int64_t max_batch = 4096;
-  double max_delay_ms = 5;
+  double max_delay_ms = 0;  // chstreamd's --batch_max_delay default
+  // Events pushed per second, one at a time (as the real upstream trickles
+  // them in); 0: as fast as possible.
+  double rate = 0;
 };
 
 bool ParseFlags(int argc, char** argv, Flags* flags) {
@@ -76,6 +81,8 @@ bool ParseFlags(int argc, char** argv, Flags* flags) {
       if (!absl::SimpleAtoi(v, &flags->max_batch)) return false;
     } else if (value("max_delay_ms", &v)) {
       if (!absl::SimpleAtod(v, &flags->max_delay_ms)) return false;
+    } else if (value("rate", &v)) {
+      if (!absl::SimpleAtod(v, &flags->rate) || flags->rate < 0) return false;
     } else if (arg == "--sync_full") {
       flags->sync_full = true;
     } else if (arg == "--noreplay") {
@@ -284,6 +291,11 @@ int Run(const Flags& flags) {
   const double producer_cpu_start = ThreadCpuSeconds();
   absl::Duration push_wait;
   for (int64_t i = 0; i < flags.events; ++i) {
+    if (flags.rate > 0) {
+      // A benchmark's pacing, not a wait for a condition.
+      const absl::Time due = start + absl::Seconds(i / flags.rate);
+      if (due > clock->Now()) absl::SleepFor(due - clock->Now());
+    }
     absl::Duration waited;
     writer.Push(MakeEvent(i, flags.companies, clock->Now()), &waited);
     push_wait += waited;
@@ -396,7 +408,7 @@ int main(int argc, char** argv) {
         stderr,
         "usage: storage_writer_bench [--events=N] [--companies=N] "
         "[--sync_full] [--dir=DIR] [--keep] [--noreplay] [--queue_capacity=N] "
-        "[--max_batch=N] [--max_delay_ms=X]\n");
+        "[--max_batch=N] [--max_delay_ms=X] [--rate=R]\n");
     return 1;
   }
   return chstream::storage::Run(flags);

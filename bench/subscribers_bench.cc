@@ -6,15 +6,18 @@
 // stream for --observe_seconds to learn company numbers and resource kinds
 // that actually occur, then connects --subscribers Subscribe streams
 // (start: now) with narrow filters over --channels connections (gRPC
-// callback client API): nine in ten filter on one company_number, one in ten
-// on one resource_kind. With events flowing for --seconds it samples
+// callback client API): one in --kind_every (10) filters on one
+// resource_kind, the others on one company_number (--kind_every=0: all on a
+// company number). With events flowing for --seconds it samples
 // chstreamd's VmRSS every 250 ms and finally reads its VmHWM (peak RSS, from
 // /proc/PID/status), and prints them with delivery counts and the
 // received_at-to-delivery latency of the delivered events.
 //
 //   bazel run --config=opt //bench:subscribers_bench --
 //       [--subscribers=1000] [--channels=8] [--seconds=30] [--rate=100]
+//       [--kind_every=10]
 //       [--chstreamd=path/to/chstreamd]
+//       [--chstreamd_flag=--synchronous=normal ...]
 //
 // Thread-safety: each reactor's callbacks are serialised by gRPC; the
 // driver reads a reactor's results only after its OnDone.
@@ -58,9 +61,15 @@ struct Flags {
   int channels = 8;
   int seconds = 30;
   int observe_seconds = 3;
+  // Every kind_every-th subscriber filters on a resource kind, the others
+  // on a company number; 0: all on a company number.
+  int kind_every = 10;
   double rate = 100;
   std::string chstreamd;
   std::string dir = "/tmp";
+  // --chstreamd_flag=--synchronous=normal (repeatable): passed on to
+  // chstreamd after the benchmark's own flags.
+  std::vector<std::string> chstreamd_flags;
 };
 
 bool ParseFlags(int argc, char** argv, Flags* flags) {
@@ -77,12 +86,16 @@ bool ParseFlags(int argc, char** argv, Flags* flags) {
     } else if (FlagValue(arg, "observe_seconds", &v)) {
       ok = absl::SimpleAtoi(v, &flags->observe_seconds) &&
            flags->observe_seconds > 0;
+    } else if (FlagValue(arg, "kind_every", &v)) {
+      ok = absl::SimpleAtoi(v, &flags->kind_every) && flags->kind_every >= 0;
     } else if (FlagValue(arg, "rate", &v)) {
       ok = absl::SimpleAtod(v, &flags->rate) && flags->rate > 0;
     } else if (FlagValue(arg, "chstreamd", &v)) {
       flags->chstreamd = v;
     } else if (FlagValue(arg, "dir", &v)) {
       flags->dir = v;
+    } else if (FlagValue(arg, "chstreamd_flag", &v)) {
+      flags->chstreamd_flags.push_back(v);
     } else {
       std::fprintf(stderr, "unknown flag %s\n", arg.c_str());
       ok = false;
@@ -159,16 +172,20 @@ int Run(const Flags& flags, const char* argv0) {
   const std::string& binary = setup->binary;
   const std::string& dir = setup->dir;
   const std::string log_path = dir + "/chstreamd.log";
-  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
-      binary,
-      {"--db_path=" + dir + "/subscribers.db", "--grpc_address=127.0.0.1:0",
-       "--metrics_address=127.0.0.1:0", "--simulate",
-       absl::StrCat("--simulator_rate=", flags.rate),
-       "--streams=companies,filings,officers,"
-       "persons-with-significant-control,charges",
-       absl::StrCat("--max_subscribers=", flags.subscribers + 10),
-       "--log_level=info"},
-      {}, log_path, absl::Minutes(1));
+  std::vector<std::string> args = {
+      "--db_path=" + dir + "/subscribers.db",
+      "--grpc_address=127.0.0.1:0",
+      "--metrics_address=127.0.0.1:0",
+      "--simulate",
+      absl::StrCat("--simulator_rate=", flags.rate),
+      "--streams=companies,filings,officers,"
+      "persons-with-significant-control,charges",
+      absl::StrCat("--max_subscribers=", flags.subscribers + 10),
+      "--log_level=info"};
+  args.insert(args.end(), flags.chstreamd_flags.begin(),
+              flags.chstreamd_flags.end());
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start(binary, args, {}, log_path, absl::Minutes(1));
   if (!daemon.ok()) {
     std::fprintf(stderr, "%s\n", daemon.status().ToString().c_str());
     return 1;
@@ -220,13 +237,17 @@ int Run(const Flags& flags, const char* argv0) {
   }
   const int64_t rss_before_kb = ProcStatusKb(pid, "VmRSS");
 
+  auto is_kind_filter = [&flags](size_t i) {
+    return flags.kind_every > 0 &&
+           i % flags.kind_every == static_cast<size_t>(flags.kind_every - 1);
+  };
   // 2. Connect every subscriber and wait until all are live.
   const absl::Time connect_start = absl::Now();
   std::vector<std::unique_ptr<Subscriber>> subs;
   for (int i = 0; i < flags.subscribers; ++i) {
     v1::EventFilter filter;
-    if (i % 10 == 9) {
-      filter.add_resource_kinds(kinds[(i / 10) % kinds.size()]);
+    if (is_kind_filter(i)) {
+      filter.add_resource_kinds(kinds[(i / flags.kind_every) % kinds.size()]);
     } else {
       filter.add_company_numbers(numbers[i % numbers.size()]);
     }
@@ -275,13 +296,15 @@ int Run(const Flags& flags, const char* argv0) {
 
   std::vector<float> all;
   uint64_t number_events = 0, kind_events = 0, fell_behind = 0,
-           out_of_order = 0, mismatched = 0, errors = 0, with_events = 0;
+           out_of_order = 0, mismatched = 0, errors = 0, with_events = 0,
+           subs_fell_behind = 0;
   for (size_t i = 0; i < subs.size(); ++i) {
     const Subscriber& s = *subs[i];
     all.insert(all.end(), s.latencies_ms().begin(), s.latencies_ms().end());
-    (i % 10 == 9 ? kind_events : number_events) += s.events();
+    (is_kind_filter(i) ? kind_events : number_events) += s.events();
     with_events += s.events() > 0 ? 1 : 0;
     fell_behind += s.fell_behind();
+    subs_fell_behind += s.fell_behind() > 0 ? 1 : 0;
     out_of_order += s.out_of_order();
     mismatched += s.mismatched();
     if (s.status().error_code() != grpc::StatusCode::CANCELLED) ++errors;
@@ -296,14 +319,15 @@ int Run(const Flags& flags, const char* argv0) {
   std::printf(
       "committed in %d s: %llu events (%.0f events/s); delivered: %llu to "
       "company_number filters, %llu to resource_kind filters; %llu "
-      "subscribers got at least one; fell_behind %llu, out of order %llu, "
-      "not matching the filter %llu\n",
+      "subscribers got at least one; fell_behind %llu (%llu subscribers), "
+      "out of order %llu, not matching the filter %llu\n",
       flags.seconds, static_cast<unsigned long long>(head1 - head0),
       static_cast<double>(head1 - head0) / flags.seconds,
       static_cast<unsigned long long>(number_events),
       static_cast<unsigned long long>(kind_events),
       static_cast<unsigned long long>(with_events),
       static_cast<unsigned long long>(fell_behind),
+      static_cast<unsigned long long>(subs_fell_behind),
       static_cast<unsigned long long>(out_of_order),
       static_cast<unsigned long long>(mismatched));
   std::printf(
@@ -331,10 +355,11 @@ int Run(const Flags& flags, const char* argv0) {
 int main(int argc, char** argv) {
   chstream::bench::Flags flags;
   if (!chstream::bench::ParseFlags(argc, argv, &flags)) {
-    std::fprintf(stderr,
-                 "usage: subscribers_bench [--subscribers=N] [--channels=N] "
-                 "[--seconds=N] [--observe_seconds=N] [--rate=R] "
-                 "[--chstreamd=PATH] [--dir=DIR]\n");
+    std::fprintf(
+        stderr,
+        "usage: subscribers_bench [--subscribers=N] [--channels=N] "
+        "[--seconds=N] [--observe_seconds=N] [--rate=R] [--kind_every=N] "
+        "[--chstreamd=PATH] [--dir=DIR] [--chstreamd_flag=FLAG ...]\n");
     return 2;
   }
   return chstream::bench::Run(flags, argv[0]);

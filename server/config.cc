@@ -429,8 +429,10 @@ const std::vector<Setting>& Settings() {
        Bool(&Config::new_store_id)},
       {"batch_max_events", "4096", "Group commit: most events per transaction.",
        Int(&Config::batch_max_events, 1, 1 << 20)},
-      {"batch_max_delay", "5ms",
-       "Group commit: longest wait for more events before committing.",
+      {"batch_max_delay", "0ms",
+       "Group commit: longest wait for more events before committing. 0: "
+       "none; commit as soon as the writer is free, batching what arrived "
+       "during the previous commit.",
        Duration(&Config::batch_max_delay, absl::ZeroDuration(),
                 absl::Seconds(10))},
       {"writer_queue", "16384",

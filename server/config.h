@@ -53,7 +53,7 @@ struct Config {
   bool sync_full = true;
   bool new_store_id = false;  // replace the store_id at this start
   int batch_max_events = 4096;
-  absl::Duration batch_max_delay = absl::Milliseconds(5);
+  absl::Duration batch_max_delay = absl::ZeroDuration();
   int writer_queue = 16384;               // items
   int64_t writer_queue_bytes = 32 << 20;  // EventWriter::ItemBytes
   // Retention (storage::Retainer): 0 keeps everything.

@@ -33,7 +33,7 @@ inline constexpr char kServiceName[] = "chstream.v1.CompanyStream";
 
 // Limits the server sets on every connection (documented in README,
 // "Connecting clients").
-inline constexpr int kMaxConcurrentStreamsPerConnection = 100;
+inline constexpr int kMaxConcurrentStreamsPerConnection = 1000;
 inline constexpr int kMaxReceiveMessageBytes = 256 << 10;
 inline constexpr int kMaxMetadataBytes = 16 << 10;
 inline constexpr int kMaxPingStrikes = 2;

@@ -181,7 +181,7 @@ bool EventWriter::Push(Item item, absl::Duration* waited) {
   queue_bytes_ += bytes;
   ++pushed_;
   if (was_empty) {
-    oldest_item_at_ = RealNow();
+    if (options_.max_delay > absl::ZeroDuration()) oldest_item_at_ = RealNow();
     work_cv_.Signal();
   } else if (queue_.size() == max_batch_) {
     work_cv_.Signal();
@@ -242,15 +242,22 @@ bool EventWriter::TakeBatch(std::vector<Item>* items) {
   absl::MutexLock lock(&mu_);
   while (queue_.empty() && !stopping_) work_cv_.Wait(&mu_);
   if (queue_.empty()) return false;  // stopping, and everything is committed
-  const absl::Time deadline = oldest_item_at_ + options_.max_delay;
-  while (queue_.size() < max_batch_ && !stopping_ && flush_target_ <= taken_ &&
-         pushers_waiting_ == 0) {
-    if (work_cv_.WaitWithDeadline(&mu_, deadline)) break;  // timed out
+  // With no max_delay the batch is what queued up while the writer was busy
+  // (the previous commit): nothing to wait for.
+  if (options_.max_delay > absl::ZeroDuration()) {
+    const absl::Time deadline = oldest_item_at_ + options_.max_delay;
+    while (queue_.size() < max_batch_ && !stopping_ &&
+           flush_target_ <= taken_ && pushers_waiting_ == 0) {
+      if (work_cv_.WaitWithDeadline(&mu_, deadline)) break;  // timed out
+    }
   }
   // At most half the byte bound per batch, so that producers can fill the
   // other half while it commits.
   const size_t max_bytes = std::max<size_t>(1, options_.queue_bytes / 2);
   size_t bytes = 0;
+  // Events are large (every string of a company profile): moving them again
+  // on each vector growth cost ~1% of ingest CPU.
+  items->reserve(std::min(queue_.size(), max_batch_));
   while (!queue_.empty() && items->size() < max_batch_ &&
          (items->empty() || bytes + queue_.front().second <= max_bytes)) {
     bytes += queue_.front().second;
@@ -286,6 +293,7 @@ EventWriter::Outcome EventWriter::CommitItems(std::vector<Item>& items,
   int failures_while_stopping = 0;
   while (true) {
     Batch batch;
+    batch.events.reserve(end - begin);
     for (size_t i = begin; i < end; ++i) {
       if (auto* e = std::get_if<Event>(&items[i])) {
         batch.events.push_back(std::move(*e));

@@ -9,10 +9,15 @@
 // bound is reached and reports how long it waited, so back-pressure is
 // visible instead of unbounded memory; an item larger than queue_bytes is
 // still taken when the queue is empty, so it cannot block forever. The writer
-// thread waits for the first item, then collects up to max_batch items or
-// until max_delay has passed since the first one arrived (or a Flush/Stop
-// asks for it now), commits them as one transaction and then calls
-// `on_commit` with the result. Items are committed in push order.
+// thread waits for the first item and commits at once, as one transaction,
+// everything queued then (up to max_batch items): a lone event is committed
+// as soon as it arrives, and whatever arrives while a commit is running
+// (e.g. its fsync) forms the next batch, so batches grow by themselves with
+// the load and no fixed wait is paid when events trickle in. A non-zero
+// max_delay instead keeps collecting until max_batch items or until
+// max_delay has passed since the first one arrived (or a Flush/Stop asks for
+// it now). After each commit the writer calls `on_commit` with the result.
+// Items are committed in push order.
 //
 // A failed commit is one of two kinds:
 //   - the environment (full disk, I/O error, read-only file, lock held by
@@ -72,7 +77,9 @@ class EventWriter {
     size_t queue_capacity = 16384;  // items; >= 1
     size_t queue_bytes = 32 << 20;  // ItemBytes() of the queued items; >= 1
     size_t max_batch = 4096;        // items per transaction; >= 1
-    absl::Duration max_delay = absl::Milliseconds(5);
+    // Extra wait for more items before committing; zero: none (commit as
+    // soon as the writer is free).
+    absl::Duration max_delay = absl::ZeroDuration();
   };
   using Item = std::variant<Event, DeadLetter, Gap>;
   // Called on the writer thread after each successful commit.

@@ -48,8 +48,14 @@ TestServer::TestServer(TestServerOptions options) : options_(options) {
   store_ = *std::move(store);
   executor_ = std::make_unique<server::Executor>(2);
   read_executor_ = std::make_unique<server::Executor>(2, options_.before_read);
+  // Commits only when CommitAndWait flushes, so that its events are one
+  // transaction and one Publish (the tests of overflow and fell_behind rely
+  // on that); the default writer would commit the first event alone as
+  // soon as it is pushed.
+  storage::EventWriter::Options writer_options;
+  writer_options.max_delay = absl::Hours(1);
   writer_ = std::make_unique<storage::EventWriter>(
-      store_.get(), storage::EventWriter::Options(),
+      store_.get(), writer_options,
       [this](const storage::CommitResult& r) { hub_.Publish(r.events); },
       options_.clock);
   writer_->Start();

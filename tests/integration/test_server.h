@@ -59,7 +59,8 @@ class TestServer {
   std::string address() const;
 
   // Commits events through the writer (positions assigned, hub notified)
-  // and waits until they are committed.
+  // as one transaction (up to EventWriter's max_batch) and waits until they
+  // are committed.
   void CommitAndWait(std::vector<storage::Event> events);
 
   void Shutdown(absl::Duration grace = absl::Seconds(2));

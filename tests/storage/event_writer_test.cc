@@ -167,6 +167,34 @@ TEST_F(EventWriterTest, PartialBatchIsCommittedAfterMaxDelay) {
   EXPECT_EQ(store_->HeadPosition(), 1u);
 }
 
+// Verifies the default group commit waits only for the writer: a lone event
+// is committed without a Flush and without a delay, and what arrives while
+// a commit runs is committed next, as one batch.
+TEST_F(EventWriterTest, DefaultCommitsAtOnceAndBatchesWhatArrivedMeanwhile) {
+  EXPECT_EQ(EventWriter::Options().max_delay, absl::ZeroDuration());
+  absl::Notification first_commit_running, release_first_commit;
+  EventWriter::CommitCallback record = log_.Callback();
+  EventWriter writer(
+      store_.get(), {},
+      [&](const CommitResult& r) {
+        record(r);
+        if (!first_commit_running.HasBeenNotified()) {
+          first_commit_running.Notify();
+          release_first_commit.WaitForNotification();
+        }
+      },
+      &clock_);
+  writer.Start();
+  ASSERT_TRUE(writer.Push(MakeEvent("companies", 1)));
+  first_commit_running.WaitForNotification();
+  for (int i = 2; i <= 4; ++i) {
+    ASSERT_TRUE(writer.Push(MakeEvent("companies", i)));
+  }
+  release_first_commit.Notify();
+  EXPECT_TRUE(WaitUntil([&] { return log_.positions().size() == 4; }));
+  EXPECT_THAT(log_.batches(), ElementsAre(Range(1, 1), Range(2, 4)));
+}
+
 TEST_F(EventWriterTest, StopDrainsTheQueue) {
   auto writer = std::make_unique<EventWriter>(
       store_.get(),
