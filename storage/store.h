@@ -259,6 +259,19 @@ class EventStore {
   virtual absl::StatusOr<std::optional<CompanyRecord>> GetCompany(
       std::string_view company_number) = 0;
 
+  // The oldest stored position (0 if no event is stored): retention moves
+  // it forward.
+  virtual absl::StatusOr<uint64_t> OldestPosition() = 0;
+
+  // The current state of one resource, and a company's current resources
+  // (see Store for the details).
+  virtual absl::StatusOr<std::optional<ResourceRecord>> GetResource(
+      std::string_view resource_uri) = 0;
+  virtual absl::StatusOr<ResourcePage> ListCompanyResources(
+      std::string_view company_number, const std::vector<std::string>& kinds,
+      const std::optional<ResourceCursor>& after, size_t limit,
+      bool include_deleted) = 0;
+
   // Every stream that has committed an event or recorded a gap, by name.
   virtual absl::StatusOr<std::vector<StreamState>> LoadStreamStates() = 0;
 
@@ -369,7 +382,7 @@ class Store : public EventStore {
 
   // The oldest stored position (0 if no event is stored): retention moves it
   // forward. Cheap (a b-tree lookup).
-  absl::StatusOr<uint64_t> OldestPosition();
+  absl::StatusOr<uint64_t> OldestPosition() override;
 
   // The position just before the first event (by position) with
   // published_at >= t; HeadPosition() if there is none.
@@ -389,7 +402,7 @@ class Store : public EventStore {
   // the upstream sent it); nullopt if no stored event had it. Deleted
   // resources are returned with deleted = true and their last data.
   absl::StatusOr<std::optional<ResourceRecord>> GetResource(
-      std::string_view resource_uri);
+      std::string_view resource_uri) override;
 
   // The current resources of a company (by ResourceRecord::company_number),
   // ordered by (resource_kind, resource_uri), starting after `after` (none:
@@ -399,7 +412,7 @@ class Store : public EventStore {
   absl::StatusOr<ResourcePage> ListCompanyResources(
       std::string_view company_number, const std::vector<std::string>& kinds,
       const std::optional<ResourceCursor>& after, size_t limit,
-      bool include_deleted);
+      bool include_deleted) override;
 
   // Every stream that has committed an event or recorded a gap, by name.
   absl::StatusOr<std::vector<StreamState>> LoadStreamStates() override;

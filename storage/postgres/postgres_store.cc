@@ -277,6 +277,8 @@ absl::Status PostgresStore::PrepareReader(PgConnection& c) {
                 "SELECT position FROM events WHERE stream = $1 AND "
                 "timepoint >= $2 ORDER BY timepoint LIMIT 1"));
   CHS_RETURN_IF_ERROR(c.Prepare("get_company", CompanySelectSql()));
+  CHS_RETURN_IF_ERROR(
+      c.Prepare("oldest_position", "SELECT MIN(position) FROM events"));
   // One statement, so one snapshot for stream_state and gaps.
   CHS_RETURN_IF_ERROR(c.Prepare(
       "stream_states", absl::StrCat("SELECT 0, stream, last_timepoint, ",
@@ -734,6 +736,27 @@ absl::StatusOr<StoreStats> PostgresStore::Stats() {
   stats.dead_letters = static_cast<uint64_t>(res.GetInt64(0, 3));
   stats.db_size_bytes = static_cast<uint64_t>(res.GetInt64(0, 4));
   return stats;
+}
+
+absl::StatusOr<uint64_t> PostgresStore::OldestPosition() {
+  CHS_ASSIGN_OR_RETURN(PgResult res, ReadQuery("oldest_position", {}));
+  if (res.rows() != 1 || res.IsNull(0, 0)) return 0;
+  return static_cast<uint64_t>(res.GetInt64(0, 0));
+}
+
+absl::StatusOr<std::optional<ResourceRecord>> PostgresStore::GetResource(
+    std::string_view) {
+  return absl::UnimplementedError(
+      "GetResource is not available on PostgreSQL yet: resources are "
+      "stored by the SQLite backend only");
+}
+
+absl::StatusOr<ResourcePage> PostgresStore::ListCompanyResources(
+    std::string_view, const std::vector<std::string>&,
+    const std::optional<ResourceCursor>&, size_t, bool) {
+  return absl::UnimplementedError(
+      "ListCompanyResources is not available on PostgreSQL yet: resources "
+      "are stored by the SQLite backend only");
 }
 
 absl::StatusOr<std::vector<DeadLetter>> PostgresStore::ReadDeadLetters(

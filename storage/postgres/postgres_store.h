@@ -129,6 +129,15 @@ class PostgresStore : public EventStore {
   absl::StatusOr<StoreStats> Stats() override;
   absl::StatusOr<std::vector<DeadLetter>> ReadDeadLetters(
       size_t limit) override;
+  absl::StatusOr<uint64_t> OldestPosition() override;
+  // Not stored on PostgreSQL yet (the resources table is SQLite's only):
+  // UnimplementedError saying so.
+  absl::StatusOr<std::optional<ResourceRecord>> GetResource(
+      std::string_view resource_uri) override;
+  absl::StatusOr<ResourcePage> ListCompanyResources(
+      std::string_view company_number, const std::vector<std::string>& kinds,
+      const std::optional<ResourceCursor>& after, size_t limit,
+      bool include_deleted) override;
 
  private:
   class ReaderLease;
