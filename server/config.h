@@ -34,7 +34,7 @@ struct Config {
   std::string grpc_address = "127.0.0.1:50051";
   int max_subscribers = 1000;
   int subscriber_queue = 1024;
-  absl::Duration max_subscriber_lag = absl::ZeroDuration();     // 0 = never end
+  absl::Duration max_subscriber_lag = absl::ZeroDuration();  // 0 = never end
   absl::Duration subscriber_write_timeout = absl::Seconds(30);  // 0 = never
   int max_replays = 32;
   // gRPC security (server/grpc_credentials.h). Paths are resolved.
@@ -51,8 +51,8 @@ struct Config {
   bool new_store_id = false;  // replace the store_id at this start
   int batch_max_events = 4096;
   absl::Duration batch_max_delay = absl::Milliseconds(5);
-  int writer_queue = 16384;               // items
-  int64_t writer_queue_bytes = 32 << 20;  // EventWriter::ItemBytes
+  int writer_queue = 16384;                 // items
+  int64_t writer_queue_bytes = 32 << 20;    // EventWriter::ItemBytes
   // Retention (storage::Retainer): 0 keeps everything.
   absl::Duration retain_for = absl::ZeroDuration();
   int64_t retain_bytes = 0;
