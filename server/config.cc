@@ -207,8 +207,7 @@ absl::Status SetStreams(absl::string_view v, Config& c) {
     }
   }
   if (out.empty()) {
-    return Invalid(
-        absl::StrCat("'all' or a comma list of: ", AllStreamNames()));
+    return Invalid(absl::StrCat("'all' or a comma list of: ", AllStreamNames()));
   }
   c.streams = std::move(out);
   return absl::OkStatus();
@@ -217,8 +216,8 @@ absl::Status SetStreams(absl::string_view v, Config& c) {
 absl::Status SetStartTimepoints(absl::string_view v, Config& c) {
   c.start_timepoints.clear();
   for (absl::string_view part : absl::StrSplit(v, ',', absl::SkipEmpty())) {
-    std::pair<std::string, std::string> kv = absl::StrSplit(
-        absl::StripAsciiWhitespace(part), absl::MaxSplits(':', 1));
+    std::pair<std::string, std::string> kv =
+        absl::StrSplit(absl::StripAsciiWhitespace(part), absl::MaxSplits(':', 1));
     int64_t tp;
     if (!IsStreamName(kv.first) || !absl::SimpleAtoi(kv.second, &tp) ||
         tp < 0) {
@@ -248,18 +247,18 @@ absl::Status SetUpstreamUrl(absl::string_view v, Config& c) {
 }
 
 Setter Address(std::string Config::*field, absl::string_view example) {
-  return
-      [field, example = std::string(example)](absl::string_view v, Config& c) {
-        size_t colon = v.rfind(':');
-        int port;
-        if (colon == absl::string_view::npos || colon == 0 ||
-            !absl::SimpleAtoi(v.substr(colon + 1), &port) || port < 0 ||
-            port > 65535) {
-          return Invalid(absl::StrCat("HOST:PORT, e.g. ", example));
-        }
-        c.*field = std::string(v);
-        return absl::OkStatus();
-      };
+  return [field, example = std::string(example)](absl::string_view v,
+                                                 Config& c) {
+    size_t colon = v.rfind(':');
+    int port;
+    if (colon == absl::string_view::npos || colon == 0 ||
+        !absl::SimpleAtoi(v.substr(colon + 1), &port) || port < 0 ||
+        port > 65535) {
+      return Invalid(absl::StrCat("HOST:PORT, e.g. ", example));
+    }
+    c.*field = std::string(v);
+    return absl::OkStatus();
+  };
 }
 
 absl::Status SetLogLevel(absl::string_view v, Config& c) {
@@ -658,8 +657,7 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseEnvFile(
           absl::StrCat("line ", line_no, ": expected KEY=VALUE"));
     }
     std::string key(absl::StripAsciiWhitespace(line.substr(0, eq)));
-    absl::string_view rest =
-        absl::StripLeadingAsciiWhitespace(line.substr(eq + 1));
+    absl::string_view rest = absl::StripLeadingAsciiWhitespace(line.substr(eq + 1));
     std::string value;
     if (!rest.empty() && (rest[0] == '"' || rest[0] == '\'')) {
       const char quote = rest[0];
@@ -716,9 +714,8 @@ absl::StatusOr<Config> LoadConfig(
     }
     absl::string_view a(arg);
     if (!absl::ConsumePrefix(&a, "--")) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unexpected argument '", arg,
-                       "': settings are --name=value (see --help)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unexpected argument '", arg, "': settings are --name=value (see --help)"));
     }
     std::pair<absl::string_view, absl::string_view> kv =
         absl::StrSplit(a, absl::MaxSplits('=', 1));
@@ -878,11 +875,11 @@ absl::StatusOr<Config> LoadConfig(
 
   // 5. Cross-setting checks.
   if (config.disconnected_failed_after <= config.disconnected_after) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid --disconnected_failed_after=",
-                     absl::FormatDuration(config.disconnected_failed_after),
-                     ": must be longer than --disconnected_after=",
-                     absl::FormatDuration(config.disconnected_after)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "invalid --disconnected_failed_after=",
+        absl::FormatDuration(config.disconnected_failed_after),
+        ": must be longer than --disconnected_after=",
+        absl::FormatDuration(config.disconnected_after)));
   }
   if (config.grpc_tls_cert.empty() != config.grpc_tls_key.empty()) {
     return absl::InvalidArgumentError(
@@ -894,8 +891,9 @@ absl::StatusOr<Config> LoadConfig(
         "--grpc_tls_key too");
   }
   if (!config.UseSimulator()) {
-    const size_t capacity = config.api_keys.size() *
-                            static_cast<size_t>(config.max_connections_per_key);
+    const size_t capacity =
+        config.api_keys.size() *
+        static_cast<size_t>(config.max_connections_per_key);
     if (config.streams.size() > capacity) {
       return absl::InvalidArgumentError(absl::StrCat(
           "invalid --streams: ", config.streams.size(),

@@ -34,7 +34,7 @@ struct Config {
   std::string grpc_address = "127.0.0.1:50051";
   int max_subscribers = 1000;
   int subscriber_queue = 1024;
-  absl::Duration max_subscriber_lag = absl::ZeroDuration();     // 0 = never end
+  absl::Duration max_subscriber_lag = absl::ZeroDuration();  // 0 = never end
   absl::Duration subscriber_write_timeout = absl::Seconds(30);  // 0 = never
   int max_replays = 32;
   // gRPC security (server/grpc_credentials.h). Paths are resolved.

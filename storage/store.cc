@@ -697,8 +697,10 @@ absl::Status Store::InitIdentity(Database& db) {
   absl::Status status = db.Exec(absl::StrCat(
       "BEGIN IMMEDIATE; UPDATE store_identity SET open_unsynced = ",
       options_.synchronous_full ? 0 : 1));
-  if (status.ok() && !reason.empty()) status = ReplaceStoreId(db, reason);
-  if (status.ok()) status = db.Exec("COMMIT");
+  if (status.ok() && !reason.empty())
+    status = ReplaceStoreId(db, reason);
+  if (status.ok())
+    status = db.Exec("COMMIT");
   if (!status.ok()) {
     db.Exec("ROLLBACK").IgnoreError();
     return status;
@@ -721,7 +723,7 @@ absl::Status Store::InitIdentity(Database& db) {
   return absl::OkStatus();
 }
 
-absl::Status ReplaceStoreId(Database& db, std::string_view reason) {
+absl::Status ReplaceStoreId(Database &db, std::string_view reason) {
   CHS_ASSIGN_OR_RETURN(
       Statement st,
       db.Prepare("UPDATE store_identity SET store_id = "

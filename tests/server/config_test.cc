@@ -13,8 +13,8 @@ namespace {
 using ::chstream::testing::StatusIs;
 using ::testing::Contains;
 using ::testing::ElementsAre;
-using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::HasSubstr;
 using ::testing::Not;
 using Env = absl::flat_hash_map<std::string, std::string>;
 
@@ -94,7 +94,7 @@ TEST(ConfigTest, Precedence) {
       Load({"--env_file=" + env_file, "--grpc_address=127.0.0.1:3333"},
            {{"CHSTREAM_GRPC_ADDRESS", "127.0.0.1:2222"},
             {"CHSTREAM_STREAMS", "officers"}}));
-  EXPECT_EQ(c.grpc_address, "127.0.0.1:3333");      // flag
+  EXPECT_EQ(c.grpc_address, "127.0.0.1:3333");    // flag
   EXPECT_THAT(c.streams, ElementsAre("officers"));  // environment
   EXPECT_EQ(c.idle_timeout, absl::Seconds(30));     // .env
   EXPECT_EQ(c.max_subscribers, 7);                  // .env
@@ -123,12 +123,12 @@ TEST(ConfigTest, InvalidValuesNameTheSettingAndWhatIsAllowed) {
   EXPECT_THAT(Load({"--upstream_url=ftp://x"}),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("http:// or https://")));
-  EXPECT_THAT(
-      Load({"--grpc_address=nowhere"}),
-      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("HOST:PORT")));
-  EXPECT_THAT(
-      Load({"--no_such_flag=1"}),
-      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown flag")));
+  EXPECT_THAT(Load({"--grpc_address=nowhere"}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("HOST:PORT")));
+  EXPECT_THAT(Load({"--no_such_flag=1"}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("unknown flag")));
   EXPECT_THAT(Load({"--on_timepoint_expired=panic"}),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("resume_from_head or stop")));
@@ -160,8 +160,8 @@ TEST(ConfigTest, KeyFromEnvironmentEnvFileOrKeyFile) {
                        Load({}, {{"CH_STREAMING_API_KEY_FILE", key_file}}));
   EXPECT_THAT(c.api_keys, ElementsAre("k4"));
 
-  ASSERT_OK_AND_ASSIGN(Config d,
-                       Load({"--simulate"}, {{"CH_STREAMING_API_KEY", "k5"}}));
+  ASSERT_OK_AND_ASSIGN(Config d, Load({"--simulate"},
+                                      {{"CH_STREAMING_API_KEY", "k5"}}));
   EXPECT_TRUE(d.UseSimulator());
 }
 
@@ -208,9 +208,9 @@ TEST(ConfigTest, EmptyBooleanIsAnErrorNamingTheVariable) {
 
   ASSERT_OK_AND_ASSIGN(Config bare, Load({"--allow_insecure_remote"}));
   EXPECT_TRUE(bare.allow_insecure_remote);
-  ASSERT_OK_AND_ASSIGN(Config off,
-                       Load({"--noallow_insecure_remote"},
-                            {{"CHSTREAM_ALLOW_INSECURE_REMOTE", "true"}}));
+  ASSERT_OK_AND_ASSIGN(Config off, Load({"--noallow_insecure_remote"},
+                                        {{"CHSTREAM_ALLOW_INSECURE_REMOTE",
+                                          "true"}}));
   EXPECT_FALSE(off.allow_insecure_remote);
   ASSERT_OK_AND_ASSIGN(Config env_true,
                        Load({}, {{"CHSTREAM_ALLOW_INSECURE_REMOTE", "yes"}}));
@@ -236,9 +236,9 @@ TEST(ConfigTest, UnknownVariableIsAWarningNamingTheNearestSetting) {
   WriteFile(env_file, "CHSTREAM_GRPC_ADRESS=127.0.0.1:1\n");
   ASSERT_OK_AND_ASSIGN(Config d, Load({"--env_file=" + env_file}));
   ASSERT_EQ(d.warnings.size(), 1u);
-  EXPECT_THAT(d.warnings[0],
-              AllOf(HasSubstr("CHSTREAM_GRPC_ADRESS"), HasSubstr(env_file),
-                    HasSubstr("CHSTREAM_GRPC_ADDRESS")));
+  EXPECT_THAT(d.warnings[0], AllOf(HasSubstr("CHSTREAM_GRPC_ADRESS"),
+                                   HasSubstr(env_file),
+                                   HasSubstr("CHSTREAM_GRPC_ADDRESS")));
 
   ASSERT_OK_AND_ASSIGN(Config clean, Load({}));
   EXPECT_THAT(clean.warnings, IsEmpty());
@@ -262,10 +262,10 @@ TEST(ConfigTest, SynchronousDefaultsToFullAndSyncFullStillWorks) {
   EXPECT_FALSE(def.new_store_id);
   ASSERT_OK_AND_ASSIGN(Config renew, Load({"--new_store_id"}));
   EXPECT_TRUE(renew.new_store_id);
-  EXPECT_THAT(
-      Load({"--synchronous=off"}),
-      StatusIs(absl::StatusCode::kInvalidArgument,
-               AllOf(HasSubstr("--synchronous"), HasSubstr("full or normal"))));
+  EXPECT_THAT(Load({"--synchronous=off"}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("--synchronous"),
+                             HasSubstr("full or normal"))));
 }
 
 TEST(ConfigTest, SubscriberWriteTimeoutAndMaxReplays) {
@@ -273,8 +273,8 @@ TEST(ConfigTest, SubscriberWriteTimeoutAndMaxReplays) {
   EXPECT_EQ(d.subscriber_write_timeout, absl::Seconds(30));
   EXPECT_EQ(d.max_replays, 32);
   ASSERT_OK_AND_ASSIGN(
-      Config c,
-      Load({"--max_replays=4"}, {{"CHSTREAM_SUBSCRIBER_WRITE_TIMEOUT", "2s"}}));
+      Config c, Load({"--max_replays=4"},
+                     {{"CHSTREAM_SUBSCRIBER_WRITE_TIMEOUT", "2s"}}));
   EXPECT_EQ(c.subscriber_write_timeout, absl::Seconds(2));
   EXPECT_EQ(c.max_replays, 4);
   EXPECT_FALSE(Load({"--max_replays=0"}).ok());
@@ -294,12 +294,11 @@ TEST(ParseEnvFileTest, QuotesCommentsExport) {
   EXPECT_EQ(kv[2].second, "x\"y\nz");
   EXPECT_EQ(kv[3].second, "a # not a comment");
   EXPECT_EQ(kv[4].second, "v");
-  EXPECT_THAT(
-      ParseEnvFile("NOEQUALS\n"),
-      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("line 1")));
-  EXPECT_THAT(
-      ParseEnvFile("A=\"open\n"),
-      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unterminated")));
+  EXPECT_THAT(ParseEnvFile("NOEQUALS\n"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("line 1")));
+  EXPECT_THAT(ParseEnvFile("A=\"open\n"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("unterminated")));
 }
 
 }  // namespace

@@ -253,6 +253,36 @@ TEST(RetentionTest, CompanyKeepsDataOfPrunedEvent) {
   EXPECT_THAT(second->data_json, HasSubstr("SECOND RENAMED LTD"));
 }
 
+// Verifies that max_bytes deletes the oldest events, whatever their age,
+// until the used pages fit, and then nothing more.
+TEST(RetentionTest, MaxBytesDeletesOldestUntilUsedPagesFit) {
+  FakeClock clock(testing::TestTime());
+  const std::string path = TestDbPath();
+  ASSERT_OK_AND_ASSIGN(auto store, Store::Open(path));
+  int64_t timepoint = 0;
+  for (int batch = 0; batch < 10; ++batch) {
+    Batch b;
+    for (int i = 0; i < 100; ++i) {
+      b.events.push_back(FilingAt(++timepoint, clock.Now(), 4000));
+    }
+    ASSERT_OK(store->Commit(std::move(b), clock.Now()).status());
+  }
+  // ~4 MB of events; a 1 MB cap keeps roughly the newest quarter.
+  RetentionPolicy policy;
+  policy.max_bytes = 1 << 20;
+  policy.rows_per_transaction = 100;
+  PruneStepResult r = PruneAll(*store, policy, clock.Now());
+  ASSERT_OK_AND_ASSIGN(StoreStats stats, store->Stats());
+  EXPECT_GT(r.events, 600u);
+  EXPECT_LT(r.events, 1000u);
+  EXPECT_EQ(stats.oldest_position, r.events + 1);
+  EXPECT_EQ(stats.head_position, 1000u);
+  // Under the cap now: another pass deletes nothing.
+  ASSERT_OK_AND_ASSIGN(PruneStepResult again,
+                       store->PruneStep(policy, clock.Now()));
+  EXPECT_EQ(again.events, 0u);
+}
+
 // Verifies that dead letters and gaps older than dead_letters_for are
 // deleted and the rest kept.
 TEST(RetentionTest, DeletesOldDeadLettersAndGaps) {
