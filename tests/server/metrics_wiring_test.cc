@@ -126,7 +126,7 @@ TEST(MetricsWiringTest, MetricsFollowTheRealComponents) {
   GrpcMetricsInterceptorFactory::Options interceptor_options;
   interceptor_options.known_methods =
       MethodNames(v1::CompanyStream::service_full_name());
-  ASSERT_EQ(interceptor_options.known_methods.size(), 4u);
+  ASSERT_EQ(interceptor_options.known_methods.size(), 6u);
   std::vector<
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
       creators;
