@@ -437,8 +437,13 @@ TEST(IngestFaultsTest, MaxConnectionAgeEndsCleanlyAndReconnectsQuickly) {
     ASSERT_TRUE(retry_in.has_value()) << json;
     EXPECT_LE(*retry_in, 0.020 + 1e-6) << json;
   }
-  EXPECT_EQ(sim->GetStats().Requests("/companies", 200),
-            static_cast<int64_t>(logs.Targets(kStream).size()));
+  // Every attempt got a 200, except perhaps the last: StopIngester may cut
+  // off a reconnect that was logged but not yet answered (seen under
+  // --config=tsan, where everything is ~10x slower).
+  const int64_t answered = sim->GetStats().Requests("/companies", 200);
+  const int64_t attempts = static_cast<int64_t>(logs.Targets(kStream).size());
+  EXPECT_LE(answered, attempts);
+  EXPECT_GE(answered, attempts - 1);
 }
 
 // A raw client of the simulator holding one stream of `key` open.
