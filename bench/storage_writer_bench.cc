@@ -9,6 +9,10 @@
 //   bazel run --config=opt //bench:storage_writer_bench --
 //       --events=200000 --companies=200000 [--sync_full] [--dir=/tmp]
 //       [--max_delay_ms=0] [--rate=0 (events/s; 0: full speed)]
+//       [--postgres_url=postgresql://...]
+//
+// With --postgres_url the events go into that PostgreSQL database
+// (PostgresStore; it must be empty or chstream's, and is not cleaned up).
 //
 // --companies is the number of distinct company numbers (events cycle over
 // them in a scrambled order): equal to --events means every event inserts a
@@ -39,6 +43,7 @@
 #include "storage/event.h"
 #include "storage/event_writer.h"
 #include "storage/histogram.h"
+#include "storage/postgres/postgres_store.h"
 #include "storage/store.h"
 
 namespace chstream::storage {
@@ -49,6 +54,7 @@ struct Flags {
   int64_t companies = -1;  // default: = events
   bool sync_full = false;
   std::string dir = "/tmp";
+  std::string postgres_url;  // PostgreSQL instead of an SQLite file
   bool keep = false;
   bool replay = true;
   int64_t queue_capacity = 16384;
@@ -75,6 +81,8 @@ bool ParseFlags(int argc, char** argv, Flags* flags) {
       if (!absl::SimpleAtoi(v, &flags->companies)) return false;
     } else if (value("dir", &v)) {
       flags->dir = v;
+    } else if (value("postgres_url", &v)) {
+      flags->postgres_url = v;
     } else if (value("queue_capacity", &v)) {
       if (!absl::SimpleAtoi(v, &flags->queue_capacity)) return false;
     } else if (value("max_batch", &v)) {
@@ -198,7 +206,7 @@ double Percentile(std::vector<double>* v, double q) {
 
 // Replays everything stored through ReadPage as a ReplayEvents call would
 // (pages of 1000 events), then the same range with filters.
-void Replay(Store* store, int64_t events) {
+void Replay(EventStore* store, int64_t events) {
   Clock* clock = Clock::Real();
   const uint64_t head = store->HeadPosition();
   struct Case {
@@ -257,7 +265,12 @@ int Run(const Flags& flags) {
   const std::string path = dir_template + "/bench.db";
   Store::Options store_options;
   store_options.synchronous_full = flags.sync_full;
-  auto store = Store::Open(path, store_options);
+  absl::StatusOr<std::unique_ptr<EventStore>> store;
+  if (!flags.postgres_url.empty()) {
+    store = PostgresStore::Open(flags.postgres_url);
+  } else {
+    store = Store::Open(path, store_options);
+  }
   if (!store.ok()) {
     std::fprintf(stderr, "open: %s\n", store.status().ToString().c_str());
     return 1;
@@ -320,6 +333,8 @@ int Run(const Flags& flags) {
   std::printf("  events             %lld (distinct companies %lld)\n",
               static_cast<long long>(flags.events),
               static_cast<long long>(flags.companies));
+  std::printf("  store              %s\n",
+              flags.postgres_url.empty() ? "SQLite" : "PostgreSQL");
   std::printf("  synchronous        %s\n", flags.sync_full ? "FULL" : "NORMAL");
   std::printf("  event payload      data_json %zu B + data_pb %zu B\n",
               DataJson(CompanyNumber(0, 1), 0).size(),
@@ -408,7 +423,7 @@ int main(int argc, char** argv) {
         stderr,
         "usage: storage_writer_bench [--events=N] [--companies=N] "
         "[--sync_full] [--dir=DIR] [--keep] [--noreplay] [--queue_capacity=N] "
-        "[--max_batch=N] [--max_delay_ms=X] [--rate=R]\n");
+        "[--max_batch=N] [--max_delay_ms=X] [--rate=R] [--postgres_url=URL]\n");
     return 1;
   }
   return chstream::storage::Run(flags);
