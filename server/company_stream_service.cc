@@ -37,7 +37,7 @@ uint64_t FileSize(const std::string& path) {
 
 }  // namespace
 
-CompanyStreamService::CompanyStreamService(storage::Store* store,
+CompanyStreamService::CompanyStreamService(storage::EventStore* store,
                                            SubscriptionHub* hub,
                                            Executor* executor,
                                            StreamStatusFn stream_status,
@@ -109,9 +109,10 @@ absl::Status CompanyStreamService::FillStatus(v1::GetStatusResponse* out) {
   st->set_events_stored(stats.events_stored);
   st->set_companies_stored(stats.companies_stored);
   st->set_dead_letters(stats.dead_letters);
-  st->set_db_path(store_->path());
-  st->set_db_size_bytes(stats.db_size_bytes != 0 ? stats.db_size_bytes
-                                                 : FileSize(store_->path()));
+  st->set_db_path(store_->location());
+  st->set_db_size_bytes(stats.db_size_bytes != 0
+                            ? stats.db_size_bytes
+                            : FileSize(store_->location()));
   st->set_store_id(store_->store_id());
   st->set_synchronous(store_->synchronous_full() ? "full" : "normal");
   for (v1::SubscriberStatus& s : registry_.Snapshot()) {

@@ -65,7 +65,7 @@ class CompanyStreamService final : public v1::CompanyStream::CallbackService {
   // `store`, `hub`, `executor` and `clock` must outlive the service.
   // `executor` runs live delivery; storage reads run on
   // options.read_executor or the service's own read threads.
-  CompanyStreamService(storage::Store* store, SubscriptionHub* hub,
+  CompanyStreamService(storage::EventStore* store, SubscriptionHub* hub,
                        Executor* executor, StreamStatusFn stream_status,
                        Clock* clock, ServiceOptions options);
 
@@ -95,7 +95,7 @@ class CompanyStreamService final : public v1::CompanyStream::CallbackService {
   uint64_t pages_read() const { return pages_read_.load(); }
 
  private:
-  storage::Store* const store_;
+  storage::EventStore* const store_;
   SubscriptionHub* const hub_;
   const StreamStatusFn stream_status_;
   Clock* const clock_;

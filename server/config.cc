@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
@@ -290,6 +291,12 @@ const std::vector<Setting>& Settings() {
        "SQLite database file (created if missing; relative to where you ran "
        "the command).",
        String(&Config::db_path)},
+      {"postgres_url", "",
+       "Store events in PostgreSQL instead of SQLite: a libpq URI such as "
+       "postgresql://chstream@db.internal/chstream (PGPASSWORD, ~/.pgpass, "
+       "PGSSLMODE... apply; the password is never printed). Not together "
+       "with --db_path.",
+       String(&Config::postgres_url)},
       {"streams", "companies",
        "Upstream streams to follow: 'all' or a comma list of " +
            AllStreamNames() + ".",
@@ -736,6 +743,26 @@ absl::StatusOr<Config> LoadConfig(
     if (s->name == "env_file") continue;
     if (absl::Status st = s->set(v, config); !st.ok()) {
       return SettingError(*s, "value", v, st);
+    }
+  }
+  // --postgres_url selects PostgreSQL; a --db_path given as well (flag,
+  // environment or .env) is a contradiction, not something to guess about.
+  const bool db_path_given =
+      std::any_of(flags.begin(), flags.end(),
+                  [](const auto& f) { return f.first->name == "db_path"; }) ||
+      env.contains(EnvName("db_path")) || dotenv.contains(EnvName("db_path"));
+  if (!config.postgres_url.empty()) {
+    if (db_path_given) {
+      return absl::InvalidArgumentError(
+          "invalid --db_path with --postgres_url: choose SQLite (--db_path) "
+          "or PostgreSQL (--postgres_url), not both");
+    }
+    if (!absl::StartsWith(config.postgres_url, "postgresql://") &&
+        !absl::StartsWith(config.postgres_url, "postgres://")) {
+      // Not echoed: a key=value conninfo string may carry a password.
+      return absl::InvalidArgumentError(
+          "invalid --postgres_url (CHSTREAM_POSTGRES_URL): expected a libpq "
+          "URI postgresql://[user@]host[:port]/dbname[?param=value...]");
     }
   }
   config.db_path = Resolve(cwd, config.db_path);

@@ -45,6 +45,9 @@ struct Config {
   bool allow_insecure_remote = false;
   // Storage.
   std::string db_path = "chstream.db";
+  // A libpq URI: when set, events are stored in PostgreSQL (not db_path).
+  // May carry a password: print only log::RedactUrl(postgres_url).
+  std::string postgres_url;
   // --synchronous: full (true, the default: commits are durable before
   // they are published) or normal. (Named after the older --sync_full.)
   bool sync_full = true;

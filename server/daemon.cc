@@ -12,6 +12,7 @@
 #include "server/grpc_metrics_interceptor.h"
 #include "server/metrics_sources.h"
 #include "server/version.h"
+#include "storage/postgres/postgres_store.h"
 
 namespace chstream::server {
 namespace {
@@ -141,15 +142,34 @@ absl::Status Daemon::StartParts(int* exit_code) {
   *exit_code = 1;
   const absl::Time started_at = clock_->Now();
 
-  // Storage.
-  absl::StatusOr<std::unique_ptr<storage::Store>> opened =
-      storage::Store::Open(config.db_path, StoreOptionsFrom(config));
-  if (!opened.ok()) {
-    return absl::Status(
-        opened.status().code(),
-        absl::StrCat("cannot open the database: ", opened.status().message()));
+  // Storage: PostgreSQL with --postgres_url, else the SQLite file.
+  if (!config.postgres_url.empty()) {
+    if (config.new_store_id) {
+      *exit_code = 2;
+      return absl::InvalidArgumentError(
+          "--new_store_id is for SQLite files; a PostgreSQL store keeps the "
+          "store_id in its cluster row");
+    }
+    absl::StatusOr<std::unique_ptr<storage::PostgresStore>> opened =
+        storage::PostgresStore::Open(config.postgres_url);
+    if (!opened.ok()) {
+      // A URL, password or server that does not work is a setting to fix.
+      *exit_code = 2;
+      return absl::Status(opened.status().code(),
+                          absl::StrCat("cannot open the PostgreSQL store: ",
+                                       opened.status().message()));
+    }
+    store_ = *std::move(opened);
+  } else {
+    absl::StatusOr<std::unique_ptr<storage::Store>> opened =
+        storage::Store::Open(config.db_path, StoreOptionsFrom(config));
+    if (!opened.ok()) {
+      return absl::Status(opened.status().code(),
+                          absl::StrCat("cannot open the database: ",
+                                       opened.status().message()));
+    }
+    store_ = *std::move(opened);
   }
-  store_ = *std::move(opened);
   absl::StatusOr<std::vector<storage::StreamState>> states =
       store_->LoadStreamStates();
   if (!states.ok()) {
@@ -315,7 +335,7 @@ absl::Status Daemon::StartParts(int* exit_code) {
               absl::StrCat(Host(config.grpc_address), ":", grpc_->port())},
              {"metrics_address",
               absl::StrCat(Host(config.metrics_address), ":", http_->port())},
-             {"db_path", config.db_path},
+             {"db_path", store_->location()},
              {"store_id", store_->store_id()},
              {"replica_id", replica_.id()},
              {"streams", absl::StrJoin(config.streams, ",")},

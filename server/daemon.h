@@ -95,7 +95,12 @@ class Daemon {
 
   const Config& config() const { return config_; }
   // Null once stopped.
-  storage::Store* store() const { return store_.get(); }
+  storage::EventStore* store() const { return store_.get(); }
+  // The SQLite store, for its test hooks; null on PostgreSQL and once
+  // stopped.
+  storage::Store* sqlite_store() const {
+    return dynamic_cast<storage::Store*>(store_.get());
+  }
   storage::EventWriter* writer() const { return writer_.get(); }
   HealthMonitor* health_monitor() const { return health_.get(); }
   CompanyStreamService* service() const { return service_.get(); }
@@ -114,7 +119,7 @@ class Daemon {
   ReplicaState replica_;
 
   // In start order; Stop() ends and destroys them in reverse.
-  std::unique_ptr<storage::Store> store_;
+  std::unique_ptr<storage::EventStore> store_;
   std::unique_ptr<ingest::sim::Simulator> simulator_;
   std::unique_ptr<SubscriptionHub> hub_;
   std::unique_ptr<Executor> executor_;

@@ -820,7 +820,7 @@ size_t SubscriberRegistry::size() const {
 
 // ---------------------------------------------------------------------------
 
-absl::StatusOr<uint64_t> ResolveStart(storage::Store* store,
+absl::StatusOr<uint64_t> ResolveStart(storage::EventStore* store,
                                       const v1::StartPoint& start,
                                       bool has_start, bool allow_now,
                                       uint64_t head) {

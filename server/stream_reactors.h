@@ -59,7 +59,7 @@ inline constexpr absl::Duration kCancelGrace = absl::Seconds(3);
 
 // Everything a streaming reactor needs, shared by all of them.
 struct StreamContext {
-  storage::Store* store = nullptr;
+  storage::EventStore* store = nullptr;
   SubscriptionHub* hub = nullptr;
   // Live delivery: wake-ups and sends.
   Executor* executor = nullptr;
@@ -156,7 +156,7 @@ absl::Status CheckExpectedStoreId(const std::string& expected,
 // Turns a StartPoint into the position to read after. `allow_now` is false
 // for ReplayEvents. Out-of-range positions are OUT_OF_RANGE with the valid
 // range in the message.
-absl::StatusOr<uint64_t> ResolveStart(storage::Store* store,
+absl::StatusOr<uint64_t> ResolveStart(storage::EventStore* store,
                                       const v1::StartPoint& start,
                                       bool has_start, bool allow_now,
                                       uint64_t head);

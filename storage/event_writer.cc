@@ -68,7 +68,7 @@ DeadLetter IsolatedDeadLetter(const Event& e, const absl::Status& error) {
 
 }  // namespace
 
-EventWriter::EventWriter(Store* store, Options options,
+EventWriter::EventWriter(EventStore* store, Options options,
                          CommitCallback on_commit, Clock* clock)
     : store_(store),
       options_(options),
@@ -275,7 +275,7 @@ size_t EventWriter::DropQueued() {
   stats_.items_dropped += n;
   if (n > 0) {
     log::Error("storage still failing during shutdown; queued items lost",
-               {{"items", n}, {"path", store_->path()}});
+               {{"items", n}, {"path", store_->location()}});
   }
   return n;
 }
@@ -368,17 +368,19 @@ EventWriter::Outcome EventWriter::CommitItems(std::vector<Item>& items,
       return Outcome::kCommitted;
     }
     if (stopping && ++failures_while_stopping > kMaxFailuresWhileStopping) {
-      log::Error(
-          "storage commit abandoned during shutdown; items lost",
-          {{"error", error}, {"items", end - begin}, {"path", store_->path()}});
+      log::Error("storage commit abandoned during shutdown; items lost",
+                 {{"error", error},
+                  {"items", end - begin},
+                  {"path", store_->location()}});
       absl::MutexLock lock(&mu_);
       stats_.items_dropped += end - begin;
       return Outcome::kGivenUp;
     }
-    log::Error("storage commit failed; retrying", {{"error", error},
-                                                   {"items", end - begin},
-                                                   {"retry_in", backoff},
-                                                   {"path", store_->path()}});
+    log::Error("storage commit failed; retrying",
+               {{"error", error},
+                {"items", end - begin},
+                {"retry_in", backoff},
+                {"path", store_->location()}});
     {
       absl::MutexLock lock(&mu_);
       // Stop and StopAccepting cut the wait short.

@@ -81,7 +81,7 @@ class EventWriter {
   // `store` and `clock` must outlive the writer. `clock` stamps commits
   // (stream_state.updated_at) and measures Push waits and commit latency;
   // `on_commit` may be empty.
-  EventWriter(Store* store, Options options, CommitCallback on_commit,
+  EventWriter(EventStore* store, Options options, CommitCallback on_commit,
               Clock* clock);
   EventWriter(const EventWriter&) = delete;
   EventWriter& operator=(const EventWriter&) = delete;
@@ -169,7 +169,7 @@ class EventWriter {
   // Drops everything queued (after kGivenUp); returns how many items.
   size_t DropQueued();
 
-  Store* const store_;
+  EventStore* const store_;
   const Options options_;
   const size_t max_batch_;  // min(max_batch, queue_capacity)
   const CommitCallback on_commit_;

@@ -128,7 +128,87 @@ struct Page {
   uint64_t scanned_through = 0;
 };
 
-class Store {
+// The storage interface the server, the EventWriter, the ingester and the
+// status/metrics code use, implemented by the SQLite Store below and by
+// PostgresStore (storage/postgres/postgres_store.h). Both pass the same
+// conformance suite (tests/storage/event_store_conformance_test.cc).
+//
+// Contract (every implementation):
+// - Commit() is called by one thread at a time. One Commit is one
+//   transaction: events get dense positions head+1, head+2, ...; events at or
+//   below their stream's committed timepoint (or an earlier event of the same
+//   batch) are dropped as duplicates; companies are upserted; stream_state
+//   advances; dead letters and gaps are inserted. All of it or none of it.
+// - Everything else is thread-safe and runs concurrently with Commit.
+// - HeadPosition() is the last position published to readers: every position
+//   up to it is visible to ReadPage, and ReadPage never returns one above it.
+class EventStore {
+ public:
+  virtual ~EventStore() = default;
+
+  // The store's identity (32 lowercase hex digits): positions are only
+  // comparable under one store_id.
+  virtual const std::string& store_id() const = 0;
+  // Where the data lives, for logs and GetStatus: the SQLite file path, or
+  // the PostgreSQL URL without user info (log::RedactUrl).
+  virtual std::string location() const = 0;
+  // Whether a returned commit survives a power loss.
+  virtual bool synchronous_full() const = 0;
+
+  // ----- Writer API: one thread at a time.
+
+  // Commits `batch` as one transaction (see above). `now` is
+  // stream_state.updated_at. On error nothing is committed, `*batch` is left
+  // untouched (so that the caller can retry it without a copy) and the error
+  // is returned; on success its events have been moved into the result (the
+  // rest of `*batch` is unspecified).
+  virtual absl::StatusOr<CommitResult> Commit(Batch* batch, absl::Time now) = 0;
+  absl::StatusOr<CommitResult> Commit(Batch batch, absl::Time now) {
+    return Commit(&batch, now);
+  }
+
+  // ----- Reads: thread-safe, concurrent with the writer.
+
+  // The position of the last committed event published to readers (0 if
+  // none).
+  virtual uint64_t HeadPosition() const = 0;
+
+  // Events with position in (after, up_to], ascending, that match `filter`,
+  // at most `max_events` of them. Examines at most `max_scan` positions, so a
+  // narrow filter over a huge range returns in bounded time;
+  // `scanned_through` says where to continue. `up_to` is clamped to the head.
+  // REQUIRES: max_events > 0 and max_scan > 0 (else InvalidArgument).
+  virtual absl::StatusOr<Page> ReadPage(uint64_t after, uint64_t up_to,
+                                        const Filter& filter, size_t max_events,
+                                        size_t max_scan = 10000) = 0;
+
+  // The position just before the first event (by position) with
+  // published_at >= t; HeadPosition() if there is none.
+  virtual absl::StatusOr<uint64_t> PositionBeforePublishedSince(
+      absl::Time t) = 0;
+
+  // The position just before the first event of `stream` with timepoint >=
+  // `timepoint`; HeadPosition() if there is none.
+  virtual absl::StatusOr<uint64_t> PositionBeforeStreamTimepoint(
+      std::string_view stream, int64_t timepoint) = 0;
+
+  // The current state of a company; nullopt if the companies stream never
+  // mentioned it. Deleted companies are returned with deleted = true.
+  virtual absl::StatusOr<std::optional<CompanyRecord>> GetCompany(
+      std::string_view company_number) = 0;
+
+  // Every stream that has committed an event or recorded a gap, by name.
+  virtual absl::StatusOr<std::vector<StreamState>> LoadStreamStates() = 0;
+
+  // Head and oldest position, counts and size.
+  virtual absl::StatusOr<StoreStats> Stats() = 0;
+
+  // The most recent `limit` dead letters, newest first.
+  virtual absl::StatusOr<std::vector<DeadLetter>> ReadDeadLetters(
+      size_t limit) = 0;
+};
+
+class Store : public EventStore {
  public:
   struct Options {
     // PRAGMA synchronous=FULL (the default: the WAL is fsync'ed at every
@@ -176,26 +256,27 @@ class Store {
 
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
-  ~Store();
+  ~Store() override;
 
   const std::string& path() const { return path_; }
 
   // The store's identity: 32 random lowercase hex digits, created with the
   // database and replaced whenever positions could have been handed out
   // twice (see Options). Positions are only comparable under one store_id.
-  const std::string& store_id() const { return store_id_; }
-  bool synchronous_full() const { return options_.synchronous_full; }
+  const std::string& store_id() const override { return store_id_; }
+  std::string location() const override { return path_; }
+  bool synchronous_full() const override { return options_.synchronous_full; }
 
   // ----- Writer API: one thread only.
 
   // Commits `batch` as one transaction (see the file comment). `now` is
   // stream_state.updated_at. On error nothing is committed and the Store is
   // unchanged; the error is returned.
-  absl::StatusOr<CommitResult> Commit(Batch batch, absl::Time now);
+  using EventStore::Commit;  // Commit(Batch, Time)
   // The same, but leaves `*batch` untouched on error so that the caller can
   // retry it without a copy; on success its events have been moved into the
   // result (the rest of `*batch` is unspecified).
-  absl::StatusOr<CommitResult> Commit(Batch* batch, absl::Time now);
+  absl::StatusOr<CommitResult> Commit(Batch* batch, absl::Time now) override;
 
   // For tests of a full disk: from the next Commit on, the database may
   // grow to at most `pages` pages (PRAGMA max_page_count on the writer
@@ -207,7 +288,7 @@ class Store {
 
   // The position of the last committed event (0 if none). Updated after each
   // commit, once the events are visible to readers.
-  uint64_t HeadPosition() const {
+  uint64_t HeadPosition() const override {
     return head_position_.load(std::memory_order_acquire);
   }
 
@@ -218,29 +299,30 @@ class Store {
   // REQUIRES: max_events > 0 and max_scan > 0 (else InvalidArgument).
   absl::StatusOr<Page> ReadPage(uint64_t after, uint64_t up_to,
                                 const Filter& filter, size_t max_events,
-                                size_t max_scan = 10000);
+                                size_t max_scan = 10000) override;
 
   // The position just before the first event (by position) with
   // published_at >= t; HeadPosition() if there is none.
-  absl::StatusOr<uint64_t> PositionBeforePublishedSince(absl::Time t);
+  absl::StatusOr<uint64_t> PositionBeforePublishedSince(absl::Time t) override;
 
   // The position just before the first event of `stream` with timepoint >=
   // `timepoint`; HeadPosition() if there is none.
   absl::StatusOr<uint64_t> PositionBeforeStreamTimepoint(
-      std::string_view stream, int64_t timepoint);
+      std::string_view stream, int64_t timepoint) override;
 
   // The current state of a company; nullopt if the companies stream never
   // mentioned it. Deleted companies are returned with deleted = true.
   absl::StatusOr<std::optional<CompanyRecord>> GetCompany(
-      std::string_view company_number);
+      std::string_view company_number) override;
 
   // Every stream that has committed an event or recorded a gap, by name.
-  absl::StatusOr<std::vector<StreamState>> LoadStreamStates();
+  absl::StatusOr<std::vector<StreamState>> LoadStreamStates() override;
 
-  absl::StatusOr<StoreStats> Stats();
+  absl::StatusOr<StoreStats> Stats() override;
 
   // The most recent `limit` dead letters, newest first.
-  absl::StatusOr<std::vector<DeadLetter>> ReadDeadLetters(size_t limit);
+  absl::StatusOr<std::vector<DeadLetter>> ReadDeadLetters(
+      size_t limit) override;
 
  private:
   struct Writer;

@@ -206,7 +206,7 @@ TEST(DaemonTest, FullDiskFailsHealthRecoversAndStopsInTime) {
 
   // The database may not grow any more: every commit fails with
   // SQLITE_FULL ("database or disk is full").
-  daemon->store()->SetMaxPageCountForTest(1);
+  daemon->sqlite_store()->SetMaxPageCountForTest(1);
   EXPECT_TRUE(WaitUntil(
       [&] {
         absl::StatusOr<v1::GetStatusResponse> s = Status(*stub);
@@ -229,7 +229,7 @@ TEST(DaemonTest, FullDiskFailsHealthRecoversAndStopsInTime) {
   const uint64_t head = during->store().head_position();
 
   // Space comes back: commits resume, health recovers.
-  daemon->store()->SetMaxPageCountForTest(0);
+  daemon->sqlite_store()->SetMaxPageCountForTest(0);
   EXPECT_TRUE(WaitUntil(
       [&] {
         absl::StatusOr<v1::GetStatusResponse> s = Status(*stub);
@@ -245,7 +245,7 @@ TEST(DaemonTest, FullDiskFailsHealthRecoversAndStopsInTime) {
       absl::Seconds(10)));
 
   // Full again, then stop: within 10 s.
-  daemon->store()->SetMaxPageCountForTest(1);
+  daemon->sqlite_store()->SetMaxPageCountForTest(1);
   EXPECT_TRUE(WaitUntil(
       [&] {
         absl::StatusOr<v1::GetStatusResponse> s = Status(*stub);

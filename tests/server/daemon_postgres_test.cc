@@ -1,0 +1,158 @@
+// Tests for chstreamd on PostgreSQL (--postgres_url): the whole daemon
+// in-process against a throwaway PostgreSQL 15 (tests/testing), following
+// the real simulator and serving over a real gRPC port; start-up failures.
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/testing/status_matchers.h"
+#include "chstream/v1/chstream.grpc.pb.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/config.h"
+#include "server/daemon.h"
+#include "tests/storage/test_util.h"
+#include "tests/testing/postgres_server.h"
+
+namespace chstream::server {
+namespace {
+
+using storage::testing::WaitUntil;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+Config TestConfig(const std::string& postgres_url) {
+  Config c;
+  c.postgres_url = postgres_url;
+  c.grpc_address = "127.0.0.1:0";
+  c.metrics_address = "127.0.0.1:0";
+  c.simulate = true;
+  c.simulator_rate = 200;
+  c.log_level = "warning";
+  return c;
+}
+
+absl::StatusOr<v1::GetStatusResponse> Status(int port) {
+  auto stub = v1::CompanyStream::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::GetStatusResponse response;
+  grpc::Status s = stub->GetStatus(&ctx, v1::GetStatusRequest(), &response);
+  if (!s.ok()) return absl::UnavailableError(s.error_message());
+  return response;
+}
+
+// Verifies chstreamd ingests into PostgreSQL, serves it, and resumes after a
+// restart from what PostgreSQL holds (same store_id, positions go on).
+TEST(DaemonPostgresTest, IngestsIntoPostgresAndResumesAfterRestart) {
+  ASSERT_OK_AND_ASSIGN(testing::PostgresServer * server,
+                       testing::SharedPostgresServer());
+  ASSERT_OK_AND_ASSIGN(std::string uri, server->CreateDatabase());
+  std::string store_id;
+  uint64_t head = 0;
+  {
+    int exit_code = -1;
+    ASSERT_OK_AND_ASSIGN(
+        std::unique_ptr<Daemon> daemon,
+        Daemon::Start(TestConfig(uri), Clock::Real(), &exit_code));
+    EXPECT_EQ(daemon->sqlite_store(), nullptr);
+    EXPECT_TRUE(WaitUntil([&] {
+      absl::StatusOr<v1::GetStatusResponse> s = Status(daemon->grpc_port());
+      return s.ok() && s->store().head_position() > 10;
+    }));
+    ASSERT_OK_AND_ASSIGN(v1::GetStatusResponse s, Status(daemon->grpc_port()));
+    EXPECT_THAT(s.store().db_path(), HasSubstr("postgresql://127.0.0.1:"));
+    EXPECT_EQ(s.store().synchronous(), "normal");  // the fixture's setting
+    store_id = s.store().store_id();
+    EXPECT_EQ(store_id.size(), 32u);
+    daemon->Stop();
+    ASSERT_OK_AND_ASSIGN(std::string h,
+                         server->QueryValue(uri, "SELECT head FROM cluster"));
+    head = std::stoull(h);
+    ASSERT_GT(head, 10u);
+    ASSERT_OK_AND_ASSIGN(
+        std::string n, server->QueryValue(uri, "SELECT count(*) FROM events"));
+    EXPECT_EQ(n, h);  // dense: 1..head
+  }
+  int exit_code = -1;
+  ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<Daemon> daemon,
+      Daemon::Start(TestConfig(uri), Clock::Real(), &exit_code));
+  EXPECT_TRUE(WaitUntil([&] {
+    absl::StatusOr<v1::GetStatusResponse> s = Status(daemon->grpc_port());
+    return s.ok() && s->store().head_position() > head + 10;
+  }));
+  ASSERT_OK_AND_ASSIGN(v1::GetStatusResponse s, Status(daemon->grpc_port()));
+  EXPECT_EQ(s.store().store_id(), store_id);
+  daemon->Stop();
+  // The simulator resumed after the stored timepoint: no timepoint twice.
+  ASSERT_OK_AND_ASSIGN(
+      std::string dups,
+      server->QueryValue(
+          uri,
+          "SELECT count(*) - count(DISTINCT (stream, timepoint)) "
+          "FROM events"));
+  EXPECT_EQ(dups, "0");
+  ASSERT_OK_AND_ASSIGN(
+      std::string gaps,
+      server->QueryValue(uri,
+                         "SELECT count(*) FROM events e WHERE position > 1 AND "
+                         "NOT EXISTS (SELECT 1 FROM events p WHERE p.position "
+                         "= e.position - 1)"));
+  EXPECT_EQ(gaps, "0");
+}
+
+// Verifies an unreachable server or a wrong password stops start-up with
+// exit code 2 and an error that names the server but not the password.
+TEST(DaemonPostgresTest, UnusableDatabaseFailsWithExitCode2) {
+  int exit_code = -1;
+  // Port 1 on loopback: nothing listens.
+  absl::StatusOr<std::unique_ptr<Daemon>> d = Daemon::Start(
+      TestConfig("postgresql://chstream:hunter2-secret@127.0.0.1:1/chstream"),
+      Clock::Real(), &exit_code);
+  EXPECT_THAT(d, chstream::testing::StatusIs(absl::StatusCode::kUnavailable,
+                                             ::testing::_));
+  EXPECT_EQ(exit_code, 2);
+  EXPECT_THAT(std::string(d.status().message()),
+              HasSubstr("postgresql://127.0.0.1:1/..."));
+  EXPECT_THAT(std::string(d.status().message()),
+              Not(HasSubstr("hunter2-secret")));
+}
+
+TEST(DaemonPostgresConfigTest, PostgresUrlWithDbPathIsAStartUpError) {
+  ConfigExit exit_request{-1, ""};
+  absl::StatusOr<Config> c =
+      LoadConfig({"--postgres_url=postgresql://u:pw-secret@db/chstream",
+                  "--db_path=/tmp/x.db"},
+                 {}, &exit_request);
+  EXPECT_THAT(c, chstream::testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                             HasSubstr("not both")));
+  EXPECT_THAT(std::string(c.status().message()), Not(HasSubstr("pw-secret")));
+
+  c = LoadConfig({},
+                 {{"CHSTREAM_POSTGRES_URL", "postgresql://db/chstream"},
+                  {"CHSTREAM_DB_PATH", "x.db"}},
+                 &exit_request);
+  EXPECT_THAT(c, chstream::testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                             HasSubstr("not both")));
+
+  // A conninfo string (which may carry a password) is refused unprinted.
+  c = LoadConfig({"--postgres_url=host=db password=pw-secret"}, {},
+                 &exit_request);
+  EXPECT_THAT(c, chstream::testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                             HasSubstr("libpq URI")));
+  EXPECT_THAT(std::string(c.status().message()), Not(HasSubstr("pw-secret")));
+
+  c = LoadConfig({}, {{"CHSTREAM_POSTGRES_URL", "postgresql://db/chstream"}},
+                 &exit_request);
+  ASSERT_OK(c.status());
+  EXPECT_EQ(c->postgres_url, "postgresql://db/chstream");
+}
+
+}  // namespace
+}  // namespace chstream::server
