@@ -813,11 +813,14 @@ TEST(SubscriberWriteTimeoutTest, FrozenSubscribersAreEndedAndReleased) {
 
 // Advances `clock` by more than the write timeout until no subscriber is
 // left (a write that started before an advance is then over the timeout).
+// Each step waits up to 5 s of real time for the ticker: one more advance
+// after the call ended would also pass kCancelGrace and reset the call
+// (seen with a 1 s wait on a loaded machine).
 bool AdvanceUntilEnded(TestServer& server, FakeClock& clock) {
-  for (int i = 0; i < 50; ++i) {
+  for (int i = 0; i < 20; ++i) {
     clock.Advance(absl::Seconds(31));
     if (WaitFor([&] { return server.service()->subscribers().size() == 0; },
-                absl::Seconds(1))) {
+                absl::Seconds(5))) {
       return true;
     }
   }

@@ -658,12 +658,20 @@ HealthThresholds TinyThresholds() {
   return t;
 }
 
+// TinyThresholds where a disconnected stream stays degraded: with the 1.5 s
+// step to failed, a loaded machine could miss the degraded state in between.
+HealthThresholds DegradedStaysDegraded() {
+  HealthThresholds t = TinyThresholds();
+  t.disconnected_failed_after = absl::Minutes(10);
+  return t;
+}
+
 class HealthIntegrationTest : public ::testing::Test {
  protected:
-  void StartMonitor() {
+  void StartMonitor(HealthThresholds thresholds = TinyThresholds()) {
     HealthMonitor::Options options;
     options.streams = {"companies"};
-    options.thresholds = TinyThresholds();
+    options.thresholds = thresholds;
     options.tick_interval = absl::Milliseconds(10);
     HealthMonitor::Deps deps;
     deps.clock = Clock::Real();
@@ -747,7 +755,7 @@ TEST_F(HealthIntegrationTest, ServiceUnavailableResponsesDegrade) {
   o.faults.fail_status = 503;
   ASSERT_OK_AND_ASSIGN(auto sim, ingest::sim::Simulator::Start(o));
   ASSERT_OK(pipeline_.StartIngester(*sim, kKey));
-  StartMonitor();
+  StartMonitor(DegradedStaysDegraded());
   ASSERT_TRUE(WaitState(HealthState::kDegraded, "disconnected"));
   EXPECT_THAT(
       logs_.Matching({R"("msg":"stream health degraded")",
@@ -786,7 +794,7 @@ TEST_F(HealthIntegrationTest, RateLimitedDegrades) {
   o.faults.fail_status = 429;
   ASSERT_OK_AND_ASSIGN(auto sim, ingest::sim::Simulator::Start(o));
   ASSERT_OK(pipeline_.StartIngester(*sim, kKey));
-  StartMonitor();
+  StartMonitor(DegradedStaysDegraded());
   ASSERT_TRUE(WaitState(HealthState::kDegraded, "disconnected"));
   EXPECT_THAT(logs_.Matching({R"("level":"warning")",
                               R"("msg":"stream health degraded")",
