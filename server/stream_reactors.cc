@@ -207,9 +207,11 @@ class StreamWriter : public grpc::ServerWriteReactor<Response>,
         PostRead([this] { ReadPage(); });
         break;
       case Action::kFinish:
-        OnFinishing();
-        // Before Finish: OnDone (which removes it) can only follow Finish.
+        // Before OnFinishing, which takes it out of the subscribers, so that
+        // it is never in neither list (GetStatus and tests count both); and
+        // before Finish: OnDone (which removes it) can only follow Finish.
         if (drain) registry_->AddDraining(this);
+        OnFinishing();
         this->Finish(status);
         break;
       case Action::kNothing:

@@ -242,11 +242,14 @@ TEST_F(LeaderElectionTest, ElectorThreadsFailOverAcrossAServerRestart) {
   Events& first_events = first == a.get() ? ea : eb;
 
   // Every session ends; after the restart exactly one leads, with epoch 2.
+  // (The callbacks run after the state changes: wait for them too.)
   ASSERT_THAT(server_->Restart(), IsOk());
   ASSERT_TRUE(WaitUntil(
       [&] {
         return leaders() == 1 &&
-               (a->state().leader ? a : b)->state().epoch == 2;
+               (a->state().leader ? a : b)->state().epoch == 2 &&
+               ea.Elected().size() + eb.Elected().size() == 2 &&
+               !first_events.Lost().empty();
       },
       absl::Seconds(60)));
   EXPECT_EQ(first_events.Lost().size(), 1u);
