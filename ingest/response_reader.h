@@ -145,6 +145,12 @@ class ReadResponseOp {
 
       visitor_.OnConnected(static_cast<int>(s.parser.get().result_int()));
       s.connected_at = clock_.Now();
+      // A 200 with no body (Content-Length: 0): the parser is already done,
+      // and reading on from a done parser is an assertion failure in Beast
+      // (found by http_response_fuzz).
+      if (s.parser.is_done()) {
+        return self.complete(BodyEnded({}, s.options, absl::ZeroDuration()));
+      }
       for (;;) {
         s.parser.get().body().data = s.buffer.get();
         s.parser.get().body().size = kResponseReadBufferBytes;
