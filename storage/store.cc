@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "base/status_macros.h"
 #include "base/thread_name.h"
+#include "storage/commit_plan.h"
 #include "storage/schema.h"
 #include "storage/sqlite.h"
 #include "storage/string_list.h"
@@ -777,35 +778,16 @@ absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
 
   // Decide what to keep without touching the batch, so that a failed commit
   // can be retried with the same batch.
-  std::vector<size_t> kept;
-  kept.reserve(batch->events.size());
-  // Per stream: the highest timepoint so far (committed or in this batch) and
-  // the index of the last kept event.
-  struct StreamProgress {
-    std::optional<int64_t> floor;
-    size_t last_kept = 0;
-    bool advanced = false;
-  };
-  absl::flat_hash_map<std::string_view, StreamProgress,
-                      std::hash<std::string_view>>
-      progress;
-  for (size_t i = 0; i < batch->events.size(); ++i) {
-    const Event& e = batch->events[i];
-    auto [it, inserted] = progress.try_emplace(e.stream);
-    StreamProgress& p = it->second;
-    if (inserted) {
-      auto committed = w.stream_timepoints.find(e.stream);
-      if (committed != w.stream_timepoints.end()) p.floor = committed->second;
-    }
-    if (p.floor.has_value() && e.timepoint <= *p.floor) {
-      ++result.duplicates[e.stream];
-      continue;
-    }
-    p.floor = e.timepoint;
-    p.last_kept = i;
-    p.advanced = true;
-    kept.push_back(i);
-  }
+  CommitPlan plan = PlanCommit(
+      batch->events, [&](std::string_view s) -> std::optional<int64_t> {
+        auto committed =
+            w.stream_timepoints.find(absl::string_view(s.data(), s.size()));
+        if (committed == w.stream_timepoints.end()) return std::nullopt;
+        return committed->second;
+      });
+  const std::vector<size_t>& kept = plan.kept;
+  const auto& progress = plan.progress;
+  result.duplicates = std::move(plan.duplicates);
 
   uint64_t new_companies = 0;
   auto run = [&]() -> absl::Status {

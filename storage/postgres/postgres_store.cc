@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "base/log.h"
 #include "base/status_macros.h"
+#include "storage/commit_plan.h"
 #include "storage/postgres/pg_connection.h"
 #include "storage/postgres/pg_schema.h"
 #include "storage/string_list.h"
@@ -229,9 +230,9 @@ absl::Status PostgresStore::PrepareWriter(PgConnection& c) {
   // Event rows (~2.6 KB with data_json + data_pb) are TOAST-compressed;
   // lz4 instead of the default pglz took COPY from ~300 to ~150 ms per 1000
   // events (bench/RESULTS.md). Where the server lacks lz4 it stays pglz.
-  CHS_RETURN_IF_ERROR(c.AddSessionSql(
-      "DO $$ BEGIN SET default_toast_compression = 'lz4'; "
-      "EXCEPTION WHEN OTHERS THEN NULL; END $$"));
+  CHS_RETURN_IF_ERROR(
+      c.AddSessionSql("DO $$ BEGIN SET default_toast_compression = 'lz4'; "
+                      "EXCEPTION WHEN OTHERS THEN NULL; END $$"));
   CHS_RETURN_IF_ERROR(
       c.Prepare("lock", "SELECT head FROM cluster WHERE id = 1 FOR UPDATE"));
   CHS_RETURN_IF_ERROR(
@@ -356,7 +357,8 @@ absl::StatusOr<CommitResult> PostgresStore::Commit(Batch* batch,
 
   // Filled inside the transaction; applied to `*batch` only after COMMIT so
   // that a failed commit leaves the batch as it was.
-  std::vector<size_t> kept;
+  CommitPlan plan;
+  const std::vector<size_t>& kept = plan.kept;
   uint64_t head = 0;
   uint64_t new_companies = 0;
 
@@ -392,33 +394,14 @@ absl::StatusOr<CommitResult> PostgresStore::Commit(Batch* batch,
         committed[std::string(r.Get(i, 0))] = r.GetInt64(i, 1);
       }
     }
-    // Which events to keep, as the SQLite store decides (storage/store.h).
-    struct StreamProgress {
-      std::optional<int64_t> floor;
-      size_t last_kept = 0;
-      bool advanced = false;
-    };
-    std::map<std::string_view, StreamProgress> progress;
-    kept.clear();
-    result.duplicates.clear();
-    for (size_t i = 0; i < batch->events.size(); ++i) {
-      const Event& e = batch->events[i];
-      auto [it, inserted] = progress.try_emplace(e.stream);
-      StreamProgress& p = it->second;
-      if (inserted) {
-        if (auto c = committed.find(e.stream); c != committed.end()) {
-          p.floor = c->second;
-        }
-      }
-      if (p.floor.has_value() && e.timepoint <= *p.floor) {
-        ++result.duplicates[e.stream];
-        continue;
-      }
-      p.floor = e.timepoint;
-      p.last_kept = i;
-      p.advanced = true;
-      kept.push_back(i);
-    }
+    // Which events to keep: the rule every backend shares.
+    plan = PlanCommit(
+        batch->events, [&](std::string_view stream) -> std::optional<int64_t> {
+          auto c =
+              committed.find(absl::string_view(stream.data(), stream.size()));
+          if (c == committed.end()) return std::nullopt;
+          return c->second;
+        });
 
     // 3. Events, by COPY.
     if (!kept.empty()) {
@@ -510,7 +493,7 @@ absl::StatusOr<CommitResult> PostgresStore::Commit(Batch* batch,
       CHS_RETURN_IF_ERROR(w.ExecPrepared("update_companies", {}).status());
     }
 
-    for (const auto& [stream, p] : progress) {
+    for (const auto& [stream, p] : plan.progress) {
       if (!p.advanced) continue;
       const Event& last = batch->events[p.last_kept];
       CHS_RETURN_IF_ERROR(
@@ -580,6 +563,7 @@ absl::StatusOr<CommitResult> PostgresStore::Commit(Batch* batch,
     return status;
   }
 
+  result.duplicates = std::move(plan.duplicates);
   std::vector<Event>& in = batch->events;
   if (kept.size() != in.size()) {
     for (size_t j = 0; j < kept.size(); ++j) {
