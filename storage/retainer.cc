@@ -8,7 +8,7 @@
 
 namespace chstream::storage {
 
-Retainer::Retainer(Store* store, Options options, Clock* clock)
+Retainer::Retainer(EventStore* store, Options options, Clock* clock)
     : store_(store),
       options_(std::move(options)),
       rows_(std::max(options_.policy.rows_per_transaction, 1)),

@@ -1,10 +1,11 @@
 // File: storage/retainer.h
 //
-// Runs retention (Store::PruneStep) on its own thread: every `interval` a
-// pass deletes what the policy no longer keeps, one small transaction at a
-// time, pausing `pause` between transactions so that the writer's commits
-// (which take turns with them on the Store's write lock) are never held up
-// for more than one of them.
+// Runs retention (EventStore::PruneStep, SQLite or PostgreSQL) on its own
+// thread: every `interval` a pass deletes what the policy no longer keeps,
+// one small transaction at a time, pausing `pause` between transactions so
+// that the writer's commits (which take turns with them: on the Store's
+// write lock, or on PostgreSQL's cluster row) are never held up for more
+// than one of them.
 //
 // Thread-safety: Start/Stop from one thread; stats() from any thread. The
 // Store and the Clock must outlive the Retainer.
@@ -46,7 +47,7 @@ class Retainer {
   };
   static constexpr int kMinRows = 20;
 
-  Retainer(Store* store, Options options, Clock* clock);
+  Retainer(EventStore* store, Options options, Clock* clock);
   Retainer(const Retainer&) = delete;
   Retainer& operator=(const Retainer&) = delete;
   ~Retainer();  // Stop()
@@ -65,7 +66,7 @@ class Retainer {
   // Waits `d` or until Stop(); returns false once stopping.
   bool Wait(absl::Duration d);
 
-  Store* const store_;
+  EventStore* const store_;
   const Options options_;
   // The rows per transaction now (RunPass's caller's thread only).
   int rows_;

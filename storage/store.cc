@@ -1292,6 +1292,11 @@ absl::Status Store::PrunedCursorError(const ReaderLease& r, uint64_t after,
   if (row && !st.ColumnIsNull(1)) {
     head = std::max(head, static_cast<uint64_t>(st.ColumnInt64(1)));
   }
+  return storage::PrunedCursorError(after, oldest, head);
+}
+
+absl::Status PrunedCursorError(uint64_t after, uint64_t oldest,
+                               uint64_t head) {
   const uint64_t floor = oldest == 0 ? head : oldest - 1;
   return absl::OutOfRangeError(absl::StrCat(
       "the events after position ", after,

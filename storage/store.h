@@ -115,7 +115,9 @@ struct RetentionPolicy {
   // Events received (received_at) longer ago than this.
   absl::Duration events_for = absl::ZeroDuration();
   // The oldest events while the database's used pages (page_count -
-  // freelist_count, times page_size) exceed this many bytes.
+  // freelist_count, times page_size) exceed this many bytes; on PostgreSQL,
+  // while the stored size of the events (store_counters.event_bytes, see
+  // storage/postgres/pg_schema.cc) does.
   int64_t max_bytes = 0;
   // Dead letters (received_at) and gaps (recorded_at) older than this.
   absl::Duration dead_letters_for = absl::ZeroDuration();
@@ -281,7 +283,23 @@ class EventStore {
   // The most recent `limit` dead letters, newest first.
   virtual absl::StatusOr<std::vector<DeadLetter>> ReadDeadLetters(
       size_t limit) = 0;
+
+  // Retention: deletes at most `policy.rows_per_transaction` of the oldest
+  // events `policy` no longer keeps, and as many expired dead letters and
+  // gaps, each in a short transaction that takes turns with Commit; call
+  // again while the result says `more` (storage::Retainer does). Events go
+  // oldest first and never the newest, so positions stay dense; a
+  // current-state row (company, resource) whose data lives in a deleted
+  // event gets a copy of it first. One thread at a time, concurrent with
+  // Commit and reads. See Store::PruneStep and PostgresStore::PruneStep.
+  virtual absl::StatusOr<PruneStepResult> PruneStep(
+      const RetentionPolicy& policy, absl::Time now) = 0;
 };
+
+// The error of a read whose cursor `after` lies before the oldest stored
+// event (deleted by retention): OutOfRange with the valid range. `oldest` is
+// 0 when no event is stored.
+absl::Status PrunedCursorError(uint64_t after, uint64_t oldest, uint64_t head);
 
 class Store : public EventStore {
  public:
@@ -442,7 +460,7 @@ class Store : public EventStore {
   // waits at most for one prune transaction (measured: see RESULTS), never
   // for SQLite's busy-handler back-off.
   absl::StatusOr<PruneStepResult> PruneStep(const RetentionPolicy& policy,
-                                            absl::Time now);
+                                            absl::Time now) override;
 
  private:
   struct Writer;

@@ -114,6 +114,67 @@ COMMENT ON TABLE cluster IS 'chstream store';
 INSERT INTO cluster (id, store_id, schema_version)
   VALUES (1, replace(gen_random_uuid()::text, '-', ''), 1);
 )sql"},
+    {2,
+     "resources (filled from the stored events), pruned_data on current-state "
+     "rows, store_counters.event_bytes (retention)",
+     R"sql(
+-- The current state of every resource of every stream, keyed by
+-- resource_uri (SQLite schema v4): the last event's kind, type, timepoint
+-- and position; its last non-empty company number; the position of the
+-- last event that carried data (0: none), whose data it is. Byte order
+-- (COLLATE "C") as on SQLite, so that pages and cursors agree.
+CREATE TABLE resources (
+  resource_uri      text COLLATE "C" PRIMARY KEY,
+  resource_kind     text COLLATE "C" NOT NULL,
+  company_number    text COLLATE "C" NOT NULL,
+  deleted           boolean     NOT NULL,
+  last_timepoint    bigint      NOT NULL,
+  last_position     bigint      NOT NULL,
+  updated_at        timestamptz NOT NULL,  -- received_at of the last event
+  data_position     bigint      NOT NULL,
+  -- NULL while the event at data_position holds the data; a copy of it
+  -- once retention deleted that event (SQLite schema v5).
+  pruned_data_json  text,
+  pruned_data_pb    bytea
+);
+-- ListCompanyResources: a company's resources by kind, then URI.
+CREATE INDEX resources_company
+  ON resources (company_number, resource_kind, resource_uri);
+INSERT INTO resources (resource_uri, resource_kind, company_number, deleted,
+                       last_timepoint, last_position, updated_at,
+                       data_position)
+SELECT l.resource_uri, e.resource_kind, COALESCE(n.company_number, ''),
+       e.type = 2, e.timepoint, e.position, e.received_at,
+       COALESCE(l.data_position, 0)
+FROM (SELECT resource_uri, max(position) AS position,
+             max(position) FILTER (WHERE data_json <> ''
+                                   OR length(data_pb) > 0) AS data_position,
+             max(position) FILTER (WHERE company_number <> '')
+               AS number_position
+      FROM events WHERE resource_uri <> '' GROUP BY resource_uri) l
+JOIN events e ON e.position = l.position
+LEFT JOIN events n ON n.position = l.number_position;
+
+ALTER TABLE companies ADD COLUMN pruned_data_json text,
+                      ADD COLUMN pruned_data_pb bytea;
+
+-- What an event takes in the events table, roughly: its variable-length
+-- values as stored (compressed, TOAST included: pg_column_size) plus 100
+-- bytes of row header, fixed columns, short texts and index entries.
+-- --retain_bytes compares store_counters.event_bytes, the sum over the
+-- stored events, with its cap: the table's own size never shrinks (freed
+-- space is reused, not returned), so it cannot say when to stop.
+CREATE FUNCTION chstream_event_bytes(resource_uri text, fields_changed text,
+                                     data_json text, data_pb bytea)
+  RETURNS bigint LANGUAGE sql IMMUTABLE AS
+  $$ SELECT 100 + pg_column_size($1) + pg_column_size($2)
+            + pg_column_size($3) + pg_column_size($4) $$;
+ALTER TABLE store_counters ADD COLUMN event_bytes bigint NOT NULL DEFAULT 0;
+UPDATE store_counters SET event_bytes = (
+  SELECT COALESCE(sum(chstream_event_bytes(resource_uri, fields_changed,
+                                           data_json, data_pb)), 0)
+  FROM events);
+)sql"},
 };
 
 }  // namespace

@@ -17,6 +17,11 @@
 // list in storage/schema.h):
 //   version 1: events, companies, stream_state, dead_letters, gaps,
 //              store_counters, cluster (store_id created here)
+//   version 2: resources (the current state of every resource, as SQLite's
+//              v4, filled from the stored events); pruned_data_json/_pb on
+//              companies and resources (retention copies a pruned event's
+//              data there, as SQLite's v5); store_counters.event_bytes and
+//              chstream_event_bytes() (the stored size --retain_bytes caps)
 //
 // Migrations run under a transaction-level advisory lock (kMigrationLockKey),
 // so replicas starting together on an empty database create it once.

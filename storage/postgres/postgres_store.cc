@@ -8,6 +8,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/status_macros.h"
 #include "storage/commit_plan.h"
@@ -51,8 +52,10 @@ std::string EventColumnsSelect() {
       ", fields_changed, data_json, data_pb");
 }
 
-absl::Status ReadEventRow(const PgResult& r, int row, Event* e) {
-  int c = 0;
+// Reads EventColumnsSelect()'s columns, starting at `first_col`.
+absl::Status ReadEventRow(const PgResult& r, int row, Event* e,
+                          int first_col = 0) {
+  int c = first_col;
   e->position = static_cast<uint64_t>(r.GetInt64(row, c++));
   e->stream.assign(r.Get(row, c++));
   e->timepoint = r.GetInt64(row, c++);
@@ -131,10 +134,87 @@ std::string CompanySelectSql() {
       "SELECT c.company_number", CompanyFieldList("c."),
       ", c.deleted, c.last_timepoint, c.last_position, ",
       pg::MicrosOf("c.updated_at"),
-      ", c.data_position, e.data_json, e.data_pb, e.position IS NULL "
+      // Once retention deleted the event, the row's copy.
+      ", c.data_position, COALESCE(e.data_json, c.pruned_data_json), "
+      "COALESCE(e.data_pb, c.pruned_data_pb) "
       "FROM companies c LEFT JOIN events e ON e.position = c.data_position "
       "WHERE c.company_number = $1");
 }
+
+// The per-session staging table for a commit's resources, one merged row
+// per resource_uri.
+constexpr char kResourcesInSql[] =
+    "CREATE TEMP TABLE IF NOT EXISTS resources_in (resource_uri text, "
+    "resource_kind text, company_number text, deleted boolean, "
+    "last_timepoint bigint, last_position bigint, updated_at timestamptz, "
+    "data_position bigint) ON COMMIT DELETE ROWS";
+
+// The SQLite store's resource rules (storage/store.cc kResourceUpsertSql):
+// the last event's kind, type, timepoint and position always; its company
+// number unless empty; its data position only if it carried data.
+constexpr char kUpsertResourcesSql[] =
+    "INSERT INTO resources (resource_uri, resource_kind, company_number, "
+    "deleted, last_timepoint, last_position, updated_at, data_position) "
+    "SELECT resource_uri, resource_kind, company_number, deleted, "
+    "last_timepoint, last_position, updated_at, data_position "
+    "FROM resources_in ON CONFLICT (resource_uri) DO UPDATE SET "
+    "resource_kind = excluded.resource_kind, "
+    "company_number = CASE WHEN excluded.company_number <> '' "
+    "THEN excluded.company_number ELSE resources.company_number END, "
+    "deleted = excluded.deleted, "
+    "last_timepoint = excluded.last_timepoint, "
+    "last_position = excluded.last_position, "
+    "updated_at = excluded.updated_at, "
+    "data_position = CASE WHEN excluded.data_position <> 0 "
+    "THEN excluded.data_position ELSE resources.data_position END";
+
+// Every resource query selects these columns (ReadResourceRow's order).
+std::string ResourceSelectSql() {
+  return absl::StrCat(
+      "SELECT r.resource_uri, r.resource_kind, r.company_number, r.deleted, "
+      "r.last_timepoint, r.last_position, ",
+      pg::MicrosOf("r.updated_at"),
+      ", r.data_position, COALESCE(e.data_json, r.pruned_data_json), "
+      "COALESCE(e.data_pb, r.pruned_data_pb) FROM resources r "
+      "LEFT JOIN events e ON e.position = r.data_position ");
+}
+
+absl::Status ReadResourceRow(const PgResult& res, int row, ResourceRecord* r) {
+  r->resource_uri.assign(res.Get(row, 0));
+  r->resource_kind.assign(res.Get(row, 1));
+  r->company_number.assign(res.Get(row, 2));
+  r->deleted = res.GetBool(row, 3);
+  r->last_timepoint = res.GetInt64(row, 4);
+  r->last_position = static_cast<uint64_t>(res.GetInt64(row, 5));
+  r->updated_at = FromMicros(res.GetInt64(row, 6));
+  const int64_t data_position = res.GetInt64(row, 7);
+  if (data_position != 0 && res.IsNull(row, 8)) {
+    return absl::DataLossError(
+        absl::StrCat("resource ", Av(r->resource_uri), " refers to event ",
+                     data_position, " for its data, which is not stored"));
+  }
+  r->data_json.assign(res.Get(row, 8));
+  r->data_pb = res.GetBytea(row, 9);
+  return absl::OkStatus();
+}
+
+// The stored size of the events in a position range, as counted in
+// store_counters.event_bytes (chstream_event_bytes: pg_schema.cc v2).
+constexpr char kEventBytesSum[] =
+    "COALESCE(sum(chstream_event_bytes(resource_uri, fields_changed, "
+    "data_json, data_pb)), 0)";
+
+// Retention copies the data of the events at positions [$1, $2] onto the
+// current-state rows that still take their data from them (the SQLite
+// store's kCurrentStateTables, storage/store.cc).
+constexpr const char* kCopyPrunedDataSql[] = {
+    "UPDATE companies t SET pruned_data_json = e.data_json, pruned_data_pb = "
+    "e.data_pb FROM events e WHERE e.position BETWEEN $1 AND $2 AND "
+    "t.data_position = e.position AND t.company_number = e.company_number",
+    "UPDATE resources t SET pruned_data_json = e.data_json, pruned_data_pb = "
+    "e.data_pb FROM events e WHERE e.position BETWEEN $1 AND $2 AND "
+    "t.data_position = e.position AND t.resource_uri = e.resource_uri",
+};
 
 }  // namespace
 
@@ -227,6 +307,7 @@ absl::Status PostgresStore::Init() {
 
 absl::Status PostgresStore::PrepareWriter(PgConnection& c) {
   CHS_RETURN_IF_ERROR(c.AddSessionSql(CompaniesInSql()));
+  CHS_RETURN_IF_ERROR(c.AddSessionSql(kResourcesInSql));
   // Event rows (~2.6 KB with data_json + data_pb) are TOAST-compressed;
   // lz4 instead of the default pglz took COPY from ~300 to ~150 ms per 1000
   // events (bench/RESULTS.md). Where the server lacks lz4 it stays pglz.
@@ -243,6 +324,7 @@ absl::Status PostgresStore::PrepareWriter(PgConnection& c) {
       "timepoints", "SELECT stream, last_timepoint FROM stream_state"));
   CHS_RETURN_IF_ERROR(c.Prepare("insert_companies", InsertNewCompaniesSql()));
   CHS_RETURN_IF_ERROR(c.Prepare("update_companies", UpdateCompaniesSql()));
+  CHS_RETURN_IF_ERROR(c.Prepare("upsert_resources", kUpsertResourcesSql));
   CHS_RETURN_IF_ERROR(c.Prepare(
       "upsert_stream_state",
       "INSERT INTO stream_state (stream, last_timepoint, last_published_at, "
@@ -254,10 +336,13 @@ absl::Status PostgresStore::PrepareWriter(PgConnection& c) {
       c.Prepare("insert_gap",
                 "INSERT INTO gaps (stream, last_timepoint, recorded_at) "
                 "VALUES ($1, $2, $3)"));
-  CHS_RETURN_IF_ERROR(
-      c.Prepare("counters",
-                "UPDATE store_counters SET companies = companies + $1, "
-                "dead_letters = dead_letters + $2 WHERE id = 1"));
+  CHS_RETURN_IF_ERROR(c.Prepare(
+      "counters",
+      absl::StrCat("UPDATE store_counters SET companies = companies "
+                   "+ $1, dead_letters = dead_letters + $2, "
+                   "event_bytes = event_bytes + (SELECT ",
+                   kEventBytesSum,
+                   " FROM events WHERE position > $3) WHERE id = 1")));
   CHS_RETURN_IF_ERROR(c.Prepare(
       "publish_head",
       "WITH u AS (UPDATE cluster SET head = $1 WHERE id = 1 RETURNING head) "
@@ -266,16 +351,21 @@ absl::Status PostgresStore::PrepareWriter(PgConnection& c) {
 }
 
 absl::Status PostgresStore::PrepareReader(PgConnection& c) {
+  // The oldest stored position first (one row even when no event
+  // matches), from the same snapshot as the events: a cursor whose next
+  // event was pruned is told so (ReadPage) instead of skipping silently.
   CHS_RETURN_IF_ERROR(c.Prepare(
-      "scan", absl::StrCat(
-                  "SELECT ", EventColumnsSelect(),
-                  " FROM events WHERE position > $1 AND position <= $2"
-                  " AND ($4::text[] IS NULL OR stream = ANY($4::text[]))"
-                  " AND ($5::text[] IS NULL OR resource_kind = ANY($5::text[]))"
-                  " AND ($6::text[] IS NULL OR company_number = "
-                  "ANY($6::text[]))"
-                  " AND ($7::int[] IS NULL OR type = ANY($7::int[]))"
-                  " ORDER BY position LIMIT $3")));
+      "scan",
+      absl::StrCat(
+          "SELECT b.oldest, s.* FROM (SELECT min(position) AS oldest FROM "
+          "events) b LEFT JOIN LATERAL (SELECT ",
+          EventColumnsSelect(),
+          " FROM events WHERE position > $1 AND position <= $2"
+          " AND ($4::text[] IS NULL OR stream = ANY($4::text[]))"
+          " AND ($5::text[] IS NULL OR resource_kind = ANY($5::text[]))"
+          " AND ($6::text[] IS NULL OR company_number = ANY($6::text[]))"
+          " AND ($7::int[] IS NULL OR type = ANY($7::int[]))"
+          " ORDER BY position LIMIT $3) s ON true ORDER BY s.position")));
   CHS_RETURN_IF_ERROR(
       c.Prepare("published_since",
                 "SELECT min(position) FROM events WHERE published_at >= $1"));
@@ -284,6 +374,18 @@ absl::Status PostgresStore::PrepareReader(PgConnection& c) {
                 "SELECT position FROM events WHERE stream = $1 AND "
                 "timepoint >= $2 ORDER BY timepoint LIMIT 1"));
   CHS_RETURN_IF_ERROR(c.Prepare("get_company", CompanySelectSql()));
+  CHS_RETURN_IF_ERROR(c.Prepare(
+      "get_resource",
+      absl::StrCat(ResourceSelectSql(), "WHERE r.resource_uri = $1")));
+  // Kinds as an array (NULL: every kind); byte order (the columns'
+  // COLLATE "C"), as on SQLite.
+  CHS_RETURN_IF_ERROR(c.Prepare(
+      "list_resources",
+      absl::StrCat(ResourceSelectSql(),
+                   "WHERE r.company_number = $1 AND ($2::text[] IS NULL OR "
+                   "r.resource_kind = ANY($2::text[])) AND (r.resource_kind, "
+                   "r.resource_uri) > ($3, $4) AND ($5 OR NOT r.deleted) "
+                   "ORDER BY r.resource_kind, r.resource_uri LIMIT $6")));
   CHS_RETURN_IF_ERROR(
       c.Prepare("oldest_position", "SELECT MIN(position) FROM events"));
   // One statement, so one snapshot for stream_state and gaps.
@@ -493,6 +595,45 @@ absl::StatusOr<CommitResult> PostgresStore::Commit(Batch* batch,
       CHS_RETURN_IF_ERROR(w.ExecPrepared("update_companies", {}).status());
     }
 
+    // Resources: one merged row per resource_uri, staged by COPY, then one
+    // upsert.
+    struct MergedResource {
+      const Event* last = nullptr;
+      uint64_t last_position = 0;
+      uint64_t data_position = 0;       // last event with data
+      std::string_view company_number;  // last non-empty one
+    };
+    std::map<std::string_view, MergedResource> resources;
+    for (size_t j = 0; j < kept.size(); ++j) {
+      const Event& e = batch->events[kept[j]];
+      if (e.resource_uri.empty()) continue;
+      MergedResource& m = resources[e.resource_uri];
+      const uint64_t position = head + 1 + j;
+      if (!e.data_json.empty() || !e.data_pb.empty()) {
+        m.data_position = position;
+      }
+      if (!e.company_number.empty()) m.company_number = e.company_number;
+      m.last = &e;
+      m.last_position = position;
+    }
+    if (!resources.empty()) {
+      std::string data;
+      for (const auto& [uri, m] : resources) {
+        pg::AppendCopyText(&data, uri);
+        data.push_back('\t');
+        pg::AppendCopyText(&data, m.last->resource_kind);
+        data.push_back('\t');
+        pg::AppendCopyText(&data, m.company_number);
+        absl::StrAppend(&data, "\t",
+                        m.last->type == EventType::kDeleted ? "t" : "f", "\t",
+                        m.last->timepoint, "\t", m.last_position, "\t",
+                        pg::TimestampLiteral(ToMicros(m.last->received_at)),
+                        "\t", m.data_position, "\n");
+      }
+      CHS_RETURN_IF_ERROR(w.CopyIn("COPY resources_in FROM STDIN", data));
+      CHS_RETURN_IF_ERROR(w.ExecPrepared("upsert_resources", {}).status());
+    }
+
     for (const auto& [stream, p] : plan.progress) {
       if (!p.advanced) continue;
       const Event& last = batch->events[p.last_kept];
@@ -532,12 +673,14 @@ absl::StatusOr<CommitResult> PostgresStore::Commit(Batch* batch,
                                         TimeParam(g.recorded_at)})
               .status());
     }
-    if (new_companies != 0 || !batch->dead_letters.empty()) {
+    // Counts, and the stored size of the new events (--retain_bytes).
+    if (!kept.empty() || new_companies != 0 || !batch->dead_letters.empty()) {
       CHS_RETURN_IF_ERROR(
           w.ExecPrepared(
                "counters",
                {PgParam::Int(static_cast<int64_t>(new_companies)),
-                PgParam::Int(static_cast<int64_t>(batch->dead_letters.size()))})
+                PgParam::Int(static_cast<int64_t>(batch->dead_letters.size())),
+                PgParam::Int(static_cast<int64_t>(head))})
               .status());
     }
     // 4. The new head, and the notification listeners get at COMMIT.
@@ -616,9 +759,18 @@ absl::StatusOr<Page> PostgresStore::ReadPage(uint64_t after, uint64_t up_to,
                  types.empty() ? PgParam::Null()
                                : PgParam::Text(absl::StrCat(
                                      "{", absl::StrJoin(types, ","), "}"))}));
-  page.events.resize(static_cast<size_t>(res.rows()));
-  for (int i = 0; i < res.rows(); ++i) {
-    CHS_RETURN_IF_ERROR(ReadEventRow(res, i, &page.events[i]));
+  // Positions are dense from the oldest: the event after `after` is
+  // stored unless retention deleted it.
+  const uint64_t oldest = res.rows() == 0 || res.IsNull(0, 0)
+                              ? 0
+                              : static_cast<uint64_t>(res.GetInt64(0, 0));
+  if (oldest == 0 || oldest > after + 1) {
+    return PrunedCursorError(after, oldest, head);
+  }
+  const int rows = res.IsNull(0, 1) ? 0 : res.rows();
+  page.events.resize(static_cast<size_t>(rows));
+  for (int i = 0; i < rows; ++i) {
+    CHS_RETURN_IF_ERROR(ReadEventRow(res, i, &page.events[i], 1));
   }
   page.scanned_through = page.events.size() >= max_events
                              ? page.events.back().position
@@ -673,8 +825,7 @@ absl::StatusOr<std::optional<CompanyRecord>> PostgresStore::GetCompany(
   c.last_position = static_cast<uint64_t>(res.GetInt64(0, col++));
   c.updated_at = FromMicros(res.GetInt64(0, col++));
   const int64_t data_position = res.GetInt64(0, col++);
-  const bool missing = res.GetBool(0, col + 2);
-  if (data_position != 0 && missing) {
+  if (data_position != 0 && res.IsNull(0, col)) {
     return absl::DataLossError(
         absl::StrCat("company ", Av(company_number), " refers to event ",
                      data_position, " for its data, which is not stored"));
@@ -725,6 +876,17 @@ absl::StatusOr<StoreStats> PostgresStore::Stats() {
   stats.companies_stored = static_cast<uint64_t>(res.GetInt64(0, 2));
   stats.dead_letters = static_cast<uint64_t>(res.GetInt64(0, 3));
   stats.db_size_bytes = static_cast<uint64_t>(res.GetInt64(0, 4));
+  stats.events_pruned = events_pruned_.load(std::memory_order_relaxed);
+  stats.dead_letters_pruned =
+      dead_letters_pruned_.load(std::memory_order_relaxed);
+  stats.prune_transactions =
+      prune_transactions_.load(std::memory_order_relaxed);
+  stats.prune_seconds_total =
+      static_cast<double>(prune_nanos_total_.load(std::memory_order_relaxed)) /
+      1e9;
+  stats.longest_prune_seconds = static_cast<double>(longest_prune_nanos_.load(
+                                    std::memory_order_relaxed)) /
+                                1e9;
   return stats;
 }
 
@@ -735,18 +897,46 @@ absl::StatusOr<uint64_t> PostgresStore::OldestPosition() {
 }
 
 absl::StatusOr<std::optional<ResourceRecord>> PostgresStore::GetResource(
-    std::string_view) {
-  return absl::UnimplementedError(
-      "GetResource is not available on PostgreSQL yet: resources are "
-      "stored by the SQLite backend only");
+    std::string_view resource_uri) {
+  CHS_ASSIGN_OR_RETURN(
+      PgResult res,
+      ReadQuery("get_resource", {PgParam::Text(std::string(resource_uri))}));
+  if (res.rows() != 1) return std::nullopt;
+  ResourceRecord out;
+  CHS_RETURN_IF_ERROR(ReadResourceRow(res, 0, &out));
+  return out;
 }
 
 absl::StatusOr<ResourcePage> PostgresStore::ListCompanyResources(
-    std::string_view, const std::vector<std::string>&,
-    const std::optional<ResourceCursor>&, size_t, bool) {
-  return absl::UnimplementedError(
-      "ListCompanyResources is not available on PostgreSQL yet: resources "
-      "are stored by the SQLite backend only");
+    std::string_view company_number, const std::vector<std::string>& kinds,
+    const std::optional<ResourceCursor>& after, size_t limit,
+    bool include_deleted) {
+  if (limit == 0) {
+    return absl::InvalidArgumentError(
+        "ListCompanyResources: limit must be positive");
+  }
+  // One row more than asked for says whether another page follows.
+  const int64_t want =
+      static_cast<int64_t>(std::min<uint64_t>(limit, kMaxPosition - 1)) + 1;
+  CHS_ASSIGN_OR_RETURN(
+      PgResult res,
+      ReadQuery("list_resources",
+                {PgParam::Text(std::string(company_number)), ArrayParam(kinds),
+                 PgParam::Text(after.has_value() ? after->resource_kind : ""),
+                 PgParam::Text(after.has_value() ? after->resource_uri : ""),
+                 PgParam::Text(include_deleted ? "true" : "false"),
+                 PgParam::Int(want)}));
+  ResourcePage page;
+  page.resources.resize(static_cast<size_t>(res.rows()));
+  for (int i = 0; i < res.rows(); ++i) {
+    CHS_RETURN_IF_ERROR(ReadResourceRow(res, i, &page.resources[i]));
+  }
+  if (static_cast<int64_t>(page.resources.size()) >= want) {
+    page.resources.pop_back();
+    const ResourceRecord& last = page.resources.back();
+    page.next = ResourceCursor{last.resource_kind, last.resource_uri};
+  }
+  return page;
 }
 
 absl::StatusOr<std::vector<DeadLetter>> PostgresStore::ReadDeadLetters(
@@ -766,6 +956,184 @@ absl::StatusOr<std::vector<DeadLetter>> PostgresStore::ReadDeadLetters(
     if (!res.IsNull(i, 4)) d.timepoint = res.GetInt64(i, 4);
   }
   return out;
+}
+
+// --------------------------------------------------------------- Retention
+
+absl::StatusOr<PruneStepResult> PostgresStore::PruneStep(
+    const RetentionPolicy& policy, absl::Time now) {
+  PruneStepResult result;
+  if (policy.keeps_everything()) {
+    CHS_ASSIGN_OR_RETURN(result.oldest_position, OldestPosition());
+    return result;
+  }
+  absl::MutexLock lock(&prune_mu_);
+  if (pruner_ == nullptr) {
+    CHS_ASSIGN_OR_RETURN(
+        PgConnection c, PgConnection::Connect(url_, options_.application_name));
+    // The cluster row first, as in Commit: commits and prune transactions
+    // take turns on it (and so never deadlock on company rows).
+    CHS_RETURN_IF_ERROR(
+        c.Prepare("lock", "SELECT head FROM cluster WHERE id = 1 FOR UPDATE"));
+    CHS_RETURN_IF_ERROR(
+        c.Prepare("oldest", "SELECT min(position) FROM events"));
+    CHS_RETURN_IF_ERROR(
+        c.Prepare("event_bytes", "SELECT event_bytes FROM store_counters"));
+    CHS_RETURN_IF_ERROR(
+        c.Prepare("first_young",
+                  "SELECT min(position) FROM events WHERE position BETWEEN $1 "
+                  "AND $2 AND received_at >= $3"));
+    for (size_t i = 0; i < std::size(kCopyPrunedDataSql); ++i) {
+      CHS_RETURN_IF_ERROR(
+          c.Prepare(absl::StrCat("copy_data_", i), kCopyPrunedDataSql[i]));
+    }
+    // The size is summed before the delete (one snapshot), on the stored
+    // rows as Commit summed it.
+    CHS_RETURN_IF_ERROR(c.Prepare(
+        "delete_events",
+        absl::StrCat("WITH b AS (SELECT ", kEventBytesSum,
+                     " AS bytes FROM events WHERE position BETWEEN $1 AND $2), "
+                     "u AS (UPDATE store_counters SET event_bytes = "
+                     "greatest(event_bytes - (SELECT bytes FROM b), 0) WHERE "
+                     "id = 1) DELETE FROM events WHERE position BETWEEN $1 AND "
+                     "$2")));
+    // Oldest first by id; received_at is not indexed (dead letters are
+    // few), so the scan stops after $2 matches or at the end of the table.
+    CHS_RETURN_IF_ERROR(c.Prepare(
+        "delete_dead_letters",
+        "WITH d AS (DELETE FROM dead_letters WHERE id IN (SELECT id FROM "
+        "dead_letters WHERE received_at < $1 ORDER BY id LIMIT $2) "
+        "RETURNING 1), n AS (SELECT count(*) AS n FROM d), u AS (UPDATE "
+        "store_counters SET dead_letters = dead_letters - (SELECT n FROM n) "
+        "WHERE id = 1) SELECT n FROM n"));
+    CHS_RETURN_IF_ERROR(
+        c.Prepare("delete_gaps",
+                  "DELETE FROM gaps WHERE id IN (SELECT id FROM gaps WHERE "
+                  "recorded_at < $1 ORDER BY id LIMIT $2)"));
+    pruner_ = std::make_unique<PgConnection>(std::move(c));
+  }
+  PgConnection& p = *pruner_;
+  CHS_RETURN_IF_ERROR(p.EnsureReady());
+  if (policy.events_for > absl::ZeroDuration() || policy.max_bytes > 0) {
+    CHS_RETURN_IF_ERROR(PruneEvents(p, policy, now, &result));
+  } else {
+    CHS_ASSIGN_OR_RETURN(result.oldest_position, OldestPosition());
+  }
+  if (policy.dead_letters_for > absl::ZeroDuration()) {
+    CHS_RETURN_IF_ERROR(PruneDeadLetters(p, policy, now, &result));
+  }
+  events_pruned_.fetch_add(result.events, std::memory_order_relaxed);
+  dead_letters_pruned_.fetch_add(result.dead_letters + result.gaps,
+                                 std::memory_order_relaxed);
+  return result;
+}
+
+template <typename Body>
+absl::Status PostgresStore::PruneTransaction(PgConnection& p, Body body,
+                                             PruneStepResult* result) {
+  const absl::Time start = Clock::Real()->Now();
+  absl::Status status = p.Exec("BEGIN").status();
+  if (status.ok()) status = body();
+  if (status.ok()) status = p.Exec("COMMIT").status();
+  if (!status.ok()) {
+    if (p.healthy() && PQtransactionStatus(p.get()) != PQTRANS_IDLE) {
+      p.Exec("ROLLBACK").IgnoreError();
+    }
+    return status;
+  }
+  const absl::Duration took =
+      std::max(Clock::Real()->Now() - start, absl::ZeroDuration());
+  result->transaction_time += took;
+  prune_transactions_.fetch_add(1, std::memory_order_relaxed);
+  const int64_t nanos = absl::ToInt64Nanoseconds(took);
+  prune_nanos_total_.fetch_add(nanos, std::memory_order_relaxed);
+  int64_t longest = longest_prune_nanos_.load(std::memory_order_relaxed);
+  while (nanos > longest && !longest_prune_nanos_.compare_exchange_weak(
+                                longest, nanos, std::memory_order_relaxed)) {
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresStore::PruneEvents(PgConnection& p,
+                                        const RetentionPolicy& policy,
+                                        absl::Time now,
+                                        PruneStepResult* result) {
+  const int64_t chunk = std::max(policy.rows_per_transaction, 1);
+  return PruneTransaction(
+      p,
+      [&]() -> absl::Status {
+        // Locked: no commit runs until this transaction ends, so the head
+        // cannot move.
+        CHS_ASSIGN_OR_RETURN(PgResult lock, p.ExecPrepared("lock", {}));
+        if (lock.rows() != 1) return absl::DataLossError("cluster has no row");
+        const int64_t head = lock.GetInt64(0, 0);
+        CHS_ASSIGN_OR_RETURN(PgResult o, p.ExecPrepared("oldest", {}));
+        const int64_t oldest = o.IsNull(0, 0) ? 0 : o.GetInt64(0, 0);
+        result->oldest_position = static_cast<uint64_t>(oldest);
+        // Never the newest event, as on SQLite: the stored events stay
+        // exactly [oldest, head].
+        if (oldest == 0 || oldest >= head) return absl::OkStatus();
+        const int64_t chunk_end = std::min(oldest + chunk - 1, head - 1);
+        int64_t last = oldest - 1;  // the last position to delete
+        bool over_size = false;
+        if (policy.max_bytes > 0) {
+          CHS_ASSIGN_OR_RETURN(PgResult b, p.ExecPrepared("event_bytes", {}));
+          over_size = b.rows() == 1 && b.GetInt64(0, 0) > policy.max_bytes;
+        }
+        if (over_size) {
+          last = chunk_end;
+        } else if (policy.events_for > absl::ZeroDuration()) {
+          // Oldest first, up to the first event young enough to keep: by
+          // position, not by time, so that positions stay dense.
+          CHS_ASSIGN_OR_RETURN(
+              PgResult y,
+              p.ExecPrepared("first_young",
+                             {PgParam::Int(oldest), PgParam::Int(chunk_end),
+                              TimeParam(now - policy.events_for)}));
+          last = y.IsNull(0, 0) ? chunk_end : y.GetInt64(0, 0) - 1;
+        }
+        if (last < oldest) return absl::OkStatus();
+        const std::vector<PgParam> range = {PgParam::Int(oldest),
+                                            PgParam::Int(last)};
+        for (size_t i = 0; i < std::size(kCopyPrunedDataSql); ++i) {
+          CHS_ASSIGN_OR_RETURN(
+              PgResult copied,
+              p.ExecPrepared(absl::StrCat("copy_data_", i), range));
+          result->rows_given_data +=
+              static_cast<uint64_t>(copied.AffectedRows());
+        }
+        CHS_RETURN_IF_ERROR(p.ExecPrepared("delete_events", range).status());
+        result->events = static_cast<uint64_t>(last - oldest + 1);
+        result->oldest_position = static_cast<uint64_t>(last + 1);
+        // A full chunk: there may be more (the next step finds out).
+        result->more = last == oldest + chunk - 1;
+        return absl::OkStatus();
+      },
+      result);
+}
+
+absl::Status PostgresStore::PruneDeadLetters(PgConnection& p,
+                                             const RetentionPolicy& policy,
+                                             absl::Time now,
+                                             PruneStepResult* result) {
+  const int64_t chunk = std::max(policy.rows_per_transaction, 1);
+  const std::vector<PgParam> params = {TimeParam(now - policy.dead_letters_for),
+                                       PgParam::Int(chunk)};
+  return PruneTransaction(
+      p,
+      [&]() -> absl::Status {
+        CHS_ASSIGN_OR_RETURN(PgResult d,
+                             p.ExecPrepared("delete_dead_letters", params));
+        result->dead_letters = static_cast<uint64_t>(d.GetInt64(0, 0));
+        CHS_ASSIGN_OR_RETURN(PgResult g, p.ExecPrepared("delete_gaps", params));
+        result->gaps = static_cast<uint64_t>(g.AffectedRows());
+        if (static_cast<int64_t>(result->dead_letters) == chunk ||
+            static_cast<int64_t>(result->gaps) == chunk) {
+          result->more = true;
+        }
+        return absl::OkStatus();
+      },
+      result);
 }
 
 }  // namespace chstream::storage

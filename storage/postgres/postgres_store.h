@@ -28,6 +28,12 @@
 // up to it is committed and so visible to the reads, and ReadPage never
 // returns a position above it.
 //
+// Every committed event with a resource_uri also upserts that resource's
+// row (GetResource, ListCompanyResources), merged per resource and staged
+// by COPY like the companies, with the SQLite store's rules.
+//
+// Retention (PruneStep) runs on its own connection: see there.
+//
 // Lost connections (server restart, network) are re-established on the next
 // call; the call that saw the loss fails with Unavailable.
 //
@@ -130,14 +136,22 @@ class PostgresStore : public EventStore {
   absl::StatusOr<std::vector<DeadLetter>> ReadDeadLetters(
       size_t limit) override;
   absl::StatusOr<uint64_t> OldestPosition() override;
-  // Not stored on PostgreSQL yet (the resources table is SQLite's only):
-  // UnimplementedError saying so.
   absl::StatusOr<std::optional<ResourceRecord>> GetResource(
       std::string_view resource_uri) override;
   absl::StatusOr<ResourcePage> ListCompanyResources(
       std::string_view company_number, const std::vector<std::string>& kinds,
       const std::optional<ResourceCursor>& after, size_t limit,
       bool include_deleted) override;
+
+  // Retention, on its own connection. Each events transaction first locks
+  // the cluster row (as every Commit does), so commits, from this process
+  // or another, wait for at most one prune transaction and never deadlock
+  // with it on company or resource rows. max_bytes is compared with
+  // store_counters.event_bytes (the stored size of the events, kept by
+  // Commit and PruneStep). Deleted rows' space is reused by later inserts
+  // once autovacuum has processed the table; the tables do not shrink.
+  absl::StatusOr<PruneStepResult> PruneStep(const RetentionPolicy& policy,
+                                            absl::Time now) override;
 
  private:
   class ReaderLease;
@@ -153,6 +167,15 @@ class PostgresStore : public EventStore {
   ReaderLease AcquireReader();
   void ReleaseReader(pg::PgConnection* c);
   void AdvanceHead(uint64_t head);
+  // PruneStep's parts, each one transaction on the pruner's connection.
+  absl::Status PruneEvents(pg::PgConnection& p, const RetentionPolicy& policy,
+                           absl::Time now, PruneStepResult* result);
+  absl::Status PruneDeadLetters(pg::PgConnection& p,
+                                const RetentionPolicy& policy, absl::Time now,
+                                PruneStepResult* result);
+  template <typename Body>
+  absl::Status PruneTransaction(pg::PgConnection& p, Body body,
+                                PruneStepResult* result);
 
   const std::string url_;  // with the password, if any: never printed
   const std::string location_;
@@ -168,8 +191,18 @@ class PostgresStore : public EventStore {
   absl::Mutex pool_mu_;
   std::vector<pg::PgConnection*> free_readers_ ABSL_GUARDED_BY(pool_mu_);
 
+  absl::Mutex prune_mu_;  // PruneStep is single-threaded; this guards misuse
+  // Opened by the first PruneStep.
+  std::unique_ptr<pg::PgConnection> pruner_ ABSL_GUARDED_BY(prune_mu_);
+
   std::atomic<uint64_t> head_position_{0};
   std::atomic<int64_t> fencing_epoch_{0};
+  // Retention counters (StoreStats), since this process opened the store.
+  std::atomic<uint64_t> events_pruned_{0};
+  std::atomic<uint64_t> dead_letters_pruned_{0};
+  std::atomic<uint64_t> prune_transactions_{0};
+  std::atomic<int64_t> prune_nanos_total_{0};
+  std::atomic<int64_t> longest_prune_nanos_{0};
 };
 
 }  // namespace chstream::storage

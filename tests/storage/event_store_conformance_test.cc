@@ -23,6 +23,7 @@
 #include "storage/postgres/postgres_store.h"
 #include "storage/sqlite.h"
 #include "storage/store.h"
+#include "tests/storage/backends.h"
 #include "tests/storage/test_util.h"
 #include "tests/testing/postgres_server.h"
 
@@ -55,91 +56,15 @@ std::vector<int64_t> Timepoints(const std::vector<Event>& events) {
   return out;
 }
 
-// One backend under test: where its data lives, opening a store there, and
-// raw SQL on that database outside the store.
-class Backend {
- public:
-  virtual ~Backend() = default;
-  // Points at a new, empty location (file or database).
-  virtual absl::Status NewLocation() = 0;
-  virtual absl::StatusOr<std::unique_ptr<EventStore>> Open() = 0;
-  virtual absl::Status ExecRaw(const std::string& sql) = 0;
-  // The statement that stamps the schema version `v` on the database.
-  virtual std::string SetSchemaVersionSql(int v) const = 0;
-};
-
-class SqliteBackend : public Backend {
- public:
-  absl::Status NewLocation() override {
-    // Not TestDbPath(): a parameterised test's name holds '/'.
-    static std::atomic<int> n{0};
-    const char* dir = std::getenv("TEST_TMPDIR");
-    path_ = absl::StrCat(dir != nullptr ? dir : "/tmp", "/event_store_",
-                         getpid(), "_", ++n, ".db");
-    testing::RemoveDbFiles(path_);
-    return absl::OkStatus();
-  }
-  absl::StatusOr<std::unique_ptr<EventStore>> Open() override {
-    CHS_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, Store::Open(path_));
-    return std::unique_ptr<EventStore>(std::move(store));
-  }
-  absl::Status ExecRaw(const std::string& sql) override {
-    CHS_ASSIGN_OR_RETURN(
-        Database db,
-        Database::Open(path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
-    return db.Exec(sql);
-  }
-  std::string SetSchemaVersionSql(int v) const override {
-    return absl::StrCat("PRAGMA user_version = ", v);
-  }
-
- private:
-  std::string path_;
-};
-
-class PostgresBackend : public Backend {
- public:
-  absl::Status NewLocation() override {
-    CHS_ASSIGN_OR_RETURN(chstream::testing::PostgresServer * server,
-                         chstream::testing::SharedPostgresServer());
-    server_ = server;
-    CHS_ASSIGN_OR_RETURN(uri_, server->CreateDatabase());
-    return absl::OkStatus();
-  }
-  absl::StatusOr<std::unique_ptr<EventStore>> Open() override {
-    PostgresStore::Options options;
-    options.read_connections = 3;
-    CHS_ASSIGN_OR_RETURN(std::unique_ptr<PostgresStore> store,
-                         PostgresStore::Open(uri_, options));
-    return std::unique_ptr<EventStore>(std::move(store));
-  }
-  absl::Status ExecRaw(const std::string& sql) override {
-    return server_->Execute(uri_, sql);
-  }
-  std::string SetSchemaVersionSql(int v) const override {
-    return absl::StrCat("UPDATE cluster SET schema_version = ", v);
-  }
-  const std::string& uri() const { return uri_; }
-
- private:
-  chstream::testing::PostgresServer* server_ = nullptr;
-  std::string uri_;
-};
-
-enum class Kind { kSqlite, kPostgres };
-
-std::string KindName(const ::testing::TestParamInfo<Kind>& info) {
-  return info.param == Kind::kSqlite ? "Sqlite" : "Postgres";
-}
+using ::chstream::storage::testing::Backend;
+using ::chstream::storage::testing::BackendKind;
+using ::chstream::storage::testing::PostgresBackend;
+using Kind = BackendKind;
 
 class EventStoreTest : public ::testing::TestWithParam<Kind> {
  protected:
   void SetUp() override {
-    if (GetParam() == Kind::kSqlite) {
-      backend_ = std::make_unique<SqliteBackend>();
-    } else {
-      backend_ = std::make_unique<PostgresBackend>();
-    }
+    backend_ = testing::MakeBackend(GetParam());
     ASSERT_OK(backend_->NewLocation());
     auto store = backend_->Open();
     ASSERT_THAT(store, IsOk());
@@ -173,9 +98,8 @@ class EventStoreTest : public ::testing::TestWithParam<Kind> {
   std::unique_ptr<EventStore> store_;
 };
 
-INSTANTIATE_TEST_SUITE_P(Backends, EventStoreTest,
-                         ::testing::Values(Kind::kSqlite, Kind::kPostgres),
-                         KindName);
+INSTANTIATE_TEST_SUITE_P(Backends, EventStoreTest, testing::AllBackends(),
+                         testing::BackendName);
 
 class EventStoreReadTest : public EventStoreTest {
  protected:
@@ -233,9 +157,8 @@ class EventStoreReadTest : public EventStoreTest {
   std::vector<Event> all_;
 };
 
-INSTANTIATE_TEST_SUITE_P(Backends, EventStoreReadTest,
-                         ::testing::Values(Kind::kSqlite, Kind::kPostgres),
-                         KindName);
+INSTANTIATE_TEST_SUITE_P(Backends, EventStoreReadTest, testing::AllBackends(),
+                         testing::BackendName);
 
 TEST_P(EventStoreTest, EventRoundTripsEveryField) {
   Event e;

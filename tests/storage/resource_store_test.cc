@@ -1,7 +1,8 @@
 // The resources table of storage/store.h: the current state of every
 // resource keyed by resource_uri (GetResource) and a company's resources by
 // kind, paged (ListCompanyResources), written in the same transaction as the
-// events, on a real SQLite file.
+// events, on both backends (a real SQLite file; a real PostgreSQL server,
+// tests/storage/backends.h).
 #include <string>
 #include <vector>
 
@@ -11,14 +12,17 @@
 #include "gtest/gtest.h"
 #include "storage/sqlite.h"
 #include "storage/store.h"
+#include "tests/storage/backends.h"
 #include "tests/storage/test_util.h"
 
 namespace chstream::storage {
 namespace {
 
+using ::chstream::storage::testing::Backend;
+using ::chstream::storage::testing::BackendKind;
 using ::chstream::storage::testing::CompanyEvent;
 using ::chstream::storage::testing::MakeEvent;
-using ::chstream::storage::testing::TestDbPath;
+using ::chstream::storage::testing::SqliteBackend;
 using ::chstream::storage::testing::TestTime;
 using ::chstream::testing::IsOk;
 using ::chstream::testing::StatusIs;
@@ -53,11 +57,17 @@ std::vector<std::string> Uris(const std::vector<ResourceRecord>& rs) {
   return out;
 }
 
-class ResourceStoreTest : public ::testing::Test {
+class ResourceStoreTest : public ::testing::TestWithParam<BackendKind> {
  protected:
   void SetUp() override {
-    path_ = TestDbPath();
-    ASSERT_OK_AND_ASSIGN(store_, Store::Open(path_));
+    backend_ = testing::MakeBackend(GetParam());
+    ASSERT_OK(backend_->NewLocation());
+    ASSERT_OK_AND_ASSIGN(store_, backend_->Open());
+  }
+
+  // The file of a SQLite store (for the SQLite-only tests).
+  const std::string& path() const {
+    return static_cast<const SqliteBackend&>(*backend_).path();
   }
 
   void Commit(std::vector<Event> events) {
@@ -82,11 +92,14 @@ class ResourceStoreTest : public ::testing::Test {
     return page.ok() ? *std::move(page) : ResourcePage{};
   }
 
-  std::string path_;
-  std::unique_ptr<Store> store_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<EventStore> store_;
 };
 
-TEST_F(ResourceStoreTest, RecordRoundTripsEveryField) {
+INSTANTIATE_TEST_SUITE_P(Backends, ResourceStoreTest, testing::AllBackends(),
+                         testing::BackendName);
+
+TEST_P(ResourceStoreTest, RecordRoundTripsEveryField) {
   Event e = ResourceEvent("officers", 6521990, "company-officers", kOfficerUri,
                           "07217743");
   e.received_at = TestTime(77);
@@ -109,7 +122,7 @@ TEST_F(ResourceStoreTest, RecordRoundTripsEveryField) {
 // Verifies the companies rule for every resource: a deleted event marks the
 // resource deleted and keeps the last data when it carries none; a later
 // changed event revives it; the data is the event's (stored once).
-TEST_F(ResourceStoreTest, ChangedDeletedChangedKeepsLastDataAndRevives) {
+TEST_P(ResourceStoreTest, ChangedDeletedChangedKeepsLastDataAndRevives) {
   Event v1 =
       ResourceEvent("officers", 1, "company-officers", kOfficerUri, "07217743");
   Commit({v1});
@@ -142,19 +155,17 @@ TEST_F(ResourceStoreTest, ChangedDeletedChangedKeepsLastDataAndRevives) {
   EXPECT_EQ(r->data_json, back.data_json);
 
   // Stored once: the row refers to the event, it holds no copy.
-  ASSERT_OK_AND_ASSIGN(Database db,
-                       Database::Open(path_, SQLITE_OPEN_READONLY));
   ASSERT_OK_AND_ASSIGN(
-      int64_t data_position,
-      db.QueryInt64("SELECT data_position FROM resources WHERE resource_uri = "
-                    "'/company/07217743/appointments/"
-                    "lZX48JQSZFCbhsdpDhYLSoG6Dbc'"));
-  EXPECT_EQ(data_position, 4);
+      std::string data_position,
+      backend_->QueryValue(
+          "SELECT data_position FROM resources WHERE resource_uri = "
+          "'/company/07217743/appointments/lZX48JQSZFCbhsdpDhYLSoG6Dbc'"));
+  EXPECT_EQ(data_position, "4");
 }
 
 // Verifies that within one batch the last event of a resource wins, whatever
 // order the upserts run in.
-TEST_F(ResourceStoreTest, LatestEventInABatchWins) {
+TEST_P(ResourceStoreTest, LatestEventInABatchWins) {
   std::vector<Event> batch;
   for (int i = 1; i <= 5; ++i) {
     batch.push_back(
@@ -171,7 +182,7 @@ TEST_F(ResourceStoreTest, LatestEventInABatchWins) {
 // Verifies that a deleted event without data (and so, for a corporate
 // disqualified officer, without data.company_number) keeps the company
 // number the resource had.
-TEST_F(ResourceStoreTest, EmptyCompanyNumberKeepsThePreviousOne) {
+TEST_P(ResourceStoreTest, EmptyCompanyNumberKeepsThePreviousOne) {
   const std::string uri = "/disqualified-officers/corporate/abc";
   Commit({ResourceEvent("disqualified-officers", 1,
                         "disqualified-officer-corporate", uri, "01234567")});
@@ -184,24 +195,26 @@ TEST_F(ResourceStoreTest, EmptyCompanyNumberKeepsThePreviousOne) {
   EXPECT_EQ(r->company_number, "01234567");
 }
 
-TEST_F(ResourceStoreTest, EventsWithoutResourceUriHaveNoState) {
+TEST_P(ResourceStoreTest, EventsWithoutResourceUriHaveNoState) {
   Event e = MakeEvent("filings", 1, "02154654");
   e.resource_uri.clear();
   Commit({e});
-  ASSERT_OK_AND_ASSIGN(Database db,
-                       Database::Open(path_, SQLITE_OPEN_READONLY));
-  EXPECT_EQ(*db.QueryInt64("SELECT count(*) FROM resources"), 0);
+  ASSERT_OK_AND_ASSIGN(std::string count,
+                       backend_->QueryValue("SELECT count(*) FROM resources"));
+  EXPECT_EQ(count, "0");
   EXPECT_EQ(store_->HeadPosition(), 1u);
 }
 
 // Verifies that the resource upserts are part of the commit: when a later
 // statement of the same transaction fails (a dead letter too large for
 // SQLite, inserted after the upserts), no resource is left behind.
-TEST_F(ResourceStoreTest, FailedCommitWritesNoResource) {
+// SQLite only: the size limit is its own.
+TEST_P(ResourceStoreTest, FailedCommitWritesNoResource) {
+  if (GetParam() != BackendKind::kSqlite) GTEST_SKIP() << "SQLite's limit";
   store_.reset();
   Store::Options options;
   options.max_value_bytes = 100'000;
-  ASSERT_OK_AND_ASSIGN(store_, Store::Open(path_, options));
+  ASSERT_OK_AND_ASSIGN(store_, Store::Open(path(), options));
   Batch batch;
   batch.events.push_back(ResourceEvent("officers", 1, "company-officers",
                                        kOfficerUri, "07217743"));
@@ -218,11 +231,11 @@ TEST_F(ResourceStoreTest, FailedCommitWritesNoResource) {
   EXPECT_TRUE(Get(kOfficerUri).has_value());
 }
 
-TEST_F(ResourceStoreTest, ResourcesSurviveReopen) {
+TEST_P(ResourceStoreTest, ResourcesSurviveReopen) {
   Commit({ResourceEvent("officers", 1, "company-officers", kOfficerUri,
                         "07217743")});
   store_.reset();
-  ASSERT_OK_AND_ASSIGN(store_, Store::Open(path_));
+  ASSERT_OK_AND_ASSIGN(store_, backend_->Open());
   EXPECT_EQ(Get(kOfficerUri)->last_position, 1u);
 }
 
@@ -230,6 +243,7 @@ class ListResourcesTest : public ResourceStoreTest {
  protected:
   void SetUp() override {
     ResourceStoreTest::SetUp();
+    if (HasFatalFailure()) return;
     std::vector<Event> events;
     int64_t tp = 0;
     const auto add = [&](const std::string& stream, const std::string& kind,
@@ -255,7 +269,10 @@ class ListResourcesTest : public ResourceStoreTest {
   }
 };
 
-TEST_F(ListResourcesTest, EveryKindOrderedByKindThenUri) {
+INSTANTIATE_TEST_SUITE_P(Backends, ListResourcesTest, testing::AllBackends(),
+                         testing::BackendName);
+
+TEST_P(ListResourcesTest, EveryKindOrderedByKindThenUri) {
   ResourcePage page = List("07217743");
   EXPECT_THAT(Uris(page.resources),
               ElementsAre("/company/07217743/appointments/a",
@@ -270,7 +287,7 @@ TEST_F(ListResourcesTest, EveryKindOrderedByKindThenUri) {
   EXPECT_FALSE(page.resources[0].data_json.empty());
 }
 
-TEST_F(ListResourcesTest, OnlyTheGivenKindsAndDeletedOnRequest) {
+TEST_P(ListResourcesTest, OnlyTheGivenKindsAndDeletedOnRequest) {
   EXPECT_THAT(Uris(List("07217743", {"company-officers"}).resources),
               ElementsAre("/company/07217743/appointments/a",
                           "/company/07217743/appointments/b"));
@@ -298,7 +315,7 @@ TEST_F(ListResourcesTest, OnlyTheGivenKindsAndDeletedOnRequest) {
 
 // Verifies that paging with every page size returns each resource exactly
 // once, in order, with and without a kinds list.
-TEST_F(ListResourcesTest, PagesCoverEverythingOnceInOrder) {
+TEST_P(ListResourcesTest, PagesCoverEverythingOnceInOrder) {
   for (const std::vector<std::string>& kinds :
        std::vector<std::vector<std::string>>{
            {},
@@ -326,17 +343,18 @@ TEST_F(ListResourcesTest, PagesCoverEverythingOnceInOrder) {
   }
 }
 
-TEST_F(ListResourcesTest, ZeroLimitIsInvalid) {
+TEST_P(ListResourcesTest, ZeroLimitIsInvalid) {
   EXPECT_THAT(
       store_->ListCompanyResources("07217743", {}, std::nullopt, 0, false),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("limit")));
 }
 
 // Verifies that the index serves both list queries (no scan of the table or
-// of a company's other kinds).
-TEST_F(ListResourcesTest, ListQueriesUseTheCompanyIndex) {
+// of a company's other kinds). SQLite's plans.
+TEST_P(ListResourcesTest, ListQueriesUseTheCompanyIndex) {
+  if (GetParam() != BackendKind::kSqlite) GTEST_SKIP() << "SQLite's plans";
   ASSERT_OK_AND_ASSIGN(Database db,
-                       Database::Open(path_, SQLITE_OPEN_READONLY));
+                       Database::Open(path(), SQLITE_OPEN_READONLY));
   for (const char* where :
        {"r.company_number = '1' AND (r.resource_kind, r.resource_uri) > "
         "('a', 'b') ORDER BY r.resource_kind, r.resource_uri",
@@ -362,7 +380,7 @@ TEST_F(ListResourcesTest, ListQueriesUseTheCompanyIndex) {
 }
 
 // Verifies that company-profile events are resources too.
-TEST_F(ResourceStoreTest, CompanyProfilesAreResources) {
+TEST_P(ResourceStoreTest, CompanyProfilesAreResources) {
   Commit({CompanyEvent(1, "SC571653", "FC KIOSKS LTD")});
   std::optional<ResourceRecord> r = Get("/company/SC571653");
   ASSERT_TRUE(r.has_value());
