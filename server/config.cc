@@ -451,7 +451,9 @@ const std::vector<Setting>& Settings() {
       {"retain_bytes", "0",
        "Retention: delete the oldest events while the database's used pages "
        "exceed this size, e.g. 20G (0 = no cap). Freed pages are reused, so "
-       "the file stops growing at about this size plus the WAL.",
+       "the file stops growing at about this size plus the WAL. On "
+       "PostgreSQL: while the events' stored size exceeds it (indexes and "
+       "dead rows not counted; autovacuum makes freed space reusable).",
        SetRetainBytes},
       {"retain_dead_letters_for", "30d",
        "Retention: delete dead letters and timepoint gaps older than this "

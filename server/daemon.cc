@@ -158,15 +158,6 @@ absl::Status Daemon::StartParts(int* exit_code) {
           "--new_store_id is for SQLite files; a PostgreSQL store keeps the "
           "store_id in its cluster row");
     }
-    // Dead letters and gaps are not pruned on PostgreSQL either (its
-    // --retain_dead_letters_for default is ignored there).
-    if (config.retain_for > absl::ZeroDuration() || config.retain_bytes > 0) {
-      *exit_code = 2;
-      return absl::InvalidArgumentError(
-          "--retain_for and --retain_bytes are for SQLite stores: retention "
-          "is not implemented on PostgreSQL yet (leave them at 0 with "
-          "--postgres_url)");
-    }
     absl::StatusOr<std::unique_ptr<storage::PostgresStore>> opened =
         storage::PostgresStore::Open(config.postgres_url);
     if (!opened.ok()) {
@@ -242,15 +233,13 @@ absl::Status Daemon::StartParts(int* exit_code) {
   writer_->Start();
 
   // Retention: its own thread and connection; commits take turns with its
-  // small transactions (storage/retainer.h).
-  // SQLite only (refused above for PostgreSQL).
-  if (storage::Store* sqlite = sqlite_store()) {
-    retainer_ = std::make_unique<storage::Retainer>(
-        sqlite,
-        storage::Retainer::Options{.policy = RetentionPolicyFrom(config)},
-        clock_);
-    retainer_->Start();
-  }
+  // small transactions (storage/retainer.h). Run by the process that has
+  // the writer (the ingest leader).
+  retainer_ = std::make_unique<storage::Retainer>(
+      store_.get(),
+      storage::Retainer::Options{.policy = RetentionPolicyFrom(config)},
+      clock_);
+  retainer_->Start();
 
   // Metrics and the operations listener.
   metrics_ = std::make_unique<MetricsRegistry>();

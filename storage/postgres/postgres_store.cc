@@ -1031,9 +1031,11 @@ absl::StatusOr<PruneStepResult> PostgresStore::PruneStep(
 template <typename Body>
 absl::Status PostgresStore::PruneTransaction(PgConnection& p, Body body,
                                              PruneStepResult* result) {
-  const absl::Time start = Clock::Real()->Now();
+  // The time that counts is the time a commit may have to wait: from when
+  // the body has its locks (it moves `start` there) to the end.
+  absl::Time start = Clock::Real()->Now();
   absl::Status status = p.Exec("BEGIN").status();
-  if (status.ok()) status = body();
+  if (status.ok()) status = body(start);
   if (status.ok()) status = p.Exec("COMMIT").status();
   if (!status.ok()) {
     if (p.healthy() && PQtransactionStatus(p.get()) != PQTRANS_IDLE) {
@@ -1061,10 +1063,11 @@ absl::Status PostgresStore::PruneEvents(PgConnection& p,
   const int64_t chunk = std::max(policy.rows_per_transaction, 1);
   return PruneTransaction(
       p,
-      [&]() -> absl::Status {
+      [&](absl::Time& locked_at) -> absl::Status {
         // Locked: no commit runs until this transaction ends, so the head
-        // cannot move.
+        // cannot move. Waiting for a commit to end is not holding one up.
         CHS_ASSIGN_OR_RETURN(PgResult lock, p.ExecPrepared("lock", {}));
+        locked_at = Clock::Real()->Now();
         if (lock.rows() != 1) return absl::DataLossError("cluster has no row");
         const int64_t head = lock.GetInt64(0, 0);
         CHS_ASSIGN_OR_RETURN(PgResult o, p.ExecPrepared("oldest", {}));
@@ -1121,7 +1124,7 @@ absl::Status PostgresStore::PruneDeadLetters(PgConnection& p,
                                        PgParam::Int(chunk)};
   return PruneTransaction(
       p,
-      [&]() -> absl::Status {
+      [&](absl::Time&) -> absl::Status {
         CHS_ASSIGN_OR_RETURN(PgResult d,
                              p.ExecPrepared("delete_dead_letters", params));
         result->dead_letters = static_cast<uint64_t>(d.GetInt64(0, 0));

@@ -107,6 +107,88 @@ TEST(DaemonPostgresTest, IngestsIntoPostgresAndResumesAfterRestart) {
   EXPECT_EQ(gaps, "0");
 }
 
+// Verifies retention on PostgreSQL end to end (it was refused with exit 2
+// before): the oldest position moves, a cursor before it is OUT_OF_RANGE,
+// and GetCompany / GetResource / ListCompanyResources still answer with the
+// data of rows whose event was deleted.
+TEST(DaemonPostgresTest, RetentionPrunesAndCurrentStateStillAnswers) {
+  ASSERT_OK_AND_ASSIGN(testing::PostgresServer * server,
+                       testing::SharedPostgresServer());
+  ASSERT_OK_AND_ASSIGN(std::string uri, server->CreateDatabase());
+  Config config = TestConfig(uri);
+  config.retain_for = absl::Seconds(2);
+  int exit_code = -1;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Daemon> daemon,
+                       Daemon::Start(config, Clock::Real(), &exit_code));
+  // The first pass runs at start (nothing is old yet), the next 10 s later.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        absl::StatusOr<v1::GetStatusResponse> s = Status(daemon->grpc_port());
+        return s.ok() && s->store().oldest_position() > 1;
+      },
+      absl::Seconds(90)));
+  ASSERT_OK_AND_ASSIGN(
+      std::string company,
+      server->QueryValue(
+          uri,
+          "SELECT company_number FROM companies WHERE data_position > 0 AND "
+          "data_position < (SELECT min(position) FROM events) "
+          "ORDER BY company_number LIMIT 1"));
+  ASSERT_OK_AND_ASSIGN(
+      std::string resource,
+      server->QueryValue(
+          uri,
+          "SELECT resource_uri FROM resources WHERE data_position > 0 AND "
+          "data_position < (SELECT min(position) FROM events) "
+          "ORDER BY resource_uri LIMIT 1"));
+
+  auto stub = v1::CompanyStream::NewStub(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", daemon->grpc_port()),
+                          grpc::InsecureChannelCredentials()));
+  {
+    grpc::ClientContext ctx;
+    v1::GetCompanyRequest request;
+    request.set_company_number(company);
+    v1::Company response;
+    grpc::Status s = stub->GetCompany(&ctx, request, &response);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_GT(response.data().fields_size(), 0);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::GetResourceRequest request;
+    request.set_resource_uri(resource);
+    v1::Resource response;
+    grpc::Status s = stub->GetResource(&ctx, request, &response);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_GT(response.data().fields_size(), 0);
+    if (!response.company_number().empty()) {
+      grpc::ClientContext list_ctx;
+      v1::ListCompanyResourcesRequest list;
+      list.set_company_number(response.company_number());
+      v1::ListCompanyResourcesResponse page;
+      grpc::Status ls = stub->ListCompanyResources(&list_ctx, list, &page);
+      ASSERT_TRUE(ls.ok()) << ls.error_message();
+      EXPECT_GT(page.resources_size(), 0);
+    }
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::ReplayEventsRequest request;
+    request.mutable_start()->set_after_position(0);
+    std::unique_ptr<grpc::ClientReader<v1::Event>> reader =
+        stub->ReplayEvents(&ctx, request);
+    v1::Event event;
+    int read = 0;
+    while (reader->Read(&event)) ++read;
+    grpc::Status s = reader->Finish();
+    EXPECT_EQ(read, 0);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::OUT_OF_RANGE)
+        << s.error_message();
+  }
+  daemon->Stop();
+}
+
 // Verifies an unreachable server or a wrong password stops start-up with
 // exit code 2 and an error that names the server but not the password.
 TEST(DaemonPostgresTest, UnusableDatabaseFailsWithExitCode2) {
