@@ -855,6 +855,60 @@ TEST_F(PostgresStoreTest, TwoStoresOnOneDatabaseKeepPositionsDense) {
   EXPECT_THAT(Timepoints(page.events), ElementsAre(1, 2, 3));
 }
 
+// Verifies the v1 -> v2 migration: a database written by a v1 binary (made
+// here by removing what v2 added) gets the resources the commits would have
+// written, and the same stored size of its events.
+TEST_F(PostgresStoreTest, MigrationFromV1FillsResourcesAndEventBytes) {
+  const std::string officer = "/company/07217743/appointments/abc";
+  Event o1 = MakeEvent("officers", 1, "07217743");
+  o1.resource_kind = "company-officers";
+  o1.resource_uri = officer;
+  Event o2 = o1;  // deleted without data or company number
+  o2.timepoint = 2;
+  o2.type = EventType::kDeleted;
+  o2.company_number.clear();
+  o2.data_json.clear();
+  o2.data_pb.clear();
+  ASSERT_OK(store_->Commit(Events({o1, CompanyEvent(5, "SC571653", "FC LTD"),
+                                   o2, MakeEvent("filings", 3)}),
+                           TestTime()));
+  ASSERT_OK_AND_ASSIGN(std::optional<ResourceRecord> officer_before,
+                       store_->GetResource(officer));
+  ASSERT_TRUE(officer_before.has_value());
+  ASSERT_OK_AND_ASSIGN(std::optional<ResourceRecord> profile_before,
+                       store_->GetResource("/company/SC571653"));
+  ASSERT_TRUE(profile_before.has_value());
+  ASSERT_OK_AND_ASSIGN(
+      std::string bytes_before,
+      backend_.QueryValue("SELECT event_bytes FROM store_counters"));
+  EXPECT_NE(bytes_before, "0");
+  store_.reset();
+
+  ASSERT_OK(backend_.ExecRaw(
+      "DROP TABLE resources; ALTER TABLE companies DROP COLUMN "
+      "pruned_data_json, DROP COLUMN pruned_data_pb; ALTER TABLE "
+      "store_counters DROP COLUMN event_bytes; DROP FUNCTION "
+      "chstream_event_bytes; UPDATE cluster SET schema_version = 1"));
+  ASSERT_OK_AND_ASSIGN(store_, PostgresStore::Open(backend_.uri()));
+  EXPECT_EQ(store_->schema_version(), 2);
+  ASSERT_OK_AND_ASSIGN(std::optional<ResourceRecord> officer_after,
+                       store_->GetResource(officer));
+  EXPECT_EQ(officer_after, officer_before);
+  EXPECT_EQ(officer_before->company_number, "07217743");
+  EXPECT_TRUE(officer_before->deleted);
+  EXPECT_EQ(officer_before->data_json, o1.data_json);
+  ASSERT_OK_AND_ASSIGN(std::optional<ResourceRecord> profile_after,
+                       store_->GetResource("/company/SC571653"));
+  EXPECT_EQ(profile_after, profile_before);
+  ASSERT_OK_AND_ASSIGN(std::string resources,
+                       backend_.QueryValue("SELECT count(*) FROM resources"));
+  EXPECT_EQ(resources, "3");
+  ASSERT_OK_AND_ASSIGN(
+      std::string bytes_after,
+      backend_.QueryValue("SELECT event_bytes FROM store_counters"));
+  EXPECT_EQ(bytes_after, bytes_before);
+}
+
 // Verifies that a lost connection (the server restarted) fails the call
 // that saw it and that the store reconnects on the next one.
 TEST_F(PostgresStoreTest, ReconnectsAfterTheServerTerminatesItsSessions) {
