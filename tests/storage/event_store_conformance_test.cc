@@ -34,7 +34,9 @@ using ::chstream::storage::testing::CompanyEvent;
 using ::chstream::storage::testing::MakeDeadLetter;
 using ::chstream::storage::testing::MakeEvent;
 using ::chstream::storage::testing::MakeFilter;
+using ::chstream::storage::testing::Positions;
 using ::chstream::storage::testing::TestTime;
+using ::chstream::storage::testing::Timepoints;
 using ::chstream::testing::IsOk;
 using ::chstream::testing::StatusIs;
 using ::testing::ElementsAre;
@@ -43,18 +45,6 @@ using ::testing::IsEmpty;
 using ::testing::Not;
 using ::testing::Pair;
 using ::testing::UnorderedElementsAre;
-
-std::vector<uint64_t> Positions(const std::vector<Event>& events) {
-  std::vector<uint64_t> out;
-  for (const Event& e : events) out.push_back(e.position);
-  return out;
-}
-
-std::vector<int64_t> Timepoints(const std::vector<Event>& events) {
-  std::vector<int64_t> out;
-  for (const Event& e : events) out.push_back(e.timepoint);
-  return out;
-}
 
 using ::chstream::storage::testing::Backend;
 using ::chstream::storage::testing::BackendKind;
@@ -80,18 +70,10 @@ class EventStoreTest : public ::testing::TestWithParam<Kind> {
 
   CommitResult CommitEvents(std::vector<Event> events,
                             absl::Time now = TestTime(999)) {
-    Batch batch;
-    batch.events = std::move(events);
-    auto result = store_->Commit(std::move(batch), now);
-    EXPECT_THAT(result, IsOk());
-    return result.ok() ? *std::move(result) : CommitResult{};
+    return testing::CommitEvents(*store_, std::move(events), now);
   }
-
   std::vector<Event> ReadAll(const Filter& filter = {}) {
-    auto page = store_->ReadPage(0, store_->HeadPosition(), filter, 1'000'000,
-                                 1'000'000);
-    EXPECT_THAT(page, IsOk());
-    return page.ok() ? page->events : std::vector<Event>{};
+    return testing::ReadAll(*store_, filter);
   }
 
   std::unique_ptr<Backend> backend_;

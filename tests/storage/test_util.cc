@@ -136,4 +136,32 @@ bool WaitUntil(const std::function<bool()>& condition, absl::Duration timeout) {
   return true;
 }
 
+CommitResult CommitEvents(EventStore& store, std::vector<Event> events,
+                          absl::Time now) {
+  Batch batch;
+  batch.events = std::move(events);
+  absl::StatusOr<CommitResult> result = store.Commit(std::move(batch), now);
+  EXPECT_TRUE(result.ok()) << result.status();
+  return result.ok() ? *std::move(result) : CommitResult{};
+}
+
+std::vector<Event> ReadAll(EventStore& store, const Filter& filter) {
+  absl::StatusOr<Page> page =
+      store.ReadPage(0, store.HeadPosition(), filter, 1'000'000, 1'000'000);
+  EXPECT_TRUE(page.ok()) << page.status();
+  return page.ok() ? page->events : std::vector<Event>{};
+}
+
+std::vector<uint64_t> Positions(const std::vector<Event>& events) {
+  std::vector<uint64_t> out;
+  for (const Event& e : events) out.push_back(e.position);
+  return out;
+}
+
+std::vector<int64_t> Timepoints(const std::vector<Event>& events) {
+  std::vector<int64_t> out;
+  for (const Event& e : events) out.push_back(e.timepoint);
+  return out;
+}
+
 }  // namespace chstream::storage::testing

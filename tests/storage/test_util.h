@@ -1,8 +1,9 @@
 // File: tests/storage/test_util.h
 //
 // Helpers for the storage tests: fresh database paths under ${TEST_TMPDIR},
-// event builders with every field set, raw file access, and a bounded wait
-// for conditions that have no notification to wait on.
+// event builders with every field set, committing and reading back any
+// EventStore, raw file access, and a bounded wait for conditions that have
+// no notification to wait on.
 //
 // Thread-safety: the functions are stateless and safe from any thread.
 //
@@ -51,6 +52,19 @@ Filter MakeFilter(std::vector<std::string> streams,
                   std::vector<std::string> resource_kinds = {},
                   std::vector<std::string> company_numbers = {},
                   std::vector<EventType> types = {});
+
+// Commits `events` as one batch at `now`; a failure is a test failure (and
+// an empty result).
+CommitResult CommitEvents(EventStore& store, std::vector<Event> events,
+                          absl::Time now = TestTime(999));
+
+// Every stored event matching `filter`, in one page; a failure is a test
+// failure.
+std::vector<Event> ReadAll(EventStore& store, const Filter& filter = {});
+
+// The positions / timepoints of `events`, in order.
+std::vector<uint64_t> Positions(const std::vector<Event>& events);
+std::vector<int64_t> Timepoints(const std::vector<Event>& events);
 
 // Spins (yielding) until `condition` holds or `timeout` of real time passes;
 // returns whether it held. For states that are observable but not signalled
