@@ -1057,13 +1057,7 @@ absl::Status Store::PruneTransaction(Body body, PruneStepResult* result) {
   const absl::Duration took =
       std::max(Clock::Real()->Now() - start, absl::ZeroDuration());
   result->transaction_time += took;
-  prune_transactions_.fetch_add(1, std::memory_order_relaxed);
-  const int64_t nanos = absl::ToInt64Nanoseconds(took);
-  prune_nanos_total_.fetch_add(nanos, std::memory_order_relaxed);
-  int64_t longest = longest_prune_nanos_.load(std::memory_order_relaxed);
-  while (nanos > longest && !longest_prune_nanos_.compare_exchange_weak(
-                                longest, nanos, std::memory_order_relaxed)) {
-  }
+  prune_stats_.RecordTransaction(took);
   if (int64_t{p.wal_frames} * p.page_size >= options_.checkpoint_bytes) {
     checkpointer_->Request();
   }
@@ -1190,9 +1184,7 @@ absl::StatusOr<PruneStepResult> Store::PruneStep(const RetentionPolicy& policy,
   if (policy.dead_letters_for > absl::ZeroDuration()) {
     CHS_RETURN_IF_ERROR(PruneDeadLetters(policy, now, &result));
   }
-  events_pruned_.fetch_add(result.events, std::memory_order_relaxed);
-  dead_letters_pruned_.fetch_add(result.dead_letters + result.gaps,
-                                 std::memory_order_relaxed);
+  prune_stats_.RecordStep(result);
   dead_letters_stored_.fetch_sub(result.dead_letters,
                                  std::memory_order_relaxed);
   return result;
@@ -1517,17 +1509,7 @@ absl::StatusOr<StoreStats> Store::Stats() {
   }
   stats.companies_stored = companies_stored_.load(std::memory_order_relaxed);
   stats.dead_letters = dead_letters_stored_.load(std::memory_order_relaxed);
-  stats.events_pruned = events_pruned_.load(std::memory_order_relaxed);
-  stats.dead_letters_pruned =
-      dead_letters_pruned_.load(std::memory_order_relaxed);
-  stats.prune_transactions =
-      prune_transactions_.load(std::memory_order_relaxed);
-  stats.prune_seconds_total =
-      static_cast<double>(prune_nanos_total_.load(std::memory_order_relaxed)) /
-      1e9;
-  stats.longest_prune_seconds = static_cast<double>(longest_prune_nanos_.load(
-                                    std::memory_order_relaxed)) /
-                                1e9;
+  prune_stats_.Fill(&stats);
   stats.db_size_bytes = FileSize(path_) + FileSize(path_ + "-wal");
   return stats;
 }

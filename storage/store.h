@@ -57,6 +57,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "storage/event.h"
+#include "storage/prune_stats.h"
 
 namespace chstream::storage {
 
@@ -516,11 +517,7 @@ class Store : public EventStore {
   // SetMaxPageCountForTest's value for the next Commit (-1: none pending).
   std::atomic<int64_t> pending_max_page_count_{-1};
   // Retention counters (StoreStats).
-  std::atomic<uint64_t> events_pruned_{0};
-  std::atomic<uint64_t> dead_letters_pruned_{0};
-  std::atomic<uint64_t> prune_transactions_{0};
-  std::atomic<int64_t> prune_nanos_total_{0};
-  std::atomic<int64_t> longest_prune_nanos_{0};
+  PruneStats prune_stats_;
 };
 
 // Gives the database open on `db` (read-write, schema version >= 3) a new

@@ -876,17 +876,7 @@ absl::StatusOr<StoreStats> PostgresStore::Stats() {
   stats.companies_stored = static_cast<uint64_t>(res.GetInt64(0, 2));
   stats.dead_letters = static_cast<uint64_t>(res.GetInt64(0, 3));
   stats.db_size_bytes = static_cast<uint64_t>(res.GetInt64(0, 4));
-  stats.events_pruned = events_pruned_.load(std::memory_order_relaxed);
-  stats.dead_letters_pruned =
-      dead_letters_pruned_.load(std::memory_order_relaxed);
-  stats.prune_transactions =
-      prune_transactions_.load(std::memory_order_relaxed);
-  stats.prune_seconds_total =
-      static_cast<double>(prune_nanos_total_.load(std::memory_order_relaxed)) /
-      1e9;
-  stats.longest_prune_seconds = static_cast<double>(longest_prune_nanos_.load(
-                                    std::memory_order_relaxed)) /
-                                1e9;
+  prune_stats_.Fill(&stats);
   return stats;
 }
 
@@ -1022,9 +1012,7 @@ absl::StatusOr<PruneStepResult> PostgresStore::PruneStep(
   if (policy.dead_letters_for > absl::ZeroDuration()) {
     CHS_RETURN_IF_ERROR(PruneDeadLetters(p, policy, now, &result));
   }
-  events_pruned_.fetch_add(result.events, std::memory_order_relaxed);
-  dead_letters_pruned_.fetch_add(result.dead_letters + result.gaps,
-                                 std::memory_order_relaxed);
+  prune_stats_.RecordStep(result);
   return result;
 }
 
@@ -1046,13 +1034,7 @@ absl::Status PostgresStore::PruneTransaction(PgConnection& p, Body body,
   const absl::Duration took =
       std::max(Clock::Real()->Now() - start, absl::ZeroDuration());
   result->transaction_time += took;
-  prune_transactions_.fetch_add(1, std::memory_order_relaxed);
-  const int64_t nanos = absl::ToInt64Nanoseconds(took);
-  prune_nanos_total_.fetch_add(nanos, std::memory_order_relaxed);
-  int64_t longest = longest_prune_nanos_.load(std::memory_order_relaxed);
-  while (nanos > longest && !longest_prune_nanos_.compare_exchange_weak(
-                                longest, nanos, std::memory_order_relaxed)) {
-  }
+  prune_stats_.RecordTransaction(took);
   return absl::OkStatus();
 }
 

@@ -198,11 +198,7 @@ class PostgresStore : public EventStore {
   std::atomic<uint64_t> head_position_{0};
   std::atomic<int64_t> fencing_epoch_{0};
   // Retention counters (StoreStats), since this process opened the store.
-  std::atomic<uint64_t> events_pruned_{0};
-  std::atomic<uint64_t> dead_letters_pruned_{0};
-  std::atomic<uint64_t> prune_transactions_{0};
-  std::atomic<int64_t> prune_nanos_total_{0};
-  std::atomic<int64_t> longest_prune_nanos_{0};
+  PruneStats prune_stats_;
 };
 
 }  // namespace chstream::storage
