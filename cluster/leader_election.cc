@@ -73,9 +73,18 @@ absl::Status LeaderElection::PollOnce() {
     StepDown(absl::UnavailableError("leader election connection lost"));
   }
   if (conn_ == nullptr) {
-    absl::StatusOr<std::unique_ptr<PgConnection>> conn = PgConnection::Connect(
-        options_.url, KeepaliveParams(absl::StrCat("chstream-election:",
-                                                   options_.replica_id)));
+    PgParams params = KeepaliveParams(
+        absl::StrCat("chstream-election:", options_.replica_id));
+    if (options_.lease > absl::ZeroDuration()) {
+      for (auto& [key, value] : params) {
+        if (key == "options") {
+          absl::StrAppend(&value, " -c idle_session_timeout=",
+                          absl::ToInt64Milliseconds(options_.lease));
+        }
+      }
+    }
+    absl::StatusOr<std::unique_ptr<PgConnection>> conn =
+        PgConnection::Connect(options_.url, params);
     if (!conn.ok()) return conn.status();
     conn_ = *std::move(conn);
   }
