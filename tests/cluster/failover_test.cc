@@ -52,6 +52,13 @@ constexpr char kPassword[] = "hunter2-failover-secret";
 
 std::string TempDir() { return std::getenv("TEST_TMPDIR"); }
 
+// Where the replicas' logs go: kept with the test's outputs when Bazel
+// provides the directory.
+std::string LogDir() {
+  const char* outputs = std::getenv("TEST_UNDECLARED_OUTPUTS_DIR");
+  return outputs != nullptr ? outputs : TempDir();
+}
+
 absl::StatusOr<v1::GetStatusResponse> Status(const std::string& address) {
   auto stub = v1::CompanyStream::NewStub(
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
@@ -191,7 +198,7 @@ class FailoverTest : public ::testing::Test {
         std::vector<std::string>{"PATH=/usr/bin:/bin", "TZ=UTC",
                                  absl::StrCat("CH_STREAMING_API_KEY=", kKey)},
         dir,
-        absl::StrCat(dir, "/", uri_.substr(uri_.rfind('/') + 1), "-", id,
+        absl::StrCat(LogDir(), "/", uri_.substr(uri_.rfind('/') + 1), "-", id,
                      ".log"));
     EXPECT_TRUE(r->process->started());
     EXPECT_TRUE(WaitUntil(
