@@ -35,6 +35,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "ingest/simulator/simulator.h"
+#include "tests/cluster/replica_set.h"
 #include "tests/testing/child_process.h"
 #include "tests/testing/postgres_server.h"
 
@@ -44,6 +45,7 @@ namespace {
 using testing::ChildProcess;
 using ::testing::HasSubstr;
 using ::testing::Not;
+using testing::Replica;
 using testing::WaitUntil;
 
 constexpr char kBinary[] = "server/chstreamd";
@@ -58,44 +60,6 @@ std::string LogDir() {
   const char* outputs = std::getenv("TEST_UNDECLARED_OUTPUTS_DIR");
   return outputs != nullptr ? outputs : TempDir();
 }
-
-absl::StatusOr<v1::GetStatusResponse> Status(const std::string& address) {
-  auto stub = v1::CompanyStream::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
-  v1::GetStatusResponse response;
-  grpc::Status s = stub->GetStatus(&ctx, v1::GetStatusRequest(), &response);
-  if (!s.ok()) return absl::UnavailableError(s.error_message());
-  return response;
-}
-
-// grpc.health.v1 "ingest" of the replica at `address`.
-std::string IngestHealth(const std::string& address) {
-  auto stub = grpc::health::v1::Health::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
-  grpc::health::v1::HealthCheckRequest request;
-  request.set_service("ingest");
-  grpc::health::v1::HealthCheckResponse response;
-  if (!stub->Check(&ctx, request, &response).ok()) return "error";
-  return grpc::health::v1::HealthCheckResponse::ServingStatus_Name(
-      response.status());
-}
-
-// One chstreamd replica.
-struct Replica {
-  std::string id;
-  std::unique_ptr<ChildProcess> process;
-  std::string address;  // gRPC host:port
-
-  std::string Output() const { return process->Output(); }
-  std::string Role() const {
-    absl::StatusOr<v1::GetStatusResponse> s = Status(address);
-    return s.ok() ? s->replica().role() : "";
-  }
-};
 
 // Subscribes from the beginning on one replica and keeps every position.
 class Subscriber {
@@ -178,144 +142,47 @@ class FailoverTest : public ::testing::Test {
         ingest::sim::Simulator::Start(options);
     ASSERT_TRUE(sim.ok()) << sim.status();
     sim_ = *std::move(sim);
+    set_ = std::make_unique<testing::ReplicaSet>(
+        testing::ReplicaSet::Options{.postgres_url = uri_,
+                                     .upstream_url = sim_->url(),
+                                     .key = kKey,
+                                     .dir = TempDir(),
+                                     .log_dir = LogDir()},
+        pg_);
   }
 
   void TearDown() override {
-    replicas_.clear();  // SIGKILLs what is left
+    set_.reset();  // SIGKILLs what is left
     if (sim_ != nullptr) sim_->Stop();
   }
 
-  Replica& StartReplica(const std::string& id) {
-    auto r = std::make_unique<Replica>();
-    r->id = id;
-    const std::string dir = TempDir();
-    r->process = std::make_unique<ChildProcess>(
-        kBinary,
-        std::vector<std::string>{
-            absl::StrCat("--postgres_url=", uri_), "--grpc_address=127.0.0.1:0",
-            "--metrics_address=127.0.0.1:0", absl::StrCat("--replica_id=", id),
-            absl::StrCat("--upstream_url=", sim_->url()), "--log_level=info"},
-        std::vector<std::string>{"PATH=/usr/bin:/bin", "TZ=UTC",
-                                 absl::StrCat("CH_STREAMING_API_KEY=", kKey)},
-        dir,
-        absl::StrCat(LogDir(), "/", uri_.substr(uri_.rfind('/') + 1), "-", id,
-                     ".log"));
-    EXPECT_TRUE(r->process->started());
-    EXPECT_TRUE(WaitUntil(
-        [&] {
-          r->address = testing::LoggedField(r->Output(), "grpc_address");
-          return !r->address.empty() || !r->process->Running();
-        },
-        absl::Seconds(30)))
-        << r->Output();
-    EXPECT_FALSE(r->address.empty()) << r->Output();
-    replicas_.push_back(std::move(r));
-    return *replicas_.back();
+  // Null (and a failure) if it does not serve.
+  Replica* StartReplica(const std::string& id) {
+    absl::StatusOr<Replica*> r = set_->Start(id);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : nullptr;
   }
-
-  // Waits until every running replica in `among` reports the same leader
-  // and exactly one of them is it; returns it (null on timeout).
   Replica* WaitForOneLeader(const std::vector<Replica*>& among,
                             absl::Duration timeout) {
-    Replica* leader = nullptr;
-    WaitUntil(
-        [&] {
-          leader = nullptr;
-          std::string leader_id;
-          int leaders = 0;
-          for (Replica* r : among) {
-            absl::StatusOr<v1::GetStatusResponse> s = Status(r->address);
-            if (!s.ok()) return false;
-            const v1::ReplicaStatus& rs = s->replica();
-            if (rs.role() == "leader") {
-              ++leaders;
-              leader = r;
-            } else if (rs.role() != "follower") {
-              return false;
-            }
-            if (rs.leader_id().empty()) return false;
-            if (!leader_id.empty() && rs.leader_id() != leader_id) return false;
-            leader_id = rs.leader_id();
-          }
-          return leaders == 1 && leader->id == leader_id;
-        },
-        timeout);
-    return leader;
+    return set_->WaitForOneLeader(among, timeout);
   }
-
-  uint64_t SqlHead() {
-    absl::StatusOr<std::string> h =
-        pg_->QueryValue(uri_, "SELECT head FROM cluster");
-    uint64_t head = 0;
-    if (h.ok()) (void)absl::SimpleAtoi(*h, &head);
-    return head;
-  }
-
+  uint64_t SqlHead() { return set_->SqlHead(); }
   bool WaitForHead(uint64_t at_least, absl::Duration timeout) {
-    return WaitUntil([&] { return SqlHead() >= at_least; }, timeout);
+    return set_->WaitForHead(at_least, timeout);
   }
-
-  // The event set is exact: positions 1..head, each once; timepoints
-  // strictly increasing with the position; every timepoint the simulator
-  // published between the first and the last stored one stored.
-  void ExpectExactEventSet() {
-    absl::StatusOr<std::string> counts = pg_->QueryValue(
-        uri_,
-        "SELECT count(*) || ',' || coalesce(min(position), 0) || ',' || "
-        "coalesce(max(position), 0) || ',' || (SELECT head FROM cluster) || "
-        "',' || count(DISTINCT (stream, timepoint)) FROM events");
-    ASSERT_TRUE(counts.ok()) << counts.status();
-    std::vector<std::string> c = absl::StrSplit(*counts, ',');
-    ASSERT_EQ(c.size(), 5u);
-    EXPECT_EQ(c[1], "1") << *counts;
-    EXPECT_EQ(c[0], c[2]) << "positions not dense: " << *counts;
-    EXPECT_EQ(c[0], c[3]) << "head is not the last position: " << *counts;
-    EXPECT_EQ(c[0], c[4]) << "a timepoint stored twice: " << *counts;
-
-    absl::StatusOr<std::string> tps = pg_->QueryValue(
-        uri_,
-        "SELECT string_agg(timepoint::text, ',' ORDER BY position) FROM "
-        "events WHERE stream = 'companies'");
-    ASSERT_TRUE(tps.ok()) << tps.status();
-    std::vector<int64_t> stored;
-    for (absl::string_view t : absl::StrSplit(*tps, ',', absl::SkipEmpty())) {
-      int64_t v = 0;
-      ASSERT_TRUE(absl::SimpleAtoi(t, &v));
-      stored.push_back(v);
-    }
-    ASSERT_FALSE(stored.empty());
-    std::vector<int64_t> published;
-    for (const ingest::sim::Simulator::LogEntry& e : sim_->Log("companies")) {
-      if (e.timepoint >= stored.front() && e.timepoint <= stored.back()) {
-        published.push_back(e.timepoint);
-      }
-    }
-    ASSERT_EQ(stored.size(), published.size())
-        << "stored " << stored.front() << ".." << stored.back();
-    for (size_t i = 0; i < stored.size(); ++i) {
-      ASSERT_EQ(stored[i], published[i]) << "at index " << i;
-    }
-    absl::StatusOr<std::string> gaps =
-        pg_->QueryValue(uri_, "SELECT count(*) FROM gaps");
-    EXPECT_EQ(gaps.value_or("?"), "0");
-  }
-
-  // SIGTERM: every role stops within seconds, exit 0.
-  void StopAll() {
-    for (auto& r : replicas_) {
-      if (!r->process->Running()) continue;
-      const absl::Time t0 = absl::Now();
-      EXPECT_EQ(r->process->SignalAndWait(SIGTERM, absl::Seconds(20)), 0)
-          << r->id << "\n"
-          << r->Output();
-      EXPECT_LT(absl::Now() - t0, absl::Seconds(15)) << r->id;
-    }
+  // SIGTERM: every role stops within seconds, exit 0; then the event set
+  // is exact.
+  void StopAllAndCheckEventSet() {
+    absl::Status stopped = set_->StopAll(absl::Seconds(15));
+    EXPECT_TRUE(stopped.ok()) << stopped;
+    absl::Status exact = set_->CheckExactEventSet(*sim_);
+    EXPECT_TRUE(exact.ok()) << exact;
   }
 
   testing::PostgresServer* pg_ = nullptr;
   std::string uri_;
   std::unique_ptr<ingest::sim::Simulator> sim_;
-  std::vector<std::unique_ptr<Replica>> replicas_;
+  std::unique_ptr<testing::ReplicaSet> set_;
 };
 
 // Verifies three replicas elect one leader that all of them name; kill -9
@@ -324,28 +191,32 @@ class FailoverTest : public ::testing::Test {
 // every position once across the failover; followers show the leader's
 // stream state and a serving "ingest" health; the event set is exact.
 TEST_F(FailoverTest, ThreeReplicasOneLeaderKillNineFailsOverWithoutGap) {
-  Replica& a = StartReplica("a");
-  Replica& b = StartReplica("b");
-  Replica& c = StartReplica("c");
-  Replica* leader = WaitForOneLeader({&a, &b, &c}, absl::Seconds(30));
+  Replica* a = StartReplica("a");
+  ASSERT_NE(a, nullptr);
+  Replica* b = StartReplica("b");
+  ASSERT_NE(b, nullptr);
+  Replica* c = StartReplica("c");
+  ASSERT_NE(c, nullptr);
+  Replica* leader = WaitForOneLeader({a, b, c}, absl::Seconds(30));
   ASSERT_NE(leader, nullptr);
   ASSERT_TRUE(WaitForHead(100, absl::Seconds(30)));
 
   std::vector<Replica*> followers;
-  for (Replica* r : {&a, &b, &c}) {
+  for (Replica* r : {a, b, c}) {
     if (r != leader) followers.push_back(r);
   }
   // A follower shows the leader's stream state (recorded in PostgreSQL).
   EXPECT_TRUE(WaitUntil(
       [&] {
-        absl::StatusOr<v1::GetStatusResponse> s = Status(followers[0]->address);
+        absl::StatusOr<v1::GetStatusResponse> s =
+            testing::GetReplicaStatus(followers[0]->address);
         return s.ok() && s->streams_size() == 1 &&
                s->streams(0).stream() == "companies" &&
                s->streams(0).state() == v1::STREAM_STATE_STREAMING &&
                s->streams(0).events_total() > 0;
       },
       absl::Seconds(15)));
-  EXPECT_EQ(IngestHealth(followers[0]->address), "SERVING");
+  EXPECT_EQ(testing::IngestHealth(followers[0]->address), "SERVING");
 
   Subscriber on_first(followers[0]->address);
   Subscriber on_second(followers[1]->address);
@@ -353,7 +224,8 @@ TEST_F(FailoverTest, ThreeReplicasOneLeaderKillNineFailsOverWithoutGap) {
       [&] { return on_first.last() >= 100 && on_second.last() >= 100; },
       absl::Seconds(30)));
 
-  const int64_t old_epoch = Status(leader->address)->replica().leader_epoch();
+  const int64_t old_epoch =
+      testing::GetReplicaStatus(leader->address)->replica().leader_epoch();
   ASSERT_EQ(leader->process->SignalAndWait(SIGKILL, absl::Seconds(10)),
             128 + SIGKILL);
   const absl::Time killed_at = absl::Now();
@@ -367,7 +239,9 @@ TEST_F(FailoverTest, ThreeReplicasOneLeaderKillNineFailsOverWithoutGap) {
 
   Replica* new_leader = WaitForOneLeader(followers, absl::Seconds(30));
   ASSERT_NE(new_leader, nullptr);
-  EXPECT_GT(Status(new_leader->address)->replica().leader_epoch(), old_epoch);
+  EXPECT_GT(
+      testing::GetReplicaStatus(new_leader->address)->replica().leader_epoch(),
+      old_epoch);
 
   // Both subscribers go on past the failover, gapless.
   ASSERT_TRUE(WaitForHead(head_at_kill + 100, absl::Seconds(30)));
@@ -381,8 +255,7 @@ TEST_F(FailoverTest, ThreeReplicasOneLeaderKillNineFailsOverWithoutGap) {
   ExpectGapless(on_first.positions(), "subscriber on " + followers[0]->id);
   ExpectGapless(on_second.positions(), "subscriber on " + followers[1]->id);
 
-  StopAll();
-  ExpectExactEventSet();
+  StopAllAndCheckEventSet();
 }
 
 // Verifies a leader paused past the takeover (SIGSTOP; the kernel still
@@ -390,11 +263,13 @@ TEST_F(FailoverTest, ThreeReplicasOneLeaderKillNineFailsOverWithoutGap) {
 // fenced when it resumes (SIGCONT): it stops ingesting and follows the new
 // leader, and the event set stays exact.
 TEST_F(FailoverTest, PausedLeaderIsFencedAndFollows) {
-  Replica& a = StartReplica("a");
-  Replica& b = StartReplica("b");
-  Replica* leader = WaitForOneLeader({&a, &b}, absl::Seconds(30));
+  Replica* a = StartReplica("a");
+  ASSERT_NE(a, nullptr);
+  Replica* b = StartReplica("b");
+  ASSERT_NE(b, nullptr);
+  Replica* leader = WaitForOneLeader({a, b}, absl::Seconds(30));
   ASSERT_NE(leader, nullptr);
-  Replica* other = leader == &a ? &b : &a;
+  Replica* other = leader == a ? b : a;
   ASSERT_TRUE(WaitForHead(50, absl::Seconds(30)));
 
   ASSERT_EQ(::kill(leader->process->pid(), SIGSTOP), 0);
@@ -406,7 +281,8 @@ TEST_F(FailoverTest, PausedLeaderIsFencedAndFollows) {
 
   EXPECT_TRUE(WaitUntil(
       [&] {
-        absl::StatusOr<v1::GetStatusResponse> s = Status(leader->address);
+        absl::StatusOr<v1::GetStatusResponse> s =
+            testing::GetReplicaStatus(leader->address);
         return s.ok() && s->replica().role() == "follower" &&
                s->replica().leader_id() == other->id;
       },
@@ -418,23 +294,22 @@ TEST_F(FailoverTest, PausedLeaderIsFencedAndFollows) {
   const uint64_t after = SqlHead();
   ASSERT_TRUE(WaitForHead(after + 50, absl::Seconds(30)));
   EXPECT_EQ(other->Role(), "leader");
-  StopAll();
-  ExpectExactEventSet();
+  StopAllAndCheckEventSet();
 }
 
 // Verifies a leader whose PostgreSQL restarts under it reconnects, leads
 // again and loses nothing.
 TEST_F(FailoverTest, PostgresRestartUnderRunningLeader) {
-  Replica& a = StartReplica("a");
-  ASSERT_NE(WaitForOneLeader({&a}, absl::Seconds(30)), nullptr);
+  Replica* a = StartReplica("a");
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(WaitForOneLeader({a}, absl::Seconds(30)), nullptr);
   ASSERT_TRUE(WaitForHead(50, absl::Seconds(30)));
   ASSERT_TRUE(pg_->Restart().ok());
   const uint64_t head = SqlHead();
-  ASSERT_TRUE(WaitForHead(head + 100, absl::Seconds(60))) << a.Output();
+  ASSERT_TRUE(WaitForHead(head + 100, absl::Seconds(60))) << a->Output();
   EXPECT_TRUE(
-      WaitUntil([&] { return a.Role() == "leader"; }, absl::Seconds(30)));
-  StopAll();
-  ExpectExactEventSet();
+      WaitUntil([&] { return a->Role() == "leader"; }, absl::Seconds(30)));
+  StopAllAndCheckEventSet();
 }
 
 // Verifies an unreachable PostgreSQL at start exits 2 with a line that
