@@ -388,7 +388,9 @@ HealthReport HealthMonitor::Tick() {
       t.to = report.storage;
       t.at = now;
       for (const HealthIssue& issue : report.issues) {
-        if (issue.rule == "storage") t.issues.push_back(issue);
+        if (issue.rule == "storage" || issue.rule == "leader") {
+          t.issues.push_back(issue);
+        }
       }
       changes.push_back(std::move(t));
     }

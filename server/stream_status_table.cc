@@ -144,7 +144,13 @@ absl::Status StreamStatusTable::EnsureConnected() {
       KeepaliveParams(absl::StrCat("chstream-status:", options_.replica_id));
   for (auto& [key, value] : params) {
     // A statement never holds the worker thread for long.
-    if (key == "options") absl::StrAppend(&value, " -c statement_timeout=5000");
+    // A transaction left open by a paused process would hold the cluster
+    // row (FOR SHARE) against every takeover: the server ends it.
+    if (key == "options") {
+      absl::StrAppend(&value,
+                      " -c statement_timeout=5000"
+                      " -c idle_in_transaction_session_timeout=10000");
+    }
   }
   absl::StatusOr<std::unique_ptr<PgConnection>> conn =
       PgConnection::Connect(options_.url, params);
