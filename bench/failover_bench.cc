@@ -141,7 +141,16 @@ int Run(int argc, char** argv) {
     if (!pause) leader->process->Wait(absl::Seconds(10));
     const uint64_t head = set.SqlHead();
     if (!set.WaitForHead(head + 1, absl::Seconds(60))) {
-      std::fprintf(stderr, "round %d: no new leader commits\n", round);
+      // Who holds what on the cluster row, for the diagnosis.
+      absl::StatusOr<std::string> sessions = (*pg)->QueryValue(
+          *uri,
+          "SELECT string_agg(a.pid || ' ' || a.application_name || ' ' || "
+          "coalesce(a.state, '') || ' xact ' || coalesce((now() - "
+          "a.xact_start)::text, '-') || ' wait ' || coalesce(a.wait_event, "
+          "'-') || ': ' || left(a.query, 80), E'\\n') FROM "
+          "pg_stat_activity a WHERE a.datname = current_database()");
+      std::fprintf(stderr, "round %d: no new leader commits; sessions:\n%s\n",
+                   round, sessions.value_or("?").c_str());
       return 1;
     }
     const double seconds = absl::ToDoubleSeconds(absl::Now() - t0);

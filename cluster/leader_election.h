@@ -11,6 +11,10 @@
 //     The session also has idle_session_timeout = Options::lease, so a
 //     leader that is paused or hung (its kernel still answers keepalives)
 //     loses the lock too.
+//     If a former leader's session still holds the cluster row (it was
+//     paused inside a commit), the takeover ends that session after the
+//     lock timeout (pg_terminate_backend: the same role, or
+//     pg_signal_backend).
 //   - On acquiring it: `UPDATE cluster SET leader_epoch = leader_epoch + 1,
 //     leader_id = $me ... RETURNING leader_epoch`, then on_elected(epoch).
 //     The caller fences its commits with that epoch
