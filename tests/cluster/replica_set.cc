@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -154,9 +155,24 @@ absl::Status ReplicaSet::CheckExactEventSet(
     stored.push_back(v);
   }
   if (stored.empty()) return absl::DataLossError("nothing stored");
+  for (size_t i = 1; i < stored.size(); ++i) {
+    if (stored[i] <= stored[i - 1]) {
+      return absl::DataLossError(absl::StrCat("timepoint ", stored[i],
+                                              " stored after ", stored[i - 1]));
+    }
+  }
+  // The simulator keeps a bounded log (retention): compare from where both
+  // begin.
+  const std::vector<ingest::sim::Simulator::LogEntry> log =
+      upstream.Log("companies");
+  if (log.empty()) return absl::DataLossError("the upstream log is empty");
+  const int64_t from = std::max(stored.front(), log.front().timepoint);
+  stored.erase(stored.begin(),
+               std::lower_bound(stored.begin(), stored.end(), from));
+  if (stored.empty()) return absl::DataLossError("nothing stored in the log");
   std::vector<int64_t> published;
-  for (const ingest::sim::Simulator::LogEntry& e : upstream.Log("companies")) {
-    if (e.timepoint >= stored.front() && e.timepoint <= stored.back()) {
+  for (const ingest::sim::Simulator::LogEntry& e : log) {
+    if (e.timepoint >= from && e.timepoint <= stored.back()) {
       published.push_back(e.timepoint);
     }
   }

@@ -73,8 +73,9 @@ class ReplicaSet {
   bool WaitForHead(uint64_t at_least, absl::Duration timeout);
   // The event set is exact: positions 1..head, each once; no (stream,
   // timepoint) twice; the companies timepoints in position order are
-  // exactly those `upstream` published between the first and the last
-  // stored one; no gap recorded. The first difference otherwise.
+  // exactly those `upstream` published between the first stored one (or
+  // the oldest it still keeps) and the last stored one; no gap recorded.
+  // The first difference otherwise.
   absl::Status CheckExactEventSet(const ingest::sim::Simulator& upstream);
   // SIGTERM to every running replica; the first that does not exit 0
   // within `each` fails.
