@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
@@ -73,9 +74,18 @@ absl::Status LeaderElection::PollOnce() {
     StepDown(absl::UnavailableError("leader election connection lost"));
   }
   if (conn_ == nullptr) {
-    absl::StatusOr<std::unique_ptr<PgConnection>> conn = PgConnection::Connect(
-        options_.url, KeepaliveParams(absl::StrCat("chstream-election:",
-                                                   options_.replica_id)));
+    PgParams params = KeepaliveParams(
+        absl::StrCat("chstream-election:", options_.replica_id));
+    if (options_.lease > absl::ZeroDuration()) {
+      for (auto& [key, value] : params) {
+        if (key == "options") {
+          absl::StrAppend(&value, " -c idle_session_timeout=",
+                          absl::ToInt64Milliseconds(options_.lease));
+        }
+      }
+    }
+    absl::StatusOr<std::unique_ptr<PgConnection>> conn =
+        PgConnection::Connect(options_.url, params);
     if (!conn.ok()) return conn.status();
     conn_ = *std::move(conn);
   }
@@ -130,10 +140,30 @@ absl::Status LeaderElection::PollOnce() {
   }
   if (!acquired) return absl::OkStatus();
 
-  absl::StatusOr<PgResult> took = conn_->Exec(
+  static constexpr char kTakeOver[] =
       "UPDATE cluster SET leader_epoch = leader_epoch + 1, leader_id = $1, "
-      "heartbeat_at = now() WHERE id = 1 RETURNING leader_epoch",
-      {options_.replica_id});
+      "heartbeat_at = now() WHERE id = 1 RETURNING leader_epoch";
+  absl::StatusOr<PgResult> took = conn_->Exec(kTakeOver, {options_.replica_id});
+  if (!took.ok() && conn_->ok() &&
+      absl::StrContains(took.status().message(), "lock timeout")) {
+    // We hold the lock, so the former leader lost it, but one of its
+    // sessions still holds the cluster row: a commit or status transaction
+    // it was running when it was paused (SIGSTOP, a hang) in the middle of
+    // a statement, e.g. a COPY waiting for its data, which no idle timeout
+    // ends. Its commits are about to be fenced anyway: end those sessions
+    // (same role, or pg_signal_backend) and take over.
+    absl::StatusOr<PgResult> ended = conn_->Exec(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE "
+        "relation = 'cluster'::regclass AND granted AND mode IN "
+        "('RowExclusiveLock', 'RowShareLock') AND pid <> pg_backend_pid()");
+    if (ended.ok()) {
+      log::Warning(
+          "ended the sessions of a former leader that held the "
+          "cluster row",
+          {{"sessions", PQgetvalue(ended->get(), 0, 0)}});
+      took = conn_->Exec(kTakeOver, {options_.replica_id});
+    }
+  }
   if (!took.ok() || PQntuples(took->get()) != 1 ||
       !absl::SimpleAtoi(PQgetvalue(took->get(), 0, 0), &epoch)) {
     // Drop the lock: leading without an epoch would be unfenced.

@@ -8,6 +8,13 @@
 //     `pg_try_advisory_lock(kAdvisoryLockKey)` every `poll_interval`. The
 //     lock is session-level: the server releases it when the session ends
 //     (the process died, the backend was terminated, keepalives gave up).
+//     The session also has idle_session_timeout = Options::lease, so a
+//     leader that is paused or hung (its kernel still answers keepalives)
+//     loses the lock too.
+//     If a former leader's session still holds the cluster row (it was
+//     paused inside a commit), the takeover ends that session after the
+//     lock timeout (pg_terminate_backend: the same role, or
+//     pg_signal_backend).
 //   - On acquiring it: `UPDATE cluster SET leader_epoch = leader_epoch + 1,
 //     leader_id = $me ... RETURNING leader_epoch`, then on_elected(epoch).
 //     The caller fences its commits with that epoch
@@ -59,6 +66,12 @@ class LeaderElection {
     std::string url;         // libpq URI of the shared database
     std::string replica_id;  // this replica's name (cluster.leader_id)
     absl::Duration poll_interval = absl::Seconds(2);
+    // The server ends the election session (and so releases the lock) when
+    // it stays idle this long (idle_session_timeout): a leader that stops
+    // polling (SIGSTOP, a hang) while its host still answers TCP keepalives
+    // loses the lock, so a follower can take over and fence it. Must be well
+    // above poll_interval; zero: off.
+    absl::Duration lease = absl::Seconds(10);
   };
   struct Callbacks {
     // This replica now leads with `epoch` (> every earlier epoch).

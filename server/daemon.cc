@@ -1,6 +1,5 @@
 #include "server/daemon.h"
 
-#include <random>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -16,11 +15,6 @@
 
 namespace chstream::server {
 namespace {
-
-std::string RandomKey() {
-  std::random_device rd;
-  return absl::StrCat("sim-", rd(), rd());
-}
 
 std::string Host(const std::string& address) {
   return address.substr(0, address.rfind(':'));
@@ -43,15 +37,6 @@ storage::RetentionPolicy RetentionPolicyFrom(const Config& config) {
   return p;
 }
 
-storage::EventWriter::Options WriterOptionsFrom(const Config& config) {
-  storage::EventWriter::Options o;
-  o.queue_capacity = static_cast<size_t>(config.writer_queue);
-  o.queue_bytes = static_cast<size_t>(config.writer_queue_bytes);
-  o.max_batch = static_cast<size_t>(config.batch_max_events);
-  o.max_delay = config.batch_max_delay;
-  return o;
-}
-
 ServiceOptions ServiceOptionsFrom(const Config& config, absl::Time started_at) {
   ServiceOptions o;
   o.version = kVersion;
@@ -66,28 +51,6 @@ ServiceOptions ServiceOptionsFrom(const Config& config, absl::Time started_at) {
   return o;
 }
 
-ingest::IngesterOptions IngesterOptionsFrom(const Config& config,
-                                            std::string upstream_url,
-                                            std::vector<std::string> keys) {
-  ingest::IngesterOptions o;
-  o.upstream_url = std::move(upstream_url);
-  o.keys = std::move(keys);
-  o.streams = config.streams;
-  o.ca_file = config.ca_file;
-  o.max_connections_per_key = config.max_connections_per_key;
-  o.max_connects_per_minute = config.max_connects_per_minute;
-  o.start_timepoints = config.start_timepoints;
-  o.idle_timeout = config.idle_timeout;
-  o.max_line_bytes = static_cast<size_t>(config.max_line_bytes);
-  o.policy.auth_retry_interval = config.auth_retry_interval;
-  o.policy.on_timepoint_expired =
-      config.on_timepoint_expired == OnTimepointExpired::kStop
-          ? ingest::TimepointExpiredAction::kStop
-          : ingest::TimepointExpiredAction::kResumeFromHead;
-  o.policy.breaker_failures = config.breaker_failures;
-  return o;
-}
-
 HealthMonitor::Options HealthOptionsFrom(const Config& config) {
   HealthMonitor::Options o;
   o.streams = config.streams;
@@ -99,20 +62,6 @@ HealthMonitor::Options HealthOptionsFrom(const Config& config) {
   t.disconnected_failed_after = config.disconnected_failed_after;
   t.max_lag = config.max_lag;
   t.max_reconnects_per_hour = config.max_reconnects_per_hour;
-  return o;
-}
-
-ingest::sim::Options SimulatorOptionsFrom(
-    const Config& config, const std::vector<storage::StreamState>& states) {
-  ingest::sim::Options o;
-  o.keys = {RandomKey()};
-  o.seed = std::random_device{}();
-  o.companies_rate = config.simulator_rate;
-  // The simulator's log starts afresh in every process.
-  for (const storage::StreamState& st : states) {
-    if (st.last_timepoint)
-      o.first_timepoints[st.stream] = *st.last_timepoint + 1;
-  }
   return o;
 }
 
@@ -178,38 +127,6 @@ absl::Status Daemon::StartParts(int* exit_code) {
     }
     store_ = *std::move(opened);
   }
-  absl::StatusOr<std::vector<storage::StreamState>> states =
-      store_->LoadStreamStates();
-  if (!states.ok()) {
-    return absl::Status(
-        states.status().code(),
-        absl::StrCat("cannot read stream state: ", states.status().message()));
-  }
-
-  // The simulator, when there is no key (or --simulate).
-  std::string upstream_url = config.upstream_url;
-  std::vector<std::string> keys = config.api_keys;
-  if (config.UseSimulator()) {
-    ingest::sim::Options so = SimulatorOptionsFrom(config, *states);
-    absl::StatusOr<std::unique_ptr<ingest::sim::Simulator>> sim =
-        ingest::sim::Simulator::Start(so);
-    if (!sim.ok()) {
-      return absl::Status(
-          sim.status().code(),
-          absl::StrCat("cannot start the simulator: ", sim.status().message()));
-    }
-    simulator_ = *std::move(sim);
-    upstream_url = simulator_->url();
-    keys = so.keys;
-    log::AddSecret(so.keys[0]);
-    log::Info(config.api_keys.empty()
-                  ? "no CH_STREAMING_API_KEY set: following the built-in "
-                    "simulator of the Companies House stream"
-                  : "--simulate: following the built-in simulator",
-              {{"url", upstream_url},
-               {"companies_events_per_second", config.simulator_rate}});
-  }
-
   // Serving.
   auto snapshots = [this] { return StreamSnapshots(); };
   hub_ = std::make_unique<SubscriptionHub>();
@@ -220,17 +137,12 @@ absl::Status Daemon::StartParts(int* exit_code) {
       store_.get(), hub_.get(), executor_.get(), snapshots, clock_,
       std::move(service_options));
 
-  // The single writer: commits, then publishes to subscribers.
-  writer_ = std::make_unique<storage::EventWriter>(
-      store_.get(), WriterOptionsFrom(config),
-      [this](const storage::CommitResult& result) {
-        hub_->Publish(result.events);
-        if (ingest::Ingester* ingester = live_ingester_.load()) {
-          ingester->OnCommitted(result);
-        }
-      },
-      clock_);
-  writer_->Start();
+  {
+    // A writer's metrics before its first commit, for the scrapes that come
+    // before ingestion starts (and on followers).
+    storage::EventWriter idle(store_.get(), {}, nullptr, clock_);
+    idle_writer_stats_ = idle.GetStats();
+  }
 
   // Retention: its own thread and connection; commits take turns with its
   // small transactions (storage/retainer.h). Run by the process that has
@@ -246,8 +158,8 @@ absl::Status Daemon::StartParts(int* exit_code) {
   RegisterProcessMetrics(*metrics_);
   MetricsSources sources;
   sources.version = kVersion;
-  sources.streams = snapshots;
-  sources.writer = [this] { return writer_->GetStats(); };
+  sources.streams = [this] { return LocalStreamSnapshots(); };
+  sources.writer = [this] { return WriterStats(); };
   sources.store = [this] { return store_->Stats(); };
   sources.subscribers = [this] { return service_->subscribers().Snapshot(); };
   sources.replay_pages = [this] { return service_->pages_read(); };
@@ -302,16 +214,36 @@ absl::Status Daemon::StartParts(int* exit_code) {
   replica_.SetId(config.replica_id.empty() ? DefaultReplicaId(grpc_->port())
                                            : config.replica_id);
 
-  // Ingestion.
-  sink_ = std::make_unique<ingest::WriterSink>(writer_.get());
-  ingester_ = std::make_unique<ingest::Ingester>(
-      IngesterOptionsFrom(config, upstream_url, keys), sink_.get(), clock_);
-  if (absl::Status s = ingester_->Start(*states); !s.ok()) {
-    *exit_code = 2;
-    return absl::Status(s.code(),
-                        absl::StrCat("cannot start ingestion: ", s.message()));
+  // Ingestion: PostgreSQL replicas take roles (one fenced leader ingests),
+  // a SQLite store has its pipeline.
+  if (auto* postgres = dynamic_cast<storage::PostgresStore*>(store_.get())) {
+    ReplicaRoles::Options ro;
+    ro.url = config.postgres_url;
+    ro.replica_id = replica_.id();
+    roles_ = std::make_unique<ReplicaRoles>(
+        ro, postgres, hub_.get(), &replica_,
+        [this](const std::vector<storage::StreamState>& states) {
+          return IngestPipeline::Start(config_, store_.get(), hub_.get(),
+                                       states, clock_, nullptr);
+        },
+        clock_);
+    live_roles_.store(roles_.get());
+    roles_->Start();
+  } else {
+    absl::StatusOr<std::vector<storage::StreamState>> states =
+        store_->LoadStreamStates();
+    if (!states.ok()) {
+      return absl::Status(states.status().code(),
+                          absl::StrCat("cannot read stream state: ",
+                                       states.status().message()));
+    }
+    absl::StatusOr<std::unique_ptr<IngestPipeline>> pipeline =
+        IngestPipeline::Start(config, store_.get(), hub_.get(), *states, clock_,
+                              exit_code);
+    if (!pipeline.ok()) return pipeline.status();
+    pipeline_ = *std::move(pipeline);
+    live_pipeline_.store(pipeline_.get());
   }
-  live_ingester_.store(ingester_.get());
   ready_.store(true);
   history_->Start();
 
@@ -332,14 +264,18 @@ absl::Status Daemon::StartParts(int* exit_code) {
   }
   health_ = std::make_unique<HealthMonitor>(
       HealthOptionsFrom(config),
-      HealthMonitor::Deps{.snapshots = snapshots,
-                          .clock = clock_,
-                          .set_serving =
-                              [this](bool serving) {
-                                grpc_->SetHealth(kIngestHealthService, serving);
-                              },
-                          .webhook = webhook_.get(),
-                          .storage = [this] { return writer_->Health(); }});
+      HealthMonitor::Deps{
+          .snapshots = snapshots,
+          .clock = clock_,
+          .set_serving =
+              [this](bool serving) {
+                grpc_->SetHealth(kIngestHealthService, serving);
+              },
+          .webhook = webhook_.get(),
+          .storage = [this] { return CommitHealth(); },
+          .cluster = live_roles_.load() == nullptr
+                         ? std::function<std::vector<HealthIssue>()>()
+                         : [this] { return roles_->ClusterIssues(); }});
   health_->RegisterMetrics(*metrics_);
   service_->SetHealthFiller(
       [this](v1::HealthStatus* h) { health_->FillHealth(h); });
@@ -378,38 +314,32 @@ void Daemon::Stop() {
     grpc_->SetHealth("", false);
     grpc_->SetHealth(kServiceName, false);
   }
-  // Stop reading the upstream, then commit what was read. The writer stops
-  // accepting first: an ingest thread blocked on a full queue (storage
-  // failing) returns at once, so the ingester can be joined. What it read
-  // and could not queue was not committed: the upstream sends it again
-  // after a restart.
-  if (writer_ != nullptr) writer_->StopAccepting();
-  if (ingester_ != nullptr) ingester_->Stop();
-  live_ingester_.store(nullptr);
-  if (writer_ != nullptr) writer_->Stop();
+  // Stop reading the upstream, then commit what was read (see
+  // IngestPipeline::Stop); a PostgreSQL leader then releases the lock.
+  if (pipeline_ != nullptr) pipeline_->Stop();
+  if (roles_ != nullptr) roles_->Stop();
   if (retainer_ != nullptr) retainer_->Stop();
   // End the calls, then the listeners.
   if (grpc_ != nullptr) grpc_->Shutdown(absl::Seconds(3));
   if (http_ != nullptr) http_->Stop();
-  if (simulator_ != nullptr) simulator_->Stop();
 
   // Destroy in reverse order of construction.
   health_.reset();
   webhook_.reset();
-  ingester_.reset();
-  sink_.reset();
   grpc_.reset();
   http_.reset();
   history_.reset();
   metrics_.reset();
+  live_roles_.store(nullptr);
+  roles_.reset();
+  live_pipeline_.store(nullptr);
+  pipeline_.reset();
   retainer_.reset();
-  writer_.reset();
   // The executor before the service: its queued page reads use the service
   // (and the store); destroying it runs them to the end first.
   executor_.reset();
   service_.reset();
   hub_.reset();
-  simulator_.reset();
   store_.reset();
   if (started_) log::Info("stopped");
 }
@@ -418,10 +348,42 @@ int Daemon::grpc_port() const { return grpc_ != nullptr ? grpc_->port() : 0; }
 
 int Daemon::http_port() const { return http_ != nullptr ? http_->port() : 0; }
 
+storage::EventWriter* Daemon::writer() const {
+  if (ReplicaRoles* roles = live_roles_.load()) {
+    std::shared_ptr<IngestPipeline> p = roles->pipeline();
+    return p != nullptr ? p->writer() : nullptr;
+  }
+  IngestPipeline* p = live_pipeline_.load();
+  return p != nullptr ? p->writer() : nullptr;
+}
+
 std::vector<ingest::StreamStatusSnapshot> Daemon::StreamSnapshots() const {
-  ingest::Ingester* ingester = live_ingester_.load();
-  return ingester != nullptr ? ingester->Snapshot()
-                             : std::vector<ingest::StreamStatusSnapshot>{};
+  if (ReplicaRoles* roles = live_roles_.load()) return roles->StreamSnapshots();
+  return LocalStreamSnapshots();
+}
+
+std::vector<ingest::StreamStatusSnapshot> Daemon::LocalStreamSnapshots() const {
+  if (ReplicaRoles* roles = live_roles_.load()) {
+    std::shared_ptr<IngestPipeline> p = roles->pipeline();
+    return p != nullptr ? p->Snapshots()
+                        : std::vector<ingest::StreamStatusSnapshot>{};
+  }
+  IngestPipeline* p = live_pipeline_.load();
+  return p != nullptr ? p->Snapshots()
+                      : std::vector<ingest::StreamStatusSnapshot>{};
+}
+
+storage::EventWriter::Stats Daemon::WriterStats() const {
+  if (ReplicaRoles* roles = live_roles_.load()) return roles->WriterStats();
+  IngestPipeline* p = live_pipeline_.load();
+  return p != nullptr ? p->WriterStats() : idle_writer_stats_;
+}
+
+storage::EventWriter::CommitHealth Daemon::CommitHealth() const {
+  if (ReplicaRoles* roles = live_roles_.load()) return roles->CommitHealth();
+  IngestPipeline* p = live_pipeline_.load();
+  return p != nullptr ? p->CommitHealth()
+                      : storage::EventWriter::CommitHealth{};
 }
 
 absl::Status Daemon::Readiness() const {

@@ -7,14 +7,18 @@
 // loads the Config, calls Daemon::Start, waits for a signal and calls Stop;
 // tests run the whole daemon in-process on port 0.
 //
-// Start order: store -> simulator -> hub, executor, service -> writer ->
-// metrics, HTTP listener -> gRPC server -> ingester -> health monitor.
-// Stop order: readiness and health off -> the writer stops accepting (so an
-// ingest thread blocked on a full queue returns at once) -> ingester ->
-// writer (commits what is queued; gives up a failing batch quickly) -> gRPC
-// server -> HTTP listener -> simulator; then the parts are destroyed with
-// the executor before the service it runs page reads for, and the store
-// last.
+// Start order: store -> hub, executor, service -> metrics, HTTP listener ->
+// gRPC server -> ingestion -> health monitor. Ingestion is an
+// IngestPipeline (server/ingest_pipeline.h: [simulator ->] ingester ->
+// writer) for a SQLite store; with --postgres_url it is ReplicaRoles
+// (server/replica_roles.h), which follows the leader and runs a pipeline
+// only while this replica is the elected, fenced ingest leader.
+// Stop order: readiness and health off -> ingestion (the writer stops
+// accepting, so an ingest thread blocked on a full queue returns at once;
+// the ingester stops; the writer commits what is queued, giving up a
+// failing batch quickly; on PostgreSQL the leader lock is then released) ->
+// gRPC server -> HTTP listener; then the parts are destroyed with the
+// executor before the service it runs page reads for, and the store last.
 //
 // Each part's options come from a small function of the Config below, so
 // that a setting is copied in exactly one place.
@@ -38,9 +42,6 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "base/clock.h"
-#include "ingest/ingester.h"
-#include "ingest/simulator/simulator.h"
-#include "ingest/writer_sink.h"
 #include "server/alert_webhook.h"
 #include "server/company_stream_service.h"
 #include "server/config.h"
@@ -48,7 +49,9 @@
 #include "server/grpc_server.h"
 #include "server/health_monitor.h"
 #include "server/http_listener.h"
+#include "server/ingest_pipeline.h"
 #include "server/metrics.h"
+#include "server/replica_roles.h"
 #include "server/replica_state.h"
 #include "server/status_page.h"
 #include "server/subscription_hub.h"
@@ -58,20 +61,12 @@
 
 namespace chstream::server {
 
-// Each part's options, derived from the Config.
+// Each part's options, derived from the Config (the ingest parts': see
+// server/ingest_pipeline.h).
 storage::Store::Options StoreOptionsFrom(const Config& config);
 storage::RetentionPolicy RetentionPolicyFrom(const Config& config);
-storage::EventWriter::Options WriterOptionsFrom(const Config& config);
 ServiceOptions ServiceOptionsFrom(const Config& config, absl::Time started_at);
-// `upstream_url` and `keys`: the configured ones, or the simulator's.
-ingest::IngesterOptions IngesterOptionsFrom(const Config& config,
-                                            std::string upstream_url,
-                                            std::vector<std::string> keys);
 HealthMonitor::Options HealthOptionsFrom(const Config& config);
-// The embedded simulator continues after what `states` says is stored, so
-// that a restart resumes without a gap.
-ingest::sim::Options SimulatorOptionsFrom(
-    const Config& config, const std::vector<storage::StreamState>& states);
 
 class Daemon {
  public:
@@ -103,14 +98,25 @@ class Daemon {
   storage::Store* sqlite_store() const {
     return dynamic_cast<storage::Store*>(store_.get());
   }
-  storage::EventWriter* writer() const { return writer_.get(); }
+  // The running writer (standalone, or while leading on PostgreSQL), else
+  // null.
+  storage::EventWriter* writer() const;
+  // Null with SQLite.
+  ReplicaRoles* replica_roles() const { return live_roles_.load(); }
   HealthMonitor* health_monitor() const { return health_.get(); }
   CompanyStreamService* service() const { return service_.get(); }
 
  private:
   Daemon(Config config, Clock* clock);
   absl::Status StartParts(int* exit_code);
+  // What GetStatus, the status page and health show: this replica's
+  // ingester, or on a PostgreSQL follower the leader's recorded streams.
   std::vector<ingest::StreamStatusSnapshot> StreamSnapshots() const;
+  // Only what this process ingests (metrics: a follower exports no stream
+  // series, so that sums over replicas count each event once).
+  std::vector<ingest::StreamStatusSnapshot> LocalStreamSnapshots() const;
+  storage::EventWriter::Stats WriterStats() const;
+  storage::EventWriter::CommitHealth CommitHealth() const;
   absl::Status Readiness() const;
 
   const Config config_;
@@ -122,24 +128,28 @@ class Daemon {
 
   // In start order; Stop() ends and destroys them in reverse.
   std::unique_ptr<storage::EventStore> store_;
-  std::unique_ptr<ingest::sim::Simulator> simulator_;
   std::unique_ptr<SubscriptionHub> hub_;
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<CompanyStreamService> service_;
-  std::unique_ptr<storage::EventWriter> writer_;
   std::unique_ptr<storage::Retainer> retainer_;  // retention (--retain_*)
   std::unique_ptr<MetricsRegistry> metrics_;
   std::unique_ptr<IngestHistory> history_;
   std::unique_ptr<HttpListener> http_;
   std::unique_ptr<GrpcServer> grpc_;
-  std::unique_ptr<ingest::WriterSink> sink_;
-  std::unique_ptr<ingest::Ingester> ingester_;
+  // Ingestion: with SQLite one pipeline for the process's life; with
+  // PostgreSQL the roles, which run one while this replica leads.
+  std::unique_ptr<IngestPipeline> pipeline_;
+  std::unique_ptr<ReplicaRoles> roles_;
   std::unique_ptr<AlertWebhook> webhook_;
   std::unique_ptr<HealthMonitor> health_;
 
-  // Published to other threads (status, metrics, the commit callback,
-  // /readyz) only while the part runs.
-  std::atomic<ingest::Ingester*> live_ingester_{nullptr};
+  // Published to other threads (status, metrics, health, /readyz) once
+  // created; cleared just before they are destroyed.
+  std::atomic<IngestPipeline*> live_pipeline_{nullptr};
+  std::atomic<ReplicaRoles*> live_roles_{nullptr};
+  // A writer's metrics before any commit (its histogram buckets), shown
+  // before the pipeline starts.
+  storage::EventWriter::Stats idle_writer_stats_;
   // /readyz: the store is open and gRPC serves.
   std::atomic<bool> ready_{false};
   // The status page's alert list, while the health monitor runs.

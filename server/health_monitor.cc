@@ -356,6 +356,12 @@ HealthReport HealthMonitor::Tick() {
     // Storage first: it stops every stream.
     report.issues.insert(report.issues.begin(), issues.begin(), issues.end());
   }
+  if (deps_.cluster) {
+    std::vector<HealthIssue> issues = deps_.cluster();
+    report.storage = std::max(report.storage, WorstState(issues));
+    report.overall = std::max(report.overall, report.storage);
+    report.issues.insert(report.issues.begin(), issues.begin(), issues.end());
+  }
 
   std::vector<HealthTransition> changes;
   {
@@ -382,7 +388,9 @@ HealthReport HealthMonitor::Tick() {
       t.to = report.storage;
       t.at = now;
       for (const HealthIssue& issue : report.issues) {
-        if (issue.rule == "storage") t.issues.push_back(issue);
+        if (issue.rule == "storage" || issue.rule == "leader") {
+          t.issues.push_back(issue);
+        }
       }
       changes.push_back(std::move(t));
     }

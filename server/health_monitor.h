@@ -40,6 +40,8 @@
 //   storage            the last commit attempt failed for a reason of the
 //                      environment (full disk, I/O error, read-only file):
 //                      the message carries the SQLite error         failed
+//   leader             (a follower replica on PostgreSQL, Deps::cluster)
+//                      no ingest leader heartbeat for 15 s          failed
 // A stream's state is the worst severity of its issues; the overall state
 // is the worst over the configured streams (a configured stream missing
 // from the snapshots counts as CONNECTING since the monitor first looked).
@@ -190,6 +192,10 @@ class HealthMonitor {
     AlertWebhook* webhook = nullptr;  // optional; must outlive the monitor
     // The writer's commit health (EventWriter::Health). May be empty.
     std::function<storage::EventWriter::CommitHealth()> storage;
+    // Issues of the replica set (server/replica_roles.h: a follower whose
+    // cluster has no live ingest leader), reported with storage's (stream
+    // ""). May be empty.
+    std::function<std::vector<HealthIssue>()> cluster;
   };
 
   HealthMonitor(Options options, Deps deps);

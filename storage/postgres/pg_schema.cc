@@ -174,6 +174,40 @@ UPDATE store_counters SET event_bytes = (
   SELECT COALESCE(sum(chstream_event_bytes(resource_uri, fields_changed,
                                            data_json, data_pb)), 0)
   FROM events);
+  )sql"},
+    // The stream status recorded by the ingest leader
+    // (server/stream_status_table.h).
+    {3,
+     "stream_status: each stream's state as the ingest leader last "
+     "recorded it, shown by every replica",
+     R"sql(
+CREATE TABLE stream_status (
+  stream               text             PRIMARY KEY,
+  state                text             NOT NULL,  -- STREAMING, BACKING_OFF...
+  last_timepoint       bigint,                     -- last committed
+  last_published_at    timestamptz,
+  last_event_at        timestamptz,
+  last_heartbeat_at    timestamptz,
+  connected_since      timestamptz,                -- NULL: not connected
+  next_retry_at        timestamptz,
+  events_total         bigint           NOT NULL,
+  heartbeats_total     bigint           NOT NULL,
+  malformed_total      bigint           NOT NULL,
+  duplicates_total     bigint           NOT NULL,
+  reconnects_total     bigint           NOT NULL,
+  bytes_total          bigint           NOT NULL,
+  partial_lines_total  bigint           NOT NULL,
+  last_error           text             NOT NULL,
+  last_http_status     int              NOT NULL,
+  lag_seconds          double precision NOT NULL,
+  reader_wait_seconds  double precision NOT NULL,
+  reconnects_by_cause  jsonb            NOT NULL,  -- {"network_error": 2}
+  http_responses       jsonb            NOT NULL,  -- {"200": 5}
+  gaps                 jsonb            NOT NULL,  -- [{"last_timepoint", "recorded_at"}]
+  replica_id           text             NOT NULL,  -- the leader that recorded it
+  leader_epoch         bigint           NOT NULL,
+  recorded_at          timestamptz      NOT NULL
+);
 )sql"},
 };
 

@@ -22,6 +22,8 @@
 //              companies and resources (retention copies a pruned event's
 //              data there, as SQLite's v5); store_counters.event_bytes and
 //              chstream_event_bytes() (the stored size --retain_bytes caps)
+//   version 3: stream_status (each stream's state as the ingest leader last
+//              recorded it, so that every replica shows the same picture)
 //
 // Migrations run under a transaction-level advisory lock (kMigrationLockKey),
 // so replicas starting together on an empty database create it once.

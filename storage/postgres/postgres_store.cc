@@ -289,6 +289,12 @@ absl::Status PostgresStore::Init() {
                        w.Exec("SELECT head FROM cluster WHERE id = 1"));
   head_position_.store(static_cast<uint64_t>(head.GetInt64(0, 0)));
   CHS_RETURN_IF_ERROR(PrepareWriter(w));
+  // A writer paused inside a commit (SIGSTOP, a hang) would hold the cluster
+  // row lock, and with it every takeover, for as long as it stays paused:
+  // the server ends such a session instead. A commit never idles for long
+  // between its statements.
+  CHS_RETURN_IF_ERROR(
+      w.AddSessionSql("SET idle_in_transaction_session_timeout = '10s'"));
   {
     absl::MutexLock lock(&writer_mu_);
     writer_ = std::make_unique<PgConnection>(std::move(w));

@@ -107,6 +107,28 @@ TEST_F(LeaderElectionTest, ExactlyOneOfThreeLeads) {
   EXPECT_NE(Cluster("heartbeat_at"), "");
 }
 
+// Verifies a takeover is not blocked by a former leader's session that
+// still holds the cluster row (a commit it was running when paused, e.g. a
+// COPY waiting for data): the new leader, holding the lock, ends that
+// session after the lock timeout and takes over.
+TEST_F(LeaderElectionTest, TakeoverEndsAFormerLeadersSessionHoldingTheRow) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PgConnection> paused,
+                       PgConnection::Connect(uri_, {}));
+  ASSERT_THAT(paused->Exec("BEGIN").status(), IsOk());
+  ASSERT_THAT(
+      paused->Exec("UPDATE cluster SET head = head WHERE id = 1").status(),
+      IsOk());
+  Events ea;
+  auto a = Elector("a", &ea);
+  EXPECT_THAT(a->Poll(), IsOk());
+  EXPECT_TRUE(a->state().leader);
+  EXPECT_EQ(ea.Elected(), std::vector<int64_t>{1});
+  EXPECT_EQ(Cluster("leader_id"), "a");
+  // The paused session was ended: its transaction can never commit.
+  EXPECT_THAT(paused->Exec("COMMIT").status(),
+              StatusIs(absl::StatusCode::kUnavailable, ::testing::_));
+}
+
 TEST_F(LeaderElectionTest, TerminatedLeaderIsReplacedWithTheNextEpoch) {
   Events ea, eb;
   auto a = Elector("a", &ea);

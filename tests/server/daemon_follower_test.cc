@@ -1,0 +1,160 @@
+// chstreamd as a follower replica on PostgreSQL, in-process against a real
+// PostgreSQL 15: while another replica (played by the test: a session
+// holding the leader lock, a cluster row and a recorded stream_status row)
+// leads, the daemon does not ingest, shows the leader's stream state and
+// the leader in GetStatus, and its grpc.health "ingest" follows the
+// leader's heartbeat (NOT_SERVING with the "leader" issue while it is
+// older than 15 s); when the lock is released it takes over with the next
+// epoch and ingests.
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "base/clock.h"
+#include "base/testing/status_matchers.h"
+#include "chstream/v1/chstream.grpc.pb.h"
+#include "cluster/leader_election.h"
+#include "cluster/pg_connection.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "server/config.h"
+#include "server/daemon.h"
+#include "server/stream_status_table.h"
+#include "storage/postgres/postgres_store.h"
+#include "tests/storage/test_util.h"
+#include "tests/testing/postgres_server.h"
+
+namespace chstream::server {
+namespace {
+
+using storage::testing::WaitUntil;
+using ::testing::HasSubstr;
+
+absl::StatusOr<v1::GetStatusResponse> Status(int port) {
+  auto stub = v1::CompanyStream::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::GetStatusResponse response;
+  grpc::Status s = stub->GetStatus(&ctx, v1::GetStatusRequest(), &response);
+  if (!s.ok()) return absl::UnavailableError(s.error_message());
+  return response;
+}
+
+grpc::health::v1::HealthCheckResponse::ServingStatus IngestHealth(int port) {
+  auto health = grpc::health::v1::Health::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(kIngestHealthService);
+  grpc::health::v1::HealthCheckResponse response;
+  if (!health->Check(&ctx, request, &response).ok()) {
+    return grpc::health::v1::HealthCheckResponse::UNKNOWN;
+  }
+  return response.status();
+}
+
+bool HasLeaderIssue(const v1::GetStatusResponse& s) {
+  for (const v1::HealthIssue& issue : s.health().issues()) {
+    if (issue.rule() == "leader" && issue.severity() == "failed" &&
+        issue.message().find("no ingest leader") != std::string::npos) {
+      return true;
+    }
+  }
+  return false;
+}
+
+TEST(DaemonFollowerTest, FollowsTheLeadersStateAndHeartbeatThenTakesOver) {
+  ASSERT_OK_AND_ASSIGN(testing::PostgresServer * pg,
+                       testing::SharedPostgresServer());
+  ASSERT_OK_AND_ASSIGN(std::string uri, pg->CreateDatabase());
+  { ASSERT_OK_AND_ASSIGN(auto store, storage::PostgresStore::Open(uri)); }
+  // Another replica leads: it holds the lock; its last heartbeat was a
+  // minute ago; it recorded its stream state.
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<cluster::PgConnection> elsewhere,
+                       cluster::PgConnection::Connect(uri, {}));
+  ASSERT_OK(elsewhere
+                ->Exec(absl::StrCat("SELECT pg_advisory_lock(",
+                                    cluster::kAdvisoryLockKey, ")"))
+                .status());
+  ASSERT_OK(pg->Execute(uri,
+                        "UPDATE cluster SET leader_epoch = 5, leader_id = "
+                        "'elsewhere:50051', heartbeat_at = now() - interval "
+                        "'1 minute'"));
+  ingest::StreamStatusSnapshot recorded;
+  recorded.stream = "companies";
+  recorded.state = ingest::StreamState::kStreaming;
+  recorded.events_total = 4242;
+  recorded.last_heartbeat_at = absl::Now();
+  recorded.connected_since = absl::Now() - absl::Minutes(5);
+  StreamStatusTable table({.url = uri, .replica_id = "elsewhere:50051"});
+  ASSERT_OK(table.Record(5, {recorded}));
+
+  Config c;
+  c.postgres_url = uri;
+  c.grpc_address = "127.0.0.1:0";
+  c.metrics_address = "127.0.0.1:0";
+  c.simulate = true;
+  c.simulator_rate = 200;
+  c.log_level = "warning";
+  c.replica_id = "me";
+  int exit_code = -1;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Daemon> daemon,
+                       Daemon::Start(c, Clock::Real(), &exit_code));
+  const int port = daemon->grpc_port();
+
+  // A follower: the leader's picture; no leader heartbeat for a minute, so
+  // ingest health fails with the "leader" rule.
+  EXPECT_TRUE(WaitUntil([&] {
+    absl::StatusOr<v1::GetStatusResponse> s = Status(port);
+    return s.ok() && s->replica().role() == "follower" &&
+           s->replica().leader_id() == "elsewhere:50051" &&
+           s->replica().leader_epoch() == 5 && s->streams_size() == 1 &&
+           s->streams(0).events_total() == 4242 &&
+           s->streams(0).state() == v1::STREAM_STATE_STREAMING &&
+           HasLeaderIssue(*s);
+  }));
+  EXPECT_TRUE(WaitUntil([&] {
+    return IngestHealth(port) ==
+           grpc::health::v1::HealthCheckResponse::NOT_SERVING;
+  }));
+  EXPECT_EQ(daemon->writer(), nullptr);
+
+  // The leader heartbeats again: the cluster ingests, so does "ingest".
+  ASSERT_OK(pg->Execute(uri, "UPDATE cluster SET heartbeat_at = now()"));
+  EXPECT_TRUE(WaitUntil([&] {
+    return IngestHealth(port) == grpc::health::v1::HealthCheckResponse::SERVING;
+  }));
+  ASSERT_OK_AND_ASSIGN(v1::GetStatusResponse s, Status(port));
+  EXPECT_FALSE(HasLeaderIssue(s));
+  EXPECT_EQ(pg->QueryValue(uri, "SELECT count(*) FROM events").value_or(""),
+            "0");
+
+  // The leader goes away: this replica takes over with the next epoch and
+  // ingests from its simulator.
+  elsewhere.reset();
+  EXPECT_TRUE(WaitUntil([&] {
+    absl::StatusOr<v1::GetStatusResponse> s = Status(port);
+    return s.ok() && s->replica().role() == "leader" &&
+           s->replica().leader_id() == "me" &&
+           s->replica().leader_epoch() == 6 && s->store().head_position() > 10;
+  }));
+  EXPECT_NE(daemon->writer(), nullptr);
+  // Its own streams now, recorded for the followers.
+  EXPECT_TRUE(WaitUntil([&] {
+    return pg->QueryValue(uri,
+                          "SELECT replica_id || ':' || leader_epoch FROM "
+                          "stream_status WHERE stream = 'companies'")
+               .value_or("") == "me:6";
+  }));
+  const absl::Time t0 = absl::Now();
+  daemon->Stop();
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(10));
+}
+
+}  // namespace
+}  // namespace chstream::server
