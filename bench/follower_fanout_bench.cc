@@ -340,6 +340,8 @@ int Run(const Flags& flags) {
 }  // namespace chstream::bench
 
 int main(int argc, char** argv) {
+  // Line-buffered even into a file: a run cut short keeps what it printed.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   chstream::bench::Flags flags;
   if (!chstream::bench::ParseFlags(argc, argv, &flags)) {
     std::fprintf(stderr,

@@ -186,9 +186,11 @@ absl::StatusOr<SqliteImportReport> CopySqliteToPostgres(
   {
     CHS_ASSIGN_OR_RETURN(
         PgResult others,
-        pg.Exec("SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                "current_database() AND pid <> pg_backend_pid() AND "
-                "application_name LIKE 'chstreamd%'"));
+        pg.Exec(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+            "current_database() AND pid <> pg_backend_pid() AND "
+            "application_name LIKE 'chstream%' AND application_name NOT LIKE "
+            "'chstreamctl%'"));
     if (others.GetInt64(0, 0) > 0) {
       return refuse(absl::StrCat(
           others.GetInt64(0, 0),

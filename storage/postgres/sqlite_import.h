@@ -22,7 +22,8 @@
 // Refused, with nothing written: a target that holds any chstream data
 // (head > 0 or any row in a copied table), a target with non-chstream
 // tables or a newer schema (PgMigrate's refusals), a target some chstreamd
-// is connected to (pg_stat_activity, application_name chstreamd*), and a
+// is connected to (pg_stat_activity: application_name chstream*, as the
+// store, election, listener and status connections name themselves), and a
 // source whose data has no place in the target's schema (a SQLite-only
 // column holding values, e.g. the data retention kept for pruned events
 // before PostgreSQL has those columns). A SQLite-only table whose data
