@@ -160,6 +160,42 @@ absl::StatusOr<uint64_t> CopyTable(Database& src, PgConnection& dst,
   return rows;
 }
 
+// store_counters (kept by every commit) from the copied rows. Each column
+// is one this tool knows how to compute; a column it does not know (added
+// by a later schema) is refused rather than left wrong.
+absl::Status SetStoreCounters(PgConnection& pg) {
+  CHS_ASSIGN_OR_RETURN(
+      PgResult cols,
+      pg.Exec("SELECT column_name FROM information_schema.columns WHERE "
+              "table_schema = current_schema() AND table_name = "
+              "'store_counters' ORDER BY ordinal_position"));
+  std::vector<std::string> sets;
+  for (int i = 0; i < cols.rows(); ++i) {
+    const std::string_view c = cols.Get(i, 0);
+    if (c == "id") continue;
+    if (c == "companies" || c == "dead_letters") {
+      sets.push_back(
+          absl::StrCat(Av(c), " = (SELECT count(*) FROM ", Av(c), ")"));
+    } else if (c == "event_bytes") {
+      // Retention's size of the stored events (PostgreSQL schema v2), as
+      // that migration computes it.
+      sets.push_back(
+          "event_bytes = (SELECT COALESCE(sum(chstream_event_bytes("
+          "resource_uri, fields_changed, data_json, data_pb)), 0) FROM "
+          "events)");
+    } else {
+      return absl::UnimplementedError(absl::StrCat(
+          "cannot fill store_counters.", Av(c),
+          ": this chstreamctl does not know how; nothing was committed"));
+    }
+  }
+  if (sets.empty()) return absl::OkStatus();
+  return pg
+      .Exec(absl::StrCat("UPDATE store_counters SET ",
+                         absl::StrJoin(sets, ", "), " WHERE id = 1"))
+      .status();
+}
+
 }  // namespace
 
 absl::StatusOr<SqliteImportReport> CopySqliteToPostgres(
@@ -258,14 +294,35 @@ absl::StatusOr<SqliteImportReport> CopySqliteToPostgres(
         source_rows = static_cast<uint64_t>(n);
       }
       if (pg_cols.rows() == 0) {
-        if (source_rows > 0) {
-          report.notes.push_back(absl::StrCat(
-              table, ": ", source_rows,
-              " rows not copied: PostgreSQL schema version ", schema.version,
-              " has no ", table,
-              " table (it is derived from the events; "
-              "a later chstream that adds it rebuilds it from them)"));
+        if (source_rows == 0) continue;
+        // Only resources can be left behind: its rows are derived from the
+        // events (PostgreSQL's migration that adds the table fills it from
+        // them), except data retention kept for pruned events.
+        int64_t kept_data = 0;
+        if (table == "resources") {
+          std::set<std::string> cols(sqlite_cols.begin(), sqlite_cols.end());
+          if (cols.count("pruned_data_json") && cols.count("pruned_data_pb")) {
+            CHS_ASSIGN_OR_RETURN(
+                kept_data,
+                source.QueryInt64("SELECT count(*) FROM resources WHERE "
+                                  "pruned_data_json IS NOT NULL OR "
+                                  "pruned_data_pb IS NOT NULL"));
+          }
         }
+        if (table != "resources" || kept_data > 0) {
+          return refuse(absl::StrCat(
+              "the SQLite database has ", source_rows, " rows in ", table,
+              kept_data > 0 ? " (with data kept for pruned events)" : "",
+              " and PostgreSQL schema version ", schema.version,
+              " has no such table: upgrade chstream to a version that "
+              "stores them on PostgreSQL"));
+        }
+        report.notes.push_back(absl::StrCat(
+            table, ": ", source_rows,
+            " rows not copied: PostgreSQL schema version ", schema.version,
+            " has no ", table,
+            " table (it is derived from the events: the chstream version "
+            "that adds it fills it from them)"));
         continue;
       }
       CHS_ASSIGN_OR_RETURN(
@@ -354,11 +411,7 @@ absl::StatusOr<SqliteImportReport> CopySqliteToPostgres(
         pg.Query("UPDATE cluster SET store_id = $1, head = $2 WHERE id = 1",
                  {PgParam::Text(store_id), PgParam::Int(head)})
             .status());
-    CHS_RETURN_IF_ERROR(
-        pg.Exec("UPDATE store_counters SET companies = (SELECT count(*) FROM "
-                "companies), dead_letters = (SELECT count(*) FROM "
-                "dead_letters) WHERE id = 1")
-            .status());
+    CHS_RETURN_IF_ERROR(SetStoreCounters(pg));
 
     // Check what the transaction is about to commit against the source.
     for (const auto& [table, rows] : report.tables) {

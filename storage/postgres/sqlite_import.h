@@ -26,9 +26,10 @@
 // store, election, listener and status connections name themselves), and a
 // source whose data has no place in the target's schema (a SQLite-only
 // column holding values, e.g. the data retention kept for pruned events
-// before PostgreSQL has those columns). A SQLite-only table whose data
-// PostgreSQL does not have yet (resources before PostgreSQL schema v2) is
-// skipped with a note in the report.
+// before PostgreSQL has those columns). The resources table, derived from
+// the events, is skipped with a note where PostgreSQL does not have it yet
+// (before PostgreSQL schema v2), unless it holds data kept for pruned
+// events; store_counters columns this tool cannot compute are refused.
 //
 // The password in `postgres_url` never appears in the report or in an
 // error (see RedactPostgresUrl).
