@@ -1,6 +1,7 @@
 #include "bench/bench_util.h"
 
 #include <fcntl.h>
+#include <google/protobuf/wire_format_lite.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
@@ -15,6 +16,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 
 namespace chstream::bench {
@@ -25,6 +27,151 @@ bool IsExecutable(const std::string& path) {
 }
 
 }  // namespace
+
+std::string CompanyNumber(int64_t i, int64_t companies) {
+  const uint64_t k =
+      (static_cast<uint64_t>(i % companies) * 2654435761u) % 100'000'000u;
+  return absl::StrFormat("%08d", k);
+}
+
+std::string CompanyDataJson(const std::string& number, int64_t i) {
+  std::string json = absl::StrCat(
+      R"({"accounts":{"accounting_reference_date":{"day":"31","month":"07"},)",
+      R"("last_accounts":{"made_up_to":"2021-07-31","period_end_on":)",
+      R"("2021-07-31","period_start_on":"2020-08-01","type":)",
+      R"("total-exemption-full"},"next_accounts":{"due_on":"2023-04-30",)",
+      R"("period_end_on":"2022-07-31","period_start_on":"2021-08-01"},)",
+      R"("next_due":"2023-04-30","next_made_up_to":"2022-07-31"},)",
+      R"("can_file":true,"company_name":"BENCH COMPANY )", i,
+      R"( LIMITED","company_number":")", number,
+      R"(","company_status":"active","confirmation_statement":)",
+      R"({"last_made_up_to":"2022-07-19","next_due":"2023-08-02",)",
+      R"("next_made_up_to":"2023-07-19"},"date_of_creation":"2017-07-20",)",
+      R"("etag":"e861f92b4d7814ad3bbae90536c5ff4c1ac238bb",)",
+      R"("jurisdiction":"england-wales","links":{"filing_history":)",
+      R"("/company/)", number, R"(/filing-history","officers":"/company/)",
+      number, R"(/officers","persons_with_significant_control":)",
+      R"("/company/)", number,
+      R"(/persons-with-significant-control","self":"/company/)", number,
+      R"("},"registered_office_address":{"address_line_1":)",
+      R"("Suite 4f, Ingram House","address_line_2":"227 Ingram Street",)",
+      R"("country":"England","locality":"London","postal_code":"EC1A 1BB"},)",
+      R"("sic_codes":["56290","47110"],"type":"ltd",)",
+      R"("has_charges":false,"has_insolvency_history":false})");
+  return json;
+}
+
+storage::Event CompanyProfileEvent(int64_t i, int64_t companies,
+                                   absl::Time now) {
+  const std::string number = CompanyNumber(i, companies);
+  storage::Event e;
+  e.stream = "companies";
+  e.timepoint = 47'000'000 + i;
+  e.type = storage::EventType::kChanged;
+  e.resource_kind = "company-profile";
+  e.resource_id = number;
+  e.resource_uri = "/company/" + number;
+  e.company_number = number;
+  e.published_at = now;
+  e.received_at = now;
+  e.data_json = CompanyDataJson(number, i);
+  // Stand-in for the Struct encoding: opaque bytes ~1.3 KB, derived from the
+  // JSON (the Struct wire form is a little larger than the JSON text).
+  e.data_pb = absl::StrCat(std::string("\x0a\x8f\x0a", 3), e.data_json,
+                           std::string(100, '\x12'));
+  storage::CompanyFields f;
+  f.company_name = absl::StrCat("BENCH COMPANY ", i, " LIMITED");
+  f.company_status = "active";
+  f.company_type = "ltd";
+  f.jurisdiction = "england-wales";
+  f.date_of_creation = "2017-07-20";
+  f.registered_office_address.address_line_1 = "Suite 4f, Ingram House";
+  f.registered_office_address.address_line_2 = "227 Ingram Street";
+  f.registered_office_address.locality = "London";
+  f.registered_office_address.postal_code = "EC1A 1BB";
+  f.registered_office_address.country = "England";
+  f.sic_codes = {"56290", "47110"};
+  e.company = std::move(f);
+  return e;
+}
+
+RawSubscriber::RawSubscriber(grpc::GenericStub* stub, absl::Time measure_from,
+                             absl::Time measure_until)
+    : BenchSubscriber(measure_from, measure_until) {
+  v1::SubscribeRequest request;
+  request.mutable_start()->set_now(true);
+  const std::string bytes = request.SerializeAsString();
+  grpc::Slice slice(bytes);
+  request_ = grpc::ByteBuffer(&slice, 1);
+  stub->PrepareBidiStreamingCall(&ctx_, "/chstream.v1.CompanyStream/Subscribe",
+                                 grpc::StubOptions(), this);
+  StartWriteLast(&request_, grpc::WriteOptions());
+  StartRead(&response_);
+  StartCall();
+}
+
+void RawSubscriber::OnReadDone(bool ok) {
+  if (!ok) return;  // OnDone follows
+  std::vector<grpc::Slice> slices;
+  if (response_.Dump(&slices).ok()) {
+    bytes_.clear();
+    for (const grpc::Slice& s : slices) {
+      bytes_.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+    Decode(bytes_);
+  }
+  StartRead(&response_);
+}
+
+void RawSubscriber::Decode(const std::string& bytes) {
+  Input in(reinterpret_cast<const uint8_t*>(bytes.data()),
+           static_cast<int>(bytes.size()));
+  const uint32_t tag = in.ReadTag();
+  switch (tag >> 3) {
+    case 1:  // event
+      DecodeEvent(&in);
+      break;
+    case 2:  // caught_up
+      RecordCaughtUp();
+      break;
+    case 3:  // fell_behind
+      RecordFellBehind();
+      break;
+    default:  // heartbeat
+      break;
+  }
+}
+
+void RawSubscriber::DecodeEvent(Input* in) {
+  uint32_t length = 0;
+  if (!in->ReadVarint32(&length)) return;
+  const Input::Limit limit = in->PushLimit(static_cast<int>(length));
+  uint64_t position = 0;
+  int64_t seconds = 0;
+  int32_t nanos = 0;
+  while (const uint32_t tag = in->ReadTag()) {
+    const uint32_t field = tag >> 3;
+    if (field == 1) {
+      in->ReadVarint64(&position);
+    } else if (field == 10) {  // received_at: Timestamp
+      uint32_t ts_length = 0;
+      in->ReadVarint32(&ts_length);
+      const Input::Limit ts = in->PushLimit(static_cast<int>(ts_length));
+      while (const uint32_t ts_tag = in->ReadTag()) {
+        uint64_t v = 0;
+        in->ReadVarint64(&v);
+        if ((ts_tag >> 3) == 1) seconds = static_cast<int64_t>(v);
+        if ((ts_tag >> 3) == 2) nanos = static_cast<int32_t>(v);
+      }
+      in->PopLimit(ts);
+    } else if (!google::protobuf::internal::WireFormatLite::SkipField(in,
+                                                                      tag)) {
+      break;
+    }
+  }
+  in->PopLimit(limit);
+  RecordEvent(position, FromTimestamp(seconds, nanos));
+}
 
 bool FlagValue(const std::string& arg, const char* name, std::string* value) {
   const std::string prefix = absl::StrCat("--", name, "=");

@@ -1,10 +1,14 @@
 // File: bench/bench_util.h
 //
-// What the serving benchmarks share: finding and running the real chstreamd
-// as a child process, reading its CPU time and memory from /proc, gRPC
-// channels that each get their own TCP connection, and percentiles.
+// What the benchmarks share: flag parsing, finding and running the real
+// chstreamd as a child process, reading CPU time and memory from /proc, gRPC
+// channels that each get their own TCP connection, a Subscribe client that
+// decodes only what it measures, realistic company-profile events, and
+// percentiles.
 #pragma once
 
+#include <google/protobuf/io/coded_stream.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <sys/types.h>
 
@@ -22,6 +26,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "chstream/v1/chstream.pb.h"
+#include "storage/event.h"
 
 namespace chstream::bench {
 
@@ -85,7 +90,8 @@ class BenchSubscriber {
 
   // Valid after WaitDone() returned true.
   const std::vector<float>& latencies_ms() const { return latencies_ms_; }
-  uint64_t events() const { return events_; }
+  // Any time (events delivered so far).
+  uint64_t events() const { return events_.load(std::memory_order_relaxed); }
   uint64_t fell_behind() const { return fell_behind_; }
   uint64_t out_of_order() const { return out_of_order_; }
   grpc::Status status() const {
@@ -99,7 +105,7 @@ class BenchSubscriber {
     const absl::Time now = absl::Now();
     if (position <= last_position_) ++out_of_order_;
     last_position_ = position;
-    ++events_;
+    events_.fetch_add(1, std::memory_order_relaxed);
     if (now >= measure_from_ && now < measure_until_) {
       latencies_ms_.push_back(
           static_cast<float>(absl::ToDoubleMilliseconds(now - received_at)));
@@ -120,7 +126,7 @@ class BenchSubscriber {
   const absl::Time measure_until_;
   std::atomic<bool> caught_up_{false};
   uint64_t last_position_ = 0;
-  uint64_t events_ = 0;
+  std::atomic<uint64_t> events_{0};
   uint64_t fell_behind_ = 0;
   uint64_t out_of_order_ = 0;
   std::vector<float> latencies_ms_;
@@ -133,6 +139,47 @@ class BenchSubscriber {
 inline absl::Time FromTimestamp(int64_t seconds, int32_t nanos) {
   return absl::FromUnixSeconds(seconds) + absl::Nanoseconds(nanos);
 }
+
+// A company number for event i: a scrambled walk over `companies` numbers
+// (8 digits).
+std::string CompanyNumber(int64_t i, int64_t companies);
+
+// A realistic ~1.2 KB company-profile data object for `number`.
+std::string CompanyDataJson(const std::string& number, int64_t i);
+
+// Event i of the companies stream (timepoint 47,000,000 + i): a
+// company-profile of CompanyNumber(i, companies) with CompanyDataJson, a
+// ~1.3 KB stand-in for its Struct encoding, the typed company fields, and
+// published_at = received_at = `now`.
+storage::Event CompanyProfileEvent(int64_t i, int64_t companies,
+                                   absl::Time now);
+
+// A Subscribe call (start: now, no filter) made with the generic
+// (ByteBuffer) API that decodes only the fields it measures
+// (SubscribeResponse.event.position and .received_at, and which oneof case
+// arrived), so that the figure is the server's, not the cost of building
+// google.protobuf.Struct objects in the benchmark.
+class RawSubscriber final
+    : public BenchSubscriber,
+      public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  RawSubscriber(grpc::GenericStub* stub, absl::Time measure_from,
+                absl::Time measure_until);
+
+  void OnReadDone(bool ok) override;
+  void OnDone(const grpc::Status& status) override { RecordDone(status); }
+  void Cancel() override { ctx_.TryCancel(); }
+
+ private:
+  using Input = google::protobuf::io::CodedInputStream;
+  void Decode(const std::string& bytes);
+  void DecodeEvent(Input* in);
+
+  grpc::ClientContext ctx_;
+  grpc::ByteBuffer request_;
+  grpc::ByteBuffer response_;
+  std::string bytes_;
+};
 
 // chstreamd as a child process (killed if the benchmark dies).
 class Daemon {

@@ -13,6 +13,11 @@
 //
 // With --postgres_url the events go into that PostgreSQL database
 // (PostgresStore; it must be empty or chstream's, and is not cleaned up).
+// --backends=sqlite,postgres runs both stores one after the other with the
+// same events and prints their figures side by side; postgres without
+// --postgres_url starts a throwaway PostgreSQL 15 (tests/testing's
+// PostgresServer, with fsync and synchronous_commit on) and stops it at the
+// end.
 //
 // --companies is the number of distinct company numbers (events cycle over
 // them in a scrambled order): equal to --events means every event inserts a
@@ -36,15 +41,18 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/clock.h"
+#include "bench/bench_util.h"
 #include "storage/event.h"
 #include "storage/event_writer.h"
 #include "storage/histogram.h"
 #include "storage/postgres/postgres_store.h"
 #include "storage/store.h"
+#include "tests/testing/postgres_server.h"
 
 namespace chstream::storage {
 namespace {
@@ -55,6 +63,10 @@ struct Flags {
   bool sync_full = false;
   std::string dir = "/tmp";
   std::string postgres_url;  // PostgreSQL instead of an SQLite file
+  // Which stores, one after the other in this run: "sqlite", "postgres" or
+  // both ("sqlite,postgres"). Default: postgres with --postgres_url, else
+  // sqlite. postgres without --postgres_url starts a throwaway server.
+  std::vector<std::string> backends;
   bool keep = false;
   bool replay = true;
   int64_t queue_capacity = 16384;
@@ -66,31 +78,32 @@ struct Flags {
 };
 
 bool ParseFlags(int argc, char** argv, Flags* flags) {
+  using bench::FlagValue;
   for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    auto value = [&](const char* name, std::string* out) {
-      std::string prefix = absl::StrCat("--", name, "=");
-      if (arg.rfind(prefix, 0) != 0) return false;
-      *out = arg.substr(prefix.size());
-      return true;
-    };
+    const std::string arg = argv[i];
     std::string v;
-    if (value("events", &v)) {
-      if (!absl::SimpleAtoi(v, &flags->events)) return false;
-    } else if (value("companies", &v)) {
-      if (!absl::SimpleAtoi(v, &flags->companies)) return false;
-    } else if (value("dir", &v)) {
+    bool ok = true;
+    if (FlagValue(arg, "events", &v)) {
+      ok = absl::SimpleAtoi(v, &flags->events);
+    } else if (FlagValue(arg, "companies", &v)) {
+      ok = absl::SimpleAtoi(v, &flags->companies);
+    } else if (FlagValue(arg, "dir", &v)) {
       flags->dir = v;
-    } else if (value("postgres_url", &v)) {
+    } else if (FlagValue(arg, "postgres_url", &v)) {
       flags->postgres_url = v;
-    } else if (value("queue_capacity", &v)) {
-      if (!absl::SimpleAtoi(v, &flags->queue_capacity)) return false;
-    } else if (value("max_batch", &v)) {
-      if (!absl::SimpleAtoi(v, &flags->max_batch)) return false;
-    } else if (value("max_delay_ms", &v)) {
-      if (!absl::SimpleAtod(v, &flags->max_delay_ms)) return false;
-    } else if (value("rate", &v)) {
-      if (!absl::SimpleAtod(v, &flags->rate) || flags->rate < 0) return false;
+    } else if (FlagValue(arg, "backends", &v)) {
+      flags->backends = absl::StrSplit(v, ',', absl::SkipEmpty());
+      for (const std::string& b : flags->backends) {
+        ok = ok && (b == "sqlite" || b == "postgres");
+      }
+    } else if (FlagValue(arg, "queue_capacity", &v)) {
+      ok = absl::SimpleAtoi(v, &flags->queue_capacity);
+    } else if (FlagValue(arg, "max_batch", &v)) {
+      ok = absl::SimpleAtoi(v, &flags->max_batch);
+    } else if (FlagValue(arg, "max_delay_ms", &v)) {
+      ok = absl::SimpleAtod(v, &flags->max_delay_ms);
+    } else if (FlagValue(arg, "rate", &v)) {
+      ok = absl::SimpleAtod(v, &flags->rate) && flags->rate >= 0;
     } else if (arg == "--sync_full") {
       flags->sync_full = true;
     } else if (arg == "--noreplay") {
@@ -99,96 +112,19 @@ bool ParseFlags(int argc, char** argv, Flags* flags) {
       flags->keep = true;
     } else {
       std::fprintf(stderr, "unknown flag %s\n", arg.c_str());
-      return false;
+      ok = false;
     }
+    if (!ok) return false;
   }
   if (flags->companies <= 0) flags->companies = flags->events;
+  if (flags->backends.empty()) {
+    flags->backends = {flags->postgres_url.empty() ? "sqlite" : "postgres"};
+  }
   return flags->events > 0;
 }
 
-// kB from a "Vm...:   1234 kB" line of /proc/self/status.
 int64_t ProcStatusKb(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key + ":", 0) == 0) {
-      int64_t kb = 0;
-      std::string digits;
-      for (char c : line) {
-        if (c >= '0' && c <= '9') digits.push_back(c);
-      }
-      if (absl::SimpleAtoi(digits, &kb)) return kb;
-    }
-  }
-  return -1;
-}
-
-// A company number for event i: a scrambled walk over `companies` numbers.
-std::string CompanyNumber(int64_t i, int64_t companies) {
-  const uint64_t k =
-      (static_cast<uint64_t>(i % companies) * 2654435761u) % 100'000'000u;
-  return absl::StrFormat("%08d", k);
-}
-
-// A realistic ~1.2 KB company-profile data object.
-std::string DataJson(const std::string& number, int64_t i) {
-  std::string json = absl::StrCat(
-      R"({"accounts":{"accounting_reference_date":{"day":"31","month":"07"},)",
-      R"("last_accounts":{"made_up_to":"2021-07-31","period_end_on":)",
-      R"("2021-07-31","period_start_on":"2020-08-01","type":)",
-      R"("total-exemption-full"},"next_accounts":{"due_on":"2023-04-30",)",
-      R"("period_end_on":"2022-07-31","period_start_on":"2021-08-01"},)",
-      R"("next_due":"2023-04-30","next_made_up_to":"2022-07-31"},)",
-      R"("can_file":true,"company_name":"BENCH COMPANY )", i,
-      R"( LIMITED","company_number":")", number,
-      R"(","company_status":"active","confirmation_statement":)",
-      R"({"last_made_up_to":"2022-07-19","next_due":"2023-08-02",)",
-      R"("next_made_up_to":"2023-07-19"},"date_of_creation":"2017-07-20",)",
-      R"("etag":"e861f92b4d7814ad3bbae90536c5ff4c1ac238bb",)",
-      R"("jurisdiction":"england-wales","links":{"filing_history":)",
-      R"("/company/)", number, R"(/filing-history","officers":"/company/)",
-      number, R"(/officers","persons_with_significant_control":)",
-      R"("/company/)", number,
-      R"(/persons-with-significant-control","self":"/company/)", number,
-      R"("},"registered_office_address":{"address_line_1":)",
-      R"("Suite 4f, Ingram House","address_line_2":"227 Ingram Street",)",
-      R"("country":"England","locality":"London","postal_code":"EC1A 1BB"},)",
-      R"("sic_codes":["56290","47110"],"type":"ltd",)",
-      R"("has_charges":false,"has_insolvency_history":false})");
-  return json;
-}
-
-Event MakeEvent(int64_t i, int64_t companies, absl::Time now) {
-  const std::string number = CompanyNumber(i, companies);
-  Event e;
-  e.stream = "companies";
-  e.timepoint = 47'000'000 + i;
-  e.type = EventType::kChanged;
-  e.resource_kind = "company-profile";
-  e.resource_id = number;
-  e.resource_uri = "/company/" + number;
-  e.company_number = number;
-  e.published_at = now;
-  e.received_at = now;
-  e.data_json = DataJson(number, i);
-  // Stand-in for the Struct encoding: opaque bytes ~1.3 KB, derived from the
-  // JSON (the Struct wire form is a little larger than the JSON text).
-  e.data_pb = absl::StrCat(std::string("\x0a\x8f\x0a", 3), e.data_json,
-                           std::string(100, '\x12'));
-  CompanyFields f;
-  f.company_name = absl::StrCat("BENCH COMPANY ", i, " LIMITED");
-  f.company_status = "active";
-  f.company_type = "ltd";
-  f.jurisdiction = "england-wales";
-  f.date_of_creation = "2017-07-20";
-  f.registered_office_address.address_line_1 = "Suite 4f, Ingram House";
-  f.registered_office_address.address_line_2 = "227 Ingram Street";
-  f.registered_office_address.locality = "London";
-  f.registered_office_address.postal_code = "EC1A 1BB";
-  f.registered_office_address.country = "England";
-  f.sic_codes = {"56290", "47110"};
-  e.company = std::move(f);
-  return e;
+  return bench::ProcStatusKb(getpid(), key);
 }
 
 double ThreadCpuSeconds() {
@@ -216,7 +152,7 @@ void Replay(EventStore* store, int64_t events) {
   Filter none_match;
   none_match.streams = {"filings"};  // every stored event is "companies"
   Filter one_company;
-  one_company.company_numbers = {CompanyNumber(events / 2, events)};
+  one_company.company_numbers = {bench::CompanyNumber(events / 2, events)};
   Filter kind;
   kind.resource_kinds = {"company-profile"};
   const Case cases[] = {
@@ -256,24 +192,40 @@ void Replay(EventStore* store, int64_t events) {
   }
 }
 
-int Run(const Flags& flags) {
+// What one store's run measured, for the side-by-side table.
+struct Summary {
+  std::string store;
+  double events_per_second = 0;
+  double commit_mean_ms = 0;
+  double commit_p99_ms = 0;
+  double push_to_commit_p99_ms = 0;
+  double writer_us_per_event = 0;
+  bool ok = false;
+};
+
+Summary Run(const Flags& flags, const std::string& postgres_url) {
+  Summary summary;
+  summary.store = postgres_url.empty()
+                      ? absl::StrCat("SQLite synchronous=",
+                                     flags.sync_full ? "FULL" : "NORMAL")
+                      : "PostgreSQL";
   std::string dir_template = flags.dir + "/chstream-bench-XXXXXX";
   if (mkdtemp(dir_template.data()) == nullptr) {
     std::perror("mkdtemp");
-    return 1;
+    return summary;
   }
   const std::string path = dir_template + "/bench.db";
   Store::Options store_options;
   store_options.synchronous_full = flags.sync_full;
   absl::StatusOr<std::unique_ptr<EventStore>> store;
-  if (!flags.postgres_url.empty()) {
-    store = PostgresStore::Open(flags.postgres_url);
+  if (!postgres_url.empty()) {
+    store = PostgresStore::Open(postgres_url);
   } else {
     store = Store::Open(path, store_options);
   }
   if (!store.ok()) {
     std::fprintf(stderr, "open: %s\n", store.status().ToString().c_str());
-    return 1;
+    return summary;
   }
   Clock* clock = Clock::Real();
 
@@ -310,7 +262,8 @@ int Run(const Flags& flags) {
       if (due > clock->Now()) absl::SleepFor(due - clock->Now());
     }
     absl::Duration waited;
-    writer.Push(MakeEvent(i, flags.companies, clock->Now()), &waited);
+    writer.Push(bench::CompanyProfileEvent(i, flags.companies, clock->Now()),
+                &waited);
     push_wait += waited;
   }
   const double producer_cpu = ThreadCpuSeconds() - producer_cpu_start;
@@ -333,12 +286,10 @@ int Run(const Flags& flags) {
   std::printf("  events             %lld (distinct companies %lld)\n",
               static_cast<long long>(flags.events),
               static_cast<long long>(flags.companies));
-  std::printf("  store              %s\n",
-              flags.postgres_url.empty() ? "SQLite" : "PostgreSQL");
-  std::printf("  synchronous        %s\n", flags.sync_full ? "FULL" : "NORMAL");
+  std::printf("  store              %s\n", summary.store.c_str());
   std::printf("  event payload      data_json %zu B + data_pb %zu B\n",
-              DataJson(CompanyNumber(0, 1), 0).size(),
-              MakeEvent(0, 1, start).data_pb.size());
+              bench::CompanyDataJson(bench::CompanyNumber(0, 1), 0).size(),
+              bench::CompanyProfileEvent(0, 1, start).data_pb.size());
   std::printf("  elapsed            %.3f s\n", seconds);
   std::printf("  throughput         %.0f events/s committed\n",
               static_cast<double>(ws.events) / seconds);
@@ -410,7 +361,64 @@ int Run(const Flags& flags) {
   } else {
     std::printf("  kept               %s\n", path.c_str());
   }
-  return ws.events == static_cast<uint64_t>(flags.events) ? 0 : 2;
+  summary.events_per_second = static_cast<double>(ws.events) / seconds;
+  summary.commit_mean_ms =
+      ws.latency_count ? 1e3 * ws.latency_sum_seconds / ws.latency_count : 0.0;
+  summary.commit_p99_ms =
+      1e3 * Histogram::Quantile(ws.latency_bucket_bounds_seconds,
+                                ws.latency_bucket_counts, 0.99);
+  summary.push_to_commit_p99_ms = 1e3 * Percentile(&lat, 0.99);
+  summary.writer_us_per_event = 1e6 * writer_cpu_total / n;
+  summary.ok = ws.events == static_cast<uint64_t>(flags.events);
+  return summary;
+}
+
+// Each store in turn, then the figures side by side.
+int RunAll(const Flags& flags) {
+  std::unique_ptr<testing::PostgresServer> server;
+  std::vector<Summary> summaries;
+  for (const std::string& backend : flags.backends) {
+    std::string url;
+    if (backend == "postgres") {
+      url = flags.postgres_url;
+      if (url.empty()) {
+        // A throwaway server with durable commits (the test fixture's
+        // fsync=off would flatter PostgreSQL against SQLite's fsync).
+        testing::PostgresServer::Options options;
+        options.settings = {"fsync=on", "synchronous_commit=on"};
+        auto started = testing::PostgresServer::Start(options);
+        if (!started.ok()) {
+          std::fprintf(stderr, "starting PostgreSQL: %s\n",
+                       started.status().ToString().c_str());
+          return 1;
+        }
+        server = *std::move(started);
+        absl::StatusOr<std::string> db = server->CreateDatabase();
+        if (!db.ok()) {
+          std::fprintf(stderr, "%s\n", db.status().ToString().c_str());
+          return 1;
+        }
+        url = *db;
+        std::printf(
+            "PostgreSQL started in %s, port %d (fsync=on, "
+            "synchronous_commit=on)\n",
+            server->dir().c_str(), server->port());
+      }
+    }
+    summaries.push_back(Run(flags, url));
+  }
+  std::printf(
+      "\n| store | events/s | commit mean | commit p99 | "
+      "push->commit p99 | writer CPU |\n|---|---|---|---|---|---|\n");
+  bool ok = true;
+  for (const Summary& s : summaries) {
+    std::printf("| %s | %.0f | %.1f ms | %.1f ms | %.1f ms | %.1f us/event |\n",
+                s.store.c_str(), s.events_per_second, s.commit_mean_ms,
+                s.commit_p99_ms, s.push_to_commit_p99_ms,
+                s.writer_us_per_event);
+    ok = ok && s.ok;
+  }
+  return ok ? 0 : 2;
 }
 
 }  // namespace
@@ -423,8 +431,9 @@ int main(int argc, char** argv) {
         stderr,
         "usage: storage_writer_bench [--events=N] [--companies=N] "
         "[--sync_full] [--dir=DIR] [--keep] [--noreplay] [--queue_capacity=N] "
-        "[--max_batch=N] [--max_delay_ms=X] [--rate=R] [--postgres_url=URL]\n");
+        "[--max_batch=N] [--max_delay_ms=X] [--rate=R] [--postgres_url=URL] "
+        "[--backends=sqlite,postgres]\n");
     return 1;
   }
-  return chstream::storage::Run(flags);
+  return chstream::storage::RunAll(flags);
 }

@@ -198,6 +198,34 @@ void PrintReport(const CheckReport& r, std::ostream& out) {
   out << "status: " << (r.ok() ? "OK" : "NOT OK") << "\n";
 }
 
+// Opens `db_path` and takes SQLite's exclusive lock on it without waiting
+// (see the file comment): fails at once, FailedPrecondition "in use by
+// another process", while chstreamd (or any SQLite process) has it open.
+// The lock is held until the returned connection closes. `otherwise` says
+// what to do when the lock cannot be taken for another reason.
+absl::StatusOr<Database> LockUnused(const std::string& db_path,
+                                    std::string_view otherwise) {
+  absl::StatusOr<Database> db = Database::Open(db_path, SQLITE_OPEN_READWRITE);
+  absl::Status status = db.status();
+  if (db.ok()) {
+    sqlite3_busy_timeout(db->get(), 0);
+    status = db->Exec("PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE");
+  }
+  if (status.code() == absl::StatusCode::kUnavailable) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(db_path,
+                     " is in use by another process (is chstreamd "
+                     "running? stop it first); nothing was changed"));
+  }
+  if (!status.ok()) {
+    return absl::Status(status.code(),
+                        absl::StrCat("cannot lock ", db_path,
+                                     " to make sure it is not in use (",
+                                     status.message(), "); ", Av(otherwise)));
+  }
+  return db;
+}
+
 }  // namespace
 
 absl::StatusOr<CheckReport> CheckDatabase(const std::string& path, bool quick) {
@@ -395,27 +423,12 @@ absl::StatusOr<CheckReport> Restore(const std::string& from,
   // the file comment). `lock` is closed after the rename.
   std::optional<Database> lock;
   if (target_exists) {
-    absl::StatusOr<Database> db =
-        Database::Open(db_path, SQLITE_OPEN_READWRITE);
+    absl::StatusOr<Database> db = LockUnused(
+        db_path, "stop chstreamd, move the file aside and restore again");
     if (db.ok()) {
       lock = std::move(*db);
-      sqlite3_busy_timeout(lock->get(), 0);
-      status = lock->Exec("PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE");
     } else {
       status = db.status();
-    }
-    if (status.code() == absl::StatusCode::kUnavailable) {
-      status = absl::FailedPreconditionError(
-          absl::StrCat(db_path,
-                       " is in use by another process (is chstreamd "
-                       "running? stop it first); nothing was changed"));
-    } else if (!status.ok()) {
-      status = absl::Status(
-          status.code(),
-          absl::StrCat("cannot lock ", db_path,
-                       " to make sure it is not in use (", status.message(),
-                       "); stop chstreamd, move the file aside and restore "
-                       "again"));
     }
     if (status.ok()) {
       // Folds any WAL a crashed chstreamd left into the old file and
@@ -439,6 +452,23 @@ absl::StatusOr<CheckReport> Restore(const std::string& from,
   return restored;
 }
 
+absl::StatusOr<storage::pg::SqliteImportReport> CopyToPostgres(
+    const std::string& db_path, const std::string& postgres_url) {
+  CHS_ASSIGN_OR_RETURN(storage::DatabaseFile file,
+                       storage::InspectDatabaseFile(db_path, false));
+  if (file.is_new) {
+    return absl::NotFoundError(
+        absl::StrCat(db_path, " does not exist or is empty: nothing to copy"));
+  }
+  CHS_ASSIGN_OR_RETURN(Database db,
+                       LockUnused(db_path, "stop chstreamd and copy again"));
+  // In EXCLUSIVE locking mode the lock outlives this transaction: it is
+  // held until `db` closes, after the copy.
+  CHS_RETURN_IF_ERROR(db.Exec("COMMIT"));
+  CHS_RETURN_IF_ERROR(storage::Migrate(db, storage::LatestSchemaVersion()));
+  return storage::pg::CopySqliteToPostgres(db, postgres_url);
+}
+
 // ------------------------------------------------------------ command line
 
 namespace {
@@ -453,6 +483,9 @@ commands:
   restore       put a backup in place of a stopped chstreamd's database
   check         integrity, schema version, counts, head, oldest, store_id
   dead-letters  the newest rejected lines
+  copy-to-postgres
+                move a stopped chstreamd's database into an empty PostgreSQL
+                database (same positions and store_id)
 
 `chstreamctl <command> --help` describes a command's flags.
 exit codes: 0 ok, 1 failure (or check found a problem), 2 usage error.
@@ -538,6 +571,32 @@ exit codes: 0 ok, 1 failure, 2 usage error.
        {"db_path", "limit", "width"},
        {},
        {"db_path"}},
+      {"copy-to-postgres",
+       R"(usage: chstreamctl copy-to-postgres --db_path=X --postgres_url=URL
+
+Moves the SQLite database X into the PostgreSQL database URL, to run
+chstreamd replicas on it (--postgres_url) from where X left off: every
+event keeps its position and the store keeps its store_id, so clients
+resume with after_position and expected_store_id as before. Companies,
+stream states (timepoints), gaps, dead letters and, where the PostgreSQL
+schema has them, resources are copied too; then the counts, the head and
+the oldest position are compared with X before the one transaction commits.
+
+Stop chstreamd first: the copy refuses while any process has X open, and
+holds X locked until it is done. X is migrated to this binary's schema
+first, as chstreamd would. URL must be an empty database (createdb), or
+one holding chstream's empty tables; anything else is refused untouched,
+as is a database some chstreamd is connected to. The URL is a libpq URI
+(PGPASSWORD, ~/.pgpass, PGSSLMODE apply); its password is never printed.
+
+  --db_path       the SQLite database (chstreamd's --db_path)
+  --postgres_url  the PostgreSQL database (the replicas' --postgres_url)
+
+exit codes: 0 ok, 1 failure (nothing written to URL), 2 usage error.
+)",
+       {"db_path", "postgres_url"},
+       {},
+       {"db_path", "postgres_url"}},
   };
   return *commands;
 }
@@ -658,6 +717,20 @@ absl::Status PrintDeadLetters(const std::string& path, int64_t limit,
   return absl::OkStatus();
 }
 
+void PrintCopyReport(const storage::pg::SqliteImportReport& r,
+                     std::ostream& out) {
+  out << "target: " << r.target << "\n"
+      << "target_schema_version: " << r.target_schema_version << "\n"
+      << "store_id: " << r.store_id << (r.kept_store_id ? " (kept)" : " (new)")
+      << "\n"
+      << "head_position: " << r.head_position << "\n"
+      << "oldest_position: " << r.oldest_position << "\n";
+  for (const auto& [table, rows] : r.tables)
+    out << table << ": " << rows << "\n";
+  out << "bytes_sent: " << r.bytes_sent << "\n";
+  for (const std::string& n : r.notes) out << "note: " << n << "\n";
+}
+
 int Fail(const absl::Status& status, std::string_view command,
          std::ostream& err) {
   err << "chstreamctl " << command << ": " << status.message() << "\n";
@@ -715,6 +788,15 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
     absl::Status status =
         PrintDeadLetters(flag("db_path"), *limit, *width, out);
     return status.ok() ? kExitOk : Fail(status, name, err);
+  }
+
+  if (name == "copy-to-postgres") {
+    absl::StatusOr<storage::pg::SqliteImportReport> copied =
+        CopyToPostgres(flag("db_path"), flag("postgres_url"));
+    if (!copied.ok()) return Fail(copied.status(), name, err);
+    PrintCopyReport(*copied, out);
+    out << "copied " << flag("db_path") << " to " << copied->target << "\n";
+    return kExitOk;
   }
 
   absl::StatusOr<CheckReport> report;

@@ -8,7 +8,10 @@
 //   restore       a backup put back in place of a stopped chstreamd's
 //                 database, with a new store_id;
 //   check         integrity, schema version, counts, head, oldest, store_id;
-//   dead-letters  the newest rejected lines.
+//   dead-letters  the newest rejected lines;
+//   copy-to-postgres
+//                 a stopped chstreamd's database moved into an empty
+//                 PostgreSQL database, keeping positions and store_id.
 //
 // Run() is the whole command line tool (main.cc only forwards to it); the
 // operations are also callable on their own. Exit codes: kExitOk,
@@ -28,6 +31,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "storage/postgres/sqlite_import.h"
 
 namespace chstream::ctl {
 
@@ -78,6 +82,16 @@ absl::StatusOr<CheckReport> Backup(const std::string& db_path,
 // -journal. Returns the restored database's report.
 absl::StatusOr<CheckReport> Restore(const std::string& from,
                                     const std::string& db_path, bool quick);
+
+// Copies the SQLite database at `db_path` into the empty PostgreSQL
+// database at `postgres_url` (storage/postgres/sqlite_import.h: same
+// positions, same store_id, refusal of a non-empty target). Refuses while
+// another process (chstreamd) has `db_path` open, and holds SQLite's
+// exclusive lock on it until the copy is committed, so no chstreamd can
+// start on it meanwhile. `db_path` is first migrated to this binary's
+// schema version, as chstreamd would at its next start.
+absl::StatusOr<storage::pg::SqliteImportReport> CopyToPostgres(
+    const std::string& db_path, const std::string& postgres_url);
 
 // The command line tool: `args` without the program name. Writes results to
 // `out` and one-line errors to `err`; returns the exit code.

@@ -18,13 +18,16 @@
 #include "gtest/gtest.h"
 #include "ingest/simulator/simulator.h"
 #include "storage/store.h"
+#include "tests/ctl/ctl_runner.h"
 #include "tests/testing/child_process.h"
 
 namespace chstream {
 namespace {
 
 using testing::ChildProcess;
+using testing::CtlResult;
 using ::testing::HasSubstr;
+using testing::RunCtl;
 using testing::WaitUntil;
 
 constexpr char kKey[] = "ctl-test-stream-key";
@@ -36,34 +39,9 @@ std::vector<std::string> Env() {
           absl::StrCat("CH_STREAMING_API_KEY=", kKey)};
 }
 
-struct CtlResult {
-  int exit_code = -1;
-  std::string output;
-};
-
-CtlResult RunCtl(const std::vector<std::string>& args) {
-  static int run = 0;
-  const std::string log = absl::StrCat(Dir(), "/ctl.", ++run, ".log");
-  ChildProcess child("ctl/chstreamctl", args, Env(), Dir(), log);
-  EXPECT_TRUE(child.started());
-  CtlResult r;
-  r.exit_code = child.Wait(absl::Seconds(120));
-  r.output = child.Output();
-  return r;
-}
-
-std::string Field(const std::string& output, const std::string& key) {
-  const std::string prefix = "\n" + key + ": ";
-  const std::string text = "\n" + output;
-  const size_t at = text.find(prefix);
-  if (at == std::string::npos) return "";
-  const size_t from = at + prefix.size();
-  return text.substr(from, text.find('\n', from) - from);
-}
-
 uint64_t Number(const std::string& output, const std::string& key) {
   uint64_t n = 0;
-  return absl::SimpleAtoi(Field(output, key), &n) ? n : 0;
+  return absl::SimpleAtoi(testing::ReportField(output, key), &n) ? n : 0;
 }
 
 std::unique_ptr<ChildProcess> StartChstreamd(const std::string& url,
@@ -152,7 +130,7 @@ TEST(ChstreamctlChstreamdTest, BackupDuringIngestAndRestoreWhenStopped) {
 
   CtlResult restored = RunCtl({"restore", "--from=" + copy, "--db_path=" + db});
   ASSERT_EQ(restored.exit_code, 0) << restored.output;
-  const std::string new_id = Field(restored.output, "store_id");
+  const std::string new_id = testing::ReportField(restored.output, "store_id");
   EXPECT_NE(new_id, old_id);
   EXPECT_EQ(Number(restored.output, "head_position"), copy_head);
 
@@ -162,7 +140,8 @@ TEST(ChstreamctlChstreamdTest, BackupDuringIngestAndRestoreWhenStopped) {
   EXPECT_TRUE(
       WaitUntil([&] { return LiveHead(db) > copy_head; }, absl::Seconds(60)));
   EXPECT_EQ(
-      Field(RunCtl({"check", "--quick", "--db_path=" + db}).output, "store_id"),
+      testing::ReportField(
+          RunCtl({"check", "--quick", "--db_path=" + db}).output, "store_id"),
       new_id);
   EXPECT_EQ(chstreamd->SignalAndWait(SIGTERM, absl::Seconds(10)), 0);
 }

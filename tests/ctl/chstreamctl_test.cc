@@ -21,11 +21,16 @@
 #include "gtest/gtest.h"
 #include "storage/schema.h"
 #include "storage/store.h"
+#include "tests/ctl/ctl_runner.h"
 #include "tests/storage/test_util.h"
 #include "tests/testing/child_process.h"
 
 namespace chstream {
 namespace {
+
+std::string Field(const std::string& output, const std::string& key) {
+  return testing::ReportField(output, key);
+}
 
 using storage::Batch;
 using storage::Event;
@@ -38,43 +43,10 @@ using storage::testing::ReadFileBytes;
 using storage::testing::TestDbPath;
 using storage::testing::TestTime;
 using storage::testing::WriteFileBytes;
+using testing::CtlResult;
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-constexpr char kBinary[] = "ctl/chstreamctl";
-
-struct CtlResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-CtlResult RunCtl(const std::vector<std::string>& args) {
-  static int run = 0;
-  const std::string dir = std::getenv("TEST_TMPDIR");
-  const std::string log =
-      absl::StrCat(dir, "/ctl.", ::getpid(), ".", ++run, ".log");
-  testing::ChildProcess child(kBinary, args, {"PATH=/usr/bin:/bin", "TZ=UTC"},
-                              dir, log);
-  EXPECT_TRUE(child.started());
-  CtlResult r;
-  r.exit_code = child.Wait(absl::Seconds(120));
-  r.output = child.Output();
-  return r;
-}
-
-// The value of "key: value" in a check report.
-std::string Field(const std::string& output, const std::string& key) {
-  const std::string prefix = key + ": ";
-  size_t at = 0;
-  while ((at = output.find(prefix, at)) != std::string::npos) {
-    if (at == 0 || output[at - 1] == '\n') {
-      const size_t from = at + prefix.size();
-      return output.substr(from, output.find('\n', from) - from);
-    }
-    at += prefix.size();
-  }
-  return "";
-}
+using testing::RunCtl;
 
 // Commits `n` events (every fifth a company profile with data) in batches.
 void Fill(Store& store, int first_timepoint, int n) {
