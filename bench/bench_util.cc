@@ -9,6 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -178,6 +180,53 @@ bool FlagValue(const std::string& arg, const char* name, std::string* value) {
   if (arg.rfind(prefix, 0) != 0) return false;
   *value = arg.substr(prefix.size());
   return true;
+}
+
+bool ParseFanoutFlag(const std::string& arg, FanoutFlags* flags, bool* ok) {
+  std::string v;
+  if (FlagValue(arg, "subscribers", &v)) {
+    *ok = absl::SimpleAtoi(v, &flags->subscribers) && flags->subscribers > 0;
+  } else if (FlagValue(arg, "channels", &v)) {
+    *ok = absl::SimpleAtoi(v, &flags->channels) && flags->channels > 0;
+  } else if (FlagValue(arg, "seconds", &v)) {
+    *ok = absl::SimpleAtoi(v, &flags->seconds) && flags->seconds > 0;
+  } else if (FlagValue(arg, "warmup_seconds", &v)) {
+    *ok = absl::SimpleAtoi(v, &flags->warmup_seconds) &&
+          flags->warmup_seconds >= 0;
+  } else if (FlagValue(arg, "rate", &v)) {
+    *ok = absl::SimpleAtod(v, &flags->rate) && flags->rate > 0;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+FanoutTally TallySubscribers(
+    const std::vector<std::unique_ptr<BenchSubscriber>>& subs) {
+  FanoutTally t;
+  t.min_events = subs.empty() ? 0 : UINT64_MAX;
+  for (const auto& s : subs) {
+    t.latencies_ms.insert(t.latencies_ms.end(), s->latencies_ms().begin(),
+                          s->latencies_ms().end());
+    t.min_events = std::min(t.min_events, s->events());
+    t.max_events = std::max(t.max_events, s->events());
+    t.fell_behind += s->fell_behind();
+    t.out_of_order += s->out_of_order();
+    if (s->status().error_code() != grpc::StatusCode::CANCELLED) ++t.errors;
+  }
+  std::sort(t.latencies_ms.begin(), t.latencies_ms.end());
+  return t;
+}
+
+void PrintLatencies(const char* what, const FanoutTally& t,
+                    double window_seconds) {
+  const std::vector<float>& all = t.latencies_ms;
+  std::printf(
+      "%s latency over %zu deliveries in %.0f s: p50 %.2f ms, p90 %.2f ms, "
+      "p99 %.2f ms, p99.9 %.2f ms, max %.2f ms\n",
+      what, all.size(), window_seconds, Percentile(all, 0.5),
+      Percentile(all, 0.9), Percentile(all, 0.99), Percentile(all, 0.999),
+      all.empty() ? 0.0 : all.back());
 }
 
 std::string FindChstreamd(const std::string& flag, const char* argv0) {

@@ -33,6 +33,19 @@ namespace chstream::bench {
 // If `arg` is "--<name>=<value>", sets *value and returns true.
 bool FlagValue(const std::string& arg, const char* name, std::string* value);
 
+// The flags of the live fan-out benchmarks (fanout_bench,
+// follower_fanout_bench).
+struct FanoutFlags {
+  int subscribers = 100;
+  int channels = 4;
+  int seconds = 30;
+  int warmup_seconds = 3;
+  double rate = 200;  // events/s
+};
+// If `arg` is one of FanoutFlags' flags, parses it into *flags, sets *ok
+// (false: a bad value) and returns true.
+bool ParseFanoutFlag(const std::string& arg, FanoutFlags* flags, bool* ok);
+
 // --chstreamd, else the data dependency in the runfiles, else bazel-bin.
 // Empty if none is executable.
 std::string FindChstreamd(const std::string& flag, const char* argv0);
@@ -180,6 +193,21 @@ class RawSubscriber final
   grpc::ByteBuffer response_;
   std::string bytes_;
 };
+
+// What the subscribers of a fan-out run saw, after each one's WaitDone.
+struct FanoutTally {
+  std::vector<float> latencies_ms;  // all subscribers', ascending
+  uint64_t min_events = 0;
+  uint64_t max_events = 0;
+  uint64_t fell_behind = 0;
+  uint64_t out_of_order = 0;
+  uint64_t errors = 0;  // calls that ended other than CANCELLED
+};
+FanoutTally TallySubscribers(
+    const std::vector<std::unique_ptr<BenchSubscriber>>& subs);
+// "<what> latency over N deliveries in W s: p50 ..., p90, p99, p99.9, max".
+void PrintLatencies(const char* what, const FanoutTally& tally,
+                    double window_seconds);
 
 // chstreamd as a child process (killed if the benchmark dies).
 class Daemon {

@@ -70,12 +70,7 @@
 namespace chstream::bench {
 namespace {
 
-struct Flags {
-  int subscribers = 100;
-  int channels = 4;
-  int seconds = 30;
-  int warmup_seconds = 3;
-  double rate = 200;
+struct Flags : FanoutFlags {
   std::string chstreamd;
   std::string dir = "/tmp";
   // --chstreamd_flag=--synchronous=normal (repeatable): passed on to
@@ -89,17 +84,7 @@ bool ParseFlags(int argc, char** argv, Flags* flags) {
     const std::string arg = argv[i];
     std::string v;
     bool ok = true;
-    if (FlagValue(arg, "subscribers", &v)) {
-      ok = absl::SimpleAtoi(v, &flags->subscribers) && flags->subscribers > 0;
-    } else if (FlagValue(arg, "channels", &v)) {
-      ok = absl::SimpleAtoi(v, &flags->channels) && flags->channels > 0;
-    } else if (FlagValue(arg, "seconds", &v)) {
-      ok = absl::SimpleAtoi(v, &flags->seconds) && flags->seconds > 0;
-    } else if (FlagValue(arg, "warmup_seconds", &v)) {
-      ok = absl::SimpleAtoi(v, &flags->warmup_seconds) &&
-           flags->warmup_seconds >= 0;
-    } else if (FlagValue(arg, "rate", &v)) {
-      ok = absl::SimpleAtod(v, &flags->rate) && flags->rate > 0;
+    if (ParseFanoutFlag(arg, flags, &ok)) {
     } else if (FlagValue(arg, "chstreamd", &v)) {
       flags->chstreamd = v;
     } else if (FlagValue(arg, "dir", &v)) {
@@ -231,18 +216,10 @@ int Run(const Flags& flags, const char* argv0) {
   for (const auto& s : subs) finished += s->WaitDone(done_deadline) ? 1 : 0;
   const int64_t hwm_kb = ProcStatusKb(pid, "VmHWM");
 
-  std::vector<float> all;
-  uint64_t min_events = UINT64_MAX, max_events = 0, fell_behind = 0,
-           out_of_order = 0, errors = 0;
-  for (const auto& s : subs) {
-    all.insert(all.end(), s->latencies_ms().begin(), s->latencies_ms().end());
-    min_events = std::min(min_events, s->events());
-    max_events = std::max(max_events, s->events());
-    fell_behind += s->fell_behind();
-    out_of_order += s->out_of_order();
-    if (s->status().error_code() != grpc::StatusCode::CANCELLED) ++errors;
-  }
-  std::sort(all.begin(), all.end());
+  const FanoutTally tally = TallySubscribers(subs);
+  const uint64_t min_events = tally.min_events, max_events = tally.max_events,
+                 fell_behind = tally.fell_behind,
+                 out_of_order = tally.out_of_order, errors = tally.errors;
   const double window = flags.seconds - flags.warmup_seconds;
   std::printf(
       "subscribers %d (%s client; live at window start %zu, finished %zu, "
@@ -258,12 +235,7 @@ int Run(const Flags& flags, const char* argv0) {
       static_cast<unsigned long long>(max_events),
       static_cast<unsigned long long>(fell_behind),
       static_cast<unsigned long long>(out_of_order));
-  std::printf(
-      "received_at-to-delivery latency over %zu deliveries in %.0f s: "
-      "p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms\n",
-      all.size(), window, Percentile(all, 0.5), Percentile(all, 0.9),
-      Percentile(all, 0.99), Percentile(all, 0.999),
-      all.empty() ? 0.0 : all.back());
+  PrintLatencies("received_at-to-delivery", tally, window);
   std::printf(
       "chstreamd CPU %.2f s in the window (%.0f%% of one core), peak "
       "RSS (VmHWM) %.1f MB\n",
