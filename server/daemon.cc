@@ -29,14 +29,6 @@ storage::Store::Options StoreOptionsFrom(const Config& config) {
   return o;
 }
 
-storage::RetentionPolicy RetentionPolicyFrom(const Config& config) {
-  storage::RetentionPolicy p;
-  p.events_for = config.retain_for;
-  p.max_bytes = config.retain_bytes;
-  p.dead_letters_for = config.retain_dead_letters_for;
-  return p;
-}
-
 ServiceOptions ServiceOptionsFrom(const Config& config, absl::Time started_at) {
   ServiceOptions o;
   o.version = kVersion;
@@ -143,15 +135,6 @@ absl::Status Daemon::StartParts(int* exit_code) {
     storage::EventWriter idle(store_.get(), {}, nullptr, clock_);
     idle_writer_stats_ = idle.GetStats();
   }
-
-  // Retention: its own thread and connection; commits take turns with its
-  // small transactions (storage/retainer.h). Run by the process that has
-  // the writer (the ingest leader).
-  retainer_ = std::make_unique<storage::Retainer>(
-      store_.get(),
-      storage::Retainer::Options{.policy = RetentionPolicyFrom(config)},
-      clock_);
-  retainer_->Start();
 
   // Metrics and the operations listener.
   metrics_ = std::make_unique<MetricsRegistry>();
@@ -318,7 +301,6 @@ void Daemon::Stop() {
   // IngestPipeline::Stop); a PostgreSQL leader then releases the lock.
   if (pipeline_ != nullptr) pipeline_->Stop();
   if (roles_ != nullptr) roles_->Stop();
-  if (retainer_ != nullptr) retainer_->Stop();
   // End the calls, then the listeners.
   if (grpc_ != nullptr) grpc_->Shutdown(absl::Seconds(3));
   if (http_ != nullptr) http_->Stop();
@@ -334,7 +316,6 @@ void Daemon::Stop() {
   roles_.reset();
   live_pipeline_.store(nullptr);
   pipeline_.reset();
-  retainer_.reset();
   // The executor before the service: its queued page reads use the service
   // (and the store); destroying it runs them to the end first.
   executor_.reset();

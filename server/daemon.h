@@ -10,7 +10,7 @@
 // Start order: store -> hub, executor, service -> metrics, HTTP listener ->
 // gRPC server -> ingestion -> health monitor. Ingestion is an
 // IngestPipeline (server/ingest_pipeline.h: [simulator ->] ingester ->
-// writer) for a SQLite store; with --postgres_url it is ReplicaRoles
+// writer, and the retainer) for a SQLite store; with --postgres_url it is ReplicaRoles
 // (server/replica_roles.h), which follows the leader and runs a pipeline
 // only while this replica is the elected, fenced ingest leader.
 // Stop order: readiness and health off -> ingestion (the writer stops
@@ -56,7 +56,6 @@
 #include "server/status_page.h"
 #include "server/subscription_hub.h"
 #include "storage/event_writer.h"
-#include "storage/retainer.h"
 #include "storage/store.h"
 
 namespace chstream::server {
@@ -64,7 +63,6 @@ namespace chstream::server {
 // Each part's options, derived from the Config (the ingest parts': see
 // server/ingest_pipeline.h).
 storage::Store::Options StoreOptionsFrom(const Config& config);
-storage::RetentionPolicy RetentionPolicyFrom(const Config& config);
 ServiceOptions ServiceOptionsFrom(const Config& config, absl::Time started_at);
 HealthMonitor::Options HealthOptionsFrom(const Config& config);
 
@@ -131,7 +129,6 @@ class Daemon {
   std::unique_ptr<SubscriptionHub> hub_;
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<CompanyStreamService> service_;
-  std::unique_ptr<storage::Retainer> retainer_;  // retention (--retain_*)
   std::unique_ptr<MetricsRegistry> metrics_;
   std::unique_ptr<IngestHistory> history_;
   std::unique_ptr<HttpListener> http_;

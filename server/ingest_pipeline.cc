@@ -62,6 +62,14 @@ ingest::sim::Options SimulatorOptionsFrom(
   return o;
 }
 
+storage::RetentionPolicy RetentionPolicyFrom(const Config& config) {
+  storage::RetentionPolicy p;
+  p.events_for = config.retain_for;
+  p.max_bytes = config.retain_bytes;
+  p.dead_letters_for = config.retain_dead_letters_for;
+  return p;
+}
+
 absl::StatusOr<std::unique_ptr<IngestPipeline>> IngestPipeline::Start(
     const Config& config, storage::EventStore* store, SubscriptionHub* hub,
     const std::vector<storage::StreamState>& states, Clock* clock,
@@ -106,6 +114,12 @@ absl::StatusOr<std::unique_ptr<IngestPipeline>> IngestPipeline::Start(
         clock);
     p->writer_->Start();
 
+    p->retainer_ = std::make_unique<storage::Retainer>(
+        store,
+        storage::Retainer::Options{.policy = RetentionPolicyFrom(config)},
+        clock);
+    p->retainer_->Start();
+
     p->sink_ = std::make_unique<ingest::WriterSink>(p->writer_.get());
     p->ingester_ = std::make_unique<ingest::Ingester>(
         IngesterOptionsFrom(config, upstream_url, keys), p->sink_.get(), clock);
@@ -130,6 +144,7 @@ IngestPipeline::~IngestPipeline() { Stop(); }
 void IngestPipeline::Stop() {
   if (stopped_) return;
   stopped_ = true;
+  if (retainer_ != nullptr) retainer_->Stop();
   // Stop reading the upstream, then commit what was read. The writer stops
   // accepting first: an ingest thread blocked on a full queue (storage
   // failing) returns at once, so the ingester can be joined. What it read

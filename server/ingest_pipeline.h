@@ -11,10 +11,11 @@
 // (so each stream resumes from the stored timepoint + 1; the simulator, when
 // used, starts its log there too), and stopped when it loses leadership.
 //
-// Stop order: the writer stops accepting (an ingest thread blocked on a full
-// queue returns at once) -> ingester -> writer (commits what is queued, or
-// gives it up after a few quick attempts if storage refuses it, e.g. a
-// fenced former leader) -> simulator.
+// Start order: simulator -> writer -> retainer -> ingester.
+// Stop order: retainer -> the writer stops accepting (an ingest thread blocked
+// on a full queue returns at once) -> ingester -> writer (commits what is
+// queued, or gives it up after a few quick attempts if storage refuses it, e.g.
+// a fenced former leader) -> simulator.
 //
 // Thread-safety: Start/Stop from one thread; the accessors from any thread
 // while the pipeline exists (also after Stop).
@@ -39,6 +40,7 @@
 #include "server/config.h"
 #include "server/subscription_hub.h"
 #include "storage/event_writer.h"
+#include "storage/retainer.h"
 #include "storage/store.h"
 
 namespace chstream::server {
@@ -46,6 +48,7 @@ namespace chstream::server {
 // Each ingest part's options, derived from the Config (so that a setting is
 // copied in exactly one place).
 storage::EventWriter::Options WriterOptionsFrom(const Config& config);
+storage::RetentionPolicy RetentionPolicyFrom(const Config& config);
 // `upstream_url` and `keys`: the configured ones, or the simulator's.
 ingest::IngesterOptions IngesterOptionsFrom(const Config& config,
                                             std::string upstream_url,
@@ -88,6 +91,10 @@ class IngestPipeline {
 
   std::unique_ptr<ingest::sim::Simulator> simulator_;
   std::unique_ptr<storage::EventWriter> writer_;
+  // Retention (--retain_*), run by the process that has the writer (on
+  // PostgreSQL the ingest leader): its own thread and connection; commits
+  // take turns with its small transactions (storage/retainer.h).
+  std::unique_ptr<storage::Retainer> retainer_;
   std::unique_ptr<ingest::WriterSink> sink_;
   std::unique_ptr<ingest::Ingester> ingester_;
   // Published to the commit callback and Snapshots() while it runs.

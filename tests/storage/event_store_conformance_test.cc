@@ -874,7 +874,7 @@ TEST_F(PostgresStoreTest, MigrationFromV1FillsResourcesAndEventBytes) {
       "store_counters DROP COLUMN event_bytes; DROP FUNCTION "
       "chstream_event_bytes; UPDATE cluster SET schema_version = 1"));
   ASSERT_OK_AND_ASSIGN(store_, PostgresStore::Open(backend_.uri()));
-  EXPECT_EQ(store_->schema_version(), PgLatestSchemaVersion());
+  EXPECT_EQ(store_->schema_version(), pg::PgLatestSchemaVersion());
   ASSERT_OK_AND_ASSIGN(std::optional<ResourceRecord> officer_after,
                        store_->GetResource(officer));
   EXPECT_EQ(officer_after, officer_before);
