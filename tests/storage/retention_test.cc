@@ -29,7 +29,8 @@ using ::testing::HasSubstr;
 Event FilingAt(int64_t timepoint, absl::Time at, size_t data_bytes = 0) {
   Event e = MakeEvent("filings", timepoint);
   e.received_at = at;
-  if (data_bytes > 0) e.data_json = std::string(data_bytes, 'x');
+  // In data_pb: the Store keeps data_json only for events without it.
+  if (data_bytes > 0) e.data_pb = std::string(data_bytes, 'x');
   return e;
 }
 
@@ -204,7 +205,7 @@ TEST(RetentionTest, CompanyKeepsDataOfPrunedEvent) {
   ASSERT_OK_AND_ASSIGN(std::optional<CompanyRecord> before,
                        store->GetCompany("00000001"));
   ASSERT_TRUE(before.has_value());
-  ASSERT_THAT(before->data_json, HasSubstr("FIRST LTD"));
+  ASSERT_THAT(before->data_pb, HasSubstr("FIRST LTD"));
 
   clock.Advance(absl::Hours(1));
   {
@@ -231,7 +232,7 @@ TEST(RetentionTest, CompanyKeepsDataOfPrunedEvent) {
   ASSERT_OK_AND_ASSIGN(std::optional<CompanyRecord> second,
                        store->GetCompany("00000002"));
   ASSERT_TRUE(second.has_value());
-  EXPECT_THAT(second->data_json, HasSubstr("SECOND RENAMED LTD"));
+  EXPECT_THAT(second->data_pb, HasSubstr("SECOND RENAMED LTD"));
 
   // New data for company 1 replaces the copy; pruning that event in turn
   // copies the new data.
@@ -244,15 +245,15 @@ TEST(RetentionTest, CompanyKeepsDataOfPrunedEvent) {
     ASSERT_OK(store->Commit(std::move(b), clock.Now()).status());
   }
   ASSERT_OK_AND_ASSIGN(after, store->GetCompany("00000001"));
-  EXPECT_THAT(after->data_json, HasSubstr("FIRST RENAMED LTD"));
+  EXPECT_THAT(after->data_pb, HasSubstr("FIRST RENAMED LTD"));
   clock.Advance(absl::Hours(1));
   r = PruneAll(*store, EventsFor(absl::Minutes(30)), clock.Now());
   EXPECT_EQ(r.events, 2u);  // positions 5 and 6; 7 is the head
   ASSERT_OK_AND_ASSIGN(after, store->GetCompany("00000001"));
-  EXPECT_THAT(after->data_json, HasSubstr("FIRST RENAMED LTD"));
+  EXPECT_THAT(after->data_pb, HasSubstr("FIRST RENAMED LTD"));
   EXPECT_EQ(after->data_pb, "pb:FIRST RENAMED LTD");
   ASSERT_OK_AND_ASSIGN(second, store->GetCompany("00000002"));
-  EXPECT_THAT(second->data_json, HasSubstr("SECOND RENAMED LTD"));
+  EXPECT_THAT(second->data_pb, HasSubstr("SECOND RENAMED LTD"));
 }
 
 // Verifies that max_bytes deletes the oldest events, whatever their age,
@@ -346,8 +347,8 @@ TEST(RetentionTest, FileSizeStaysFlatUnderSteadyIngest) {
         // 100 resources updated over and over: their current state (one
         // row each, kept whatever the retention) stays bounded, so what
         // grows or not is the event log alone.
-        e.resource_uri = absl::StrCat(
-            "/company/00000001/filing-history/F", timepoint % 100);
+        e.resource_uri =
+            absl::StrCat("/company/00000001/filing-history/F", timepoint % 100);
         b.events.push_back(std::move(e));
       }
       ASSERT_OK(store->Commit(std::move(b), clock.Now()).status());
