@@ -2,6 +2,9 @@
 
 #include <google/protobuf/unknown_field_set.h>
 
+#include <type_traits>
+#include <utility>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
@@ -50,20 +53,48 @@ absl::Time FromTimestamp(const google::protobuf::Timestamp& ts) {
   return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
 }
 
-void ToProto(const storage::Event& e, v1::Event* out) {
+namespace {
+
+// Both ToProto(Event) overloads: E is `const storage::Event&` (copies the
+// strings) or `storage::Event` (moves them: a replay's events are read for
+// this message only, and data_pb is most of its bytes).
+template <typename E>
+void EventToProto(E&& e, v1::Event* out) {
+  constexpr bool kMove = !std::is_lvalue_reference_v<E>;
   out->Clear();
   out->set_position(e.position);
-  out->set_stream(e.stream);
+  out->set_stream(std::forward<E>(e).stream);
   out->set_timepoint(e.timepoint);
   out->set_type(ToProto(e.type));
-  out->set_resource_kind(e.resource_kind);
-  out->set_resource_id(e.resource_id);
-  out->set_resource_uri(e.resource_uri);
-  out->set_company_number(e.company_number);
+  out->set_resource_kind(std::forward<E>(e).resource_kind);
+  out->set_resource_id(std::forward<E>(e).resource_id);
+  out->set_resource_uri(std::forward<E>(e).resource_uri);
+  out->set_company_number(std::forward<E>(e).company_number);
   *out->mutable_published_at() = ToTimestamp(e.published_at);
   *out->mutable_received_at() = ToTimestamp(e.received_at);
-  for (const std::string& f : e.fields_changed) out->add_fields_changed(f);
-  SetStructBytes(e.data_pb, kEventDataField, out);
+  for (auto& f : e.fields_changed) {
+    if constexpr (kMove) {
+      out->add_fields_changed(std::move(f));
+    } else {
+      out->add_fields_changed(f);
+    }
+  }
+  if constexpr (kMove) {
+    if (!e.data_pb.empty()) {
+      *out->GetReflection()->MutableUnknownFields(out)->AddLengthDelimited(
+          kEventDataField) = std::move(e.data_pb);
+    }
+  } else {
+    SetStructBytes(e.data_pb, kEventDataField, out);
+  }
+}
+
+}  // namespace
+
+void ToProto(const storage::Event& e, v1::Event* out) { EventToProto(e, out); }
+
+void ToProto(storage::Event&& e, v1::Event* out) {
+  EventToProto(std::move(e), out);
 }
 
 void ToProto(const storage::CompanyRecord& c, v1::Company* out) {

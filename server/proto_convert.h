@@ -24,6 +24,8 @@ absl::Time FromTimestamp(const google::protobuf::Timestamp& ts);
 
 // Fills `out` (cleared first) from `event`.
 void ToProto(const storage::Event& event, v1::Event* out);
+// The same, moving the strings out of `event` (left valid, unspecified).
+void ToProto(storage::Event&& event, v1::Event* out);
 void ToProto(const storage::CompanyRecord& company, v1::Company* out);
 void ToProto(const storage::ResourceRecord& resource, v1::Resource* out);
 

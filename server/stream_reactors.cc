@@ -380,7 +380,7 @@ class ReplayReactor final : public StreamWriter<v1::Event> {
     Action action;
     if (Settled(&action, status)) return action;
     if (!pending_.empty()) {
-      ToProto(pending_.front(), &msg_);
+      ToProto(std::move(pending_.front()), &msg_);
       last_sent_ = pending_.front().position;
       pending_.pop_front();
       return Action::kWrite;
@@ -590,7 +590,7 @@ class SubscribeReactor final : public StreamWriter<v1::SubscribeResponse> {
     }
     if (!pending_.empty()) {
       msg_.Clear();
-      ToProto(pending_.front(), msg_.mutable_event());
+      ToProto(std::move(pending_.front()), msg_.mutable_event());
       pending_.pop_front();
       events_sent_.fetch_add(1, std::memory_order_relaxed);
       return Wrote(now);

@@ -76,7 +76,9 @@ struct Event {
   absl::Time received_at = absl::UnixEpoch();
   std::vector<std::string> fields_changed;
   // The "data" object exactly as the upstream sent it (compact JSON text);
-  // empty when the event had no data.
+  // empty when the event had no data. The SQLite Store does not keep it
+  // when data_pb is set (see store.h): events read back from it have it
+  // empty.
   std::string data_json;
   // The same object encoded as a google.protobuf.Struct message (wire
   // bytes), made once at ingest so that serving never re-parses JSON.

@@ -698,10 +698,8 @@ absl::Status Store::InitIdentity(Database& db) {
   absl::Status status = db.Exec(absl::StrCat(
       "BEGIN IMMEDIATE; UPDATE store_identity SET open_unsynced = ",
       options_.synchronous_full ? 0 : 1));
-  if (status.ok() && !reason.empty())
-    status = ReplaceStoreId(db, reason);
-  if (status.ok())
-    status = db.Exec("COMMIT");
+  if (status.ok() && !reason.empty()) status = ReplaceStoreId(db, reason);
+  if (status.ok()) status = db.Exec("COMMIT");
   if (!status.ok()) {
     db.Exec("ROLLBACK").IgnoreError();
     return status;
@@ -724,7 +722,7 @@ absl::Status Store::InitIdentity(Database& db) {
   return absl::OkStatus();
 }
 
-absl::Status ReplaceStoreId(Database &db, std::string_view reason) {
+absl::Status ReplaceStoreId(Database& db, std::string_view reason) {
   CHS_ASSIGN_OR_RETURN(
       Statement st,
       db.Prepare("UPDATE store_identity SET store_id = "
@@ -813,7 +811,12 @@ absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
       ins.BindInt64(9, ToMicros(e.published_at));
       ins.BindInt64(10, ToMicros(e.received_at));
       ins.BindText(11, fields_changed);
-      ins.BindText(12, e.data_json);
+      // The data is stored once (issue 13): as the Struct bytes, which
+      // serving sends as they are, and as JSON text only when there are
+      // none. Both copies made the row ~2.3 KB instead of ~1.2 KB: twice
+      // the pages to write, checkpoint and read back in a replay.
+      ins.BindText(12, e.data_pb.empty() ? std::string_view(e.data_json)
+                                         : std::string_view());
       ins.BindBlob(13, e.data_pb);
       absl::Status s = ins.Run();
       ins.Reset();
@@ -1239,6 +1242,10 @@ absl::StatusOr<Page> Store::ReadPage(uint64_t after, uint64_t up_to,
 
   const FilterMatcher matcher(filter);
   const bool match_all = filter.empty();
+  // Unfiltered (a replay), every examined row is returned.
+  if (match_all) {
+    page.events.reserve(std::min<uint64_t>(max_events, window_end - after));
+  }
   size_t examined = 0;
   uint64_t last_examined = after;
   while (true) {

@@ -292,7 +292,7 @@ class RefusalTest : public ::testing::Test {
     Batch batch;
     for (int i = 1; i <= 300; ++i) {
       Event e = MakeEvent("filings", i);
-      e.data_json.assign(600, 'x');
+      e.data_pb.assign(600, 'x');
       batch.events.push_back(std::move(e));
     }
     EXPECT_THAT((*store)->Commit(std::move(batch), TestTime()), IsOk());

@@ -3,6 +3,7 @@
 #include "storage/store.h"
 
 #include <atomic>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -96,6 +97,41 @@ TEST_F(StoreTest, FailedCommitCommitsNothingAndCanBeRetried) {
   EXPECT_EQ(stats.dead_letters, 1u);
 }
 
+// Verifies that an event's data is stored once (issue 13): as data_pb
+// when it has one (the JSON text is not written: the row is about half the
+// size), as data_json otherwise; the live copy in the CommitResult keeps
+// both.
+TEST_F(StoreTest, EventDataIsStoredOnce) {
+  Event both = CompanyEvent(1, "SC571653", "FC KIOSKS LTD");
+  Event json_only = MakeEvent("filings", 2);
+  json_only.data_pb.clear();
+  ASSERT_FALSE(both.data_json.empty());
+  ASSERT_FALSE(both.data_pb.empty());
+  CommitResult r = CommitEvents({both, json_only});
+  ASSERT_EQ(r.events->size(), 2u);
+  EXPECT_EQ((*r.events)[0].data_json, both.data_json);
+
+  std::vector<Event> read = ReadAll();
+  ASSERT_EQ(read.size(), 2u);
+  EXPECT_EQ(read[0].data_json, "");
+  EXPECT_EQ(read[0].data_pb, both.data_pb);
+  EXPECT_EQ(read[1].data_json, json_only.data_json);
+  EXPECT_EQ(read[1].data_pb, "");
+  ASSERT_OK_AND_ASSIGN(std::optional<CompanyRecord> company,
+                       store_->GetCompany("SC571653"));
+  ASSERT_TRUE(company.has_value());
+  EXPECT_EQ(company->data_json, "");
+  EXPECT_EQ(company->data_pb, both.data_pb);
+
+  // On disk: no JSON text in the row of the event with Struct bytes.
+  ASSERT_OK_AND_ASSIGN(Database db,
+                       Database::Open(path_, SQLITE_OPEN_READONLY));
+  ASSERT_OK_AND_ASSIGN(
+      int64_t json_bytes,
+      db.QueryInt64("SELECT length(data_json) FROM events WHERE position = 1"));
+  EXPECT_EQ(json_bytes, 0);
+}
+
 TEST(FilterTest, MatchesAndAcrossFieldsOrWithin) {
   Event e = MakeEvent("filings", 1, "A0000001");
   EXPECT_TRUE(Filter{}.empty());
@@ -128,8 +164,7 @@ TEST_F(StoreTest, WalStaysBoundedUnderSustainedCommits) {
     std::vector<Event> events;
     for (int i = 0; i < 10; ++i) {
       Event e = MakeEvent("filings", ++timepoint);
-      e.data_json.assign(1200, 'j');
-      e.data_pb.assign(1300, 'p');
+      e.data_pb.assign(2500, 'p');
       events.push_back(std::move(e));
     }
     CommitEvents(std::move(events));
@@ -143,7 +178,7 @@ TEST_F(StoreTest, WalStaysBoundedUnderSustainedCommits) {
   EXPECT_EQ(store_->HeadPosition(), 1000u);
   std::vector<Event> all = ReadAll();
   ASSERT_EQ(all.size(), 1000u);
-  EXPECT_EQ(all.back().data_pb, std::string(1300, 'p'));
+  EXPECT_EQ(all.back().data_pb, std::string(2500, 'p'));
 }
 
 TEST(StoreOptionsTest, RejectsBadOptions) {

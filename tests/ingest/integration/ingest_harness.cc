@@ -378,7 +378,9 @@ std::vector<storage::Event> EventsOf(const std::vector<storage::Event>& all,
           absl::StrCat("published_at ", absl::FormatTime(got.published_at),
                        " != ", absl::FormatTime(e.published_at)));
     check(got.fields_changed == e.fields_changed, "fields_changed");
-    check(got.data_json == e.data_json, "data_json");
+    // The store keeps data_json only for events without data_pb (store.h).
+    check(got.data_json == (e.data_pb.empty() ? e.data_json : ""),
+          "data_json");
     check(got.data_pb == e.data_pb, "data_pb");
     if (!got.data_json.empty()) {
       check(want.line.find(absl::StrCat("\"data\":", got.data_json)) !=
