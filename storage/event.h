@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -76,9 +77,8 @@ struct Event {
   absl::Time received_at = absl::UnixEpoch();
   std::vector<std::string> fields_changed;
   // The "data" object exactly as the upstream sent it (compact JSON text);
-  // empty when the event had no data. The SQLite Store does not keep it
-  // when data_pb is set (see store.h): events read back from it have it
-  // empty.
+  // empty when the event had no data. Stores do not keep it when data_pb
+  // is set (StoredDataJson below): events read back have it empty then.
   std::string data_json;
   // The same object encoded as a google.protobuf.Struct message (wire
   // bytes), made once at ingest so that serving never re-parses JSON.
@@ -88,6 +88,14 @@ struct Event {
 
   bool operator==(const Event&) const = default;
 };
+
+// The JSON text a store keeps for `e`: an event's data is stored once (issue
+// 13), as the Struct bytes, which serving sends as they are, and as JSON
+// text only when there are none. Both copies made a row ~2.3 KB instead of
+// ~1.2 KB: twice the pages to write, checkpoint and read back in a replay.
+inline std::string_view StoredDataJson(const Event& e) {
+  return e.data_pb.empty() ? std::string_view(e.data_json) : std::string_view();
+}
 
 // The current state of a company, from the companies stream.
 struct CompanyRecord {

@@ -811,12 +811,7 @@ absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
       ins.BindInt64(9, ToMicros(e.published_at));
       ins.BindInt64(10, ToMicros(e.received_at));
       ins.BindText(11, fields_changed);
-      // The data is stored once (issue 13): as the Struct bytes, which
-      // serving sends as they are, and as JSON text only when there are
-      // none. Both copies made the row ~2.3 KB instead of ~1.2 KB: twice
-      // the pages to write, checkpoint and read back in a replay.
-      ins.BindText(12, e.data_pb.empty() ? std::string_view(e.data_json)
-                                         : std::string_view());
+      ins.BindText(12, StoredDataJson(e));
       ins.BindBlob(13, e.data_pb);
       absl::Status s = ins.Run();
       ins.Reset();
@@ -1294,8 +1289,7 @@ absl::Status Store::PrunedCursorError(const ReaderLease& r, uint64_t after,
   return storage::PrunedCursorError(after, oldest, head);
 }
 
-absl::Status PrunedCursorError(uint64_t after, uint64_t oldest,
-                               uint64_t head) {
+absl::Status PrunedCursorError(uint64_t after, uint64_t oldest, uint64_t head) {
   const uint64_t floor = oldest == 0 ? head : oldest - 1;
   return absl::OutOfRangeError(absl::StrCat(
       "the events after position ", after,

@@ -25,13 +25,13 @@
 //
 // Event::company is not stored in the events table: it only feeds the
 // companies table. Events read back have `company` unset. An event's data
-// is stored once: as data_pb when it has one (then data_json, the upstream's
-// JSON text, is not kept: it reads back empty, here and in GetCompany and
-// GetResource; nothing serves it), else as data_json. Rows written before
-// this rule keep both. A company's
-// data_json/data_pb is stored once, in the event that carried it (the
-// companies row refers to it by position); GetCompany returns it as part of
-// the record. Times are stored with microsecond precision.
+// is stored once (StoredDataJson in event.h, on both backends): as data_pb
+// when it has one (then data_json, the upstream's JSON text, is not kept: it
+// reads back empty, here and in GetCompany and GetResource; nothing serves
+// it), else as data_json. Rows written before this rule keep both. A
+// company's data_json/data_pb is stored once, in the event that carried it
+// (the companies row refers to it by position); GetCompany returns it as
+// part of the record. Times are stored with microsecond precision.
 //
 // Thread-safety: Commit() from one thread at a time; everything else from any
 // thread. The Store owns one background thread (the checkpointer). The Store

@@ -532,7 +532,7 @@ absl::StatusOr<CommitResult> PostgresStore::Commit(Batch* batch,
                         pg::TimestampLiteral(ToMicros(e.received_at)), "\t");
         pg::AppendCopyText(&data, EncodeStringList(e.fields_changed));
         data.push_back('\t');
-        pg::AppendCopyText(&data, e.data_json);
+        pg::AppendCopyText(&data, StoredDataJson(e));
         data.push_back('\t');
         pg::AppendCopyBytea(&data, e.data_pb);
         data.push_back('\n');
