@@ -885,7 +885,7 @@ TEST_F(PostgresStoreTest, MigrationFromV1FillsResourcesAndEventBytes) {
   EXPECT_EQ(officer_after, officer_before);
   EXPECT_EQ(officer_before->company_number, "07217743");
   EXPECT_TRUE(officer_before->deleted);
-  EXPECT_EQ(officer_before->data_json, o1.data_json);
+  EXPECT_EQ(officer_before->data_json, std::string(StoredDataJson(o1)));
   ASSERT_OK_AND_ASSIGN(std::optional<ResourceRecord> profile_after,
                        store_->GetResource("/company/SC571653"));
   EXPECT_EQ(profile_after, profile_before);
