@@ -252,9 +252,9 @@ bool Mutex::ReaderTryLock() {
 // an unlock and a lock for tsan (whether or not it had to wait).
 void Mutex::Await(const Condition& cond) {
   REAL(void (*)(Mutex*, const Condition&), NS "5Mutex5AwaitERKNS0_9ConditionE");
+  Publish(cond);  // before PreLock: tsan ignores sync inside a lock
   Unlocked(this, 0);
   PreLock(this, 0);
-  Publish(cond);
   const During during(this, 0, State::kLocking);
   real(this, cond);
   PostLock(this, 0);
@@ -263,9 +263,9 @@ void Mutex::Await(const Condition& cond) {
 bool Mutex::AwaitWithTimeout(const Condition& cond, Duration timeout) {
   REAL(bool (*)(Mutex*, const Condition&, Duration),
        NS "5Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE");
+  Publish(cond);  // before PreLock: tsan ignores sync inside a lock
   Unlocked(this, 0);
   PreLock(this, 0);
-  Publish(cond);
   const During during(this, 0, State::kLocking);
   const bool met = real(this, cond, timeout);
   PostLock(this, 0);
@@ -275,9 +275,9 @@ bool Mutex::AwaitWithTimeout(const Condition& cond, Duration timeout) {
 bool Mutex::AwaitWithDeadline(const Condition& cond, Time deadline) {
   REAL(bool (*)(Mutex*, const Condition&, Time),
        NS "5Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE");
+  Publish(cond);  // before PreLock: tsan ignores sync inside a lock
   Unlocked(this, 0);
   PreLock(this, 0);
-  Publish(cond);
   const During during(this, 0, State::kLocking);
   const bool met = real(this, cond, deadline);
   PostLock(this, 0);
@@ -287,8 +287,8 @@ bool Mutex::AwaitWithDeadline(const Condition& cond, Time deadline) {
 void Mutex::LockWhen(const Condition& cond) {
   REAL(void (*)(Mutex*, const Condition&),
        NS "5Mutex8LockWhenERKNS0_9ConditionE");
+  Publish(cond);  // before PreLock: tsan ignores sync inside a lock
   PreLock(this, 0);
-  Publish(cond);
   const During during(this, 0, State::kLocking);
   real(this, cond);
   PostLock(this, 0);
@@ -297,8 +297,8 @@ void Mutex::LockWhen(const Condition& cond) {
 bool Mutex::LockWhenWithTimeout(const Condition& cond, Duration timeout) {
   REAL(bool (*)(Mutex*, const Condition&, Duration),
        NS "5Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
+  Publish(cond);  // before PreLock: tsan ignores sync inside a lock
   PreLock(this, 0);
-  Publish(cond);
   const During during(this, 0, State::kLocking);
   const bool met = real(this, cond, timeout);
   PostLock(this, 0);
@@ -308,8 +308,8 @@ bool Mutex::LockWhenWithTimeout(const Condition& cond, Duration timeout) {
 bool Mutex::LockWhenWithDeadline(const Condition& cond, Time deadline) {
   REAL(bool (*)(Mutex*, const Condition&, Time),
        NS "5Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE");
+  Publish(cond);  // before PreLock: tsan ignores sync inside a lock
   PreLock(this, 0);
-  Publish(cond);
   const During during(this, 0, State::kLocking);
   const bool met = real(this, cond, deadline);
   PostLock(this, 0);
@@ -319,8 +319,8 @@ bool Mutex::LockWhenWithDeadline(const Condition& cond, Time deadline) {
 void Mutex::ReaderLockWhen(const Condition& cond) {
   REAL(void (*)(Mutex*, const Condition&),
        NS "5Mutex14ReaderLockWhenERKNS0_9ConditionE");
+  Publish(cond);  // before PreLock: tsan ignores sync inside a lock
   PreLock(this, kReadLock);
-  Publish(cond);
   const During during(this, kReadLock, State::kLocking);
   real(this, cond);
   PostLock(this, kReadLock);
@@ -358,6 +358,12 @@ bool CondVar::WaitWithDeadline(Mutex* mu, Time deadline) {
   return timed_out;
 }
 
+// The other half of Publish. Called where tsan no longer ignores
+// synchronization: inside a mutex operation (between pre_ and post_) it does.
+void Received(const Condition* cond) {
+  __tsan_acquire(const_cast<Condition*>(cond));
+}
+
 // See Op. Evaluated by the library, possibly on another thread than the
 // waiter's (the one that unlocks), with the real mutex held.
 bool Condition::Eval() const {
@@ -367,13 +373,13 @@ bool Condition::Eval() const {
   if (now.state == State::kNone || __tsan_mutex_pre_lock == nullptr) {
     return real(this);
   }
-  __tsan_acquire(const_cast<Condition*>(this));  // see Publish
   void* const mu = now.mu;
   const unsigned f = now.flags;
   bool result = false;
   switch (now.state) {
     case State::kLocking:  // between pre_lock and post_lock
       __tsan_mutex_post_lock(mu, f, 0);
+      Received(this);
       result = real(this);
       __tsan_mutex_pre_unlock(mu, f);
       __tsan_mutex_post_unlock(mu, f);
@@ -383,12 +389,14 @@ bool Condition::Eval() const {
       __tsan_mutex_post_unlock(mu, f);
       __tsan_mutex_pre_lock(mu, f);
       __tsan_mutex_post_lock(mu, f, 0);
+      Received(this);
       result = real(this);
       __tsan_mutex_pre_unlock(mu, f);
       break;
     case State::kUnlocked:  // released for a CondVar wait
       __tsan_mutex_pre_lock(mu, f);
       __tsan_mutex_post_lock(mu, f, 0);
+      Received(this);
       result = real(this);
       __tsan_mutex_pre_unlock(mu, f);
       __tsan_mutex_post_unlock(mu, f);
