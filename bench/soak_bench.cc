@@ -25,11 +25,16 @@
 //       [--rate=2000] [--subscribers=100] [--frozen=10] [--freeze_seconds=60]
 //       [--freeze_every_seconds=180] [--kill_every_seconds=60]
 //       [--sample_seconds=10] [--drain_seconds=120] [--channels=4]
-//       [--chstreamd=PATH] [--dir=/tmp] [--chstreamd_flag=--name=value ...]
+//       [--start_timeout_seconds=600] [--chstreamd=PATH] [--dir=/tmp]
+//       [--chstreamd_flag=--name=value ...]
 //
 // --chstreamd_flag passes a flag to chstreamd (repeatable), e.g.
 // --chstreamd_flag=--max_subscriber_lag=60s. --kill_every_seconds=0 keeps
 // one process for the whole run (the RSS-over-time figure).
+// --start_timeout_seconds bounds each (re)start until chstreamd serves: a
+// restart after kill -9 on a multi-GB database recovers its WAL first, which
+// took over a minute on the loaded 2-core machine (the old fixed 1 min
+// timeout ended a 30-minute run at restart 25).
 //
 // Subscribers use the synchronous API, one thread each (a frozen subscriber
 // simply does not call Read, so gRPC flow control pushes back on the
@@ -78,6 +83,7 @@ struct Flags {
   int sample_seconds = 10;
   int drain_seconds = 120;
   int channels = 4;
+  int start_timeout_seconds = 600;
   std::string chstreamd;
   std::string dir = "/tmp";
   std::vector<std::string> chstreamd_flags;
@@ -111,6 +117,8 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
       ok = positive(&f->drain_seconds, 1);
     } else if (FlagValue(arg, "channels", &v)) {
       ok = positive(&f->channels, 1);
+    } else if (FlagValue(arg, "start_timeout_seconds", &v)) {
+      ok = positive(&f->start_timeout_seconds, 1);
     } else if (FlagValue(arg, "chstreamd", &v)) {
       f->chstreamd = v;
     } else if (FlagValue(arg, "dir", &v)) {
@@ -362,7 +370,7 @@ int Run(const Flags& flags, const char* argv0) {
     a.push_back("--grpc_address=" + address);
     return Daemon::Start(binary, a, {},
                          absl::StrCat(dir, "/chstreamd.", ++life, ".log"),
-                         absl::Minutes(1));
+                         absl::Seconds(flags.start_timeout_seconds));
   };
   absl::StatusOr<std::unique_ptr<Daemon>> daemon = start_daemon();
   if (!daemon.ok()) {
@@ -437,7 +445,10 @@ int Run(const Flags& flags, const char* argv0) {
       kill((*daemon)->pid(), SIGKILL);
       (*daemon)->Stop();  // reaps it
       ++kills;
+      const absl::Time restart_at = absl::Now();
       daemon = start_daemon();
+      std::printf("restart %d: %.1f s until serving\n", kills,
+                  absl::ToDoubleSeconds(absl::Now() - restart_at));
       if (!daemon.ok()) {
         std::fprintf(stderr, "restart %d: %s\n", kills,
                      daemon.status().ToString().c_str());

@@ -65,6 +65,14 @@ class Child:
         self.log_path = log_path
         cwd = os.path.dirname(log_path)
         env = {"PATH": "/usr/bin:/bin", "TZ": "UTC"}  # no key: the simulator
+        # Under --config=asan/tsan the sanitizer options and the abseil
+        # annotations preload (tools/tsan/run_under.sh) must reach chstreamd
+        # too: without them its tsan reported every absl::Mutex hand-off as
+        # a race and slowed to a crawl (as tests/testing/child_process.cc).
+        for name in ("TSAN_OPTIONS", "ASAN_OPTIONS", "UBSAN_OPTIONS",
+                     "LD_PRELOAD"):
+            if name in os.environ:
+                env[name] = os.environ[name]
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log,
                                          stderr=subprocess.STDOUT, env=env,

@@ -67,7 +67,8 @@ TEST(DaemonPostgresTest, IngestsIntoPostgresAndResumesAfterRestart) {
     }));
     ASSERT_OK_AND_ASSIGN(v1::GetStatusResponse s, Status(daemon->grpc_port()));
     EXPECT_THAT(s.store().db_path(), HasSubstr("postgresql://127.0.0.1:"));
-    EXPECT_EQ(s.store().synchronous(), "normal");  // the fixture's setting
+    // The fixture's synchronous_commit=on.
+    EXPECT_EQ(s.store().synchronous(), "full");
     store_id = s.store().store_id();
     EXPECT_EQ(store_id.size(), 32u);
     daemon->Stop();

@@ -373,7 +373,7 @@ absl::Status PostgresServer::StartPostmaster() {
                                      "-c",
                                      "fsync=off",
                                      "-c",
-                                     "synchronous_commit=off",
+                                     "synchronous_commit=on",
                                      "-c",
                                      "full_page_writes=off",
                                      "-c",

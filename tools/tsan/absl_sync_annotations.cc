@@ -46,6 +46,8 @@ __attribute__((weak)) void __tsan_mutex_post_lock(void* addr, unsigned flags,
                                                   int recursion);
 __attribute__((weak)) int __tsan_mutex_pre_unlock(void* addr, unsigned flags);
 __attribute__((weak)) void __tsan_mutex_post_unlock(void* addr, unsigned flags);
+__attribute__((weak)) void __tsan_func_entry(void* call_pc);
+__attribute__((weak)) void __tsan_func_exit();
 }
 
 namespace {
@@ -60,15 +62,69 @@ constexpr unsigned kTryLockFailed = 1 << 5;
 // only the outermost call on a thread is annotated.
 thread_local int depth = 0;
 
+//
+// The outermost call also enters a tsan function frame for its caller: this
+// library is not instrumented, so without it a report's stack ends in the
+// annotation with no trace of who locked (the line in chstream, or the
+// system library, that called Lock).
 class Nested {
  public:
-  Nested() { ++depth; }
-  ~Nested() { --depth; }
+  explicit Nested(void* caller) : outermost_(++depth == 1) {
+    if (outermost_ && __tsan_func_entry != nullptr) __tsan_func_entry(caller);
+  }
+  ~Nested() {
+    if (outermost_ && __tsan_func_exit != nullptr) __tsan_func_exit();
+    --depth;
+  }
   Nested(const Nested&) = delete;
   Nested& operator=(const Nested&) = delete;
+
+ private:
+  const bool outermost_;
 };
 
 bool Tsan() { return __tsan_mutex_pre_lock != nullptr && depth == 1; }
+
+// True if `pc` is in a Debian system library (/lib, /usr/lib): code built
+// without -fsanitize=thread. chstream's own code (instrumented) lives in
+// Bazel's output tree.
+bool InSystemLibrary(void* pc) {
+  Dl_info info;
+  if (dladdr(pc, &info) == 0 || info.dli_fname == nullptr) return false;
+  const std::string_view path(info.dli_fname);
+  return path.substr(0, 5) == "/lib/" || path.substr(0, 9) == "/usr/lib/";
+}
+
+// What the outermost call on this thread is doing to which mutex, as tsan
+// sees it while the real function runs. absl evaluates a Condition inside
+// its lock and unlock (the waiter's own in LockWhen and Await, other
+// waiters' in Unlock and in CondVar::Wait's release), where tsan considers
+// the mutex not held; Condition::Eval below uses this to show the predicate
+// as running under the lock, as absl's own EvalConditionAnnotated does when
+// abseil is built with tsan.
+enum class State { kNone, kLocking, kUnlocking, kUnlocked };
+struct Op {
+  void* mu = nullptr;
+  unsigned flags = 0;
+  State state = State::kNone;
+};
+thread_local Op op;
+
+// Records `state` for the duration of the real call (outermost calls only).
+class During {
+ public:
+  During(void* mu, unsigned flags, State state) : active_(Tsan()) {
+    if (active_) op = Op{mu, flags & kReadLock, state};
+  }
+  ~During() {
+    if (active_) op = Op{};
+  }
+  During(const During&) = delete;
+  During& operator=(const During&) = delete;
+
+ private:
+  const bool active_;
+};
 
 void PreLock(void* mu, unsigned flags) {
   if (Tsan()) __tsan_mutex_pre_lock(mu, flags);
@@ -83,9 +139,25 @@ void Unlocked(void* mu, unsigned flags) {
   __tsan_mutex_post_unlock(mu, flags);
 }
 
+// A waiter's Condition (on its stack) is read by whichever thread evaluates
+// it, often the one that unlocks (see Condition::Eval): the waiter hands it
+// over through the mutex's internal wait list, whose atomics tsan cannot see.
+void Publish(const absl::Condition& cond) {
+  if (Tsan()) __tsan_release(const_cast<absl::Condition*>(&cond));
+}
+
 template <typename Fn>
 Fn Real(const char* name) {
   void* fn = dlsym(RTLD_NEXT, name);
+  if (fn == nullptr) {
+    // Not in the global scope: a process that loaded abseil with
+    // RTLD_LOCAL (Python's grpcio extension under a tsan test) still calls
+    // these definitions, which come first; ask the library itself.
+    void* lib =
+        dlopen("libabsl_synchronization.so." CHS_STR(ABSL_LTS_RELEASE_VERSION),
+               RTLD_LAZY | RTLD_NOLOAD);
+    if (lib != nullptr) fn = dlsym(lib, name);
+  }
   if (fn == nullptr) {
     std::fprintf(stderr, "absl_sync_annotations: %s not found\n", name);
     std::abort();
@@ -94,10 +166,11 @@ Fn Real(const char* name) {
 }
 
 // Declares `real`, the library's function with mangled name `name`.
-// Also marks the call as nested for the functions it calls.
+// Also marks the call as nested for the functions it calls, and puts the
+// caller on tsan's stack (see Nested).
 #define REAL(type, name)                     \
   static const auto real = Real<type>(name); \
-  const Nested nested
+  const Nested nested(__builtin_return_address(0))
 
 using absl::Condition;
 using absl::CondVar;
@@ -111,15 +184,25 @@ using absl::Time;
 namespace absl {
 ABSL_NAMESPACE_BEGIN
 
+// A mutex that a system library destroys (gRPC's, inside its reference-
+// counted call, channel and endpoint objects) is not annotated: the library
+// orders its last unlock before the destruction with its own atomic
+// reference counts, which tsan cannot see, so the destroy's imitated write
+// was reported against the last Lock on another thread (grpc_security_test,
+// resume_loop_test, daemon_postgres_test). tsan drops the mutex's state when
+// the memory is freed. A mutex destroyed by chstream code is annotated.
 Mutex::~Mutex() {
   REAL(void (*)(Mutex*), NS "5MutexD2Ev");
-  if (Tsan()) __tsan_mutex_destroy(this, 0);
+  if (Tsan() && !InSystemLibrary(__builtin_return_address(0))) {
+    __tsan_mutex_destroy(this, 0);
+  }
   real(this);
 }
 
 void Mutex::Lock() {
   REAL(void (*)(Mutex*), NS "5Mutex4LockEv");
   PreLock(this, 0);
+  const During during(this, 0, State::kLocking);
   real(this);
   PostLock(this, 0);
 }
@@ -127,6 +210,7 @@ void Mutex::Lock() {
 void Mutex::ReaderLock() {
   REAL(void (*)(Mutex*), NS "5Mutex10ReaderLockEv");
   PreLock(this, kReadLock);
+  const During during(this, kReadLock, State::kLocking);
   real(this);
   PostLock(this, kReadLock);
 }
@@ -134,6 +218,7 @@ void Mutex::ReaderLock() {
 void Mutex::Unlock() {
   REAL(void (*)(Mutex*), NS "5Mutex6UnlockEv");
   if (Tsan()) __tsan_mutex_pre_unlock(this, 0);
+  const During during(this, 0, State::kUnlocking);
   real(this);
   if (Tsan()) __tsan_mutex_post_unlock(this, 0);
 }
@@ -141,6 +226,7 @@ void Mutex::Unlock() {
 void Mutex::ReaderUnlock() {
   REAL(void (*)(Mutex*), NS "5Mutex12ReaderUnlockEv");
   if (Tsan()) __tsan_mutex_pre_unlock(this, kReadLock);
+  const During during(this, kReadLock, State::kUnlocking);
   real(this);
   if (Tsan()) __tsan_mutex_post_unlock(this, kReadLock);
 }
@@ -166,8 +252,10 @@ bool Mutex::ReaderTryLock() {
 // an unlock and a lock for tsan (whether or not it had to wait).
 void Mutex::Await(const Condition& cond) {
   REAL(void (*)(Mutex*, const Condition&), NS "5Mutex5AwaitERKNS0_9ConditionE");
+  Publish(cond);  // before PreLock: tsan ignores sync inside a lock
   Unlocked(this, 0);
   PreLock(this, 0);
+  const During during(this, 0, State::kLocking);
   real(this, cond);
   PostLock(this, 0);
 }
@@ -175,8 +263,10 @@ void Mutex::Await(const Condition& cond) {
 bool Mutex::AwaitWithTimeout(const Condition& cond, Duration timeout) {
   REAL(bool (*)(Mutex*, const Condition&, Duration),
        NS "5Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE");
+  Publish(cond);  // before PreLock: tsan ignores sync inside a lock
   Unlocked(this, 0);
   PreLock(this, 0);
+  const During during(this, 0, State::kLocking);
   const bool met = real(this, cond, timeout);
   PostLock(this, 0);
   return met;
@@ -185,8 +275,10 @@ bool Mutex::AwaitWithTimeout(const Condition& cond, Duration timeout) {
 bool Mutex::AwaitWithDeadline(const Condition& cond, Time deadline) {
   REAL(bool (*)(Mutex*, const Condition&, Time),
        NS "5Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE");
+  Publish(cond);  // before PreLock: tsan ignores sync inside a lock
   Unlocked(this, 0);
   PreLock(this, 0);
+  const During during(this, 0, State::kLocking);
   const bool met = real(this, cond, deadline);
   PostLock(this, 0);
   return met;
@@ -195,7 +287,9 @@ bool Mutex::AwaitWithDeadline(const Condition& cond, Time deadline) {
 void Mutex::LockWhen(const Condition& cond) {
   REAL(void (*)(Mutex*, const Condition&),
        NS "5Mutex8LockWhenERKNS0_9ConditionE");
+  Publish(cond);  // before PreLock: tsan ignores sync inside a lock
   PreLock(this, 0);
+  const During during(this, 0, State::kLocking);
   real(this, cond);
   PostLock(this, 0);
 }
@@ -203,7 +297,9 @@ void Mutex::LockWhen(const Condition& cond) {
 bool Mutex::LockWhenWithTimeout(const Condition& cond, Duration timeout) {
   REAL(bool (*)(Mutex*, const Condition&, Duration),
        NS "5Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
+  Publish(cond);  // before PreLock: tsan ignores sync inside a lock
   PreLock(this, 0);
+  const During during(this, 0, State::kLocking);
   const bool met = real(this, cond, timeout);
   PostLock(this, 0);
   return met;
@@ -212,7 +308,9 @@ bool Mutex::LockWhenWithTimeout(const Condition& cond, Duration timeout) {
 bool Mutex::LockWhenWithDeadline(const Condition& cond, Time deadline) {
   REAL(bool (*)(Mutex*, const Condition&, Time),
        NS "5Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE");
+  Publish(cond);  // before PreLock: tsan ignores sync inside a lock
   PreLock(this, 0);
+  const During during(this, 0, State::kLocking);
   const bool met = real(this, cond, deadline);
   PostLock(this, 0);
   return met;
@@ -221,7 +319,9 @@ bool Mutex::LockWhenWithDeadline(const Condition& cond, Time deadline) {
 void Mutex::ReaderLockWhen(const Condition& cond) {
   REAL(void (*)(Mutex*, const Condition&),
        NS "5Mutex14ReaderLockWhenERKNS0_9ConditionE");
+  Publish(cond);  // before PreLock: tsan ignores sync inside a lock
   PreLock(this, kReadLock);
+  const During during(this, kReadLock, State::kLocking);
   real(this, cond);
   PostLock(this, kReadLock);
 }
@@ -230,6 +330,7 @@ void Mutex::ReaderLockWhen(const Condition& cond) {
 void CondVar::Wait(Mutex* mu) {
   REAL(void (*)(CondVar*, Mutex*), NS "7CondVar4WaitEPNS0_5MutexE");
   Unlocked(mu, 0);
+  const During during(mu, 0, State::kUnlocked);
   real(this, mu);
   PreLock(mu, 0);
   PostLock(mu, 0);
@@ -239,6 +340,7 @@ bool CondVar::WaitWithTimeout(Mutex* mu, Duration timeout) {
   REAL(bool (*)(CondVar*, Mutex*, Duration),
        NS "7CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE");
   Unlocked(mu, 0);
+  const During during(mu, 0, State::kUnlocked);
   const bool timed_out = real(this, mu, timeout);
   PreLock(mu, 0);
   PostLock(mu, 0);
@@ -249,10 +351,60 @@ bool CondVar::WaitWithDeadline(Mutex* mu, Time deadline) {
   REAL(bool (*)(CondVar*, Mutex*, Time),
        NS "7CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE");
   Unlocked(mu, 0);
+  const During during(mu, 0, State::kUnlocked);
   const bool timed_out = real(this, mu, deadline);
   PreLock(mu, 0);
   PostLock(mu, 0);
   return timed_out;
+}
+
+// The other half of Publish. Called where tsan no longer ignores
+// synchronization: inside a mutex operation (between pre_ and post_) it does.
+void Received(const Condition* cond) {
+  __tsan_acquire(const_cast<Condition*>(cond));
+}
+
+// See Op. Evaluated by the library, possibly on another thread than the
+// waiter's (the one that unlocks), with the real mutex held.
+bool Condition::Eval() const {
+  static const auto real =
+      Real<bool (*)(const Condition*)>(NSK "9Condition4EvalEv");
+  const Op now = op;
+  if (now.state == State::kNone || __tsan_mutex_pre_lock == nullptr) {
+    return real(this);
+  }
+  void* const mu = now.mu;
+  const unsigned f = now.flags;
+  bool result = false;
+  switch (now.state) {
+    case State::kLocking:  // between pre_lock and post_lock
+      __tsan_mutex_post_lock(mu, f, 0);
+      Received(this);
+      result = real(this);
+      __tsan_mutex_pre_unlock(mu, f);
+      __tsan_mutex_post_unlock(mu, f);
+      __tsan_mutex_pre_lock(mu, f);
+      break;
+    case State::kUnlocking:  // between pre_unlock and post_unlock
+      __tsan_mutex_post_unlock(mu, f);
+      __tsan_mutex_pre_lock(mu, f);
+      __tsan_mutex_post_lock(mu, f, 0);
+      Received(this);
+      result = real(this);
+      __tsan_mutex_pre_unlock(mu, f);
+      break;
+    case State::kUnlocked:  // released for a CondVar wait
+      __tsan_mutex_pre_lock(mu, f);
+      __tsan_mutex_post_lock(mu, f, 0);
+      Received(this);
+      result = real(this);
+      __tsan_mutex_pre_unlock(mu, f);
+      __tsan_mutex_post_unlock(mu, f);
+      break;
+    case State::kNone:
+      break;
+  }
+  return result;
 }
 
 // Notify happens before every wait that returns notified. (The inline

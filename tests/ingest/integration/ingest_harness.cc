@@ -17,8 +17,11 @@
 #include "base/log.h"
 #include "ingest/event_parser.h"
 #include "ingest/simulator/event_generator.h"
+#include "tests/testing/slowdown.h"
 
 namespace chstream::ingest::testing {
+
+using ::chstream::testing::Scaled;
 
 namespace {
 
@@ -89,9 +92,11 @@ IngesterOptions ClientOptions(const sim::Simulator& sim,
   o.upstream_url = sim.url();
   o.keys = {kKey};
   o.streams = streams;
-  o.connect_timeout = absl::Seconds(5);
-  o.header_timeout = absl::Seconds(5);
-  o.idle_timeout = absl::Seconds(5);
+  // Scaled: under --config=tsan the in-process simulator could take over
+  // 5 s to answer on a loaded machine ("no response headers within 5s").
+  o.connect_timeout = Scaled(absl::Seconds(5));
+  o.header_timeout = Scaled(absl::Seconds(5));
+  o.idle_timeout = Scaled(absl::Seconds(5));
   o.policy = FastPolicy();
   // Tests reconnect far more often than the production cap of 10 a minute
   // (ConnectLimiter has its own tests).
@@ -238,7 +243,7 @@ bool Pipeline::WaitForStatus(
     std::string_view stream,
     const std::function<bool(const StreamStatusSnapshot&)>& predicate,
     absl::Duration timeout) const {
-  return WaitUntil([&] { return predicate(Status(stream)); }, timeout);
+  return WaitUntil([&] { return predicate(Status(stream)); }, Scaled(timeout));
 }
 
 bool Pipeline::WaitForTimepoint(std::string_view stream, int64_t timepoint,
@@ -248,7 +253,7 @@ bool Pipeline::WaitForTimepoint(std::string_view stream, int64_t timepoint,
     auto it = committed_timepoints_.find(stream);
     return it != committed_timepoints_.end() && it->second >= timepoint;
   };
-  return mu_.AwaitWithTimeout(absl::Condition(&reached), timeout);
+  return mu_.AwaitWithTimeout(absl::Condition(&reached), Scaled(timeout));
 }
 
 bool Pipeline::WaitForCommittedEvents(uint64_t events,
@@ -257,7 +262,7 @@ bool Pipeline::WaitForCommittedEvents(uint64_t events,
   auto reached = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     return committed_events_ >= events;
   };
-  return mu_.AwaitWithTimeout(absl::Condition(&reached), timeout);
+  return mu_.AwaitWithTimeout(absl::Condition(&reached), Scaled(timeout));
 }
 
 uint64_t Pipeline::committed_events() const {
