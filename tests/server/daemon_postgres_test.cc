@@ -207,6 +207,31 @@ TEST(DaemonPostgresTest, UnusableDatabaseFailsWithExitCode2) {
               Not(HasSubstr("hunter2-secret")));
 }
 
+// Verifies a wrong password (a server that asks for one: scram-sha-256)
+// also stops start-up with exit code 2, naming the server and printing
+// neither the wrong password nor the right one.
+TEST(DaemonPostgresTest, WrongPasswordFailsWithExitCode2) {
+  constexpr char kRight[] = "Right-Pw0rd-9c1";
+  constexpr char kWrong[] = "Wrong-Pw0rd-4e7";
+  testing::PostgresServer::Options options;
+  options.password = kRight;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<testing::PostgresServer> server,
+                       testing::PostgresServer::Start(options));
+  ASSERT_OK_AND_ASSIGN(std::string url, server->CreateDatabase());
+  ASSERT_THAT(url, HasSubstr(kRight));  // the test means something
+  url.replace(url.find(kRight), std::string(kRight).size(), kWrong);
+
+  int exit_code = -1;
+  absl::StatusOr<std::unique_ptr<Daemon>> d =
+      Daemon::Start(TestConfig(url), Clock::Real(), &exit_code);
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(exit_code, 2);
+  const std::string message(d.status().message());
+  EXPECT_THAT(message, HasSubstr("postgresql://127.0.0.1:"));
+  EXPECT_THAT(message, Not(HasSubstr(kWrong)));
+  EXPECT_THAT(message, Not(HasSubstr(kRight)));
+}
+
 TEST(DaemonPostgresConfigTest, PostgresUrlWithDbPathIsAStartUpError) {
   ConfigExit exit_request{-1, ""};
   absl::StatusOr<Config> c =
