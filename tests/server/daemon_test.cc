@@ -2,7 +2,11 @@
 // file, real simulator over HTTP, real gRPC server on port 0).
 #include "server/daemon.h"
 
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <future>
 #include <memory>
@@ -78,6 +82,34 @@ TEST(DaemonTest, BadSettingFailsWithExitCode2) {
       Daemon::Start(c, Clock::Real(), &exit_code);
   EXPECT_FALSE(daemon.ok());
   EXPECT_EQ(exit_code, 2);
+}
+
+// A gRPC port that another process holds is a clear start-up error (exit
+// 1: the environment, not a setting), not a crash: the failed server was
+// shut down as if it had started (a null dereference, SIGSEGV).
+TEST(DaemonTest, GrpcPortInUseFailsWithExitCode1) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), len), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string address = absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+
+  Config c = TestConfig(TestDbPath());
+  c.grpc_address = address;
+  int exit_code = -1;
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start(c, Clock::Real(), &exit_code);
+  close(fd);
+  ASSERT_FALSE(daemon.ok());
+  EXPECT_EQ(exit_code, 1);
+  EXPECT_NE(daemon.status().message().find("--grpc_address=" + address),
+            std::string::npos)
+      << daemon.status();
 }
 
 // Verifies --writer_queue_bytes (flag or CHSTREAM_WRITER_QUEUE_BYTES, 32 MiB
