@@ -88,7 +88,9 @@ void GrpcServer::SetHealth(const std::string& name, bool serving) {
 }
 
 void GrpcServer::Shutdown(absl::Duration grace) {
-  if (shut_down_) return;
+  // A server that never started (its port could not be bound) has nothing
+  // to stop: Start's failure path destroys it.
+  if (shut_down_ || server_ == nullptr) return;
   shut_down_ = true;
   if (grpc::HealthCheckServiceInterface* health =
           server_->GetHealthCheckService()) {
