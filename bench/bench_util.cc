@@ -1,11 +1,14 @@
 #include "bench/bench_util.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <google/protobuf/wire_format_lite.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +17,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <random>
 #include <sstream>
 
 #include "absl/strings/numbers.h"
@@ -306,6 +310,35 @@ double SelfCpuSeconds() {
   getrusage(RUSAGE_SELF, &ru);
   return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
          static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+absl::StatusOr<int> PortBelowEphemeralRange() {
+  int low = 32768;  // the kernel's default when the file cannot be read
+  std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
+  range >> low;
+  const int first = 10000;
+  if (low <= first + 1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the ephemeral port range starts at ", low, ", below ", first));
+  }
+  std::mt19937 rng(static_cast<uint32_t>(getpid()) ^
+                   static_cast<uint32_t>(absl::ToUnixNanos(absl::Now())));
+  std::uniform_int_distribution<int> pick(first, low - 1);
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const int port = pick(rng);
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) break;
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    const bool bound =
+        bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    close(fd);
+    if (bound) return port;
+  }
+  return absl::UnavailableError(absl::StrCat(
+      "no free loopback port in [", first, ", ", low, ") after 100 tries"));
 }
 
 double Percentile(const std::vector<float>& sorted, double q) {

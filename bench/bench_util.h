@@ -79,6 +79,14 @@ double SelfCpuSeconds();
 // The q-quantile (0..1) of an ascending vector; 0 if empty.
 double Percentile(const std::vector<float>& sorted, double q);
 
+// A loopback TCP port below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range) that could be bound just now. A benchmark
+// that restarts chstreamd on the same port needs one: on an ephemeral port,
+// a client reconnecting while nothing listens can be given that same port
+// as its own source port (TCP self-connect) and then holds it, so the
+// restart fails with "Address already in use" (seen in a 30-minute soak).
+absl::StatusOr<int> PortBelowEphemeralRange();
+
 // An insecure channel with no receive size limit; distinct `index` values
 // get distinct TCP connections.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address,

@@ -364,7 +364,14 @@ int Run(const Flags& flags, const char* argv0) {
   args.insert(args.end(), flags.chstreamd_flags.begin(),
               flags.chstreamd_flags.end());
   int life = 0;
-  std::string address = "127.0.0.1:0";
+  // Restarts bind the same port, so that channels just reconnect; see
+  // PortBelowEphemeralRange for why it is not an ephemeral one.
+  absl::StatusOr<int> port = PortBelowEphemeralRange();
+  if (!port.ok()) {
+    std::fprintf(stderr, "%s\n", port.status().ToString().c_str());
+    return 1;
+  }
+  const std::string address = absl::StrCat("127.0.0.1:", *port);
   auto start_daemon = [&]() -> absl::StatusOr<std::unique_ptr<Daemon>> {
     std::vector<std::string> a = args;
     a.push_back("--grpc_address=" + address);
@@ -377,8 +384,6 @@ int Run(const Flags& flags, const char* argv0) {
     std::fprintf(stderr, "%s\n", daemon.status().ToString().c_str());
     return 1;
   }
-  // Restarts bind the same port, so that channels just reconnect.
-  address = (*daemon)->grpc_address();
   std::printf(
       "soak: chstreamd on %s, simulator %.0f events/s, %d subscribers (%d "
       "freeze %d s every %d s), kill -9 every %d s, %d s; logs in %s\n",
