@@ -61,6 +61,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -174,13 +175,15 @@ int Run(const Flags& flags, const char* argv0) {
     generic_stubs.push_back(std::make_unique<grpc::GenericStub>(channels[i]));
   }
   auto status_stub = v1::CompanyStream::NewStub(channels[0]);
-  auto head = [&status_stub]() -> uint64_t {
+  // The store's head, or nullopt when GetStatus failed (on a loaded machine
+  // its 5 s deadline can pass).
+  auto head = [&status_stub]() -> std::optional<uint64_t> {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::seconds(5));
     v1::GetStatusResponse status;
     if (!status_stub->GetStatus(&ctx, v1::GetStatusRequest(), &status).ok()) {
-      return 0;
+      return std::nullopt;
     }
     return status.store().head_position();
   };
@@ -206,10 +209,10 @@ int Run(const Flags& flags, const char* argv0) {
   size_t live = 0;
   for (const auto& s : subs) live += s->caught_up() ? 1 : 0;
   const double cpu0 = ProcCpuSeconds(pid);
-  const uint64_t head0 = head();
+  const std::optional<uint64_t> head0 = head();
   while (absl::Now() < end) absl::SleepFor(absl::Milliseconds(100));
   const double cpu = ProcCpuSeconds(pid) - cpu0;
-  const uint64_t head1 = head();
+  const std::optional<uint64_t> head1 = head();
   for (const auto& s : subs) s->Cancel();
   size_t finished = 0;
   const absl::Time done_deadline = absl::Now() + absl::Seconds(20);
@@ -226,12 +229,18 @@ int Run(const Flags& flags, const char* argv0) {
       "ended with an error other than CANCELLED %llu) on %d channels\n",
       flags.subscribers, flags.client.c_str(), live, finished,
       static_cast<unsigned long long>(errors), flags.channels);
+  // Unknown when either GetStatus failed (head1 - head0 of a failed read
+  // once printed 18446744073709551006).
+  const std::string committed =
+      head0 && head1 && *head1 >= *head0
+          ? absl::StrFormat("%llu events (%.0f events/s)",
+                            static_cast<unsigned long long>(*head1 - *head0),
+                            static_cast<double>(*head1 - *head0) / window)
+          : std::string("unknown (GetStatus failed)");
   std::printf(
-      "committed in window: %llu events (%.0f events/s); delivered per "
+      "committed in window: %s; delivered per "
       "subscriber min %llu max %llu; fell_behind %llu; out of order %llu\n",
-      static_cast<unsigned long long>(head1 - head0),
-      static_cast<double>(head1 - head0) / window,
-      static_cast<unsigned long long>(min_events),
+      committed.c_str(), static_cast<unsigned long long>(min_events),
       static_cast<unsigned long long>(max_events),
       static_cast<unsigned long long>(fell_behind),
       static_cast<unsigned long long>(out_of_order));
