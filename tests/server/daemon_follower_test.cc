@@ -10,19 +10,20 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "base/clock.h"
 #include "base/testing/status_matchers.h"
 #include "chstream/v1/chstream.grpc.pb.h"
 #include "cluster/leader_election.h"
-#include "cluster/pg_connection.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "server/config.h"
 #include "server/daemon.h"
 #include "server/stream_status_table.h"
+#include "storage/postgres/pg_connection.h"
 #include "storage/postgres/postgres_store.h"
 #include "tests/storage/test_util.h"
 #include "tests/testing/postgres_server.h"
@@ -75,8 +76,11 @@ TEST(DaemonFollowerTest, FollowsTheLeadersStateAndHeartbeatThenTakesOver) {
   { ASSERT_OK_AND_ASSIGN(auto store, storage::PostgresStore::Open(uri)); }
   // Another replica leads: it holds the lock; its last heartbeat was a
   // minute ago; it recorded its stream state.
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<cluster::PgConnection> elsewhere,
-                       cluster::PgConnection::Connect(uri, {}));
+  ASSERT_OK_AND_ASSIGN(
+      storage::pg::PgConnection lock_holder,
+      storage::pg::PgConnection::Connect(uri, "test:elsewhere"));
+  auto elsewhere =
+      std::make_unique<storage::pg::PgConnection>(std::move(lock_holder));
   ASSERT_OK(elsewhere
                 ->Exec(absl::StrCat("SELECT pg_advisory_lock(",
                                     cluster::kAdvisoryLockKey, ")"))
