@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -14,6 +15,10 @@
 #include "base/thread_name.h"
 
 namespace chstream::cluster {
+
+using storage::pg::KeepaliveParams;
+using storage::pg::PgConnection;
+using storage::pg::PgResult;
 
 CommitListener::CommitListener(Options options,
                                std::function<void(uint64_t head)> on_head)
@@ -61,14 +66,14 @@ void CommitListener::Stop() {
 }
 
 absl::Status CommitListener::Connect() {
-  absl::StatusOr<std::unique_ptr<PgConnection>> conn = PgConnection::Connect(
-      options_.url,
-      KeepaliveParams(absl::StrCat("chstream-listener:", options_.replica_id)));
+  absl::StatusOr<PgConnection> conn = PgConnection::Connect(
+      options_.url, absl::StrCat("chstream-listener:", options_.replica_id),
+      KeepaliveParams());
   if (!conn.ok()) return conn.status();
   absl::StatusOr<PgResult> listen =
-      (*conn)->Exec(absl::StrCat("LISTEN ", kCommitChannel));
+      conn->Exec(absl::StrCat("LISTEN ", kCommitChannel));
   if (!listen.ok()) return listen.status();
-  conn_ = *std::move(conn);
+  conn_ = std::make_unique<PgConnection>(*std::move(conn));
   absl::MutexLock lock(&mu_);
   ++stats_.connects;
   stats_.connected = true;
@@ -80,12 +85,11 @@ absl::Status CommitListener::ReadHead() {
   absl::StatusOr<PgResult> head =
       conn_->Exec("SELECT head FROM cluster WHERE id = 1");
   if (!head.ok()) return head.status();
-  uint64_t value = 0;
-  if (PQntuples(head->get()) != 1 ||
-      !absl::SimpleAtoi(PQgetvalue(head->get(), 0, 0), &value)) {
+  if (head->rows() != 1) {
     return absl::FailedPreconditionError(
         "the cluster table has no row: is the schema created?");
   }
+  const uint64_t value = static_cast<uint64_t>(head->GetInt64(0, 0));
   {
     absl::MutexLock lock(&mu_);
     ++stats_.polls;
@@ -134,9 +138,9 @@ void CommitListener::Run() {
     const absl::Duration until_poll = next_poll - Clock::Real()->Now();
     if (!WaitReadable(PQsocket(conn_->get()), until_poll)) break;
     absl::Status status = absl::OkStatus();
-    if (PQconsumeInput(conn_->get()) == 0 || !conn_->ok()) {
-      status = absl::UnavailableError(absl::StrCat(
-          "LISTEN connection lost: ", PQerrorMessage(conn_->get())));
+    if (PQconsumeInput(conn_->get()) == 0 || !conn_->healthy()) {
+      // Unavailable, "connection lost", the password scrubbed.
+      status = conn_->Error("LISTEN", nullptr);
     }
     uint64_t notified = 0;
     uint64_t count = 0;

@@ -33,7 +33,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "cluster/pg_connection.h"
+#include "storage/postgres/pg_connection.h"
 
 namespace chstream::cluster {
 
@@ -81,8 +81,8 @@ class CommitListener {
 
   const Options options_;
   const std::function<void(uint64_t)> on_head_;
-  std::unique_ptr<PgConnection> conn_;  // the listener thread's
-  int wake_fd_ = -1;                    // eventfd: Stop() wakes poll()
+  std::unique_ptr<storage::pg::PgConnection> conn_;  // the listener thread's
+  int wake_fd_ = -1;  // eventfd: Stop() wakes poll()
 
   mutable absl::Mutex mu_;
   Stats stats_ ABSL_GUARDED_BY(mu_);

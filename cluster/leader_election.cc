@@ -1,14 +1,21 @@
 #include "cluster/leader_election.h"
 
+#include <memory>
+#include <string>
 #include <utility>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
 #include "base/thread_name.h"
 
 namespace chstream::cluster {
+
+using storage::pg::KeepaliveParams;
+using storage::pg::PgConnection;
+using storage::pg::PgParam;
+using storage::pg::PgParams;
+using storage::pg::PgResult;
 
 LeaderElection::LeaderElection(Options options, Callbacks callbacks)
     : options_(std::move(options)), callbacks_(std::move(callbacks)) {}
@@ -21,14 +28,14 @@ LeaderElection::State LeaderElection::state() const {
 }
 
 int LeaderElection::backend_pid() const {
-  return conn_ != nullptr && conn_->ok() ? conn_->backend_pid() : 0;
+  return conn_ != nullptr && conn_->healthy() ? conn_->backend_pid() : 0;
 }
 
 void LeaderElection::ReleaseLock() {
   // Closing the session releases the advisory lock, if the server still
   // holds it for us, but the server notices the close asynchronously:
   // unlock first (best effort) so that a follower can take over at once.
-  if (conn_ != nullptr && conn_->ok()) {
+  if (conn_ != nullptr && conn_->healthy()) {
     conn_->Exec("SELECT pg_advisory_unlock_all()").IgnoreError();
   }
   conn_.reset();
@@ -70,12 +77,11 @@ absl::Status LeaderElection::PollOnce() {
     StepDown(requested);
     return requested;
   }
-  if (conn_ != nullptr && !conn_->ok()) {
+  if (conn_ != nullptr && !conn_->healthy()) {
     StepDown(absl::UnavailableError("leader election connection lost"));
   }
   if (conn_ == nullptr) {
-    PgParams params = KeepaliveParams(
-        absl::StrCat("chstream-election:", options_.replica_id));
+    PgParams params = KeepaliveParams();
     if (options_.lease > absl::ZeroDuration()) {
       for (auto& [key, value] : params) {
         if (key == "options") {
@@ -84,10 +90,11 @@ absl::Status LeaderElection::PollOnce() {
         }
       }
     }
-    absl::StatusOr<std::unique_ptr<PgConnection>> conn =
-        PgConnection::Connect(options_.url, params);
+    absl::StatusOr<PgConnection> conn = PgConnection::Connect(
+        options_.url, absl::StrCat("chstream-election:", options_.replica_id),
+        params);
     if (!conn.ok()) return conn.status();
-    conn_ = *std::move(conn);
+    conn_ = std::make_unique<PgConnection>(*std::move(conn));
   }
 
   int64_t epoch;
@@ -99,15 +106,15 @@ absl::Status LeaderElection::PollOnce() {
   }
   if (leader) {
     // Heartbeat, and check that nobody took over since.
-    absl::StatusOr<PgResult> beat = conn_->Exec(
+    absl::StatusOr<PgResult> beat = conn_->Query(
         "UPDATE cluster SET heartbeat_at = now() "
         "WHERE id = 1 AND leader_epoch = $1",
-        {absl::StrCat(epoch)});
+        {PgParam::Int(epoch)});
     if (!beat.ok()) {
       StepDown(beat.status());
       return beat.status();
     }
-    if (AffectedRows(*beat) == 0) {
+    if (beat->AffectedRows() == 0) {
       const absl::Status fenced = absl::FailedPreconditionError(absl::StrCat(
           "fenced: leader epoch ", epoch, " is no longer the cluster's"));
       StepDown(fenced);
@@ -117,35 +124,36 @@ absl::Status LeaderElection::PollOnce() {
   }
 
   // Try the lock, and read who leads now in the same round trip.
-  absl::StatusOr<PgResult> tried = conn_->Exec(
+  absl::StatusOr<PgResult> tried = conn_->Query(
       "SELECT pg_try_advisory_lock($1), leader_epoch, "
       "coalesce(leader_id, '') FROM cluster WHERE id = 1",
-      {absl::StrCat(kAdvisoryLockKey)});
+      {PgParam::Int(kAdvisoryLockKey)});
   if (!tried.ok()) {
     conn_.reset();
     return tried.status();
   }
-  if (PQntuples(tried->get()) != 1) {
+  if (tried->rows() != 1) {
     conn_.reset();
     return absl::FailedPreconditionError(
         "the cluster table has no row: is the schema created?");
   }
-  const bool acquired = PQgetvalue(tried->get(), 0, 0)[0] == 't';
-  int64_t seen_epoch = 0;
-  (void)absl::SimpleAtoi(PQgetvalue(tried->get(), 0, 1), &seen_epoch);
+  const bool acquired = tried->GetBool(0, 0);
   {
     absl::MutexLock lock(&mu_);
-    state_.epoch = seen_epoch;
-    state_.leader_id = PQgetvalue(tried->get(), 0, 2);
+    state_.epoch = tried->GetInt64(0, 1);
+    state_.leader_id = std::string(tried->Get(0, 2));
   }
   if (!acquired) return absl::OkStatus();
 
   static constexpr char kTakeOver[] =
       "UPDATE cluster SET leader_epoch = leader_epoch + 1, leader_id = $1, "
       "heartbeat_at = now() WHERE id = 1 RETURNING leader_epoch";
-  absl::StatusOr<PgResult> took = conn_->Exec(kTakeOver, {options_.replica_id});
-  if (!took.ok() && conn_->ok() &&
-      absl::StrContains(took.status().message(), "lock timeout")) {
+  absl::StatusOr<PgResult> took =
+      conn_->Query(kTakeOver, {PgParam::Text(options_.replica_id)});
+  // SQLSTATE 55P03 lock_not_available: lock_timeout (KeepaliveParams) ran
+  // out.
+  if (!took.ok() && conn_->healthy() &&
+      absl::StrContains(took.status().message(), "SQLSTATE 55P03")) {
     // We hold the lock, so the former leader lost it, but one of its
     // sessions still holds the cluster row: a commit or status transaction
     // it was running when it was paused (SIGSTOP, a hang) in the middle of
@@ -160,17 +168,17 @@ absl::Status LeaderElection::PollOnce() {
       log::Warning(
           "ended the sessions of a former leader that held the "
           "cluster row",
-          {{"sessions", PQgetvalue(ended->get(), 0, 0)}});
-      took = conn_->Exec(kTakeOver, {options_.replica_id});
+          {{"sessions", ended->GetInt64(0, 0)}});
+      took = conn_->Query(kTakeOver, {PgParam::Text(options_.replica_id)});
     }
   }
-  if (!took.ok() || PQntuples(took->get()) != 1 ||
-      !absl::SimpleAtoi(PQgetvalue(took->get(), 0, 0), &epoch)) {
+  if (!took.ok() || took->rows() != 1 || took->GetInt64(0, 0) <= 0) {
     // Drop the lock: leading without an epoch would be unfenced.
     ReleaseLock();
     return took.ok() ? absl::InternalError("takeover UPDATE returned no epoch")
                      : took.status();
   }
+  epoch = took->GetInt64(0, 0);
   {
     absl::MutexLock lock(&mu_);
     state_.leader = true;

@@ -4,7 +4,8 @@
 // (docs: scale-out design, "Roles" and "Fencing"):
 //
 //   - A dedicated connection (TCP keepalives on both sides, see
-//     KeepaliveParams: a vanished peer is noticed within ~11 s) polls
+//     storage::pg::KeepaliveParams: a vanished peer is noticed within
+//     ~11 s) polls
 //     `pg_try_advisory_lock(kAdvisoryLockKey)` every `poll_interval`. The
 //     lock is session-level: the server releases it when the session ends
 //     (the process died, the backend was terminated, keepalives gave up).
@@ -53,7 +54,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "cluster/pg_connection.h"
+#include "storage/postgres/pg_connection.h"
 
 namespace chstream::cluster {
 
@@ -125,7 +126,7 @@ class LeaderElection {
 
   const Options options_;
   const Callbacks callbacks_;
-  std::unique_ptr<PgConnection> conn_;  // used by the polling thread
+  std::unique_ptr<storage::pg::PgConnection> conn_;  // the polling thread's
 
   mutable absl::Mutex mu_;
   State state_ ABSL_GUARDED_BY(mu_);

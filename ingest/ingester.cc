@@ -1,6 +1,10 @@
 #include "ingest/ingester.h"
 
+#include <memory>
+#include <utility>
+
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
 #include "base/thread_name.h"
@@ -8,6 +12,56 @@
 namespace chstream::ingest {
 
 namespace ssl = boost::asio::ssl;
+
+namespace {
+
+// Every check on `options` that Start() makes before it connects; the TLS
+// context (nullptr for http://) into `*ssl_out`.
+absl::StatusOr<UpstreamUrl> CheckAndMakeTls(
+    const IngesterOptions& options, std::unique_ptr<ssl::context>* ssl_out) {
+  absl::StatusOr<UpstreamUrl> url = ParseUpstreamUrl(options.upstream_url);
+  if (!url.ok()) return url.status();
+  if (options.keys.empty()) {
+    return absl::InvalidArgumentError("no upstream key");
+  }
+  const size_t capacity = options.keys.size() *
+                          static_cast<size_t>(options.max_connections_per_key);
+  if (options.streams.size() > capacity) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        options.streams.size(), " streams need more connections than ",
+        options.keys.size(), " key(s) x ", options.max_connections_per_key,
+        " per key allow"));
+  }
+  if (url->tls) {
+    auto ssl = std::make_unique<ssl::context>(ssl::context::tls_client);
+    ssl->set_options(ssl::context::default_workarounds |
+                     ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                     ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+    boost::system::error_code ec;
+    ssl->set_default_verify_paths(ec);
+    if (ec) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot load the system CA store: ", ec.message()));
+    }
+    if (!options.ca_file.empty()) {
+      ssl->load_verify_file(options.ca_file, ec);
+      if (ec) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "invalid --ca_file ", options.ca_file, ": ", ec.message()));
+      }
+    }
+    ssl->set_verify_mode(ssl::verify_peer);
+    *ssl_out = std::move(ssl);
+  }
+  return url;
+}
+
+}  // namespace
+
+absl::Status Ingester::CheckOptions(const IngesterOptions& options) {
+  std::unique_ptr<ssl::context> unused;
+  return CheckAndMakeTls(options, &unused).status();
+}
 
 Ingester::Ingester(IngesterOptions options, EventSink* sink, Clock* clock)
     : options_(std::move(options)),
@@ -18,40 +72,8 @@ Ingester::Ingester(IngesterOptions options, EventSink* sink, Clock* clock)
 Ingester::~Ingester() { Stop(); }
 
 absl::Status Ingester::Start(const std::vector<storage::StreamState>& states) {
-  absl::StatusOr<UpstreamUrl> url = ParseUpstreamUrl(options_.upstream_url);
+  absl::StatusOr<UpstreamUrl> url = CheckAndMakeTls(options_, &ssl_);
   if (!url.ok()) return url.status();
-  if (options_.keys.empty()) {
-    return absl::InvalidArgumentError("no upstream key");
-  }
-  const size_t capacity = options_.keys.size() *
-                          static_cast<size_t>(options_.max_connections_per_key);
-  if (options_.streams.size() > capacity) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        options_.streams.size(), " streams need more connections than ",
-        options_.keys.size(), " key(s) x ", options_.max_connections_per_key,
-        " per key allow"));
-  }
-  if (url->tls) {
-    ssl_ = std::make_unique<ssl::context>(ssl::context::tls_client);
-    ssl_->set_options(ssl::context::default_workarounds |
-                      ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                      ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
-    boost::system::error_code ec;
-    ssl_->set_default_verify_paths(ec);
-    if (ec) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("cannot load the system CA store: ", ec.message()));
-    }
-    if (!options_.ca_file.empty()) {
-      ssl_->load_verify_file(options_.ca_file, ec);
-      if (ec) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("invalid --ca_file ", options_.ca_file, ": ",
-                         ec.message()));
-      }
-    }
-    ssl_->set_verify_mode(ssl::verify_peer);
-  }
 
   absl::flat_hash_map<std::string, int64_t> committed;
   for (const storage::StreamState& s : states) {

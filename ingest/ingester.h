@@ -61,6 +61,10 @@ class Ingester {
   // `states` are the per-stream committed timepoints from storage. Fails on
   // a bad URL or CA file, or more streams than keys x cap.
   absl::Status Start(const std::vector<storage::StreamState>& states);
+  // The checks Start() makes on `options` (URL, keys, streams x cap, the
+  // system CA store and --ca_file), with the same errors, without starting
+  // anything: for a process that may start ingesting only later.
+  static absl::Status CheckOptions(const IngesterOptions& options);
   // Closes every connection and joins the io thread. Idempotent. The io
   // thread may be inside the sink (EventSink::Append blocks while the
   // writer queue is full, e.g. on a full disk): the caller must make the

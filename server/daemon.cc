@@ -99,6 +99,12 @@ absl::Status Daemon::StartParts(int* exit_code) {
           "--new_store_id is for SQLite files; a PostgreSQL store keeps the "
           "store_id in its cluster row");
     }
+    // Every replica may ingest later (when elected): a setting that would
+    // stop its ingestion then stops it now, follower or not.
+    if (absl::Status s = IngestPipeline::CheckSettings(config); !s.ok()) {
+      *exit_code = 2;
+      return s;
+    }
     absl::StatusOr<std::unique_ptr<storage::PostgresStore>> opened =
         storage::PostgresStore::Open(config.postgres_url);
     if (!opened.ok()) {

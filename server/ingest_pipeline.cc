@@ -70,6 +70,23 @@ storage::RetentionPolicy RetentionPolicyFrom(const Config& config) {
   return p;
 }
 
+namespace {
+
+absl::Status CannotStartIngestion(const absl::Status& s) {
+  return absl::Status(s.code(),
+                      absl::StrCat("cannot start ingestion: ", s.message()));
+}
+
+}  // namespace
+
+absl::Status IngestPipeline::CheckSettings(const Config& config) {
+  // The simulator's URL and key are made at start; nothing to check.
+  if (config.UseSimulator()) return absl::OkStatus();
+  absl::Status s = ingest::Ingester::CheckOptions(
+      IngesterOptionsFrom(config, config.upstream_url, config.api_keys));
+  return s.ok() ? s : CannotStartIngestion(s);
+}
+
 absl::StatusOr<std::unique_ptr<IngestPipeline>> IngestPipeline::Start(
     const Config& config, storage::EventStore* store, SubscriptionHub* hub,
     const std::vector<storage::StreamState>& states, Clock* clock,
@@ -125,8 +142,7 @@ absl::StatusOr<std::unique_ptr<IngestPipeline>> IngestPipeline::Start(
         IngesterOptionsFrom(config, upstream_url, keys), p->sink_.get(), clock);
     if (absl::Status s = p->ingester_->Start(states); !s.ok()) {
       code = 2;
-      return absl::Status(
-          s.code(), absl::StrCat("cannot start ingestion: ", s.message()));
+      return CannotStartIngestion(s);
     }
     p->live_ingester_.store(p->ingester_.get());
     return absl::OkStatus();

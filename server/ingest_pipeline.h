@@ -69,6 +69,12 @@ class IngestPipeline {
       const Config& config, storage::EventStore* store, SubscriptionHub* hub,
       const std::vector<storage::StreamState>& states, Clock* clock,
       int* exit_code);
+  // The settings Start() refuses with exit code 2 (the upstream URL, keys,
+  // streams, --ca_file), checked without starting anything and with the
+  // same error: a PostgreSQL replica calls it at start-up, so that a bad
+  // setting stops every replica at once instead of each one only when it is
+  // elected. OK when following the simulator.
+  static absl::Status CheckSettings(const Config& config);
   ~IngestPipeline();  // Stop()
   IngestPipeline(const IngestPipeline&) = delete;
   IngestPipeline& operator=(const IngestPipeline&) = delete;

@@ -3,7 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <iterator>
+#include <memory>
+#include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -14,10 +18,14 @@
 namespace chstream::server {
 namespace {
 
-using cluster::KeepaliveParams;
-using cluster::PgConnection;
-using cluster::PgParams;
-using cluster::PgResult;
+using storage::pg::KeepaliveParams;
+using storage::pg::PgConnection;
+using storage::pg::PgParam;
+using storage::pg::PgParams;
+using storage::pg::PgResult;
+
+// Debian's abseil has its own string_view type, which SimpleAtoi needs.
+absl::string_view Av(std::string_view s) { return {s.data(), s.size()}; }
 
 // The columns after `stream`, in the order Record binds them ($2...).
 constexpr const char* kColumns[] = {"state",
@@ -96,30 +104,36 @@ std::string Micros(const char* column) {
   return absl::StrCat("(extract(epoch FROM ", column, ") * 1000000)::bigint");
 }
 
-absl::Time TimeOf(PGresult* r, int row, int col) {
+absl::Time TimeOf(const PgResult& r, int row, int col) {
   int64_t micros = 0;
-  if (PQgetisnull(r, row, col) ||
-      !absl::SimpleAtoi(PQgetvalue(r, row, col), &micros)) {
+  if (r.IsNull(row, col) || !absl::SimpleAtoi(Av(r.Get(row, col)), &micros)) {
     return absl::InfinitePast();
   }
   return absl::FromUnixMicros(micros);
 }
 
-uint64_t U64(PGresult* r, int row, int col) {
+uint64_t U64(const PgResult& r, int row, int col) {
   uint64_t v = 0;
-  (void)absl::SimpleAtoi(PQgetvalue(r, row, col), &v);
+  (void)absl::SimpleAtoi(Av(r.Get(row, col)), &v);
   return v;
 }
 
-double Double(PGresult* r, int row, int col) {
+double Double(const PgResult& r, int row, int col) {
   double v = 0;
-  (void)absl::SimpleAtod(PQgetvalue(r, row, col), &v);
+  (void)absl::SimpleAtod(Av(r.Get(row, col)), &v);
   return v;
 }
 
-std::optional<absl::Duration> SecondsAgo(PGresult* r, int row, int col) {
-  if (PQgetisnull(r, row, col)) return std::nullopt;
+std::optional<absl::Duration> SecondsAgo(const PgResult& r, int row, int col) {
+  if (r.IsNull(row, col)) return std::nullopt;
   return absl::Seconds(std::max(0.0, Double(r, row, col)));
+}
+
+std::vector<PgParam> Texts(std::vector<std::string> values) {
+  std::vector<PgParam> params;
+  params.reserve(values.size());
+  for (std::string& v : values) params.push_back(PgParam::Text(std::move(v)));
+  return params;
 }
 
 ingest::StreamState StateNamed(std::string_view name) {
@@ -138,10 +152,9 @@ StreamStatusTable::StreamStatusTable(Options options)
 StreamStatusTable::~StreamStatusTable() = default;
 
 absl::Status StreamStatusTable::EnsureConnected() {
-  if (conn_ != nullptr && conn_->ok()) return absl::OkStatus();
+  if (conn_ != nullptr && conn_->healthy()) return absl::OkStatus();
   conn_.reset();
-  PgParams params =
-      KeepaliveParams(absl::StrCat("chstream-status:", options_.replica_id));
+  PgParams params = KeepaliveParams();
   for (auto& [key, value] : params) {
     // A statement never holds the worker thread for long.
     // A transaction left open by a paused process would hold the cluster
@@ -152,10 +165,11 @@ absl::Status StreamStatusTable::EnsureConnected() {
                       " -c idle_in_transaction_session_timeout=10000");
     }
   }
-  absl::StatusOr<std::unique_ptr<PgConnection>> conn =
-      PgConnection::Connect(options_.url, params);
+  absl::StatusOr<PgConnection> conn = PgConnection::Connect(
+      options_.url, absl::StrCat("chstream-status:", options_.replica_id),
+      params);
   if (!conn.ok()) return conn.status();
-  conn_ = *std::move(conn);
+  conn_ = std::make_unique<PgConnection>(*std::move(conn));
   return absl::OkStatus();
 }
 
@@ -166,11 +180,11 @@ absl::Status StreamStatusTable::Record(
   auto run = [&]() -> absl::Status {
     absl::StatusOr<PgResult> r = conn_->Exec("BEGIN");
     if (!r.ok()) return r.status();
-    r = conn_->Exec(
+    r = conn_->Query(
         "SELECT 1 FROM cluster WHERE id = 1 AND leader_epoch = $1 FOR SHARE",
-        {absl::StrCat(epoch)});
+        {PgParam::Int(epoch)});
     if (!r.ok()) return r.status();
-    if (PQntuples(r->get()) != 1) {
+    if (r->rows() != 1) {
       return absl::FailedPreconditionError(
           absl::StrCat("fenced: leader epoch ", epoch,
                        " is no longer current; stream status not recorded"));
@@ -184,8 +198,8 @@ absl::Status StreamStatusTable::Record(
       absl::StrAppend(&array, i == 0 ? "" : ",", JsonString(names[i]));
     }
     array += "}";
-    r = conn_->Exec("DELETE FROM stream_status WHERE NOT stream = ANY($1)",
-                    {array});
+    r = conn_->Query("DELETE FROM stream_status WHERE NOT stream = ANY($1)",
+                     {PgParam::Text(array)});
     if (!r.ok()) return r.status();
     for (const ingest::StreamStatusSnapshot& s : streams) {
       std::string causes = "{";
@@ -208,39 +222,39 @@ absl::Status StreamStatusTable::Record(
                         "}");
       }
       gaps += "]";
-      r = conn_->Exec(
+      r = conn_->Query(
           *kUpsert,
-          {s.stream,
-           std::string(ingest::StreamStateName(s.state)),
-           s.last_timepoint ? absl::StrCat(*s.last_timepoint) : "",
-           Time(s.last_published_at),
-           Time(s.last_event_at),
-           Time(s.last_heartbeat_at),
-           Time(s.connected_since),
-           Time(s.next_retry_at),
-           absl::StrCat(s.events_total),
-           absl::StrCat(s.heartbeats_total),
-           absl::StrCat(s.malformed_total),
-           absl::StrCat(s.duplicates_total),
-           absl::StrCat(s.reconnects_total),
-           absl::StrCat(s.bytes_total),
-           absl::StrCat(s.partial_lines_total),
-           s.last_error,
-           absl::StrCat(s.last_http_status),
-           absl::StrCat(std::isfinite(s.lag_seconds) ? s.lag_seconds : 0),
-           absl::StrCat(absl::ToDoubleSeconds(s.reader_wait)),
-           causes,
-           http,
-           gaps,
-           options_.replica_id,
-           absl::StrCat(epoch)});
+          Texts({s.stream,
+                 std::string(ingest::StreamStateName(s.state)),
+                 s.last_timepoint ? absl::StrCat(*s.last_timepoint) : "",
+                 Time(s.last_published_at),
+                 Time(s.last_event_at),
+                 Time(s.last_heartbeat_at),
+                 Time(s.connected_since),
+                 Time(s.next_retry_at),
+                 absl::StrCat(s.events_total),
+                 absl::StrCat(s.heartbeats_total),
+                 absl::StrCat(s.malformed_total),
+                 absl::StrCat(s.duplicates_total),
+                 absl::StrCat(s.reconnects_total),
+                 absl::StrCat(s.bytes_total),
+                 absl::StrCat(s.partial_lines_total),
+                 s.last_error,
+                 absl::StrCat(s.last_http_status),
+                 absl::StrCat(std::isfinite(s.lag_seconds) ? s.lag_seconds : 0),
+                 absl::StrCat(absl::ToDoubleSeconds(s.reader_wait)),
+                 causes,
+                 http,
+                 gaps,
+                 options_.replica_id,
+                 absl::StrCat(epoch)}));
       if (!r.ok()) return r.status();
     }
     r = conn_->Exec("COMMIT");
     return r.status();
   };
   absl::Status status = run();
-  if (!status.ok() && conn_ != nullptr && conn_->ok()) {
+  if (!status.ok() && conn_ != nullptr && conn_->healthy()) {
     (void)conn_->Exec("ROLLBACK");
   }
   return status;
@@ -253,10 +267,10 @@ absl::StatusOr<StreamStatusTable::View> StreamStatusTable::Load() {
       "SELECT leader_epoch, coalesce(leader_id, ''), "
       "extract(epoch FROM now() - heartbeat_at) FROM cluster WHERE id = 1");
   if (!cluster.ok()) return cluster.status();
-  if (PQntuples(cluster->get()) == 1) {
-    PGresult* c = cluster->get();
-    (void)absl::SimpleAtoi(PQgetvalue(c, 0, 0), &view.leader_epoch);
-    view.leader_id = PQgetvalue(c, 0, 1);
+  if (cluster->rows() == 1) {
+    const PgResult& c = *cluster;
+    view.leader_epoch = c.GetInt64(0, 0);
+    view.leader_id = std::string(c.Get(0, 1));
     view.heartbeat_ago = SecondsAgo(c, 0, 2);
   }
   absl::StatusOr<PgResult> rows = conn_->Exec(absl::StrCat(
@@ -277,14 +291,14 @@ absl::StatusOr<StreamStatusTable::View> StreamStatusTable::Load() {
       "extract(epoch FROM now() - recorded_at) "
       "FROM stream_status ORDER BY stream"));
   if (!rows.ok()) return rows.status();
-  PGresult* r = rows->get();
-  for (int i = 0; i < PQntuples(r); ++i) {
+  const PgResult& r = *rows;
+  for (int i = 0; i < r.rows(); ++i) {
     ingest::StreamStatusSnapshot s;
-    s.stream = PQgetvalue(r, i, 0);
-    s.state = StateNamed(PQgetvalue(r, i, 1));
-    if (!PQgetisnull(r, i, 2)) {
+    s.stream = std::string(r.Get(i, 0));
+    s.state = StateNamed(r.Get(i, 1));
+    if (!r.IsNull(i, 2)) {
       int64_t tp = 0;
-      if (absl::SimpleAtoi(PQgetvalue(r, i, 2), &tp)) s.last_timepoint = tp;
+      if (absl::SimpleAtoi(Av(r.Get(i, 2)), &tp)) s.last_timepoint = tp;
     }
     s.last_published_at = TimeOf(r, i, 3);
     s.last_event_at = TimeOf(r, i, 4);
@@ -298,18 +312,18 @@ absl::StatusOr<StreamStatusTable::View> StreamStatusTable::Load() {
     s.reconnects_total = U64(r, i, 12);
     s.bytes_total = U64(r, i, 13);
     s.partial_lines_total = U64(r, i, 14);
-    s.last_error = PQgetvalue(r, i, 15);
+    s.last_error = std::string(r.Get(i, 15));
     s.last_http_status = static_cast<int>(U64(r, i, 16));
     s.lag_seconds = Double(r, i, 17);
     s.reader_wait = absl::Seconds(Double(r, i, 18));
     for (absl::string_view kv :
-         absl::StrSplit(PQgetvalue(r, i, 19), ',', absl::SkipEmpty())) {
+         absl::StrSplit(Av(r.Get(i, 19)), ',', absl::SkipEmpty())) {
       std::pair<std::string, std::string> p = absl::StrSplit(kv, '=');
       uint64_t n = 0;
       if (absl::SimpleAtoi(p.second, &n)) s.reconnects_by_cause[p.first] = n;
     }
     for (absl::string_view kv :
-         absl::StrSplit(PQgetvalue(r, i, 20), ',', absl::SkipEmpty())) {
+         absl::StrSplit(Av(r.Get(i, 20)), ',', absl::SkipEmpty())) {
       std::pair<std::string, std::string> p = absl::StrSplit(kv, '=');
       int code = 0;
       uint64_t n = 0;
@@ -318,7 +332,7 @@ absl::StatusOr<StreamStatusTable::View> StreamStatusTable::Load() {
       }
     }
     for (absl::string_view g :
-         absl::StrSplit(PQgetvalue(r, i, 21), ',', absl::SkipEmpty())) {
+         absl::StrSplit(Av(r.Get(i, 21)), ',', absl::SkipEmpty())) {
       std::pair<std::string, std::string> p = absl::StrSplit(g, '@');
       ingest::TimepointGapInfo info;
       (void)absl::SimpleAtoi(p.first, &info.last_timepoint);

@@ -33,8 +33,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "cluster/pg_connection.h"
 #include "ingest/stream_status.h"
+#include "storage/postgres/pg_connection.h"
 
 namespace chstream::server {
 
@@ -73,7 +73,7 @@ class StreamStatusTable {
   absl::Status EnsureConnected();
 
   const Options options_;
-  std::unique_ptr<cluster::PgConnection> conn_;
+  std::unique_ptr<storage::pg::PgConnection> conn_;
 };
 
 }  // namespace chstream::server

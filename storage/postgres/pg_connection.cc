@@ -91,8 +91,24 @@ int64_t PgResult::AffectedRows() const {
 
 // ------------------------------------------------------------- PgConnection
 
+PgParams KeepaliveParams() {
+  return {
+      {"connect_timeout", "5"},
+      {"keepalives", "1"},
+      {"keepalives_idle", "5"},
+      {"keepalives_interval", "2"},
+      {"keepalives_count", "3"},
+      {"tcp_user_timeout", "10000"},
+      {"options",
+       "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 "
+       "-c tcp_keepalives_count=3 -c tcp_user_timeout=10000 "
+       "-c lock_timeout=5000"},
+  };
+}
+
 absl::StatusOr<PgConnection> PgConnection::Connect(
-    const std::string& url, const std::string& application_name) {
+    const std::string& url, const std::string& application_name,
+    const PgParams& params) {
   PgConnection c;
   // The password (if the URL carries one) is never printed: remember it to
   // scrub messages, and register it with the logger.
@@ -113,13 +129,28 @@ absl::StatusOr<PgConnection> PgConnection::Connect(
     }
   }
   PQconninfoFree(options);
+  for (const auto& [key, value] : params) {
+    if (key == "password" && !value.empty()) {
+      c.password_ = value;
+      log::AddSecret(c.password_);
+    }
+  }
 
-  // expand_dbname: the "dbname" value is a URI or conninfo string; the
-  // other keywords are defaults it can override.
-  const char* keywords[] = {"dbname", "application_name", "connect_timeout",
-                            nullptr};
-  const char* values[] = {url.c_str(), application_name.c_str(), "10", nullptr};
-  c.conn_.reset(PQconnectdbParams(keywords, values, /*expand_dbname=*/1));
+  // expand_dbname: the first "dbname" value is a URI or conninfo string,
+  // expanded in place; keywords after it override what it says (libpq
+  // takes the last non-empty value of each keyword).
+  std::vector<const char*> keywords = {"dbname", "application_name",
+                                       "connect_timeout"};
+  std::vector<const char*> values = {url.c_str(), application_name.c_str(),
+                                     "10"};
+  for (const auto& [key, value] : params) {
+    keywords.push_back(key.c_str());
+    values.push_back(value.c_str());
+  }
+  keywords.push_back(nullptr);
+  values.push_back(nullptr);
+  c.conn_.reset(
+      PQconnectdbParams(keywords.data(), values.data(), /*expand_dbname=*/1));
   if (c.conn_ == nullptr) {
     return absl::ResourceExhaustedError("libpq: out of memory");
   }
@@ -198,10 +229,12 @@ absl::Status PgConnection::Error(std::string_view what,
     }
   }
   if (message.empty()) message = PQerrorMessage(conn_.get());
-  if (PQstatus(conn_.get()) != CONNECTION_OK) sqlstate.clear();
+  const bool lost = PQstatus(conn_.get()) != CONNECTION_OK;
+  if (lost) sqlstate.clear();
   return absl::Status(
       CodeFor(sqlstate),
-      absl::StrCat("PostgreSQL ", Av(what), ": ", Scrub(message, password_),
+      absl::StrCat("PostgreSQL ", Av(what), ": ",
+                   lost ? "connection lost: " : "", Scrub(message, password_),
                    sqlstate.empty() ? "" : " (SQLSTATE ", sqlstate,
                    sqlstate.empty() ? "" : ")"));
 }

@@ -1,19 +1,27 @@
 // File: storage/postgres/pg_connection.h
 //
-// A thin RAII layer over one libpq connection (PGconn): simple queries,
-// named prepared statements (re-prepared after a reconnect), parameterised
-// queries with text or binary parameters, and COPY FROM STDIN. Errors become
-// absl::Status with the SQLSTATE mapped to a code (connection failures:
-// Unavailable; serialization failures and deadlocks: Aborted). No error
-// message ever contains the connection's password: libpq's messages do not
-// carry it, and the password is scrubbed from them anyway.
+// A thin RAII layer over one libpq connection (PGconn), the one wrapper
+// every PostgreSQL user in chstream goes through (the store, chstreamctl
+// copy-to-postgres, and the cluster parts: leader election, commit listener,
+// stream status table): simple queries, named prepared statements
+// (re-prepared after a reconnect), parameterised queries with text or binary
+// parameters, and COPY FROM STDIN. Errors become absl::Status with the
+// SQLSTATE mapped to a code (a lost connection: Unavailable; serialization
+// failures and deadlocks: Aborted; any other failed statement: mostly
+// Internal). No error message ever contains the connection's password:
+// libpq's messages do not carry it, and the password is scrubbed from them
+// anyway.
 //
 // Thread-safety: none; one thread uses a connection at a time.
 //
-//   CHS_ASSIGN_OR_RETURN(PgConnection c, PgConnection::Connect(url));
+//   CHS_ASSIGN_OR_RETURN(PgConnection c, PgConnection::Connect(url, "me"));
 //   CHS_RETURN_IF_ERROR(c.Prepare("head", "SELECT head FROM cluster"));
 //   CHS_ASSIGN_OR_RETURN(PgResult r, c.ExecPrepared("head", {}));
 //   int64_t head = r.GetInt64(0, 0);
+//
+//   // A session whose loss is noticed within seconds (the cluster parts):
+//   CHS_ASSIGN_OR_RETURN(PgConnection c,
+//       PgConnection::Connect(url, "chstream-election:a", KeepaliveParams()));
 #pragma once
 
 #include <postgresql/libpq-fe.h>
@@ -42,6 +50,27 @@ struct PgParam {
   static PgParam Int(int64_t v) { return Text(std::to_string(v)); }
   static PgParam Bytes(std::string v) { return PgParam{std::move(v), true}; }
 };
+
+// libpq connection keywords and values (PQconnectdbParams), applied over
+// the URL's.
+using PgParams = std::vector<std::pair<std::string, std::string>>;
+
+// Parameters for a connection whose loss must be noticed within ~15 s even
+// when the peer vanishes without a FIN (host gone, partition), on both
+// sides:
+//   client (libpq): TCP keepalive after 5 s idle, then every 2 s, dead after
+//     3 unanswered probes (5 + 2 * 3 = 11 s); tcp_user_timeout 10 s for data
+//     that is never acknowledged;
+//   server (per session, via `options`): the same tcp_keepalives_idle /
+//     _interval / _count and tcp_user_timeout, so the server ends the dead
+//     leader's session, and with it its advisory lock, within ~11 s.
+//     Equivalent postgresql.conf settings for every session:
+//     tcp_keepalives_idle = 5, tcp_keepalives_interval = 2,
+//     tcp_keepalives_count = 3, tcp_user_timeout = 10000.
+// Also connect_timeout = 5 s and lock_timeout = 5 s (a statement never
+// waits long for a row lock: the caller retries on its next poll).
+// Callers may append their own `-c name=value` settings to "options".
+PgParams KeepaliveParams();
 
 // A query result (text format). Owns the PGresult.
 class PgResult {
@@ -76,16 +105,27 @@ class PgConnection {
  public:
   // Connects to `url` (a libpq URI or conninfo string; PGPASSWORD, .pgpass,
   // PGSSLMODE... apply). `application_name` is shown in pg_stat_activity.
+  // `params` (e.g. KeepaliveParams()) override the URL's keywords, the
+  // application name and the default connect_timeout (10 s).
+  // Unavailable when the server cannot be reached, PermissionDenied for a
+  // refused password, NotFound for a missing database or role.
   static absl::StatusOr<PgConnection> Connect(
-      const std::string& url, const std::string& application_name);
+      const std::string& url, const std::string& application_name,
+      const PgParams& params = {});
 
   PgConnection(PgConnection&&) = default;
   PgConnection& operator=(PgConnection&&) = default;
   ~PgConnection() = default;
 
   PGconn* get() const { return conn_.get(); }
+  // False once libpq has seen the connection fail (or after a move).
   bool healthy() const {
     return conn_ != nullptr && PQstatus(conn_.get()) == CONNECTION_OK;
+  }
+  // The server process serving this session (for pg_terminate_backend);
+  // 0 without a connection.
+  int backend_pid() const {
+    return conn_ != nullptr ? PQbackendPID(conn_.get()) : 0;
   }
 
   // Reconnects if the connection was lost (after a server restart, a network
@@ -112,7 +152,8 @@ class PgConnection {
   absl::Status CopyIn(std::string_view copy_sql, std::string_view data);
 
   // Turns libpq's last error (or `result`'s) into a Status; public for the
-  // store's own messages.
+  // callers' own messages (e.g. after PQconsumeInput). Unavailable, with
+  // "connection lost" in the message, once the connection has failed.
   absl::Status Error(std::string_view what, const PGresult* result) const;
 
  private:

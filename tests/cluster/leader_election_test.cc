@@ -11,9 +11,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "base/testing/status_matchers.h"
-#include "cluster/pg_connection.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "storage/postgres/pg_connection.h"
 #include "tests/cluster/cluster_test_util.h"
 #include "tests/testing/child_process.h"
 #include "tests/testing/postgres_server.h"
@@ -21,6 +21,9 @@
 namespace chstream::cluster {
 namespace {
 
+using ::chstream::storage::pg::PgConnection;
+using ::chstream::storage::pg::PgParam;
+using ::chstream::storage::pg::PgResult;
 using ::chstream::testing::IsOk;
 using ::chstream::testing::PostgresServer;
 using ::chstream::testing::SharedPostgresServer;
@@ -112,11 +115,11 @@ TEST_F(LeaderElectionTest, ExactlyOneOfThreeLeads) {
 // COPY waiting for data): the new leader, holding the lock, ends that
 // session after the lock timeout and takes over.
 TEST_F(LeaderElectionTest, TakeoverEndsAFormerLeadersSessionHoldingTheRow) {
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PgConnection> paused,
-                       PgConnection::Connect(uri_, {}));
-  ASSERT_THAT(paused->Exec("BEGIN").status(), IsOk());
+  ASSERT_OK_AND_ASSIGN(PgConnection paused,
+                       PgConnection::Connect(uri_, "test:paused"));
+  ASSERT_THAT(paused.Exec("BEGIN").status(), IsOk());
   ASSERT_THAT(
-      paused->Exec("UPDATE cluster SET head = head WHERE id = 1").status(),
+      paused.Exec("UPDATE cluster SET head = head WHERE id = 1").status(),
       IsOk());
   Events ea;
   auto a = Elector("a", &ea);
@@ -125,7 +128,7 @@ TEST_F(LeaderElectionTest, TakeoverEndsAFormerLeadersSessionHoldingTheRow) {
   EXPECT_EQ(ea.Elected(), std::vector<int64_t>{1});
   EXPECT_EQ(Cluster("leader_id"), "a");
   // The paused session was ended: its transaction can never commit.
-  EXPECT_THAT(paused->Exec("COMMIT").status(),
+  EXPECT_THAT(paused.Exec("COMMIT").status(),
               StatusIs(absl::StatusCode::kUnavailable, ::testing::_));
 }
 
@@ -170,16 +173,16 @@ TEST_F(LeaderElectionTest, StaleEpochIsFencedAndAFencedLeaderStepsDown) {
   auto b = Elector("b", &eb);
   ASSERT_THAT(a->Poll(), IsOk());
   ASSERT_EQ(a->state().epoch, 1);
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PgConnection> writer,
-                       PgConnection::Connect(uri_, {}));
+  ASSERT_OK_AND_ASSIGN(PgConnection writer,
+                       PgConnection::Connect(uri_, "test:writer"));
   // A commit-like statement, fenced by epoch, as the store's commit is.
   const auto commit_with = [&](int64_t epoch) {
-    absl::StatusOr<PgResult> r = writer->Exec(
+    absl::StatusOr<PgResult> r = writer.Query(
         "UPDATE cluster SET head = head + 1 WHERE id = 1 AND "
         "leader_epoch = $1",
-        {absl::StrCat(epoch)});
+        {PgParam::Int(epoch)});
     EXPECT_THAT(r, IsOk());
-    return r.ok() ? AffectedRows(*r) : -1;
+    return r.ok() ? r->AffectedRows() : -1;
   };
   EXPECT_EQ(commit_with(1), 1);
 

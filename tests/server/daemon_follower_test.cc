@@ -8,21 +8,23 @@
 // epoch and ingests.
 #include <grpcpp/grpcpp.h>
 
+#include <cstdlib>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "base/clock.h"
 #include "base/testing/status_matchers.h"
 #include "chstream/v1/chstream.grpc.pb.h"
 #include "cluster/leader_election.h"
-#include "cluster/pg_connection.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "server/config.h"
 #include "server/daemon.h"
 #include "server/stream_status_table.h"
+#include "storage/postgres/pg_connection.h"
 #include "storage/postgres/postgres_store.h"
 #include "tests/storage/test_util.h"
 #include "tests/testing/postgres_server.h"
@@ -75,8 +77,11 @@ TEST(DaemonFollowerTest, FollowsTheLeadersStateAndHeartbeatThenTakesOver) {
   { ASSERT_OK_AND_ASSIGN(auto store, storage::PostgresStore::Open(uri)); }
   // Another replica leads: it holds the lock; its last heartbeat was a
   // minute ago; it recorded its stream state.
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<cluster::PgConnection> elsewhere,
-                       cluster::PgConnection::Connect(uri, {}));
+  ASSERT_OK_AND_ASSIGN(
+      storage::pg::PgConnection lock_holder,
+      storage::pg::PgConnection::Connect(uri, "test:elsewhere"));
+  auto elsewhere =
+      std::make_unique<storage::pg::PgConnection>(std::move(lock_holder));
   ASSERT_OK(elsewhere
                 ->Exec(absl::StrCat("SELECT pg_advisory_lock(",
                                     cluster::kAdvisoryLockKey, ")"))
@@ -154,6 +159,49 @@ TEST(DaemonFollowerTest, FollowsTheLeadersStateAndHeartbeatThenTakesOver) {
   const absl::Time t0 = absl::Now();
   daemon->Stop();
   EXPECT_LT(absl::Now() - t0, absl::Seconds(10));
+}
+
+// Verifies a bad ingest setting (here a --ca_file that does not exist, for
+// an https upstream) stops start-up with exit code 2 on every replica, not
+// only on the one that becomes leader: this replica would start as a
+// follower (another replica holds the lock) and fail only at a takeover.
+TEST(DaemonFollowerTest, BadIngestSettingFailsAtStartEvenWhenAnotherLeads) {
+  ASSERT_OK_AND_ASSIGN(testing::PostgresServer * pg,
+                       testing::SharedPostgresServer());
+  ASSERT_OK_AND_ASSIGN(std::string uri, pg->CreateDatabase());
+  { ASSERT_OK_AND_ASSIGN(auto store, storage::PostgresStore::Open(uri)); }
+  ASSERT_OK_AND_ASSIGN(
+      storage::pg::PgConnection elsewhere,
+      storage::pg::PgConnection::Connect(uri, "test:elsewhere"));
+  ASSERT_OK(elsewhere
+                .Exec(absl::StrCat("SELECT pg_advisory_lock(",
+                                   cluster::kAdvisoryLockKey, ")"))
+                .status());
+  ASSERT_OK(pg->Execute(uri,
+                        "UPDATE cluster SET leader_epoch = 5, leader_id = "
+                        "'elsewhere:50051', heartbeat_at = now()"));
+
+  Config c;
+  c.postgres_url = uri;
+  c.grpc_address = "127.0.0.1:0";
+  c.metrics_address = "127.0.0.1:0";
+  c.log_level = "warning";
+  c.replica_id = "me";
+  c.api_keys = {"test-key"};
+  c.upstream_url = "https://127.0.0.1:1";
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  c.ca_file = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/missing-ca.pem");
+  int exit_code = -1;
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start(c, Clock::Real(), &exit_code);
+  EXPECT_FALSE(daemon.ok());
+  EXPECT_EQ(exit_code, 2);
+  EXPECT_THAT(std::string(daemon.status().message()),
+              HasSubstr("cannot start ingestion: invalid --ca_file"));
+  // Nothing was taken over.
+  EXPECT_EQ(
+      pg->QueryValue(uri, "SELECT leader_epoch FROM cluster").value_or(""),
+      "5");
 }
 
 }  // namespace
