@@ -112,6 +112,41 @@ TEST(DaemonTest, GrpcPortInUseFailsWithExitCode1) {
       << daemon.status();
 }
 
+// /readyz means "can serve reads": an upstream that refuses every
+// connection (Companies House down) leaves it 200 and GetStatus answering,
+// so a load balancer keeps the replica; the stream's own state says why.
+TEST(DaemonTest, ReadyWhileTheUpstreamIsDown) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), len), 0);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  close(fd);  // nothing listens there: every connect is refused
+
+  Config c = TestConfig(TestDbPath());
+  c.simulate = false;
+  c.api_keys = {"test-key"};
+  c.upstream_url = absl::StrCat("http://127.0.0.1:", ntohs(addr.sin_port));
+  int exit_code = -1;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Daemon> daemon,
+                       Daemon::Start(c, Clock::Real(), &exit_code));
+  auto stub = Connect(daemon->grpc_port());
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        absl::StatusOr<v1::GetStatusResponse> s = Status(*stub);
+        return s.ok() && s->streams_size() > 0 &&
+               !s->streams(0).last_error().empty();
+      },
+      absl::Seconds(20)));
+  ASSERT_OK_AND_ASSIGN(testing::TestResponse ready,
+                       testing::HttpRequest(daemon->http_port(), "GET",
+                                            "/readyz"));
+  EXPECT_EQ(ready.status, 200) << ready.body;
+}
+
 // Verifies --writer_queue_bytes (flag or CHSTREAM_WRITER_QUEUE_BYTES, 32 MiB
 // by default) reaches the writer's options.
 TEST(DaemonTest, WriterQueueBytesSettingReachesTheWriter) {
