@@ -84,20 +84,33 @@ TEST(DaemonTest, BadSettingFailsWithExitCode2) {
   EXPECT_EQ(exit_code, 2);
 }
 
-// A gRPC port that another process holds is a clear start-up error (exit
-// 1: the environment, not a setting), not a crash: the failed server was
-// shut down as if it had started (a null dereference, SIGSEGV).
-TEST(DaemonTest, GrpcPortInUseFailsWithExitCode1) {
+// A TCP socket bound to a free loopback port (`*port`), not listening; -1
+// on failure. The caller closes it.
+int BindLoopback(int* port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(fd, 0);
+  if (fd < 0) return -1;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof(addr);
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), len), 0);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    close(fd);
+    return -1;
+  }
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
+// A gRPC port that another process holds is a clear start-up error (exit
+// 1: the environment, not a setting), not a crash: the failed server was
+// shut down as if it had started (a null dereference, SIGSEGV).
+TEST(DaemonTest, GrpcPortInUseFailsWithExitCode1) {
+  int port = 0;
+  const int fd = BindLoopback(&port);
+  ASSERT_GE(fd, 0);
   ASSERT_EQ(listen(fd, 1), 0);
-  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  const std::string address = absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+  const std::string address = absl::StrCat("127.0.0.1:", port);
 
   Config c = TestConfig(TestDbPath());
   c.grpc_address = address;
@@ -116,20 +129,15 @@ TEST(DaemonTest, GrpcPortInUseFailsWithExitCode1) {
 // connection (Companies House down) leaves it 200 and GetStatus answering,
 // so a load balancer keeps the replica; the stream's own state says why.
 TEST(DaemonTest, ReadyWhileTheUpstreamIsDown) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int port = 0;
+  const int fd = BindLoopback(&port);
   ASSERT_GE(fd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), len), 0);
-  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
   close(fd);  // nothing listens there: every connect is refused
 
   Config c = TestConfig(TestDbPath());
   c.simulate = false;
   c.api_keys = {"test-key"};
-  c.upstream_url = absl::StrCat("http://127.0.0.1:", ntohs(addr.sin_port));
+  c.upstream_url = absl::StrCat("http://127.0.0.1:", port);
   int exit_code = -1;
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Daemon> daemon,
                        Daemon::Start(c, Clock::Real(), &exit_code));
