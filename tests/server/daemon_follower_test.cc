@@ -70,26 +70,52 @@ bool HasLeaderIssue(const v1::GetStatusResponse& s) {
   return false;
 }
 
+// Makes another replica, "elsewhere:50051", the leader of the fresh
+// database `uri` at epoch 5: the returned connection holds the advisory lock
+// (closing it lets a follower take over), and the cluster row's heartbeat
+// is `heartbeat_at` (an SQL expression).
+absl::StatusOr<std::unique_ptr<storage::pg::PgConnection>> LeadElsewhere(
+    testing::PostgresServer* pg, const std::string& uri,
+    const std::string& heartbeat_at) {
+  {
+    absl::StatusOr<std::unique_ptr<storage::PostgresStore>> store =
+        storage::PostgresStore::Open(uri);  // creates the schema
+    if (!store.ok()) return store.status();
+  }
+  absl::StatusOr<storage::pg::PgConnection> conn =
+      storage::pg::PgConnection::Connect(uri, "test:elsewhere");
+  if (!conn.ok()) return conn.status();
+  auto holder = std::make_unique<storage::pg::PgConnection>(*std::move(conn));
+  absl::StatusOr<storage::pg::PgResult> locked = holder->Exec(
+      absl::StrCat("SELECT pg_advisory_lock(", cluster::kAdvisoryLockKey, ")"));
+  if (!locked.ok()) return locked.status();
+  absl::Status updated = pg->Execute(
+      uri, absl::StrCat("UPDATE cluster SET leader_epoch = 5, leader_id = "
+                        "'elsewhere:50051', heartbeat_at = ",
+                        heartbeat_at));
+  if (!updated.ok()) return updated;
+  return holder;
+}
+
+// A replica "me" on `uri`, gRPC and metrics on free ports.
+Config ReplicaConfig(const std::string& uri) {
+  Config c;
+  c.postgres_url = uri;
+  c.grpc_address = "127.0.0.1:0";
+  c.metrics_address = "127.0.0.1:0";
+  c.log_level = "warning";
+  c.replica_id = "me";
+  return c;
+}
+
 TEST(DaemonFollowerTest, FollowsTheLeadersStateAndHeartbeatThenTakesOver) {
   ASSERT_OK_AND_ASSIGN(testing::PostgresServer * pg,
                        testing::SharedPostgresServer());
   ASSERT_OK_AND_ASSIGN(std::string uri, pg->CreateDatabase());
-  { ASSERT_OK_AND_ASSIGN(auto store, storage::PostgresStore::Open(uri)); }
   // Another replica leads: it holds the lock; its last heartbeat was a
   // minute ago; it recorded its stream state.
-  ASSERT_OK_AND_ASSIGN(
-      storage::pg::PgConnection lock_holder,
-      storage::pg::PgConnection::Connect(uri, "test:elsewhere"));
-  auto elsewhere =
-      std::make_unique<storage::pg::PgConnection>(std::move(lock_holder));
-  ASSERT_OK(elsewhere
-                ->Exec(absl::StrCat("SELECT pg_advisory_lock(",
-                                    cluster::kAdvisoryLockKey, ")"))
-                .status());
-  ASSERT_OK(pg->Execute(uri,
-                        "UPDATE cluster SET leader_epoch = 5, leader_id = "
-                        "'elsewhere:50051', heartbeat_at = now() - interval "
-                        "'1 minute'"));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<storage::pg::PgConnection> elsewhere,
+                       LeadElsewhere(pg, uri, "now() - interval '1 minute'"));
   ingest::StreamStatusSnapshot recorded;
   recorded.stream = "companies";
   recorded.state = ingest::StreamState::kStreaming;
@@ -99,14 +125,9 @@ TEST(DaemonFollowerTest, FollowsTheLeadersStateAndHeartbeatThenTakesOver) {
   StreamStatusTable table({.url = uri, .replica_id = "elsewhere:50051"});
   ASSERT_OK(table.Record(5, {recorded}));
 
-  Config c;
-  c.postgres_url = uri;
-  c.grpc_address = "127.0.0.1:0";
-  c.metrics_address = "127.0.0.1:0";
+  Config c = ReplicaConfig(uri);
   c.simulate = true;
   c.simulator_rate = 200;
-  c.log_level = "warning";
-  c.replica_id = "me";
   int exit_code = -1;
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Daemon> daemon,
                        Daemon::Start(c, Clock::Real(), &exit_code));
@@ -169,24 +190,10 @@ TEST(DaemonFollowerTest, BadIngestSettingFailsAtStartEvenWhenAnotherLeads) {
   ASSERT_OK_AND_ASSIGN(testing::PostgresServer * pg,
                        testing::SharedPostgresServer());
   ASSERT_OK_AND_ASSIGN(std::string uri, pg->CreateDatabase());
-  { ASSERT_OK_AND_ASSIGN(auto store, storage::PostgresStore::Open(uri)); }
-  ASSERT_OK_AND_ASSIGN(
-      storage::pg::PgConnection elsewhere,
-      storage::pg::PgConnection::Connect(uri, "test:elsewhere"));
-  ASSERT_OK(elsewhere
-                .Exec(absl::StrCat("SELECT pg_advisory_lock(",
-                                   cluster::kAdvisoryLockKey, ")"))
-                .status());
-  ASSERT_OK(pg->Execute(uri,
-                        "UPDATE cluster SET leader_epoch = 5, leader_id = "
-                        "'elsewhere:50051', heartbeat_at = now()"));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<storage::pg::PgConnection> elsewhere,
+                       LeadElsewhere(pg, uri, "now()"));
 
-  Config c;
-  c.postgres_url = uri;
-  c.grpc_address = "127.0.0.1:0";
-  c.metrics_address = "127.0.0.1:0";
-  c.log_level = "warning";
-  c.replica_id = "me";
+  Config c = ReplicaConfig(uri);
   c.api_keys = {"test-key"};
   c.upstream_url = "https://127.0.0.1:1";
   const char* tmp = std::getenv("TEST_TMPDIR");
