@@ -920,8 +920,11 @@ std::variant<storage::Event, ParseError> EventParser::Parse(
       }
       out.company = std::move(std::get<storage::CompanyFields>(company));
     }
-    out.data_json.assign(TopLevelMemberValue(line, data.index));
     encoder_.AppendStruct(data_object, &out.data_pb);
+    // The text only where the Struct is empty ({}): see storage/event.h.
+    if (out.data_pb.empty()) {
+      out.data_json.assign(TopLevelMemberValue(line, data.index));
+    }
   }
   return out;
 }

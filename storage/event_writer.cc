@@ -364,7 +364,7 @@ EventWriter::Outcome EventWriter::CommitItems(std::vector<Item>& items,
                    {{"error", error},
                     {"stream", e->stream},
                     {"timepoint", e->timepoint},
-                    {"data_bytes", e->data_json.size()}});
+                    {"data_bytes", e->data_json.size() + e->data_pb.size()}});
         items[begin] = IsolatedDeadLetter(*e, error);
         absl::MutexLock lock(&mu_);
         ++stats_.items_isolated;

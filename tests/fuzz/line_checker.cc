@@ -47,10 +47,13 @@ void LineChecker::OnLine(std::string_view line) {
   FUZZ_CHECK(e.type == storage::EventType::kChanged ||
              e.type == storage::EventType::kDeleted);
   if (e.type == storage::EventType::kChanged) {
-    FUZZ_CHECK(!e.data_json.empty()) << "changed event without data";
+    FUZZ_CHECK(!e.data_json.empty() || !e.data_pb.empty())
+        << "changed event without data";
   }
-  // data_json is the exact bytes of the data object as received.
+  // data_json, set only for an empty object (whose Struct is empty), is the
+  // exact bytes of the data object as received.
   if (!e.data_json.empty()) {
+    FUZZ_CHECK(e.data_pb.empty()) << "data kept twice";
     FUZZ_CHECK(line.find(e.data_json) != std::string_view::npos)
         << "data_json is not a part of the line";
     FUZZ_CHECK(e.data_json.front() == '{' && e.data_json.back() == '}')

@@ -92,8 +92,8 @@ TEST(EventParserTest, CompanyProfileSampleE1AllFields) {
   expected.company_number = "SC571653";
   expected.published_at = Utc(2022, 8, 2, 15, 21, 6);
   expected.received_at = kReceived;
-  expected.data_json = DataText(lines[0]);
-  expected.data_pb = *JsonObjectToStructBytes(expected.data_json);
+  // The data as a Struct only (storage/event.h).
+  expected.data_pb = *JsonObjectToStructBytes(DataText(lines[0]));
   storage::CompanyFields company;
   company.company_name = "FC KIOSKS LTD";
   company.company_status = "active";
@@ -120,8 +120,8 @@ TEST(EventParserTest, CompanyProfileSampleE1AllFields) {
   EXPECT_EQ(event.published_at, expected.published_at);
   EXPECT_EQ(event.received_at, expected.received_at);
   EXPECT_THAT(event.fields_changed, IsEmpty());
-  EXPECT_EQ(event.data_json.size(), 1105u);  // of the 1,293-byte line
-  EXPECT_EQ(event.data_json, expected.data_json);
+  EXPECT_EQ(DataText(lines[0]).size(), 1105u);  // of the 1,293-byte line
+  EXPECT_EQ(event.data_json, "");
   EXPECT_EQ(event.data_pb, expected.data_pb);
   ASSERT_TRUE(event.company.has_value());
   EXPECT_EQ(event.company->company_name, company.company_name);
@@ -205,7 +205,7 @@ TEST(EventParserTest, EverySample) {
     EXPECT_EQ(event.published_at, expected[i].published_at);
     EXPECT_EQ(event.type, expected[i].type);
     EXPECT_EQ(event.fields_changed, expected[i].fields_changed);
-    EXPECT_EQ(event.data_json, DataText(lines[i]));
+    EXPECT_EQ(event.data_json, "");
     EXPECT_EQ(event.data_pb, *JsonObjectToStructBytes(DataText(lines[i])));
     EXPECT_EQ(event.company.has_value(), i == 0);
     EXPECT_EQ(event.received_at, kReceived);
@@ -267,13 +267,13 @@ TEST(EventParserTest, UnknownKeysAndFieldOrderDoNotMatter) {
   EXPECT_EQ(event.timepoint, 9);
   EXPECT_EQ(event.resource_kind, "k");
   EXPECT_EQ(event.company_number, "AB12");
-  EXPECT_EQ(event.data_json, R"({"b":1})");
+  EXPECT_EQ(event.data_pb, *JsonObjectToStructBytes(R"({"b":1})"));
 }
 
-TEST(EventParserTest, DataJsonKeepsTheBytesAsSent) {
+TEST(EventParserTest, DataIsEncodedFromTheBytesAsSent) {
   EventParser parser;
   // Whitespace inside and around data, Go's HTML escapes, escaped quotes and
-  // braces inside strings: data_json is the exact text of the object.
+  // braces inside strings.
   const std::string data =
       "{ \"name\" : \"A \\u0026 B \\\"}{\\\" LTD\",\n\t\"n\": [1, 2.50, {}] }";
   const std::string line = absl::StrCat(
@@ -281,17 +281,31 @@ TEST(EventParserTest, DataJsonKeepsTheBytesAsSent) {
       data,
       R"(  ,"event":{"timepoint":5,"published_at":"2022-08-02T15:21:06","type":"changed"}}  )");
   const storage::Event event = ParseOk(parser, "officers", line);
-  EXPECT_EQ(event.data_json, data);
+  EXPECT_EQ(event.data_json, "");
   EXPECT_EQ(event.data_pb, *JsonObjectToStructBytes(data));
   // The Struct has the unescaped text.
   EXPECT_THAT(event.data_pb, HasSubstr("A & B \"}{\" LTD"));
+}
+
+// An empty object has an empty Struct encoding: its text is kept instead,
+// exactly as sent, so that the event still carries data.
+TEST(EventParserTest, EmptyDataKeepsItsText) {
+  EventParser parser;
+  for (const std::string data : {"{}", "{ \n }"}) {
+    const std::string line = absl::StrCat(
+        R"({"resource_kind":"k","resource_uri":"/company/1/x","data" : )", data,
+        R"( ,"resource_id":"x","event":{"timepoint":5,"published_at":"2022-08-02T15:21:06","type":"changed"}})");
+    const storage::Event event = ParseOk(parser, "officers", line);
+    EXPECT_EQ(event.data_json, data);
+    EXPECT_EQ(event.data_pb, "");
+  }
 }
 
 TEST(EventParserTest, LargeIntegerInDataIsAccepted) {
   EventParser parser;
   const storage::Event event =
       ParseOk(parser, "officers", Line("", R"({"big":123456789012345680000})"));
-  EXPECT_EQ(event.data_json, R"({"big":123456789012345680000})");
+  EXPECT_EQ(event.data_json, "");
   EXPECT_EQ(event.data_pb,
             *JsonObjectToStructBytes(R"({"big":123456789012345680000})"));
 }
@@ -413,7 +427,7 @@ TEST(EventParserTest, DataDeeperThan32LevelsIsRejected) {
   EventParser parser;
   const storage::Event ok =
       ParseOk(parser, "officers", Line("", NestedData(32)));
-  EXPECT_EQ(ok.data_json, NestedData(32));
+  EXPECT_EQ(ok.data_pb, *JsonObjectToStructBytes(NestedData(32)));
   EXPECT_EQ(ParseFails(parser, Line("", NestedData(33))).reason,
             "data nested deeper than 32 levels");
   // Arrays count as levels too.
@@ -432,9 +446,10 @@ TEST(EventParserTest, ParserIsReusableAcrossSizes) {
   const std::string big_data =
       absl::StrCat(R"({"blob":")", std::string(200000, 'q'), R"("})");
   for (int round = 0; round < 3; ++round) {
-    EXPECT_EQ(ParseOk(parser, "officers", Line("", big_data)).data_json,
-              big_data);
-    EXPECT_EQ(ParseOk(parser, "officers", Line()).data_json, R"({"name":"A"})");
+    EXPECT_EQ(ParseOk(parser, "officers", Line("", big_data)).data_pb,
+              *JsonObjectToStructBytes(big_data));
+    EXPECT_EQ(ParseOk(parser, "officers", Line()).data_pb,
+              *JsonObjectToStructBytes(R"({"name":"A"})"));
     EXPECT_THAT(ParseFails(parser, "{").reason, StartsWith("invalid JSON"));
   }
 }
