@@ -6,12 +6,20 @@
 // or below an earlier kept event of the same stream in the batch; the rest
 // are kept in batch order and get dense positions.
 //
+// It also merges what the kept events change in the current-state tables
+// into one row per company and one per resource, so that a commit writes
+// each row once however many of its events the batch holds (an upsert per
+// event cost ~3.5 us each for the company and the resource).
+//
 // Thread-safety: stateless.
 //
 //   CommitPlan plan = PlanCommit(batch.events, [&](std::string_view s) {
 //     return CommittedTimepointOf(s);  // std::nullopt for a new stream
 //   });
 //   for (size_t i : plan.kept) Insert(batch.events[i], head + 1 + j++);
+//   for (const CompanyChange& c : MergeCompanyChanges(batch.events,
+//                                                     plan.kept, head + 1))
+//     Upsert(c);
 #pragma once
 
 #include <cstddef>
@@ -54,5 +62,35 @@ struct CommitPlan {
 CommitPlan PlanCommit(
     const std::vector<Event>& events,
     absl::FunctionRef<std::optional<int64_t>(std::string_view)> committed);
+
+// What a batch does to one company's row (events for which IsCompanyEvent):
+// its events applied one by one in position order give the same row as
+// this applied once. Pointers and views are into the batch's events.
+struct CompanyChange {
+  std::string_view company_number;
+  const Event* fields = nullptr;  // the last event with company fields
+  uint64_t data_position = 0;     // the last event with data; 0 if none
+  const Event* last = nullptr;    // the last event
+  uint64_t last_position = 0;
+};
+
+// The same for one resource_uri (events with one).
+struct ResourceChange {
+  std::string_view resource_uri;
+  std::string_view company_number;  // the last non-empty one; "" if none
+  uint64_t data_position = 0;       // the last event with data; 0 if none
+  const Event* last = nullptr;      // the last event
+  uint64_t last_position = 0;
+};
+
+// One change per company / resource of `events[kept[j]]` (the event at
+// position first_position + j), ordered by key so that each index page is
+// visited once per batch rather than at random.
+std::vector<CompanyChange> MergeCompanyChanges(const std::vector<Event>& events,
+                                               const std::vector<size_t>& kept,
+                                               uint64_t first_position);
+std::vector<ResourceChange> MergeResourceChanges(
+    const std::vector<Event>& events, const std::vector<size_t>& kept,
+    uint64_t first_position);
 
 }  // namespace chstream::storage

@@ -793,8 +793,6 @@ absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
     w.begin.Reset();
     std::string fields_changed;
     std::string sic_codes;
-    std::vector<size_t> company_events;   // indexes into `kept`
-    std::vector<size_t> resource_events;  // indexes into `kept`
     for (size_t j = 0; j < kept.size(); ++j) {
       const Event& e = batch->events[kept[j]];
       const int64_t position = static_cast<int64_t>(head + 1 + j);
@@ -816,25 +814,15 @@ absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
       absl::Status s = ins.Run();
       ins.Reset();
       CHS_RETURN_IF_ERROR(s);
-      if (IsCompanyEvent(e)) company_events.push_back(j);
-      if (!e.resource_uri.empty()) resource_events.push_back(j);
     }
 
-    // Company upserts in company_number order (stable: a company's events
-    // stay in position order, so the latest still wins). Each index page is
-    // then visited once per batch instead of at random, which keeps the
-    // writer's page cache effective once the companies outgrow it.
-    std::stable_sort(company_events.begin(), company_events.end(),
-                     [&](size_t x, size_t y) {
-                       return batch->events[kept[x]].company_number <
-                              batch->events[kept[y]].company_number;
-                     });
-    for (size_t j : company_events) {
-      const Event& e = batch->events[kept[j]];
-      const int64_t position = static_cast<int64_t>(head + 1 + j);
-      const bool has_data = !e.data_json.empty() || !e.data_pb.empty();
+    // One upsert per company and per resource of the batch, in key order
+    // (storage/commit_plan.h).
+    for (const CompanyChange& c :
+         MergeCompanyChanges(batch->events, kept, head + 1)) {
       static const CompanyFields kNoFields;
-      const CompanyFields& f = e.company.has_value() ? *e.company : kNoFields;
+      const CompanyFields& f =
+          c.fields != nullptr ? *c.fields->company : kNoFields;
       sic_codes = EncodeStringList(f.sic_codes);
       const Address& a = f.registered_office_address;
       const std::string_view values[kNumCompanyFields] = {
@@ -846,16 +834,16 @@ absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
           sic_codes,
       };
       Statement& st = w.upsert_company;
-      st.BindText(kCpNumber, e.company_number);
-      st.BindInt64(kCpHasFields, e.company.has_value() ? 1 : 0);
+      st.BindText(kCpNumber, c.company_number);
+      st.BindInt64(kCpHasFields, c.fields != nullptr ? 1 : 0);
       for (int k = 0; k < kNumCompanyFields; ++k) {
         st.BindText(kCpFieldsFirst + k, values[k]);
       }
-      st.BindInt64(kCpDataPosition, has_data ? position : 0);
-      st.BindInt64(kCpDeleted, e.type == EventType::kDeleted ? 1 : 0);
-      st.BindInt64(kCpLastTimepoint, e.timepoint);
-      st.BindInt64(kCpLastPosition, position);
-      st.BindInt64(kCpUpdatedAt, ToMicros(e.received_at));
+      st.BindInt64(kCpDataPosition, static_cast<int64_t>(c.data_position));
+      st.BindInt64(kCpDeleted, c.last->type == EventType::kDeleted ? 1 : 0);
+      st.BindInt64(kCpLastTimepoint, c.last->timepoint);
+      st.BindInt64(kCpLastPosition, static_cast<int64_t>(c.last_position));
+      st.BindInt64(kCpUpdatedAt, ToMicros(c.last->received_at));
       // Company rowids start at 1, and the UPDATE arm of an upsert leaves
       // last_insert_rowid alone: non-zero afterwards means a new company.
       sqlite3_set_last_insert_rowid(w.db.get(), 0);
@@ -864,26 +852,17 @@ absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
       CHS_RETURN_IF_ERROR(s);
       if (sqlite3_last_insert_rowid(w.db.get()) != 0) ++new_companies;
     }
-    // Resource upserts in resource_uri order, for the same reason (stable:
-    // the last event of a resource wins).
-    std::stable_sort(resource_events.begin(), resource_events.end(),
-                     [&](size_t x, size_t y) {
-                       return batch->events[kept[x]].resource_uri <
-                              batch->events[kept[y]].resource_uri;
-                     });
-    for (size_t j : resource_events) {
-      const Event& e = batch->events[kept[j]];
-      const int64_t position = static_cast<int64_t>(head + 1 + j);
-      const bool has_data = !e.data_json.empty() || !e.data_pb.empty();
+    for (const ResourceChange& r :
+         MergeResourceChanges(batch->events, kept, head + 1)) {
       Statement& st = w.upsert_resource;
-      st.BindText(1, e.resource_uri);
-      st.BindText(2, e.resource_kind);
-      st.BindText(3, e.company_number);
-      st.BindInt64(4, e.type == EventType::kDeleted ? 1 : 0);
-      st.BindInt64(5, e.timepoint);
-      st.BindInt64(6, position);
-      st.BindInt64(7, ToMicros(e.received_at));
-      st.BindInt64(8, has_data ? position : 0);
+      st.BindText(1, r.resource_uri);
+      st.BindText(2, r.last->resource_kind);
+      st.BindText(3, r.company_number);
+      st.BindInt64(4, r.last->type == EventType::kDeleted ? 1 : 0);
+      st.BindInt64(5, r.last->timepoint);
+      st.BindInt64(6, static_cast<int64_t>(r.last_position));
+      st.BindInt64(7, ToMicros(r.last->received_at));
+      st.BindInt64(8, static_cast<int64_t>(r.data_position));
       absl::Status s = st.Run();
       st.Reset();
       CHS_RETURN_IF_ERROR(s);

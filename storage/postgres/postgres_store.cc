@@ -545,29 +545,14 @@ absl::StatusOr<CommitResult> PostgresStore::Commit(Batch* batch,
     }
 
     // Companies: one merged row per company (the latest fields, the latest
-    // data, the last event's state), staged by COPY, then two statements.
-    struct Merged {
-      const Event* fields = nullptr;  // last event with company fields
-      uint64_t data_position = 0;     // last event with data
-      const Event* last = nullptr;
-      uint64_t last_position = 0;
-    };
-    std::map<std::string_view, Merged> companies;
-    for (size_t j = 0; j < kept.size(); ++j) {
-      const Event& e = batch->events[kept[j]];
-      if (!IsCompanyEvent(e)) continue;
-      Merged& m = companies[e.company_number];
-      const uint64_t position = head + 1 + j;
-      if (e.company.has_value()) m.fields = &e;
-      if (!e.data_json.empty() || !e.data_pb.empty())
-        m.data_position = position;
-      m.last = &e;
-      m.last_position = position;
-    }
+    // data, the last event's state: storage/commit_plan.h), staged by COPY,
+    // then two statements.
+    const std::vector<CompanyChange> companies =
+        MergeCompanyChanges(batch->events, kept, head + 1);
     if (!companies.empty()) {
       std::string data;
       static const CompanyFields kNoFields;
-      for (const auto& [number, m] : companies) {
+      for (const CompanyChange& m : companies) {
         const CompanyFields& f =
             m.fields != nullptr ? *m.fields->company : kNoFields;
         const Address& a = f.registered_office_address;
@@ -582,7 +567,7 @@ absl::StatusOr<CommitResult> PostgresStore::Commit(Batch* batch,
             a.country,          a.care_of,
             a.po_box,           sic,
         };
-        pg::AppendCopyText(&data, number);
+        pg::AppendCopyText(&data, m.company_number);
         data.append(m.fields != nullptr ? "\tt" : "\tf");
         for (std::string_view v : values) {
           data.push_back('\t');
@@ -603,29 +588,12 @@ absl::StatusOr<CommitResult> PostgresStore::Commit(Batch* batch,
 
     // Resources: one merged row per resource_uri, staged by COPY, then one
     // upsert.
-    struct MergedResource {
-      const Event* last = nullptr;
-      uint64_t last_position = 0;
-      uint64_t data_position = 0;       // last event with data
-      std::string_view company_number;  // last non-empty one
-    };
-    std::map<std::string_view, MergedResource> resources;
-    for (size_t j = 0; j < kept.size(); ++j) {
-      const Event& e = batch->events[kept[j]];
-      if (e.resource_uri.empty()) continue;
-      MergedResource& m = resources[e.resource_uri];
-      const uint64_t position = head + 1 + j;
-      if (!e.data_json.empty() || !e.data_pb.empty()) {
-        m.data_position = position;
-      }
-      if (!e.company_number.empty()) m.company_number = e.company_number;
-      m.last = &e;
-      m.last_position = position;
-    }
+    const std::vector<ResourceChange> resources =
+        MergeResourceChanges(batch->events, kept, head + 1);
     if (!resources.empty()) {
       std::string data;
-      for (const auto& [uri, m] : resources) {
-        pg::AppendCopyText(&data, uri);
+      for (const ResourceChange& m : resources) {
+        pg::AppendCopyText(&data, m.resource_uri);
         data.push_back('\t');
         pg::AppendCopyText(&data, m.last->resource_kind);
         data.push_back('\t');

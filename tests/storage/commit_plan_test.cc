@@ -1,4 +1,5 @@
-// PlanCommit (storage/commit_plan.h): the duplicate rule both backends use.
+// storage/commit_plan.h: the duplicate rule both backends use, and the merge
+// of a batch's current-state changes into one row per company and resource.
 #include "storage/commit_plan.h"
 
 #include <optional>
@@ -12,6 +13,7 @@
 namespace chstream::storage {
 namespace {
 
+using ::chstream::storage::testing::CompanyEvent;
 using ::chstream::storage::testing::MakeEvent;
 using ::testing::ElementsAre;
 using ::testing::Pair;
@@ -56,6 +58,75 @@ TEST(PlanCommitTest, EmptyBatchKeepsNothing) {
   EXPECT_TRUE(plan.kept.empty());
   EXPECT_TRUE(plan.progress.empty());
   EXPECT_TRUE(plan.duplicates.empty());
+}
+
+// Verifies that a company's events merge as if applied one by one: fields
+// from the last event with fields, data from the last with data, the rest
+// from the last event; companies in key order; positions from the kept
+// index; events that are not company profiles ignored.
+TEST(MergeCompanyChangesTest, OneChangePerCompanyAsIfAppliedInOrder) {
+  Event deleted_bare = MakeEvent("companies", 4, "A0000001");
+  deleted_bare.type = EventType::kDeleted;
+  deleted_bare.data_json.clear();
+  deleted_bare.data_pb.clear();
+  Event data_without_fields = MakeEvent("companies", 6, "B0000002");
+  std::vector<Event> events = {
+      CompanyEvent(1, "B0000002", "B ONE"),  // 0
+      CompanyEvent(2, "A0000001", "A ONE"),  // 1: dropped, not in `kept`
+      CompanyEvent(3, "A0000001", "A TWO"),  // 2
+      MakeEvent("filings", 5, "A0000001"),   // 3: not a company profile
+      deleted_bare,                          // 4
+      data_without_fields,                   // 5
+  };
+  const std::vector<size_t> kept = {0, 2, 3, 4, 5};  // positions 10..14
+  std::vector<CompanyChange> changes = MergeCompanyChanges(events, kept, 10);
+  ASSERT_EQ(changes.size(), 2u);
+  const CompanyChange& a = changes[0];
+  EXPECT_EQ(a.company_number, "A0000001");
+  EXPECT_EQ(a.fields, &events[2]);
+  EXPECT_EQ(a.data_position, 11u);
+  EXPECT_EQ(a.last, &events[4]);
+  EXPECT_EQ(a.last_position, 13u);
+  const CompanyChange& b = changes[1];
+  EXPECT_EQ(b.company_number, "B0000002");
+  EXPECT_EQ(b.fields, &events[0]);
+  EXPECT_EQ(b.data_position, 14u);
+  EXPECT_EQ(b.last, &events[5]);
+  EXPECT_EQ(b.last_position, 14u);
+
+  // A company whose only event carries neither fields nor data.
+  changes = MergeCompanyChanges({deleted_bare}, {0}, 1);
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].fields, nullptr);
+  EXPECT_EQ(changes[0].data_position, 0u);
+}
+
+// The same for resources: the last non-empty company number stays.
+TEST(MergeResourceChangesTest, OneChangePerResourceAsIfAppliedInOrder) {
+  Event first = MakeEvent("charges", 1, "01234567");
+  first.resource_uri = "/company/01234567/charges/x";
+  Event bare = first;
+  bare.timepoint = 2;
+  bare.type = EventType::kDeleted;
+  bare.company_number.clear();
+  bare.data_json.clear();
+  bare.data_pb.clear();
+  Event other = MakeEvent("charges", 3, "00000001");
+  other.resource_uri = "/company/00000001/charges/y";
+  Event no_uri = MakeEvent("charges", 4);
+  no_uri.resource_uri.clear();
+  std::vector<Event> events = {first, other, bare, no_uri};
+  std::vector<ResourceChange> changes =
+      MergeResourceChanges(events, {0, 1, 2, 3}, 1);
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_EQ(changes[0].resource_uri, "/company/00000001/charges/y");
+  EXPECT_EQ(changes[0].last_position, 2u);
+  const ResourceChange& x = changes[1];
+  EXPECT_EQ(x.resource_uri, "/company/01234567/charges/x");
+  EXPECT_EQ(x.company_number, "01234567");
+  EXPECT_EQ(x.data_position, 1u);
+  EXPECT_EQ(x.last, &events[2]);
+  EXPECT_EQ(x.last_position, 3u);
 }
 
 }  // namespace

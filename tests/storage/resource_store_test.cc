@@ -193,6 +193,22 @@ TEST_P(ResourceStoreTest, EmptyCompanyNumberKeepsThePreviousOne) {
   ASSERT_TRUE(r.has_value());
   EXPECT_TRUE(r->deleted);
   EXPECT_EQ(r->company_number, "01234567");
+
+  // The same within one batch (merged into one row: commit_plan.h).
+  const std::string uri2 = "/disqualified-officers/corporate/def";
+  const Event with_data =
+      ResourceEvent("disqualified-officers", 3,
+                    "disqualified-officer-corporate", uri2, "07654321");
+  Commit(
+      {with_data, WithoutData(ResourceEvent("disqualified-officers", 4,
+                                            "disqualified-officer-corporate",
+                                            uri2, "", EventType::kDeleted))});
+  r = Get(uri2);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_TRUE(r->deleted);
+  EXPECT_EQ(r->company_number, "07654321");
+  EXPECT_EQ(r->last_timepoint, 4);
+  EXPECT_EQ(r->data_pb, with_data.data_pb);
 }
 
 TEST_P(ResourceStoreTest, EventsWithoutResourceUriHaveNoState) {
