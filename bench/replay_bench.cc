@@ -12,14 +12,17 @@
 //           send;
 //   parsed: the generated v1::Event stub, which parses every message
 //           including the google.protobuf.Struct in `data`: what a typical
-//           C++ consumer sees.
+//           C++ consumer sees;
+//   subscribe: Subscribe from the beginning with the raw client, until
+//           caught_up: a subscriber's catch-up from storage (not a default
+//           mode).
 //
 // For each it prints events/s, MB/s (serialised message bytes) and the CPU
 // seconds spent by chstreamd and by this client process.
 //
 //   bazel run --config=opt //bench:replay_bench --
 //       [--events=1000000] [--db=/tmp/chstream-replay-bench/replay.db]
-//       [--modes=raw,parsed] [--chstreamd=path/to/chstreamd]
+//       [--modes=raw,parsed,subscribe] [--chstreamd=path/to/chstreamd]
 //
 // The database is kept and reused by later runs when it already holds at
 // least --events events (delete it to rebuild).
@@ -240,6 +243,79 @@ ReplayResult ReplayRaw(const std::string& address) {
   return result;
 }
 
+// Subscribes from the beginning and receives the catch-up from storage as
+// raw ByteBuffers, until the caught_up message (events are > 1 KB; only the
+// small messages are parsed, to find it).
+ReplayResult SubscribeRaw(const std::string& address) {
+  ReplayResult result;
+  grpc::GenericStub stub(MakeChannel(address));
+  grpc::ClientContext ctx;
+  grpc::CompletionQueue cq;
+  const absl::Time start = absl::Now();
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call =
+      stub.PrepareCall(&ctx, "/chstream.v1.CompanyStream/Subscribe", &cq);
+  int tags[6];
+  call->StartCall(&tags[0]);
+  if (!Await(&cq, &tags[0])) {
+    result.status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "start");
+    return result;
+  }
+  v1::SubscribeRequest request;
+  request.mutable_start()->set_beginning(true);
+  grpc::ByteBuffer buffer;
+  bool own = false;
+  grpc::SerializationTraits<v1::SubscribeRequest>::Serialize(request, &buffer,
+                                                             &own);
+  call->Write(buffer, &tags[1]);
+  Await(&cq, &tags[1]);
+  call->WritesDone(&tags[2]);
+  Await(&cq, &tags[2]);
+  bool caught_up = false;
+  while (!caught_up) {
+    call->Read(&buffer, &tags[3]);
+    if (!Await(&cq, &tags[3])) break;
+    if (buffer.Length() < 128 || (result.events + 1) % 10'000 == 0) {
+      v1::SubscribeResponse m;
+      grpc::ByteBuffer copy(buffer);
+      if (!grpc::SerializationTraits<v1::SubscribeResponse>::Deserialize(&copy,
+                                                                         &m)
+               .ok()) {
+        result.status = grpc::Status(grpc::StatusCode::DATA_LOSS, "parse");
+        break;
+      }
+      if (m.has_caught_up()) {
+        caught_up = true;
+        result.last_position = m.caught_up().position();
+        continue;
+      }
+      if (m.has_event() && m.event().position() != result.events + 1) {
+        result.status =
+            grpc::Status(grpc::StatusCode::DATA_LOSS,
+                         absl::StrCat("message ", result.events + 1,
+                                      " has position ", m.event().position()));
+      }
+      if (!m.has_event()) continue;  // a heartbeat or checkpoint
+    }
+    ++result.events;
+    result.bytes += buffer.Length();
+  }
+  result.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  if (result.status.ok() && !caught_up) {
+    result.status =
+        grpc::Status(grpc::StatusCode::DATA_LOSS, "ended before caught_up");
+  }
+  ctx.TryCancel();
+  grpc::Status finish;
+  call->Finish(&finish, &tags[4]);
+  Await(&cq, &tags[4]);
+  cq.Shutdown();
+  void* tag;
+  bool ok;
+  while (cq.Next(&tag, &ok)) {
+  }
+  return result;
+}
+
 // Receives the stream through the generated stub (every message parsed,
 // data Struct included) and checks positions are dense from 1.
 ReplayResult ReplayParsed(const std::string& address) {
@@ -303,6 +379,8 @@ int Run(const Flags& flags, const char* argv0) {
       r = ReplayRaw((*daemon)->grpc_address());
     } else if (mode == "parsed") {
       r = ReplayParsed((*daemon)->grpc_address());
+    } else if (mode == "subscribe") {
+      r = SubscribeRaw((*daemon)->grpc_address());
     } else {
       std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
       return 2;
@@ -342,7 +420,8 @@ int main(int argc, char** argv) {
   if (!chstream::bench::ParseFlags(argc, argv, &flags)) {
     std::fprintf(stderr,
                  "usage: replay_bench [--events=N] [--db=PATH] "
-                 "[--modes=raw,parsed] [--chstreamd=PATH] [--batch=N]\n");
+                 "[--modes=raw,parsed,subscribe] [--chstreamd=PATH] "
+                 "[--batch=N]\n");
     return 2;
   }
   return chstream::bench::Run(flags, argv[0]);

@@ -568,6 +568,14 @@ class SubscribeReactor final : public StreamWriter<v1::SubscribeResponse> {
 
   void OnFinishing() override { Release(); }
 
+  // Catching up reads ahead as a replay does. last_ moves on with each page
+  // read, but a checkpoint or caught_up (which carry it) is only sent with
+  // pending_ empty, when everything up to last_ has been written.
+  bool ReadAhead() const override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return mode_ == Mode::kCatchUp && !caught_up_ &&
+           pending_.size() < ctx_.page_size / 2;
+  }
+
   std::string StalledMessage() const override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return absl::StrCat(
