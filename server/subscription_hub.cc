@@ -1,5 +1,7 @@
 #include "server/subscription_hub.h"
 
+#include <algorithm>
+
 namespace chstream::server {
 namespace {
 
@@ -49,12 +51,17 @@ size_t ApproximateBytes(const storage::Event& e) {
   return n;
 }
 
-Subscription::Subscription(uint64_t id, storage::Filter filter,
-                           QueueLimits limits, std::function<void()> wake)
+Subscription::Subscription(
+    uint64_t id, storage::Filter filter, QueueLimits limits,
+    std::function<void()> wake,
+    std::shared_ptr<const std::atomic<uint64_t>> published_through,
+    uint64_t registered_at)
     : id_(id),
       matcher_(filter),
       limits_{limits.events == 0 ? 1 : limits.events,
               limits.bytes == 0 ? 1 : limits.bytes},
+      published_through_(std::move(published_through)),
+      registered_at_(registered_at),
       wake_(std::move(wake)) {}
 
 bool Subscription::Pop(Item* item) {
@@ -89,7 +96,11 @@ size_t Subscription::bytes() const {
 bool Subscription::IdleThrough(uint64_t* position) const {
   absl::MutexLock lock(&mu_);
   if (!queue_.empty() || overflowed_) return false;
-  *position = published_through_;
+  // Every batch up to this position has been offered to every subscription
+  // that matched it (Publish), and an offer takes mu_: had one been made to
+  // this subscription, its events would be queued or popped by now.
+  const uint64_t through = published_through_->load(std::memory_order_acquire);
+  *position = through > registered_at_ ? through : 0;
   return true;
 }
 
@@ -108,7 +119,6 @@ bool Subscription::Offer(const std::vector<storage::Event>& batch,
   bool added = false;
   for (size_t i = 0; i < batch.size(); ++i) {
     const storage::Event& e = batch[i];
-    published_through_ = e.position;
     if (!matcher_.Matches(e)) continue;
     SharedEvent& copy = (*shared)[i];
     if (copy == nullptr) copy = ServingCopy(e);
@@ -137,9 +147,20 @@ void Subscription::Wake() {
 std::shared_ptr<Subscription> SubscriptionHub::Register(
     storage::Filter filter, QueueLimits limits, std::function<void()> wake) {
   absl::MutexLock lock(&mu_);
-  auto sub = std::make_shared<Subscription>(next_id_++, std::move(filter),
-                                            limits, std::move(wake));
+  // Batches picked before now are not offered to it; those picked after
+  // are (Publish).
+  auto sub = std::make_shared<Subscription>(
+      next_id_++, std::move(filter), limits, std::move(wake),
+      published_through_, picked_through_);
   subs_.emplace(sub->id(), sub);
+  const auto& companies = sub->matcher().companies();
+  if (companies.empty()) {
+    unindexed_.emplace(sub->id(), sub);
+  } else {
+    for (const std::string& number : companies) {
+      by_company_[number].emplace(sub->id(), sub);
+    }
+  }
   return sub;
 }
 
@@ -151,30 +172,62 @@ void SubscriptionHub::Unregister(uint64_t id) {
     if (it == subs_.end()) return;
     sub = std::move(it->second);
     subs_.erase(it);
+    unindexed_.erase(id);
+    for (const std::string& number : sub->matcher().companies()) {
+      auto company = by_company_.find(number);
+      if (company == by_company_.end()) continue;
+      company->second.erase(id);
+      if (company->second.empty()) by_company_.erase(company);
+    }
   }
   sub->Detach();
 }
 
 void SubscriptionHub::Publish(const EventBatch& batch) {
   if (batch == nullptr || batch->empty()) return;
-  // Only the list is copied under the hub's lock: filtering is per
+  // Only the picking is done under the hub's lock: filtering is per
   // subscription, under its own lock, so that a subscriber with a large
   // filter never holds up Register/Unregister or the others.
   std::vector<std::shared_ptr<Subscription>> subs;
   {
     absl::MutexLock lock(&mu_);
-    subs.reserve(subs_.size());
-    for (auto& [id, sub] : subs_) subs.push_back(sub);
+    subs.reserve(unindexed_.size());
+    for (auto& [id, sub] : unindexed_) subs.push_back(sub);
+    const size_t unindexed = subs.size();
+    for (const storage::Event& e : *batch) {
+      auto company = by_company_.find(e.company_number);
+      if (company == by_company_.end()) continue;
+      for (auto& [id, sub] : company->second) subs.push_back(sub);
+    }
+    // A subscription naming several of the batch's companies: offer once.
+    const auto by_id = [](const std::shared_ptr<Subscription>& a,
+                          const std::shared_ptr<Subscription>& b) {
+      return a->id() < b->id();
+    };
+    std::sort(subs.begin() + unindexed, subs.end(), by_id);
+    subs.erase(std::unique(subs.begin() + unindexed, subs.end(),
+                           [](const auto& a, const auto& b) {
+                             return a->id() == b->id();
+                           }),
+               subs.end());
+    picked_through_ = batch->back().position;
+    offers_ += subs.size();
   }
   std::vector<SharedEvent> shared(batch->size());
   for (const std::shared_ptr<Subscription>& sub : subs) {
     if (sub->Offer(*batch, &shared)) sub->Wake();
   }
+  published_through_->store(batch->back().position, std::memory_order_release);
 }
 
 size_t SubscriptionHub::size() const {
   absl::MutexLock lock(&mu_);
   return subs_.size();
+}
+
+uint64_t SubscriptionHub::offers() const {
+  absl::MutexLock lock(&mu_);
+  return offers_;
 }
 
 }  // namespace chstream::server

@@ -128,6 +128,61 @@ TEST(SubscriptionHubTest, IdleThroughCoversSkippedEvents) {
   EXPECT_EQ(through, 2u);
 }
 
+// Verifies that a subscription no event of a batch is offered to (its
+// company numbers are not in it) still counts the batch as examined, and
+// that one registered after a batch does not claim it.
+TEST(SubscriptionHubTest, IdleThroughCoversBatchesNotOfferedAndNotBefore) {
+  SubscriptionHub hub;
+  hub.Publish(Batch({MakeEvent(1, "00000001"), MakeEvent(2, "00000002")}));
+  storage::Filter f;
+  f.company_numbers = {"00000001"};
+  auto sub = hub.Register(f, QueueLimits{}, [] {});
+  uint64_t through = 99;
+  ASSERT_TRUE(sub->IdleThrough(&through));
+  EXPECT_EQ(through, 0u);  // 1 and 2 were published before it registered
+  const uint64_t offers = hub.offers();
+  hub.Publish(Batch({MakeEvent(3, "00000002"), MakeEvent(4, "00000003")}));
+  EXPECT_EQ(hub.offers(), offers);  // not offered
+  ASSERT_TRUE(sub->IdleThrough(&through));
+  EXPECT_EQ(through, 4u);
+}
+
+// Verifies that Publish offers a batch only to the subscriptions naming one
+// of its company numbers (and to those naming none), each once, however
+// many of its events it names.
+TEST(SubscriptionHubTest, BatchIsOfferedOnlyToSubscriptionsItCanMatch) {
+  SubscriptionHub hub;
+  std::vector<std::shared_ptr<Subscription>> narrow;
+  for (int i = 0; i < 1000; ++i) {
+    storage::Filter f;
+    f.company_numbers = {absl::StrCat("C", i)};
+    narrow.push_back(hub.Register(f, QueueLimits{}, [] {}));
+  }
+  storage::Filter two;
+  two.company_numbers = {"C1", "C2"};
+  auto both = hub.Register(two, QueueLimits{}, [] {});
+  storage::Filter profiles;
+  profiles.resource_kinds = {"company-profile"};
+  auto any = hub.Register(profiles, QueueLimits{}, [] {});
+
+  hub.Publish(Batch({MakeEvent(1, "C1"), MakeEvent(2, "C2"), MakeEvent(3, "C1"),
+                     MakeEvent(4, "NOBODY")}));
+  // C1's, C2's, `both` and `any`: 4 of the 1,002.
+  EXPECT_EQ(hub.offers(), 4u);
+  EXPECT_THAT(Drain(*narrow[1]), ::testing::ElementsAre(1, 3));
+  EXPECT_THAT(Drain(*narrow[2]), ::testing::ElementsAre(2));
+  EXPECT_THAT(Drain(*both), ::testing::ElementsAre(1, 2, 3));
+  EXPECT_THAT(Drain(*any), ::testing::ElementsAre(1, 2, 3, 4));
+  EXPECT_EQ(narrow[0]->depth(), 0u);
+
+  // Unregistered: no longer offered anything.
+  hub.Unregister(narrow[1]->id());
+  hub.Unregister(both->id());
+  hub.Publish(Batch({MakeEvent(5, "C1")}));
+  EXPECT_EQ(hub.offers(), 5u);  // `any` only
+  EXPECT_EQ(narrow[1]->depth(), 0u);
+}
+
 TEST(SubscriptionHubTest, UnregisterStopsDelivery) {
   SubscriptionHub hub;
   int wakes = 0;
