@@ -1153,5 +1153,97 @@ TEST(FairnessTest, LiveDeliveryDoesNotWaitForStorageReads) {
   reader->Finish();
 }
 
+// Verifies the per-connection stream limit (GrpcServer,
+// kMaxConcurrentStreamsPerConnection): one connection carries that many
+// live subscribers (gRPC's default of 100 stopped the 10,000-subscriber
+// benchmark at 5,000 over 50 connections), and a stream past the limit
+// waits in the client, without an error, until one of them ends.
+TEST(ConnectionLimitsTest, OneConnectionCarriesSubscribersUpToTheStreamLimit) {
+  constexpr int kLimit = server::kMaxConcurrentStreamsPerConnection;
+  static_assert(kLimit >= 200, "10,000 subscribers over 50 connections");
+  TestServerOptions options;
+  options.max_subscribers = kLimit + 10;
+  TestServer server(options);
+  auto stub = server.stub();  // every call on this one connection
+  struct Call {
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientAsyncReader<v1::SubscribeResponse>> reader;
+    v1::SubscribeResponse msg;
+    bool caught_up = false;
+    bool ended = false;  // a read failed: the call ended
+  };
+  grpc::CompletionQueue cq;
+  std::vector<std::unique_ptr<Call>> calls;
+  // Tags: 3 * i + 0 started, + 1 read, + 2 finished.
+  const auto tag = [](size_t i, int what) {
+    return reinterpret_cast<void*>(static_cast<uintptr_t>(3 * i + what));
+  };
+  for (int i = 0; i <= kLimit; ++i) {
+    auto call = std::make_unique<Call>();
+    call->reader =
+        stub->PrepareAsyncSubscribe(&call->ctx, v1::SubscribeRequest(), &cq);
+    call->reader->StartCall(tag(calls.size(), 0));
+    calls.push_back(std::move(call));
+  }
+  int caught_up = 0;
+  // Runs the completion queue until `done` or the deadline.
+  const auto run = [&](const std::function<bool()>& done) {
+    const absl::Time end = Clock::Real()->Now() + absl::Seconds(60);
+    while (!done()) {
+      void* got;
+      bool ok;
+      const auto status = cq.AsyncNext(
+          &got, &ok,
+          std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+      if (status == grpc::CompletionQueue::TIMEOUT) {
+        if (Clock::Real()->Now() > end) return false;
+        continue;
+      }
+      if (status != grpc::CompletionQueue::GOT_EVENT) return false;
+      const uintptr_t t = reinterpret_cast<uintptr_t>(got);
+      Call& call = *calls[t / 3];
+      if (t % 3 == 0 && ok) {
+        call.reader->Read(&call.msg, tag(t / 3, 1));
+      } else if (t % 3 == 0 || (t % 3 == 1 && !ok)) {
+        call.ended = true;
+      } else {
+        if (call.msg.has_caught_up()) {
+          call.caught_up = true;
+          ++caught_up;
+        }
+        call.reader->Read(&call.msg, tag(t / 3, 1));  // read on
+      }
+    }
+    return true;
+  };
+  ASSERT_TRUE(run([&] { return caught_up == kLimit; }));
+  EXPECT_EQ(server.service()->subscribers().size(),
+            static_cast<size_t>(kLimit));
+  // The one past the limit has not ended (it was not refused).
+  const auto waiting = std::find_if(
+      calls.begin(), calls.end(), [](const auto& c) { return !c->caught_up; });
+  ASSERT_NE(waiting, calls.end());
+  EXPECT_FALSE((*waiting)->ended);
+
+  // One ends: the waiting one goes live.
+  Call& first = **std::find_if(calls.begin(), calls.end(),
+                               [](const auto& c) { return c->caught_up; });
+  first.ctx.TryCancel();
+  ASSERT_TRUE(run([&] { return caught_up == kLimit + 1 && first.ended; }));
+  EXPECT_TRUE((*waiting)->caught_up);
+  EXPECT_EQ(std::count_if(calls.begin(), calls.end(),
+                          [](const auto& c) { return c->ended; }),
+            1);
+
+  for (size_t i = 0; i < calls.size(); ++i) {
+    calls[i]->ctx.TryCancel();
+  }
+  cq.Shutdown();
+  void* got;
+  bool ok;
+  while (cq.Next(&got, &ok)) {
+  }
+}
+
 }  // namespace
 }  // namespace chstream
