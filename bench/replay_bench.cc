@@ -185,35 +185,72 @@ bool Await(grpc::CompletionQueue* cq, void* tag) {
   return ok;
 }
 
+// A server-streaming call through the generic stub, whose messages are read
+// as raw ByteBuffers (not parsed).
+class RawStream {
+ public:
+  // Starts `method` (e.g. "/chstream.v1.CompanyStream/ReplayEvents") and
+  // sends `request`; ok() says whether the call started.
+  RawStream(const std::string& address, const std::string& method,
+            const grpc::protobuf::Message& request)
+      : stub_(MakeChannel(address)),
+        call_(stub_.PrepareCall(&ctx_, method, &cq_)) {
+    call_->StartCall(&tags_[0]);
+    started_ = Await(&cq_, &tags_[0]);
+    if (!started_) return;
+    grpc::ByteBuffer buffer;
+    bool own = false;
+    grpc::SerializationTraits<grpc::protobuf::Message>::Serialize(
+        request, &buffer, &own);
+    call_->Write(buffer, &tags_[1]);
+    Await(&cq_, &tags_[1]);
+    call_->WritesDone(&tags_[2]);
+    Await(&cq_, &tags_[2]);
+  }
+  // Finishes the call (cancelled first if `cancel`) and drains the queue.
+  grpc::Status Finish(bool cancel) {
+    if (cancel) ctx_.TryCancel();
+    grpc::Status status;
+    call_->Finish(&status, &tags_[4]);
+    Await(&cq_, &tags_[4]);
+    cq_.Shutdown();
+    void* tag;
+    bool ok;
+    while (cq_.Next(&tag, &ok)) {
+    }
+    return status;
+  }
+
+  bool ok() const { return started_; }
+  // The next message; false at the end of the stream.
+  bool Read(grpc::ByteBuffer* buffer) {
+    call_->Read(buffer, &tags_[3]);
+    return Await(&cq_, &tags_[3]);
+  }
+
+ private:
+  grpc::GenericStub stub_;
+  grpc::ClientContext ctx_;
+  grpc::CompletionQueue cq_;
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call_;
+  int tags_[5];
+  bool started_ = false;
+};
+
 // Receives the ReplayEvents stream as raw ByteBuffers (no parsing but for a
 // sample that checks positions are dense from 1).
 ReplayResult ReplayRaw(const std::string& address) {
   ReplayResult result;
-  grpc::GenericStub stub(MakeChannel(address));
-  grpc::ClientContext ctx;
-  grpc::CompletionQueue cq;
   const absl::Time start = absl::Now();
-  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call = stub.PrepareCall(
-      &ctx, "/chstream.v1.CompanyStream/ReplayEvents", &cq);
-  int tags[6];
-  call->StartCall(&tags[0]);
-  if (!Await(&cq, &tags[0])) {
+  v1::ReplayEventsRequest request;
+  request.mutable_start()->set_beginning(true);
+  RawStream call(address, "/chstream.v1.CompanyStream/ReplayEvents", request);
+  if (!call.ok()) {
     result.status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "start");
     return result;
   }
-  v1::ReplayEventsRequest request;
-  request.mutable_start()->set_beginning(true);
   grpc::ByteBuffer buffer;
-  bool own = false;
-  grpc::SerializationTraits<v1::ReplayEventsRequest>::Serialize(
-      request, &buffer, &own);
-  call->Write(buffer, &tags[1]);
-  Await(&cq, &tags[1]);
-  call->WritesDone(&tags[2]);
-  Await(&cq, &tags[2]);
-  while (true) {
-    call->Read(&buffer, &tags[3]);
-    if (!Await(&cq, &tags[3])) break;
+  while (call.Read(&buffer)) {
     ++result.events;
     result.bytes += buffer.Length();
     if (result.events % 10'000 == 0) {
@@ -230,16 +267,9 @@ ReplayResult ReplayRaw(const std::string& address) {
       result.last_position = e.position();
     }
   }
-  grpc::Status finish;
-  call->Finish(&finish, &tags[4]);
-  Await(&cq, &tags[4]);
+  grpc::Status finish = call.Finish(/*cancel=*/false);
   result.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   if (result.status.ok()) result.status = finish;
-  cq.Shutdown();
-  void* tag;
-  bool ok;
-  while (cq.Next(&tag, &ok)) {
-  }
   return result;
 }
 
@@ -248,32 +278,17 @@ ReplayResult ReplayRaw(const std::string& address) {
 // small messages are parsed, to find it).
 ReplayResult SubscribeRaw(const std::string& address) {
   ReplayResult result;
-  grpc::GenericStub stub(MakeChannel(address));
-  grpc::ClientContext ctx;
-  grpc::CompletionQueue cq;
   const absl::Time start = absl::Now();
-  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call =
-      stub.PrepareCall(&ctx, "/chstream.v1.CompanyStream/Subscribe", &cq);
-  int tags[6];
-  call->StartCall(&tags[0]);
-  if (!Await(&cq, &tags[0])) {
+  v1::SubscribeRequest request;
+  request.mutable_start()->set_beginning(true);
+  RawStream call(address, "/chstream.v1.CompanyStream/Subscribe", request);
+  if (!call.ok()) {
     result.status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "start");
     return result;
   }
-  v1::SubscribeRequest request;
-  request.mutable_start()->set_beginning(true);
   grpc::ByteBuffer buffer;
-  bool own = false;
-  grpc::SerializationTraits<v1::SubscribeRequest>::Serialize(request, &buffer,
-                                                             &own);
-  call->Write(buffer, &tags[1]);
-  Await(&cq, &tags[1]);
-  call->WritesDone(&tags[2]);
-  Await(&cq, &tags[2]);
   bool caught_up = false;
-  while (!caught_up) {
-    call->Read(&buffer, &tags[3]);
-    if (!Await(&cq, &tags[3])) break;
+  while (!caught_up && call.Read(&buffer)) {
     if (buffer.Length() < 128 || (result.events + 1) % 10'000 == 0) {
       v1::SubscribeResponse m;
       grpc::ByteBuffer copy(buffer);
@@ -289,10 +304,10 @@ ReplayResult SubscribeRaw(const std::string& address) {
         continue;
       }
       if (m.has_event() && m.event().position() != result.events + 1) {
-        result.status =
-            grpc::Status(grpc::StatusCode::DATA_LOSS,
-                         absl::StrCat("message ", result.events + 1,
-                                      " has position ", m.event().position()));
+        result.status = grpc::Status(
+            grpc::StatusCode::DATA_LOSS,
+            absl::StrCat("message ", result.events + 1, " has position ",
+                         m.event().position()));
       }
       if (!m.has_event()) continue;  // a heartbeat or checkpoint
     }
@@ -304,15 +319,7 @@ ReplayResult SubscribeRaw(const std::string& address) {
     result.status =
         grpc::Status(grpc::StatusCode::DATA_LOSS, "ended before caught_up");
   }
-  ctx.TryCancel();
-  grpc::Status finish;
-  call->Finish(&finish, &tags[4]);
-  Await(&cq, &tags[4]);
-  cq.Shutdown();
-  void* tag;
-  bool ok;
-  while (cq.Next(&tag, &ok)) {
-  }
+  call.Finish(/*cancel=*/true);
   return result;
 }
 
