@@ -2,9 +2,7 @@
 // file, real simulator over HTTP, real gRPC server on port 0).
 #include "server/daemon.h"
 
-#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -24,10 +22,12 @@
 #include "storage/store.h"
 #include "tests/server/metrics_http_client.h"
 #include "tests/storage/test_util.h"
+#include "tests/testing/loopback.h"
 
 namespace chstream::server {
 namespace {
 
+using ::chstream::testing::BindLoopback;
 using storage::testing::MakeEvent;
 using storage::testing::TestDbPath;
 using storage::testing::WaitUntil;
@@ -84,31 +84,12 @@ TEST(DaemonTest, BadSettingFailsWithExitCode2) {
   EXPECT_EQ(exit_code, 2);
 }
 
-// A TCP socket bound to a free loopback port (`*port`), not listening; -1
-// on failure. The caller closes it.
-int BindLoopback(int* port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    close(fd);
-    return -1;
-  }
-  *port = ntohs(addr.sin_port);
-  return fd;
-}
-
 // A gRPC port that another process holds is a clear start-up error (exit
 // 1: the environment, not a setting), not a crash: the failed server was
 // shut down as if it had started (a null dereference, SIGSEGV).
 TEST(DaemonTest, GrpcPortInUseFailsWithExitCode1) {
   int port = 0;
-  const int fd = BindLoopback(&port);
-  ASSERT_GE(fd, 0);
+  ASSERT_OK_AND_ASSIGN(const int fd, BindLoopback(&port));
   ASSERT_EQ(listen(fd, 1), 0);
   const std::string address = absl::StrCat("127.0.0.1:", port);
 
@@ -130,8 +111,7 @@ TEST(DaemonTest, GrpcPortInUseFailsWithExitCode1) {
 // so a load balancer keeps the replica; the stream's own state says why.
 TEST(DaemonTest, ReadyWhileTheUpstreamIsDown) {
   int port = 0;
-  const int fd = BindLoopback(&port);
-  ASSERT_GE(fd, 0);
+  ASSERT_OK_AND_ASSIGN(const int fd, BindLoopback(&port));
   close(fd);  // nothing listens there: every connect is refused
 
   Config c = TestConfig(TestDbPath());

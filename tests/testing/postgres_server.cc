@@ -3,13 +3,11 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <netinet/in.h>
 #include <postgresql/libpq-fe.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,6 +27,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "base/clock.h"
+#include "tests/testing/loopback.h"
 
 namespace chstream::testing {
 namespace {
@@ -51,21 +50,11 @@ std::string Errno(absl::string_view what) {
 // A port the kernel considers free right now. Another process may take it
 // before the postmaster binds; StartPostmaster() then retries with a new one.
 absl::StatusOr<int> FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::InternalError(Errno("socket"));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    const std::string error = Errno("bind 127.0.0.1:0");
-    ::close(fd);
-    return absl::InternalError(error);
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  int port = 0;
+  absl::StatusOr<int> fd = BindLoopback(&port);
+  if (!fd.ok()) return fd.status();
+  ::close(*fd);
+  return port;
 }
 
 // How the children drop root (initdb and postgres refuse to run as root).
