@@ -104,18 +104,14 @@ std::string Micros(const char* column) {
   return absl::StrCat("(extract(epoch FROM ", column, ") * 1000000)::bigint");
 }
 
+// A bigint column of microseconds since the epoch (Micros above).
 absl::Time TimeOf(const PgResult& r, int row, int col) {
-  int64_t micros = 0;
-  if (r.IsNull(row, col) || !absl::SimpleAtoi(Av(r.Get(row, col)), &micros)) {
-    return absl::InfinitePast();
-  }
-  return absl::FromUnixMicros(micros);
+  if (r.IsNull(row, col)) return absl::InfinitePast();
+  return absl::FromUnixMicros(r.GetInt64(row, col));
 }
 
 uint64_t U64(const PgResult& r, int row, int col) {
-  uint64_t v = 0;
-  (void)absl::SimpleAtoi(Av(r.Get(row, col)), &v);
-  return v;
+  return static_cast<uint64_t>(r.GetInt64(row, col));
 }
 
 double Double(const PgResult& r, int row, int col) {
@@ -296,10 +292,7 @@ absl::StatusOr<StreamStatusTable::View> StreamStatusTable::Load() {
     ingest::StreamStatusSnapshot s;
     s.stream = std::string(r.Get(i, 0));
     s.state = StateNamed(r.Get(i, 1));
-    if (!r.IsNull(i, 2)) {
-      int64_t tp = 0;
-      if (absl::SimpleAtoi(Av(r.Get(i, 2)), &tp)) s.last_timepoint = tp;
-    }
+    if (!r.IsNull(i, 2)) s.last_timepoint = r.GetInt64(i, 2);
     s.last_published_at = TimeOf(r, i, 3);
     s.last_event_at = TimeOf(r, i, 4);
     s.last_heartbeat_at = TimeOf(r, i, 5);
