@@ -503,10 +503,9 @@ std::optional<std::string> ReadOptionalString(object obj,
 
 // The typed company-profile fields (upstream-api.md §6.3). Missing or null
 // fields stay empty; a field of another type is a reason to reject the line
-// (it would otherwise be stored as empty, silently).
-std::variant<storage::CompanyFields, std::string> ReadCompanyFields(
-    object data) {
-  storage::CompanyFields company;
+// (it would otherwise be stored as empty, silently): returns the reason.
+std::optional<std::string> ReadCompanyFields(object data,
+                                             storage::CompanyFields& company) {
   const std::pair<const char*, std::string*> fields[] = {
       {"company_name", &company.company_name},
       {"company_status", &company.company_status},
@@ -562,7 +561,7 @@ std::variant<storage::CompanyFields, std::string> ReadCompanyFields(
       ++k;
     }
   }
-  return company;
+  return std::nullopt;
 }
 
 // True if `value` has containers nested deeper than `limit` levels (`value`
@@ -914,11 +913,9 @@ std::variant<storage::Event, ParseError> EventParser::Parse(
   }
   if (has_data) {
     if (is_profile) {
-      auto company = ReadCompanyFields(data_object);
-      if (auto* reason = std::get_if<std::string>(&company)) {
-        return fail(std::move(*reason));
+      if (auto reason = ReadCompanyFields(data_object, out.company.emplace())) {
+        return fail(*std::move(reason));
       }
-      out.company = std::move(std::get<storage::CompanyFields>(company));
     }
     encoder_.AppendStruct(data_object, &out.data_pb);
     // The text only where the Struct is empty ({}): see storage/event.h.

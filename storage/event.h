@@ -3,14 +3,16 @@
 // The plain data types that flow from ingest through storage to the server:
 // a normalised upstream event, a company's or a resource's current state, a
 // dead letter.
-// No behaviour lives here; storage/ depends on nothing else in the project
-// but base/.
+// No behaviour lives here (OptionalBox only holds a value); storage/ depends
+// on nothing else in the project but base/.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -61,6 +63,50 @@ struct CompanyFields {
   bool operator==(const CompanyFields&) const = default;
 };
 
+// An optional value kept on the heap, with value semantics (copying copies
+// the value, == compares values): an Event holding one moves a pointer
+// instead of the ~500 bytes of a CompanyFields. Events are moved several
+// times between the parser and the store, and each move touched every byte
+// of every string of a company profile (~4% of ingest CPU, issue 13).
+template <typename T>
+class OptionalBox {
+ public:
+  OptionalBox() = default;
+  OptionalBox(std::nullopt_t) {}  // NOLINT: like std::optional
+  OptionalBox(T value)            // NOLINT: like std::optional
+      : p_(std::make_unique<T>(std::move(value))) {}
+  OptionalBox(const OptionalBox& other)
+      : p_(other.p_ ? std::make_unique<T>(*other.p_) : nullptr) {}
+  OptionalBox(OptionalBox&&) noexcept = default;
+  OptionalBox& operator=(const OptionalBox& other) {
+    if (this != &other)
+      p_ = other.p_ ? std::make_unique<T>(*other.p_) : nullptr;
+    return *this;
+  }
+  OptionalBox& operator=(OptionalBox&&) noexcept = default;
+
+  bool has_value() const { return p_ != nullptr; }
+  explicit operator bool() const { return has_value(); }
+  const T& operator*() const { return *p_; }
+  T& operator*() { return *p_; }
+  const T* operator->() const { return p_.get(); }
+  T* operator->() { return p_.get(); }
+  // Sets a default T and returns it.
+  T& emplace() {
+    p_ = std::make_unique<T>();
+    return *p_;
+  }
+  void reset() { p_.reset(); }
+
+  friend bool operator==(const OptionalBox& a, const OptionalBox& b) {
+    if (!a.has_value() || !b.has_value()) return a.has_value() == b.has_value();
+    return *a == *b;
+  }
+
+ private:
+  std::unique_ptr<T> p_;
+};
+
 // One upstream event, validated and normalised.
 struct Event {
   // chstream's cursor: 0 until committed, then dense and strictly increasing
@@ -86,7 +132,7 @@ struct Event {
   // bytes), made once at ingest so that serving never re-parses JSON.
   std::string data_pb;
   // Set for company-profile events that carry data.
-  std::optional<CompanyFields> company;
+  OptionalBox<CompanyFields> company;
 
   bool operator==(const Event&) const = default;
 };
