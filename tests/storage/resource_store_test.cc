@@ -211,6 +211,34 @@ TEST_P(ResourceStoreTest, EmptyCompanyNumberKeepsThePreviousOne) {
   EXPECT_EQ(r->data_pb, with_data.data_pb);
 }
 
+// Verifies that a later event with another kind or company number for the
+// same URI moves the resource in the company listing, and that one keeping
+// them (the usual case) updates the row in place.
+TEST_P(ResourceStoreTest, KindOrCompanyNumberChangeMovesTheResource) {
+  const std::string uri = "/company/01234567/charges/x";
+  Commit({ResourceEvent("charges", 1, "company-charges", uri, "01234567")});
+  Commit({ResourceEvent("charges", 2, "company-charges", uri, "01234567")});
+  EXPECT_EQ(Uris(List("01234567", {"company-charges"}).resources),
+            std::vector<std::string>{uri});
+  EXPECT_EQ(Get(uri)->last_timepoint, 2);
+
+  Commit({ResourceEvent("charges", 3, "company-charges", uri, "07654321")});
+  EXPECT_THAT(List("01234567").resources, IsEmpty());
+  EXPECT_EQ(Uris(List("07654321", {"company-charges"}).resources),
+            std::vector<std::string>{uri});
+
+  Commit({ResourceEvent("charges", 4, "company-officers", uri, "07654321")});
+  EXPECT_THAT(List("07654321", {"company-charges"}).resources, IsEmpty());
+  EXPECT_EQ(Uris(List("07654321", {"company-officers"}).resources),
+            std::vector<std::string>{uri});
+  std::optional<ResourceRecord> r = Get(uri);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->resource_kind, "company-officers");
+  EXPECT_EQ(r->company_number, "07654321");
+  EXPECT_EQ(r->last_timepoint, 4);
+  EXPECT_EQ(r->last_position, 4u);
+}
+
 TEST_P(ResourceStoreTest, EventsWithoutResourceUriHaveNoState) {
   Event e = MakeEvent("filings", 1, "02154654");
   e.resource_uri.clear();
