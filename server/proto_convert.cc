@@ -97,6 +97,21 @@ void ToProto(storage::Event&& e, v1::Event* out) {
   EventToProto(std::move(e), out);
 }
 
+std::string SerializeEvent(const storage::Event& event) {
+  v1::Event message;
+  EventToProto(event, &message);
+  return message.SerializeAsString();
+}
+
+void SetSerializedEvent(const std::string& event_bytes,
+                        v1::SubscribeResponse* out) {
+  out->Clear();
+  // An unknown field with the number of `event` serialises to the bytes of
+  // a set `event`, as SetStructBytes does for data.
+  out->GetReflection()->MutableUnknownFields(out)->AddLengthDelimited(
+      v1::SubscribeResponse::kEventFieldNumber, event_bytes);
+}
+
 void ToProto(const storage::CompanyRecord& c, v1::Company* out) {
   out->Clear();
   out->set_company_number(c.company_number);

@@ -647,8 +647,7 @@ class SubscribeReactor final : public StreamWriter<v1::SubscribeResponse> {
     }
     // Live.
     if (NextLive()) {
-      msg_.Clear();
-      ToProto(*next_->event, msg_.mutable_event());
+      SetSerializedEvent(next_->event->message, &msg_);
       last_ = next_->event->position;
       next_.reset();
       NextLive();  // the look-ahead that MoreReady() reports

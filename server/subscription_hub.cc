@@ -2,26 +2,15 @@
 
 #include <algorithm>
 
+#include "server/proto_convert.h"
+
 namespace chstream::server {
 namespace {
 
-// The copy a queue shares: what serving reads (server/proto_convert.h
-// sends data_pb, never data_json or the typed company fields).
+// The copy a queue shares: what serving sends.
 SharedEvent ServingCopy(const storage::Event& e) {
-  auto copy = std::make_shared<storage::Event>();
-  copy->position = e.position;
-  copy->stream = e.stream;
-  copy->timepoint = e.timepoint;
-  copy->type = e.type;
-  copy->resource_kind = e.resource_kind;
-  copy->resource_id = e.resource_id;
-  copy->resource_uri = e.resource_uri;
-  copy->company_number = e.company_number;
-  copy->published_at = e.published_at;
-  copy->received_at = e.received_at;
-  copy->fields_changed = e.fields_changed;
-  copy->data_pb = e.data_pb;
-  return copy;
+  return std::make_shared<const QueuedEvent>(
+      QueuedEvent{e.position, SerializeEvent(e)});
 }
 
 }  // namespace
@@ -40,15 +29,8 @@ bool FilterMatcher::Matches(const storage::Event& e) const {
          (types_.empty() || types_.contains(static_cast<int>(e.type)));
 }
 
-size_t ApproximateBytes(const storage::Event& e) {
-  size_t n = sizeof(storage::Event) + e.stream.capacity() +
-             e.resource_kind.capacity() + e.resource_id.capacity() +
-             e.resource_uri.capacity() + e.company_number.capacity() +
-             e.data_json.capacity() + e.data_pb.capacity();
-  for (const std::string& f : e.fields_changed) {
-    n += sizeof(std::string) + f.capacity();
-  }
-  return n;
+size_t ApproximateBytes(const QueuedEvent& e) {
+  return sizeof(QueuedEvent) + e.message.capacity();
 }
 
 Subscription::Subscription(

@@ -12,9 +12,10 @@
 // storage is read, every event is in storage, in the queue, or both;
 // positions remove the overlap.
 //
-// Memory: queued events are shared per event (one copy, without the fields
-// serving does not use, for all the subscribers that matched it), never per
-// commit batch, so a subscriber that stops reading pins at most
+// Memory and cost: queued events are shared per event (one copy for all the
+// subscribers that matched it, serialised as the chstream.v1.Event each of
+// them is sent, so that 100 subscribers mean one serialisation, not 100),
+// never per commit batch, so a subscriber that stops reading pins at most
 // `QueueLimits::bytes` of events, however large the batches were.
 //
 // Cost: subscriptions whose filter names company numbers are indexed by
@@ -33,7 +34,7 @@
 //                           [] { /* post a drain task */ });
 //   hub.Publish(commit_result.events);  // writer thread
 //   Subscription::Item item;
-//   while (sub->Pop(&item)) Send(*item.event);
+//   while (sub->Pop(&item)) Send(item.event->message);
 #pragma once
 
 #include <atomic>
@@ -54,7 +55,13 @@
 namespace chstream::server {
 
 using EventBatch = std::shared_ptr<const std::vector<storage::Event>>;
-using SharedEvent = std::shared_ptr<const storage::Event>;
+
+// A committed event as the queues share it.
+struct QueuedEvent {
+  uint64_t position = 0;
+  std::string message;  // chstream.v1.Event wire bytes (SerializeEvent)
+};
+using SharedEvent = std::shared_ptr<const QueuedEvent>;
 
 // A storage::Filter prepared for O(1) checks per event: one hash set per
 // field instead of a linear scan of each list.
@@ -78,8 +85,8 @@ struct QueueLimits {
   size_t bytes = 8 << 20;
 };
 
-// The bytes an event occupies in memory (the struct and its strings).
-size_t ApproximateBytes(const storage::Event& e);
+// The bytes a queued event occupies in memory (the struct and its message).
+size_t ApproximateBytes(const QueuedEvent& e);
 
 // One subscriber's live queue.
 class Subscription {

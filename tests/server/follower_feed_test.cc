@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/testing/status_matchers.h"
+#include "chstream/v1/chstream.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/subscription_hub.h"
@@ -37,13 +38,15 @@ class FollowerFeedTest : public ::testing::Test {
     ASSERT_OK_AND_ASSIGN(store_, storage::Store::Open(TestDbPath()));
   }
 
-  // Commits `n` events alternating companies / filings.
+  // Commits `n` events alternating companies / filings (data as JSON text).
   void CommitEvents(int n) {
     storage::Batch batch;
     for (int i = 0; i < n; ++i) {
       const bool filing = (next_timepoint_ % 2) == 0;
-      batch.events.push_back(
-          MakeEvent(filing ? "filings" : "companies", next_timepoint_++));
+      storage::Event e =
+          MakeEvent(filing ? "filings" : "companies", next_timepoint_++);
+      e.data_pb.clear();  // MakeEvent's is not a Struct, which Drain parses
+      batch.events.push_back(std::move(e));
     }
     ASSERT_THAT(store_->Commit(std::move(batch), TestTime()), IsOk());
   }
@@ -55,10 +58,14 @@ class FollowerFeedTest : public ::testing::Test {
     };
   }
 
-  static std::vector<storage::Event> Drain(Subscription& sub) {
-    std::vector<storage::Event> events;
+  // The queued events, parsed from the messages the queue holds.
+  static std::vector<v1::Event> Drain(Subscription& sub) {
+    std::vector<v1::Event> events;
     Subscription::Item item;
-    while (sub.Pop(&item)) events.push_back(*item.event);
+    while (sub.Pop(&item)) {
+      EXPECT_TRUE(events.emplace_back().ParseFromString(item.event->message));
+      EXPECT_EQ(events.back().position(), item.event->position);
+    }
     return events;
   }
 
@@ -101,17 +108,17 @@ TEST_F(FollowerFeedTest, ConcurrentCommitsArePublishedOnceInOrder) {
                         absl::Seconds(30)));
   feed.Stop();
 
-  const std::vector<storage::Event> events = Drain(*all);
+  const std::vector<v1::Event> events = Drain(*all);
   ASSERT_EQ(events.size(), head - start);
   for (size_t i = 0; i < events.size(); ++i) {
-    ASSERT_EQ(events[i].position, start + 1 + i) << "at " << i;
+    ASSERT_EQ(events[i].position(), start + 1 + i) << "at " << i;
   }
-  const std::vector<storage::Event> filed = Drain(*filings);
+  const std::vector<v1::Event> filed = Drain(*filings);
   EXPECT_EQ(filed.size(), 300u);
   for (size_t i = 0; i < filed.size(); ++i) {
-    EXPECT_EQ(filed[i].stream, "filings");
+    EXPECT_EQ(filed[i].stream(), "filings");
     if (i > 0) {
-      EXPECT_GT(filed[i].position, filed[i - 1].position);
+      EXPECT_GT(filed[i].position(), filed[i - 1].position());
     }
   }
   const FollowerFeed::Stats stats = feed.stats();
@@ -144,10 +151,10 @@ TEST_F(FollowerFeedTest, ReadErrorsAndOverlappingPagesPublishEachPositionOnce) {
   EXPECT_TRUE(Drain(*all).empty());
 
   ASSERT_THAT(feed.CatchUpTo(20), IsOk());
-  const std::vector<storage::Event> events = Drain(*all);
+  const std::vector<v1::Event> events = Drain(*all);
   ASSERT_EQ(events.size(), 20u);
   for (size_t i = 0; i < events.size(); ++i) {
-    EXPECT_EQ(events[i].position, i + 1);
+    EXPECT_EQ(events[i].position(), i + 1);
   }
   // A stale or repeated head publishes nothing.
   ASSERT_THAT(feed.CatchUpTo(20), IsOk());
@@ -166,10 +173,10 @@ TEST_F(FollowerFeedTest, HeadAheadOfVisibleRowsIsReadLater) {
   EXPECT_EQ(Drain(*all).size(), 3u);
   CommitEvents(2);
   ASSERT_THAT(feed.CatchUpTo(5), IsOk());
-  const std::vector<storage::Event> events = Drain(*all);
+  const std::vector<v1::Event> events = Drain(*all);
   ASSERT_EQ(events.size(), 2u);
-  EXPECT_EQ(events[0].position, 4u);
-  EXPECT_EQ(events[1].position, 5u);
+  EXPECT_EQ(events[0].position(), 4u);
+  EXPECT_EQ(events[1].position(), 5u);
 }
 
 }  // namespace

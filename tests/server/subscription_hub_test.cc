@@ -8,8 +8,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "chstream/v1/chstream.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/proto_convert.h"
 
 namespace chstream::server {
 namespace {
@@ -73,8 +75,45 @@ TEST(SubscriptionHubTest, QueuedEventsDoNotPinTheBatch) {
   ASSERT_TRUE(b->Pop(&ib));
   EXPECT_EQ(ia.event.get(), ib.event.get());  // one copy for both
   EXPECT_EQ(ia.event->position, 500u);
-  EXPECT_EQ(ia.event->data_pb.size(), 1000u);
-  EXPECT_TRUE(ia.event->data_json.empty());  // not served: not kept
+  // What is kept is the message served: without data_json (not served), and
+  // made once for both.
+  v1::Event expected;
+  storage::Event e = MakeEvent(500, "00000001", 1000);
+  e.data_json.clear();
+  ToProto(e, &expected);
+  EXPECT_EQ(ia.event->message, expected.SerializeAsString());
+  EXPECT_LT(ApproximateBytes(*ia.event), 1200u);
+}
+
+// Verifies that the message a queue holds is the event's chstream.v1.Event,
+// and that a SubscribeResponse carrying it parses as that event.
+TEST(SubscriptionHubTest, QueuedMessageIsTheServedEvent) {
+  SubscriptionHub hub;
+  auto sub = hub.Register({}, QueueLimits{}, [] {});
+  storage::Event e = MakeEvent(7, "01234567");
+  e.stream = "filings";
+  e.timepoint = 42;
+  e.resource_uri = "/company/01234567/filing-history/x";
+  e.fields_changed = {"a", "b"};
+  e.published_at = absl::FromUnixMicros(1'700'000'000'123'456);
+  e.data_pb.clear();  // 'x' bytes are not a Struct; parsed below
+  hub.Publish(Batch({e}));
+  Subscription::Item item;
+  ASSERT_TRUE(sub->Pop(&item));
+
+  v1::SubscribeResponse response;
+  response.set_store_id("stale");
+  SetSerializedEvent(item.event->message, &response);
+  v1::SubscribeResponse parsed;
+  ASSERT_TRUE(parsed.ParseFromString(response.SerializeAsString()));
+  ASSERT_TRUE(parsed.has_event());
+  EXPECT_TRUE(parsed.store_id().empty());  // cleared first
+  v1::Event expected;
+  ToProto(e, &expected);
+  EXPECT_EQ(parsed.event().SerializeAsString(), expected.SerializeAsString());
+  EXPECT_EQ(parsed.event().stream(), "filings");
+  EXPECT_EQ(parsed.event().timepoint(), 42);
+  EXPECT_EQ(parsed.event().fields_changed_size(), 2);
 }
 
 TEST(SubscriptionHubTest, QueueOverflowsInBytes) {
