@@ -486,7 +486,9 @@ TEST_F(EventWriterTest, StopAcceptingReleasesPushersWhileTheDiskIsFull) {
   std::atomic<bool> refused{false};
   std::thread producer([&] {
     for (int i = 2; i < 100; ++i) {
-      if (!writer.Push(EventWithData(i, 4000))) {
+      // Larger than any page: none fits in the free space left in the
+      // pages the database has (how much that is depends on the page size).
+      if (!writer.Push(EventWithData(i, 70000))) {
         refused = true;
         return;
       }
