@@ -1,6 +1,7 @@
 #include "ingest/event_parser.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -484,71 +485,97 @@ std::string NormaliseCompanyNumber(std::string_view raw) {
   return absl::AsciiStrToUpper(Absl(TrimAsciiWhitespace(raw)));
 }
 
-// Reads `obj[field]` into *dest when it is a string; leaves *dest empty
-// when it is missing or null. Returns the reason otherwise.
-std::optional<std::string> ReadOptionalString(object obj,
-                                              std::string_view field,
-                                              std::string_view path,
-                                              std::string* dest) {
-  element value;
-  if (obj[field].get(value) || value.is_null()) return std::nullopt;
-  std::string_view s;
-  if (value.get_string().get(s)) {
-    return absl::StrCat(Absl(path), Absl(field), " must be a string, got ",
-                        TypeName(value));
+// The first member of `obj` with each of the N names (as obj[name] finds
+// it), in one pass over `obj` instead of one per name.
+template <size_t N>
+std::array<std::optional<element>, N> FindMembers(
+    object obj, const std::array<std::string_view, N>& names) {
+  std::array<std::optional<element>, N> found;
+  for (const auto field : obj) {
+    for (size_t i = 0; i < N; ++i) {
+      if (!found[i].has_value() && field.key == names[i]) {
+        found[i] = field.value;
+        break;
+      }
+    }
   }
-  dest->assign(s);
+  return found;
+}
+
+// Reads the string members `names` of an object into `dests` (missing or
+// null ones stay empty), from FindMembers' `found`; `path` prefixes the
+// names in the reason returned for a member of another type.
+template <size_t N>
+std::optional<std::string> ReadOptionalStrings(
+    const std::array<std::optional<element>, N>& found,
+    const std::array<std::string_view, N>& names,
+    const std::array<std::string*, N>& dests, std::string_view path) {
+  for (size_t i = 0; i < N; ++i) {
+    if (!found[i].has_value() || found[i]->is_null()) continue;
+    std::string_view s;
+    if (found[i]->get_string().get(s)) {
+      return absl::StrCat(Absl(path), Absl(names[i]), " must be a string, got ",
+                          TypeName(*found[i]));
+    }
+    dests[i]->assign(s);
+  }
   return std::nullopt;
 }
 
 // The typed company-profile fields (upstream-api.md §6.3). Missing or null
 // fields stay empty; a field of another type is a reason to reject the line
 // (it would otherwise be stored as empty, silently): returns the reason.
+// Fields are checked in the order listed here, whatever their order in the
+// line.
 std::optional<std::string> ReadCompanyFields(object data,
                                              storage::CompanyFields& company) {
-  const std::pair<const char*, std::string*> fields[] = {
-      {"company_name", &company.company_name},
-      {"company_status", &company.company_status},
-      {"type", &company.company_type},
-      {"jurisdiction", &company.jurisdiction},
-      {"date_of_creation", &company.date_of_creation},
-      {"date_of_cessation", &company.date_of_cessation},
-  };
-  for (const auto& [name, dest] : fields) {
-    if (auto e = ReadOptionalString(data, name, "data.", dest)) return *e;
+  static constexpr std::array<std::string_view, 8> kNames = {
+      "company_name",
+      "company_status",
+      "type",
+      "jurisdiction",
+      "date_of_creation",
+      "date_of_cessation",
+      "registered_office_address",
+      "sic_codes"};
+  const auto found = FindMembers(data, kNames);
+  static constexpr std::array<std::string_view, 6> kStringNames = {
+      kNames[0], kNames[1], kNames[2], kNames[3], kNames[4], kNames[5]};
+  if (auto e = ReadOptionalStrings<6>(
+          {found[0], found[1], found[2], found[3], found[4], found[5]},
+          kStringNames,
+          {&company.company_name, &company.company_status,
+           &company.company_type, &company.jurisdiction,
+           &company.date_of_creation, &company.date_of_cessation},
+          "data.")) {
+    return e;
   }
-  element value;
-  if (!data["registered_office_address"].get(value) && !value.is_null()) {
+  if (const std::optional<element>& value = found[6];
+      value.has_value() && !value->is_null()) {
     object address;
-    if (value.get_object().get(address)) {
+    if (value->get_object().get(address)) {
       return absl::StrCat(
           "data.registered_office_address must be an object, got ",
-          TypeName(value));
+          TypeName(*value));
     }
+    static constexpr std::array<std::string_view, 9> kAddressNames = {
+        "premises",    "address_line_1", "address_line_2", "locality", "region",
+        "postal_code", "country",        "care_of",        "po_box"};
     storage::Address& a = company.registered_office_address;
-    const std::pair<const char*, std::string*> address_fields[] = {
-        {"premises", &a.premises},
-        {"address_line_1", &a.address_line_1},
-        {"address_line_2", &a.address_line_2},
-        {"locality", &a.locality},
-        {"region", &a.region},
-        {"postal_code", &a.postal_code},
-        {"country", &a.country},
-        {"care_of", &a.care_of},
-        {"po_box", &a.po_box},
-    };
-    for (const auto& [name, dest] : address_fields) {
-      if (auto e = ReadOptionalString(
-              address, name, "data.registered_office_address.", dest)) {
-        return *e;
-      }
+    if (auto e = ReadOptionalStrings(
+            FindMembers(address, kAddressNames), kAddressNames,
+            {&a.premises, &a.address_line_1, &a.address_line_2, &a.locality,
+             &a.region, &a.postal_code, &a.country, &a.care_of, &a.po_box},
+            "data.registered_office_address.")) {
+      return e;
     }
   }
-  if (!data["sic_codes"].get(value) && !value.is_null()) {
+  if (const std::optional<element>& value = found[7];
+      value.has_value() && !value->is_null()) {
     array sic_codes;
-    if (value.get_array().get(sic_codes)) {
+    if (value->get_array().get(sic_codes)) {
       return absl::StrCat("data.sic_codes must be an array of strings, got ",
-                          TypeName(value));
+                          TypeName(*value));
     }
     size_t k = 0;
     for (element code : sic_codes) {

@@ -363,6 +363,15 @@ TEST(EventParserTest, CompanyFieldsToleratesMissingAndNull) {
   expected.sic_codes = {"1", "3"};
   EXPECT_EQ(*event.company, expected);
   EXPECT_EQ(event.company_number, "X1");
+
+  // A repeated name: the first is read.
+  const storage::Event repeated = ParseOk(
+      parser, "companies",
+      ProfileLine(R"("X1")",
+                  R"({"company_name":"FIRST","company_number":"X1",)"
+                  R"("company_name":"SECOND"})"));
+  ASSERT_TRUE(repeated.company.has_value());
+  EXPECT_EQ(repeated.company->company_name, "FIRST");
 }
 
 // Issue 9 item 6: a field chstream extracts, of the wrong type, used to be
@@ -397,6 +406,19 @@ TEST(EventParserTest, CompanyProfileFieldsOfTheWrongTypeAreRejected) {
        "data.sic_codes must be an array of strings, got string"},
       {R"("X1")", R"({"company_number":"X1","sic_codes":["1",2]})",
        "data.sic_codes[1] must be a string, got integer"},
+      // Several wrong: the first in the documented field order is named,
+      // whatever the order in the line (the fields are found in one pass).
+      {R"("X1")",
+       R"({"sic_codes":7,"registered_office_address":{"po_box":1,"premises":2},)"
+       R"("type":1,"company_number":"X1"})",
+       "data.type must be a string, got integer"},
+      {R"("X1")",
+       R"({"company_number":"X1","registered_office_address":{"po_box":1,"premises":2}})",
+       "data.registered_office_address.premises must be a string, got "
+       "integer"},
+      // A repeated name: the first is read (as obj["name"] does).
+      {R"("X1")", R"({"company_number":"X1","type":1,"type":"ltd"})",
+       "data.type must be a string, got integer"},
   };
   for (const Case& c : cases) {
     const ParseError error = ParseFails(parser, ProfileLine(c.id, c.data));
