@@ -126,13 +126,12 @@ absl::Status ReadEventRow(const Statement& st, Event* e) {
 // Company upsert parameters (shared numbering of the UPDATE and the INSERT).
 enum CompanyParam {
   kCpNumber = 1,
-  kCpHasFields = 2,
-  kCpFieldsFirst = 3,    // 16 fields: ?3 .. ?18, in kCompanyFieldColumns order
-  kCpDataPosition = 19,  // the event's position if it carries data, else 0
-  kCpDeleted = 20,
-  kCpLastTimepoint = 21,
-  kCpLastPosition = 22,
-  kCpUpdatedAt = 23,
+  kCpFieldsFirst = 2,    // 16 fields: ?2 .. ?17, in kCompanyFieldColumns order
+  kCpDataPosition = 18,  // the event's position if it carries data, else 0
+  kCpDeleted = 19,
+  kCpLastTimepoint = 20,
+  kCpLastPosition = 21,
+  kCpUpdatedAt = 22,
 };
 constexpr const char* kCompanyFieldColumns[] = {
     "company_name", "company_status",     "company_type",
@@ -144,7 +143,11 @@ constexpr const char* kCompanyFieldColumns[] = {
 };
 constexpr int kNumCompanyFields = std::size(kCompanyFieldColumns);
 
-std::string CompanyUpsertSql() {
+// With `with_fields` (the event carries the typed fields) the update sets
+// them; without, it keeps the stored ones (an event without data). Two
+// statements rather than one with a CASE per field: SQLite evaluated the 16
+// CASEs on every update.
+std::string CompanyUpsertSql(bool with_fields) {
   std::string cols = "company_number";
   std::string vals = absl::StrCat("?", kCpNumber);
   for (int i = 0; i < kNumCompanyFields; ++i) {
@@ -161,12 +164,9 @@ std::string CompanyUpsertSql() {
       absl::StrCat("INSERT INTO companies (", cols, ") VALUES (", vals,
                    ") ON CONFLICT (company_number) DO "
                    "UPDATE SET ");
-  // Fields only from an event that carries them; an event without data
-  // keeps the previous data.
-  for (int i = 0; i < kNumCompanyFields; ++i) {
+  for (int i = 0; i < kNumCompanyFields && with_fields; ++i) {
     const char* c = kCompanyFieldColumns[i];
-    absl::StrAppend(&sql, c, " = CASE WHEN ?", kCpHasFields, " THEN excluded.",
-                    c, " ELSE ", c, " END, ");
+    absl::StrAppend(&sql, c, " = excluded.", c, ", ");
   }
   absl::StrAppend(&sql, "data_position = CASE WHEN ?", kCpDataPosition,
                   " THEN ?", kCpDataPosition, " ELSE data_position END, ");
@@ -314,7 +314,8 @@ struct Store::Writer {
   Database db;  // declared first: destroyed after its statements
   Statement begin, commit, rollback;
   Statement insert_event;
-  Statement upsert_company;
+  Statement upsert_company;                 // the event carries fields
+  Statement upsert_company_keeping_fields;  // it does not
   Statement upsert_resource;
   Statement upsert_stream_state;
   Statement insert_dead_letter;
@@ -582,7 +583,10 @@ absl::Status Store::Init(bool is_new) {
       w.db.Prepare(absl::StrCat("INSERT INTO events (", kEventColumns,
                                 ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
                                 "?9, ?10, ?11, ?12, ?13)")));
-  CHS_ASSIGN_OR_RETURN(w.upsert_company, w.db.Prepare(CompanyUpsertSql()));
+  CHS_ASSIGN_OR_RETURN(w.upsert_company,
+                       w.db.Prepare(CompanyUpsertSql(/*with_fields=*/true)));
+  CHS_ASSIGN_OR_RETURN(w.upsert_company_keeping_fields,
+                       w.db.Prepare(CompanyUpsertSql(/*with_fields=*/false)));
   CHS_ASSIGN_OR_RETURN(w.upsert_resource, w.db.Prepare(kResourceUpsertSql));
   CHS_ASSIGN_OR_RETURN(
       w.upsert_stream_state,
@@ -839,9 +843,9 @@ absl::StatusOr<CommitResult> Store::Commit(Batch* batch, absl::Time now) {
           a.country,      a.care_of,          a.po_box,
           sic_codes,
       };
-      Statement& st = w.upsert_company;
+      Statement& st = c.fields != nullptr ? w.upsert_company
+                                          : w.upsert_company_keeping_fields;
       st.BindText(kCpNumber, c.company_number);
-      st.BindInt64(kCpHasFields, c.fields != nullptr ? 1 : 0);
       for (int k = 0; k < kNumCompanyFields; ++k) {
         st.BindText(kCpFieldsFirst + k, values[k]);
       }
