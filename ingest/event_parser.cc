@@ -736,7 +736,32 @@ std::string CompanyNumberFromUri(std::string_view resource_uri) {
   return std::string(rest.substr(0, rest.find('/')));
 }
 
-EventParser::EventParser() { CopyToPadded(std::string_view()); }
+EventParser::EventParser() {
+  CopyToPadded(std::string_view());
+  // The envelope is depth 1 and data depth 2, so a document no deeper than
+  // kMaxDataDepth + 1 has data no deeper than kMaxDataDepth
+  // (DataDeeperThan32LevelsIsRejected checks the boundary). parse() keeps
+  // the depth when it grows the capacity.
+  // Should this fail (no memory), parse() allocates with the default depth,
+  // and ParsePadded sees that in max_depth().
+  [[maybe_unused]] const simdjson::error_code allocated =
+      parser_.allocate(padded_capacity_, kMaxDataDepth + 1);
+}
+
+simdjson::error_code EventParser::ParsePadded(size_t size, element* root,
+                                              bool* depth_checked) {
+  simdjson::error_code error =
+      parser_.parse(padded_.get(), size, false).get(*root);
+  if (error != simdjson::DEPTH_ERROR) {
+    *depth_checked = parser_.max_depth() <= kMaxDataDepth + 1;
+    return error;
+  }
+  *depth_checked = false;
+  if (deep_parser_ == nullptr) {
+    deep_parser_ = std::make_unique<simdjson::dom::parser>();
+  }
+  return deep_parser_->parse(padded_.get(), size, false).get(*root);
+}
 
 void EventParser::CopyToPadded(std::string_view text) {
   if (padded_ == nullptr || text.size() > padded_capacity_) {
@@ -758,12 +783,12 @@ std::variant<storage::Event, ParseError> EventParser::Parse(
   // 1. JSON.
   CopyToPadded(line);
   element root;
-  simdjson::error_code error =
-      parser_.parse(padded_.get(), line.size(), false).get(root);
+  bool depth_checked = false;
+  simdjson::error_code error = ParsePadded(line.size(), &root, &depth_checked);
   if (error == simdjson::NUMBER_ERROR) {
     if (std::optional<std::string> widened = WidenOversizedIntegers(line)) {
       CopyToPadded(*widened);
-      error = parser_.parse(padded_.get(), widened->size(), false).get(root);
+      error = ParsePadded(widened->size(), &root, &depth_checked);
     }
   }
   if (error) return fail(InvalidJsonReason(line, error));
@@ -904,7 +929,7 @@ std::variant<storage::Event, ParseError> EventParser::Parse(
   }
 
   // 6. Per-kind checks of what chstream extracts from data, and its depth.
-  if (has_data) {
+  if (has_data && !depth_checked) {
     if (NestedDeeperThan(*data.value, kMaxDataDepth)) {
       return fail(
           absl::StrCat("data nested deeper than ", kMaxDataDepth, " levels"));

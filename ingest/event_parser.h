@@ -96,7 +96,17 @@ class EventParser {
   // Copies `text` into padded_ (with SIMDJSON_PADDING zero bytes after it).
   void CopyToPadded(std::string_view text);
 
+  // Parses `text` (already in padded_) into *root: with parser_, which
+  // refuses documents nested deeper than data may be, and, only for those,
+  // again with deep_parser_. *depth_checked says whether parser_ did it.
+  simdjson::error_code ParsePadded(size_t size, simdjson::dom::element* root,
+                                   bool* depth_checked);
+
+  // Refuses documents deeper than data may be below the envelope: a line
+  // it accepts needs no depth check of data of its own.
   simdjson::dom::parser parser_;
+  // simdjson's default depth limit; made on the first deeper line.
+  std::unique_ptr<simdjson::dom::parser> deep_parser_;
   StructEncoder encoder_;
   std::unique_ptr<char[]> padded_;
   size_t padded_capacity_ = 0;  // usable bytes, excluding the padding

@@ -461,6 +461,18 @@ TEST(EventParserTest, DataDeeperThan32LevelsIsRejected) {
   // Far deeper still: rejected by the JSON parser's own depth limit.
   EXPECT_THAT(ParseFails(parser, Line("", NestedData(5000))).reason,
               HasSubstr("nesting too deep"));
+  // Data at the limit after a deeper line, and the other way round (the
+  // parser takes a second JSON parser for lines deeper than data may be).
+  EXPECT_EQ(ParseOk(parser, "officers", Line("", NestedData(32))).data_pb,
+            *JsonObjectToStructBytes(NestedData(32)));
+  EXPECT_EQ(ParseFails(parser, Line("", NestedData(33))).reason,
+            "data nested deeper than 32 levels");
+  // Depth elsewhere in the envelope is not data's: an unknown member
+  // nested 40 deep is ignored, as it always was.
+  const storage::Event deep_elsewhere = ParseOk(
+      parser, "officers",
+      Line(absl::StrCat(R"("extra":)", NestedData(40), ","), NestedData(3)));
+  EXPECT_EQ(deep_elsewhere.data_pb, *JsonObjectToStructBytes(NestedData(3)));
 }
 
 TEST(EventParserTest, ParserIsReusableAcrossSizes) {
