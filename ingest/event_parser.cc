@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
+#include <span>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -502,22 +504,25 @@ std::array<std::optional<element>, N> FindMembers(
   return found;
 }
 
-// Reads the string members `names` of an object into `dests` (missing or
-// null ones stay empty), from FindMembers' `found`; `path` prefixes the
-// names in the reason returned for a member of another type.
-template <size_t N>
+// Reads string members into `dests`, in order: dests[i] from found[i]
+// (FindMembers' result for `names`; missing or null members leave it
+// empty). `path` prefixes the name in the reason returned for a member of
+// another type.
 std::optional<std::string> ReadOptionalStrings(
-    const std::array<std::optional<element>, N>& found,
-    const std::array<std::string_view, N>& names,
-    const std::array<std::string*, N>& dests, std::string_view path) {
-  for (size_t i = 0; i < N; ++i) {
-    if (!found[i].has_value() || found[i]->is_null()) continue;
+    std::span<const std::optional<element>> found,
+    std::span<const std::string_view> names,
+    std::initializer_list<std::string*> dests, std::string_view path) {
+  size_t i = 0;
+  for (std::string* dest : dests) {
+    const std::optional<element>& value = found[i];
+    const std::string_view name = names[i++];
+    if (!value.has_value() || value->is_null()) continue;
     std::string_view s;
-    if (found[i]->get_string().get(s)) {
-      return absl::StrCat(Absl(path), Absl(names[i]), " must be a string, got ",
-                          TypeName(*found[i]));
+    if (value->get_string().get(s)) {
+      return absl::StrCat(Absl(path), Absl(name), " must be a string, got ",
+                          TypeName(*value));
     }
-    dests[i]->assign(s);
+    dest->assign(s);
   }
   return std::nullopt;
 }
@@ -539,11 +544,8 @@ std::optional<std::string> ReadCompanyFields(object data,
       "registered_office_address",
       "sic_codes"};
   const auto found = FindMembers(data, kNames);
-  static constexpr std::array<std::string_view, 6> kStringNames = {
-      kNames[0], kNames[1], kNames[2], kNames[3], kNames[4], kNames[5]};
-  if (auto e = ReadOptionalStrings<6>(
-          {found[0], found[1], found[2], found[3], found[4], found[5]},
-          kStringNames,
+  if (auto e = ReadOptionalStrings(
+          found, kNames,
           {&company.company_name, &company.company_status,
            &company.company_type, &company.jurisdiction,
            &company.date_of_creation, &company.date_of_cessation},

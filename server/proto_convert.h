@@ -27,6 +27,7 @@ void ToProto(const storage::Event& event, v1::Event* out);
 // The same, moving the strings out of `event` (left valid, unspecified).
 void ToProto(storage::Event&& event, v1::Event* out);
 void ToProto(const storage::CompanyRecord& company, v1::Company* out);
+void ToProto(const storage::ResourceRecord& resource, v1::Resource* out);
 
 // `event` as chstream.v1.Event wire bytes: made once per live event for all
 // its subscribers (server/subscription_hub.h).
@@ -35,7 +36,6 @@ std::string SerializeEvent(const storage::Event& event);
 // without parsing them: they go out as they are.
 void SetSerializedEvent(const std::string& event_bytes,
                         v1::SubscribeResponse* out);
-void ToProto(const storage::ResourceRecord& resource, v1::Resource* out);
 
 // Caps on a request's filter lists (INVALID_ARGUMENT beyond, naming the
 // cap): they bound the memory and matching work one request can cause.

@@ -67,7 +67,8 @@ struct CompanyFields {
 // the value, == compares values): an Event holding one moves a pointer
 // instead of the ~500 bytes of a CompanyFields. Events are moved several
 // times between the parser and the store, and each move touched every byte
-// of every string of a company profile (~4% of ingest CPU, issue 13).
+// of every string of a company profile (issue 13: boxing it cut chstreamd's
+// CPU per ingested event by ~10%).
 template <typename T>
 class OptionalBox {
  public:
@@ -79,8 +80,9 @@ class OptionalBox {
       : p_(other.p_ ? std::make_unique<T>(*other.p_) : nullptr) {}
   OptionalBox(OptionalBox&&) noexcept = default;
   OptionalBox& operator=(const OptionalBox& other) {
-    if (this != &other)
+    if (this != &other) {
       p_ = other.p_ ? std::make_unique<T>(*other.p_) : nullptr;
+    }
     return *this;
   }
   OptionalBox& operator=(OptionalBox&&) noexcept = default;
