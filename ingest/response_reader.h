@@ -162,6 +162,21 @@ class ReadResponseOp {
           return self.complete(Outcome::NetworkError("stopped"));
         }
         if (ec == http::error::need_buffer) ec = {};
+        // Parse what else has arrived, here rather than one async_read_some
+        // (with its completion hand-off and timer re-arm) per element: the
+        // parser is not eager (async_read_header turned that off, and an
+        // eager async_read_some would hold the lines parsed until more bytes
+        // came), so each put() takes one chunk header or one chunk's data,
+        // and the upstream sends one chunk per line. This is what
+        // async_read_some does with buffered bytes, without the hand-off.
+        while (!ec && !s.parser.is_done() && s.wire.size() > 0 &&
+               s.parser.get().body().size > 0) {
+          s.wire.consume(s.parser.put(s.wire.data(), ec));
+          if (ec == http::error::need_more || ec == http::error::need_buffer) {
+            ec = {};
+            break;
+          }
+        }
         {
           const size_t n =
               kResponseReadBufferBytes - s.parser.get().body().size;
@@ -198,10 +213,6 @@ class ReadResponseOp {
       // parse (a 401 or 429 then looked like a network error and was
       // retried as one).
       parser.body_limit(std::numeric_limits<std::uint64_t>::max());
-      // Parse every chunk already read, not one chunk per read: the upstream
-      // sends one chunk per line, so a non-eager parser made each read (with
-      // its timer reset, recvmsg and handler) deliver a single ~1.3 KB event.
-      parser.eager(true);
       // Beast reads max(512, capacity - size) bytes at a time: without room
       // reserved, every read was a 512-byte recvmsg (three per event).
       wire.reserve(kResponseReadBufferBytes);
