@@ -9,14 +9,10 @@
 // Input: the raw response bytes. How they are cut into reads is derived from
 // the bytes themselves (deterministic), so a response is also split in
 // awkward places (inside a chunk-size line, between CR and LF).
-#include <boost/asio/buffer.hpp>
-#include <boost/asio/error.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/beast/core.hpp>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string_view>
 
@@ -27,65 +23,25 @@
 #include "ingest/response_reader.h"
 #include "tests/fuzz/fuzz_check.h"
 #include "tests/fuzz/line_checker.h"
+#include "tests/testing/memory_stream.h"
 
 namespace {
 
 namespace asio = boost::asio;
-namespace beast = boost::beast;
 using chstream::ingest::Outcome;
 
-// An AsyncReadStream over the fuzz input that returns it in short reads and
-// then end of file, as a socket would. Its timer is never armed: the input
-// is all there.
-class InputStream {
- public:
-  using executor_type = asio::io_context::executor_type;
-
-  InputStream(asio::io_context& io, std::string_view bytes)
-      : executor_(io.get_executor()), bytes_(bytes) {
-    for (unsigned char c : bytes.substr(0, 16)) seed_ = seed_ * 31 + c;
-  }
-
-  executor_type get_executor() { return executor_; }
-  void expires_after(std::chrono::steady_clock::duration) {}
-
-  template <typename MutableBufferSequence, typename ReadHandler>
-  auto async_read_some(const MutableBufferSequence& buffers,
-                       ReadHandler&& handler) {
-    return asio::async_initiate<ReadHandler, void(beast::error_code, size_t)>(
-        [this](auto h, const MutableBufferSequence& b) {
-          beast::error_code ec;
-          const size_t n = ReadSome(b, ec);
-          // Never complete inside the initiating call (Asio's rule).
-          asio::post(executor_, beast::bind_front_handler(std::move(h), ec, n));
-        },
-        handler, buffers);
-  }
-
-  size_t bytes_read() const { return at_; }
-
- private:
-  template <typename MutableBufferSequence>
-  size_t ReadSome(const MutableBufferSequence& buffers, beast::error_code& ec) {
-    if (at_ == bytes_.size()) {
-      ec = asio::error::eof;
-      return 0;
-    }
-    seed_ = seed_ * 1103515245u + 12345u;
-    const size_t want = (seed_ >> 16) % 4 == 0 ? 1 + (seed_ >> 4) % 8192
-                                               : 1 + (seed_ >> 4) % 64;
-    const size_t n = asio::buffer_copy(
-        buffers,
-        asio::buffer(bytes_.data() + at_, std::min(want, bytes_.size() - at_)));
-    at_ += n;
-    return n;
-  }
-
-  executor_type executor_;
-  const std::string_view bytes_;
-  size_t at_ = 0;
-  uint32_t seed_ = 1;
-};
+// How the input is cut into reads: derived from its first bytes, so a
+// response is also split in awkward places (inside a chunk-size line,
+// between CR and LF): mostly 1-64 bytes, one read in four up to 8 KiB.
+std::function<size_t()> ReadSizes(std::string_view bytes) {
+  uint32_t seed = 1;
+  for (unsigned char c : bytes.substr(0, 16)) seed = seed * 31 + c;
+  return [seed]() mutable -> size_t {
+    seed = seed * 1103515245u + 12345u;
+    return (seed >> 16) % 4 == 0 ? 1 + (seed >> 4) % 8192
+                                 : 1 + (seed >> 4) % 64;
+  };
+}
 
 // Checks each line (LineChecker) and what the reader reports.
 class Visitor : public chstream::ingest::ResponseVisitor {
@@ -133,8 +89,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const chstream::ingest::ResponseReadOptions options;
 
   asio::io_context io;
-  InputStream stream(
-      io, std::string_view(reinterpret_cast<const char*>(data), size));
+  const std::string_view input(reinterpret_cast<const char*>(data), size);
+  chstream::testing::MemoryStream stream(io, input, ReadSizes(input));
   Visitor visitor(options.max_line_bytes, *event_parser);
   std::optional<Outcome> outcome;
   chstream::ingest::AsyncReadResponse(

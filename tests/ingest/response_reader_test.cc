@@ -4,8 +4,6 @@
 
 #include <algorithm>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/beast/core/bind_handler.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,57 +13,12 @@
 #include "absl/strings/str_format.h"
 #include "base/clock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/memory_stream.h"
 
 namespace chstream::ingest {
 namespace {
 
 namespace asio = boost::asio;
-namespace beast = boost::beast;
-
-// An AsyncReadStream returning `bytes` in reads of at most `max_read`
-// bytes, then end of file; never completing inside the initiating call.
-class MemoryStream {
- public:
-  using executor_type = asio::io_context::executor_type;
-
-  MemoryStream(asio::io_context& io, std::string bytes, size_t max_read)
-      : executor_(io.get_executor()),
-        bytes_(std::move(bytes)),
-        max_read_(max_read) {}
-
-  executor_type get_executor() { return executor_; }
-  void expires_after(std::chrono::steady_clock::duration) {}
-
-  template <typename MutableBufferSequence, typename ReadHandler>
-  auto async_read_some(const MutableBufferSequence& buffers,
-                       ReadHandler&& handler) {
-    return asio::async_initiate<ReadHandler, void(beast::error_code, size_t)>(
-        [this](auto h, const MutableBufferSequence& b) {
-          beast::error_code ec;
-          size_t n = 0;
-          if (at_ == bytes_.size()) {
-            ec = asio::error::eof;
-          } else {
-            n = asio::buffer_copy(
-                b, asio::buffer(bytes_.data() + at_,
-                                std::min(max_read_, bytes_.size() - at_)));
-            at_ += n;
-          }
-          ++reads_;
-          asio::post(executor_, beast::bind_front_handler(std::move(h), ec, n));
-        },
-        handler, buffers);
-  }
-
-  int reads() const { return reads_; }
-
- private:
-  executor_type executor_;
-  const std::string bytes_;
-  const size_t max_read_;
-  size_t at_ = 0;
-  int reads_ = 0;
-};
 
 class RecordingVisitor : public ResponseVisitor {
  public:
@@ -114,7 +67,8 @@ TEST(ResponseReaderTest, ChunksAlreadyReceivedAreParsedInOneRead) {
   }
   const std::string response = ChunkedResponse(lines);
   asio::io_context io;
-  MemoryStream stream(io, response, /*max_read=*/1 << 20);
+  chstream::testing::MemoryStream stream(io, response,
+                                         [] { return size_t{1} << 20; });
   RecordingVisitor visitor;
   FakeClock clock;
   std::optional<Outcome> outcome;
