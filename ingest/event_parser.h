@@ -96,7 +96,7 @@ class EventParser {
   // Copies `text` into padded_ (with SIMDJSON_PADDING zero bytes after it).
   void CopyToPadded(std::string_view text);
 
-  // Parses `text` (already in padded_) into *root: with parser_, which
+  // Parses the first `size` bytes of padded_ into *root: with parser_, which
   // refuses documents nested deeper than data may be, and, only for those,
   // again with deep_parser_. *depth_checked says whether parser_ did it.
   simdjson::error_code ParsePadded(size_t size, simdjson::dom::element* root,

@@ -176,8 +176,8 @@ void SubscriptionHub::Publish(const EventBatch& batch) {
     subs.reserve(unindexed_.size());
     for (auto& [id, sub] : unindexed_) subs.push_back(sub);
     const size_t unindexed = subs.size();
-    for (const storage::Event& e : *batch) {
-      auto company = by_company_.find(e.company_number);
+    for (size_t i = 0; i < batch->size() && !by_company_.empty(); ++i) {
+      auto company = by_company_.find((*batch)[i].company_number);
       if (company == by_company_.end()) continue;
       for (auto& [id, sub] : company->second) subs.push_back(sub);
     }
@@ -195,9 +195,13 @@ void SubscriptionHub::Publish(const EventBatch& batch) {
     picked_through_ = batch->back().position;
     offers_ += subs.size();
   }
-  std::vector<SharedEvent> shared(batch->size());
-  for (const std::shared_ptr<Subscription>& sub : subs) {
-    if (sub->Offer(*batch, &shared)) sub->Wake();
+  // With nobody to offer it to (ingest without subscribers: every commit),
+  // nothing to allocate.
+  if (!subs.empty()) {
+    std::vector<SharedEvent> shared(batch->size());
+    for (const std::shared_ptr<Subscription>& sub : subs) {
+      if (sub->Offer(*batch, &shared)) sub->Wake();
+    }
   }
   published_through_->store(batch->back().position, std::memory_order_release);
 }

@@ -12,13 +12,14 @@
 // storage is read, every event is in storage, in the queue, or both;
 // positions remove the overlap.
 //
-// Memory and cost: queued events are shared per event (one copy for all the
-// subscribers that matched it, serialised as the chstream.v1.Event each of
-// them is sent, so that 100 subscribers mean one serialisation, not 100),
-// never per commit batch, so a subscriber that stops reading pins at most
-// `QueueLimits::bytes` of events, however large the batches were.
+// Memory: queued events are shared per event (one copy for all the
+// subscribers that matched it), never per commit batch, so a subscriber that
+// stops reading pins at most `QueueLimits::bytes` of events, however large
+// the batches were.
 //
-// Cost: subscriptions whose filter names company numbers are indexed by
+// Cost: the shared copy is the chstream.v1.Event each subscriber is sent,
+// serialised once (100 subscribers mean one serialisation, not 100).
+// Subscriptions whose filter names company numbers are indexed by
 // them, so that Publish offers a batch only to those naming one of its
 // events' company numbers (and to the subscriptions without such a
 // filter): 10,000 subscribers of one company each cost a hash lookup per
