@@ -149,12 +149,20 @@ absl::StatusOr<TestResponse> TestConnection::ReadResponse(
       !absl::SimpleAtoi(r.Header("content-length"), &length)) {
     return absl::DataLossError("bad Content-Length");
   }
-  while (buffer_.size() < length) {
+  absl::StatusOr<std::string> body = ReadBytes(length, deadline);
+  if (!body.ok()) return body.status();
+  r.body = *std::move(body);
+  return r;
+}
+
+absl::StatusOr<std::string> TestConnection::ReadBytes(size_t n,
+                                                      absl::Time deadline) {
+  while (buffer_.size() < n) {
     if (absl::Status s = ReadSome(deadline); !s.ok()) return s;
   }
-  r.body = buffer_.substr(0, length);
-  buffer_.erase(0, length);
-  return r;
+  std::string bytes = buffer_.substr(0, n);
+  buffer_.erase(0, n);
+  return bytes;
 }
 
 absl::Status TestConnection::WaitForClose(absl::Duration timeout) {

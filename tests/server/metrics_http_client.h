@@ -1,7 +1,9 @@
 // File: tests/server/metrics_http_client.h
 //
-// A minimal blocking HTTP/1.1 client over plain TCP (POSIX sockets) for the
-// operations listener's tests. Every wait has a deadline; nothing sleeps.
+// A minimal blocking client over plain TCP (POSIX sockets): HTTP/1.1
+// responses for the operations listener's tests, raw bytes for tests that
+// speak a protocol by hand (server_test's HTTP/2 frames). Every wait has a
+// deadline; nothing sleeps.
 //
 // Thread-safety: none; one thread per connection.
 //
@@ -48,6 +50,10 @@ class TestConnection {
   // RST) before a complete response; kDeadlineExceeded on timeout.
   absl::StatusOr<TestResponse> ReadResponse(
       bool head_request = false, absl::Duration timeout = kTestTimeout);
+
+  // Reads exactly `n` bytes (after what ReadResponse left). kUnavailable
+  // "closed" if the server closed first; kDeadlineExceeded on timeout.
+  absl::StatusOr<std::string> ReadBytes(size_t n, absl::Time deadline);
 
   // Waits until the server closes the connection (FIN or RST), discarding
   // anything it sends. kDeadlineExceeded if it stays open.
